@@ -1,0 +1,21 @@
+//! The air-gapped bundle: the contract between `kpaas-builder` (which writes
+//! bundles) and `kpaas-agent` (which verifies and serves them). It owns the
+//! platform catalog schema, the lock file, the bundle manifest
+//! (`bundle.json`), the OCI image-layout conventions, signatures, the SBOM,
+//! and reading and verifying a bundle in any of its shapes.
+
+pub mod catalog;
+pub mod digest;
+pub mod fsutil;
+pub mod lock;
+pub mod manifest;
+pub mod oci;
+pub mod platforms;
+pub mod reader;
+pub mod reference;
+pub mod sbom;
+pub mod sign;
+pub mod verify;
+
+pub use digest::Digest;
+pub use reference::ImageRef;

@@ -1,0 +1,108 @@
+//! `bundle.json`: what the bundle holds, signed as a whole. Everything else in
+//! the bundle is reachable from it by digest.
+
+use crate::digest::Digest;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+pub const BUNDLE_VERSION: u32 = 1;
+pub const BUNDLE_JSON: &str = "bundle.json";
+pub const SIGNATURE: &str = "bundle.json.sig";
+pub const CHECKSUMS: &str = "SHA256SUMS";
+pub const SBOM: &str = "sbom.spdx.json";
+pub const LAYOUT_INDEX: &str = "oci/index.json";
+pub const LAYOUT_MARKER: &str = "oci/oci-layout";
+pub const BLOBS_DIR: &str = "oci/blobs/sha256/";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BundleManifest {
+    pub bundle_version: u32,
+    pub platform: String,
+    pub platform_version: String,
+    /// From the lock, so rebuilding gives the same bytes.
+    pub created: String,
+    /// Image platforms bundled (`linux/amd64`, or `all`).
+    pub image_platforms: Vec<String>,
+    pub artifacts: Vec<BundleArtifact>,
+    /// Digests of the bundle's other metadata files, covered by the signature.
+    pub files: BTreeMap<String, Digest>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BundleArtifact {
+    pub kind: String,
+    pub component: String,
+    /// The `org.opencontainers.image.ref.name` in `oci/index.json`.
+    pub name: String,
+    /// Where it came from: image reference, chart reference or URL.
+    pub source: String,
+    /// Top manifest (or index) in the layout.
+    pub digest: Digest,
+    pub media_type: String,
+    /// Bytes of every blob this artifact uses, counting shared ones.
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// sha256 of the file or chart archive itself (files and charts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_digest: Option<Digest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unverified: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Totals {
+    pub artifacts: u64,
+    pub blobs: u64,
+    /// Bytes on disk: every blob once.
+    pub unique_bytes: u64,
+    /// Sum of artifact sizes: what the bundle would weigh without dedup.
+    pub referenced_bytes: u64,
+}
+
+impl BundleManifest {
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    pub fn from_bytes(b: &[u8]) -> Result<Self> {
+        serde_json::from_slice(b).context("parsing bundle.json")
+    }
+}
+
+/// `sha256sum -c` compatible lines, sorted by path.
+pub fn checksum_list(files: &BTreeMap<String, (Digest, u64)>) -> Vec<u8> {
+    let mut out = String::new();
+    for (path, (d, _)) in files {
+        out.push_str(&format!("{}  {path}\n", d.hex()));
+    }
+    out.into_bytes()
+}
+
+pub fn parse_checksum_list(text: &str) -> Result<BTreeMap<String, Digest>> {
+    let mut m = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (hex, path) = line
+            .split_once("  ")
+            .with_context(|| format!("SHA256SUMS line {}: not `<sha256>  <path>`", i + 1))?;
+        let d = Digest::from_hex(hex).with_context(|| format!("SHA256SUMS line {}", i + 1))?;
+        m.insert(path.to_string(), d);
+    }
+    Ok(m)
+}

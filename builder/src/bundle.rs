@@ -1,0 +1,383 @@
+//! `kpaas-builder bundle`: catalog + lock → one verified, deduplicated bundle.
+
+use crate::fetch::{Source, Want, fetch_all};
+use crate::progress::{count, human};
+use crate::resolve::{ensure_lock, load_catalog, lock_path, manifest_by_digest};
+use crate::writer::{Output, parse_size};
+use crate::{Common, Ctx};
+use airgap_bundle::catalog::{Artifact, Catalog, Component};
+use airgap_bundle::lock::LockedArtifact;
+use airgap_bundle::manifest::*;
+use airgap_bundle::oci::{self, Descriptor, LayoutIndex, Parsed};
+use airgap_bundle::{Digest, ImageRef, fsutil, sbom, sign};
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[command(flatten)]
+    pub common: Common,
+    /// Where to write: a directory, or a file ending in .tar or .tar.zst.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Image architectures to bundle (comma-separated, e.g. amd64,arm64), or `all`.
+    #[arg(long, default_value = "amd64", value_delimiter = ',')]
+    pub arch: Vec<String>,
+    /// Sign bundle.json with this secret key (from `kpaas-builder keygen`).
+    #[arg(long)]
+    pub sign_key: Option<PathBuf>,
+    /// Split a .tar/.tar.zst into volumes of at most this size (e.g. 4G, 700M).
+    #[arg(long, value_parser = parse_size)]
+    pub volume_size: Option<u64>,
+    /// zstd level for .tar.zst output.
+    #[arg(long, default_value_t = 3)]
+    pub zstd_level: i32,
+}
+
+/// One artifact, planned: its top manifest and every blob under it.
+struct Planned {
+    component: String,
+    artifact: Artifact,
+    locked: LockedArtifact,
+    top: Descriptor,
+    platforms: Vec<String>,
+    /// (digest, size) of every blob, manifests included.
+    blobs: Vec<(Digest, u64)>,
+}
+
+fn image_platforms(args: &Args) -> Vec<String> {
+    if args.arch.iter().any(|a| a == "all") {
+        vec!["all".into()]
+    } else {
+        args.arch.iter().map(|a| if a.contains('/') { a.clone() } else { format!("linux/{a}") }).collect()
+    }
+}
+
+/// Walks an image (or OCI chart) from its locked digest; returns planned blobs and wanted fetches.
+async fn plan_image(
+    ctx: &Ctx,
+    r: &ImageRef,
+    l: &LockedArtifact,
+    want_platforms: &[String],
+    label: &str,
+) -> Result<(Vec<(Digest, u64)>, Vec<Want>, Vec<String>)> {
+    let top = manifest_by_digest(&ctx.net, &ctx.cache, r, &l.digest, label).await?;
+    let mut blobs = vec![(l.digest.clone(), top.len() as u64)];
+    let mut wants = Vec::new();
+    let mut chosen = Vec::new();
+    let mut manifests = Vec::new();
+    match oci::parse_manifest(&top, &l.media_type).with_context(|| format!("{label}: manifest {}", l.digest))? {
+        Parsed::Index(children) => {
+            let all = want_platforms.iter().any(|p| p == "all");
+            let mut available = Vec::new();
+            for c in children {
+                let label_p = c.platform.as_ref().map(|p| p.label()).unwrap_or_else(|| "unknown".into());
+                available.push(label_p.clone());
+                // Attestation manifests (buildkit's unknown/unknown) ride along only with `all`.
+                let take = all || c.platform.as_ref().is_some_and(|p| want_platforms.iter().any(|w| p.matches(w)));
+                if take {
+                    chosen.push(label_p);
+                    manifests.push(c);
+                }
+            }
+            if manifests.is_empty() {
+                bail!("{label}: no manifest for {} (the index has {})", want_platforms.join(", "), available.join(", "));
+            }
+        }
+        Parsed::Manifest { config, layers } => {
+            for d in std::iter::once(config).chain(layers) {
+                blobs.push((d.digest.clone(), d.size));
+                wants.push(Want { digest: d.digest, size: d.size, source: crate::fetch::Source::Registry(r.clone()), artifact: label.into() });
+            }
+        }
+    }
+    for m in manifests {
+        let b = manifest_by_digest(&ctx.net, &ctx.cache, r, &m.digest, label).await?;
+        blobs.push((m.digest.clone(), b.len() as u64));
+        match oci::parse_manifest(&b, &m.media_type).with_context(|| format!("{label}: manifest {}", m.digest))? {
+            Parsed::Manifest { config, layers } => {
+                for d in std::iter::once(config).chain(layers) {
+                    blobs.push((d.digest.clone(), d.size));
+                    wants.push(Want { digest: d.digest, size: d.size, source: Source::Registry(r.clone()), artifact: label.into() });
+                }
+            }
+            Parsed::Index(_) => bail!("{label}: nested index {} is not supported", m.digest),
+        }
+    }
+    Ok((blobs, wants, chosen))
+}
+
+/// Helm's OCI config is the chart's Chart.yaml as JSON.
+fn chart_config(tgz: &[u8], label: &str) -> Result<Vec<u8>> {
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    for e in ar.entries().with_context(|| format!("{label}: reading chart archive"))? {
+        let mut e = e?;
+        let path = e.path()?.to_string_lossy().to_string();
+        if path.split('/').count() == 2 && path.ends_with("/Chart.yaml") {
+            let mut s = String::new();
+            e.read_to_string(&mut s)?;
+            let v: serde_json::Value = serde_saphyr::from_str(&s).with_context(|| format!("{label}: parsing {path}"))?;
+            return Ok(serde_json::to_vec(&v)?);
+        }
+    }
+    bail!("{label}: the chart archive has no <chart>/Chart.yaml")
+}
+
+fn put_json_blob(ctx: &Ctx, bytes: &[u8]) -> Result<Descriptor> {
+    let d = Digest::of(bytes);
+    ctx.cache.put(&d, bytes)?;
+    Ok(Descriptor { media_type: String::new(), digest: d, size: bytes.len() as u64, platform: None, artifact_type: None, annotations: BTreeMap::new() })
+}
+
+/// Files and HTTP charts become single-layer OCI artifacts, built from cached content.
+fn synthesize(ctx: &Ctx, a: &Artifact, l: &LockedArtifact, label: &str) -> Result<(Descriptor, Vec<(Digest, u64)>)> {
+    let (config, layer, artifact_type) = match a {
+        Artifact::File(f) => {
+            let mut c = put_json_blob(ctx, b"{}")?;
+            c.media_type = oci::OCI_EMPTY.into();
+            let mut ann = BTreeMap::new();
+            ann.insert(oci::ANN_TITLE.to_string(), f.name());
+            let layer = Descriptor { media_type: oci::OCTET.into(), digest: l.digest.clone(), size: l.size, platform: None, artifact_type: None, annotations: ann };
+            (c, layer, Some(oci::KPAAS_FILE))
+        }
+        Artifact::Chart(c) => {
+            let tgz = ctx.cache.read(&l.digest)?;
+            let mut cfg = put_json_blob(ctx, &chart_config(&tgz, label)?)?;
+            cfg.media_type = oci::HELM_CONFIG.into();
+            let mut ann = BTreeMap::new();
+            ann.insert(oci::ANN_TITLE.to_string(), format!("{}-{}.tgz", c.chart_name(), c.version.as_deref().unwrap_or_default()));
+            let layer = Descriptor { media_type: oci::HELM_CHART.into(), digest: l.digest.clone(), size: l.size, platform: None, artifact_type: None, annotations: ann };
+            (cfg, layer, None)
+        }
+        Artifact::Image(_) => bail!("{label}: images are not synthesized"),
+    };
+    let m = oci::artifact_manifest(artifact_type, &config, &layer, &BTreeMap::new());
+    let mut top = put_json_blob(ctx, &m)?;
+    top.media_type = oci::OCI_MANIFEST.into();
+    let blobs = vec![(top.digest.clone(), top.size), (config.digest, config.size), (layer.digest, layer.size)];
+    Ok((top, blobs))
+}
+
+pub struct Built {
+    pub manifest: BundleManifest,
+    pub fetched: u64,
+    pub reused: u64,
+}
+
+pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
+    let lock = ensure_lock(ctx, catalog, &lock_path(&args.common, catalog), args.common.update).await?;
+    let platforms = image_platforms(args);
+    // Phase 1: manifests (small, may need the network), planned per artifact.
+    let mut errors: Vec<String> = Vec::new();
+    let mut planned: Vec<Option<Planned>> = Vec::new();
+    let mut wants: Vec<Want> = Vec::new();
+    let mut set = tokio::task::JoinSet::new();
+    let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(ctx.jobs));
+    for (i, (comp, a)) in catalog.artifacts().enumerate() {
+        planned.push(None);
+        let Some(l) = lock.artifacts.get(&a.key()).cloned() else {
+            errors.push(format!("{}: not in the lock", a.key()));
+            continue;
+        };
+        let (ctx, a, comp, sem) = (ctx.clone(), a.clone(), comp.clone(), sem.clone());
+        let wanted = match &a {
+            Artifact::Image(im) if !im.platforms.is_empty() => im.platforms.clone(),
+            _ => platforms.clone(),
+        };
+        set.spawn(async move {
+            let _p = sem.acquire_owned().await;
+            let label = format!("{} {}", a.kind(), a.ref_name());
+            let r: Result<(Planned, Vec<Want>)> = async {
+                match &a {
+                    Artifact::Image(_) | Artifact::Chart(_) if l.media_type != oci::HELM_CHART => {
+                        let r = ImageRef::parse(l.source.trim_start_matches("oci://"))?;
+                        let (blobs, w, chosen) = plan_image(&ctx, &r, &l, if matches!(a, Artifact::Chart(_)) { &[] } else { &wanted }, &label).await?;
+                        let top = Descriptor { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, platform: None, artifact_type: None, annotations: BTreeMap::new() };
+                        Ok((Planned { component: comp.name.clone(), artifact: a.clone(), locked: l.clone(), top, platforms: chosen, blobs }, w))
+                    }
+                    _ => {
+                        let w = Want { digest: l.digest.clone(), size: l.size, source: Source::Url(l.source.clone()), artifact: label.clone() };
+                        // Top and blobs are filled in once the content is cached.
+                        let top = Descriptor { media_type: String::new(), digest: l.digest.clone(), size: 0, platform: None, artifact_type: None, annotations: BTreeMap::new() };
+                        Ok((Planned { component: comp.name.clone(), artifact: a.clone(), locked: l.clone(), top, platforms: vec![], blobs: vec![] }, vec![w]))
+                    }
+                }
+            }
+            .await;
+            (i, r)
+        });
+    }
+    while let Some(j) = set.join_next().await {
+        match j {
+            Ok((i, Ok((p, w)))) => {
+                wants.extend(w);
+                planned[i] = Some(p);
+            }
+            Ok((_, Err(e))) => errors.push(format!("{e:#}")),
+            Err(e) => errors.push(format!("planning task failed: {e}")),
+        }
+    }
+    // Phase 2: every blob, in parallel. Sizes of cached blobs count as reused.
+    let missing: Vec<&Want> = wants.iter().filter(|w| !ctx.cache.has(&w.digest)).collect();
+    let mut seen_missing = BTreeSet::new();
+    let missing_bytes: u64 = missing.iter().filter(|w| seen_missing.insert(w.digest.clone())).map(|w| w.size).sum();
+    ctx.progress.start_overall(missing_bytes, seen_missing.len() as u64);
+    let fetch_errors = fetch_all(ctx.net.clone(), ctx.cache.clone(), wants, ctx.jobs, ctx.progress.clone()).await;
+    ctx.progress.finish();
+    errors.extend(fetch_errors.into_iter().map(|e| format!("{e:#}")));
+    if !errors.is_empty() {
+        errors.sort();
+        errors.dedup();
+        bail!("{} problem(s) while fetching; nothing was written:\n  - {}", errors.len(), errors.join("\n  - "));
+    }
+    // Phase 3: synthesize file and chart artifacts now that their content is here.
+    let mut done = Vec::new();
+    for p in planned.into_iter().flatten() {
+        let mut p = p;
+        if p.blobs.is_empty() {
+            let label = format!("{} {}", p.artifact.kind(), p.artifact.ref_name());
+            let (top, blobs) = synthesize(ctx, &p.artifact, &p.locked, &label)?;
+            p.top = top;
+            p.blobs = blobs;
+        }
+        done.push(p);
+    }
+    let created = lock.created.clone();
+    let mtime = fsutil::parse_rfc3339(&created).context("lock `created` is not RFC 3339 (YYYY-MM-DDTHH:MM:SSZ)")?;
+    let (manifest, files) = assemble(catalog, &done, &platforms, &created, args)?;
+    crate::writer::write_bundle(ctx, &args.out, &files, &manifest, mtime, args.volume_size, args.zstd_level)?;
+    Ok(Built { manifest, fetched: count(&ctx.progress.fetched), reused: count(&ctx.progress.reused) })
+}
+
+/// The metadata files, in the order they are written.
+pub type Files = Vec<(String, Vec<u8>)>;
+
+fn assemble(catalog: &Catalog, done: &[Planned], platforms: &[String], created: &str, args: &Args) -> Result<(BundleManifest, (Files, BTreeMap<Digest, u64>))> {
+    let mut unique: BTreeMap<Digest, u64> = BTreeMap::new();
+    let mut artifacts = Vec::new();
+    let mut index = Vec::new();
+    let comps: BTreeMap<&str, &Component> = catalog.components.iter().map(|c| (c.name.as_str(), c)).collect();
+    for p in done {
+        let mut mine = BTreeMap::new();
+        for (d, s) in &p.blobs {
+            mine.insert(d.clone(), *s);
+            unique.insert(d.clone(), *s);
+        }
+        let name = p.artifact.ref_name();
+        let mut ann = BTreeMap::new();
+        ann.insert(oci::ANN_REF_NAME.to_string(), name.clone());
+        index.push(Descriptor { annotations: ann, ..p.top.clone() });
+        let (content_digest, install_path, mode, arch) = match &p.artifact {
+            Artifact::File(f) => (Some(p.locked.digest.clone()), f.install_path.clone(), f.mode.clone(), Some(f.arch.clone())),
+            Artifact::Chart(_) if p.locked.media_type == oci::HELM_CHART => (Some(p.locked.digest.clone()), None, None, None),
+            _ => (None, None, None, None),
+        };
+        let _ = comps.get(p.component.as_str());
+        artifacts.push(BundleArtifact {
+            kind: p.artifact.kind().into(),
+            component: p.component.clone(),
+            name,
+            source: p.locked.source.clone(),
+            digest: p.top.digest.clone(),
+            media_type: p.top.media_type.clone(),
+            size: mine.values().sum(),
+            platforms: p.platforms.clone(),
+            content_digest,
+            install_path,
+            mode,
+            arch,
+            unverified: p.artifact.unverified(),
+        });
+    }
+    let layout = LayoutIndex { schema_version: 2, media_type: Some(oci::OCI_INDEX.into()), manifests: index };
+    let mut layout_bytes = serde_json::to_vec_pretty(&layout)?;
+    layout_bytes.push(b'\n');
+    let totals = Totals {
+        artifacts: artifacts.len() as u64,
+        blobs: unique.len() as u64,
+        unique_bytes: unique.values().sum(),
+        referenced_bytes: artifacts.iter().map(|a| a.size).sum(),
+    };
+    let mut m = BundleManifest {
+        bundle_version: BUNDLE_VERSION,
+        platform: catalog.platform.name.clone(),
+        platform_version: catalog.platform.version.clone(),
+        created: created.into(),
+        image_platforms: platforms.to_vec(),
+        artifacts,
+        files: BTreeMap::new(),
+        totals,
+    };
+    let bundle_id = Digest::of(&serde_json::to_vec(&m.artifacts)?);
+    let sbom_bytes = {
+        let mut v = serde_json::to_vec_pretty(&sbom::spdx(&m, &bundle_id.hex()[..16]))?;
+        v.push(b'\n');
+        v
+    };
+    m.files.insert(LAYOUT_INDEX.into(), Digest::of(&layout_bytes));
+    m.files.insert(LAYOUT_MARKER.into(), Digest::of(oci::OCI_LAYOUT_FILE));
+    m.files.insert(SBOM.into(), Digest::of(&sbom_bytes));
+    let bj = m.to_bytes();
+    let mut files: Files = vec![(BUNDLE_JSON.into(), bj.clone())];
+    if let Some(k) = &args.sign_key {
+        let secret = std::fs::read_to_string(k).with_context(|| format!("reading --sign-key {}", k.display()))?;
+        files.push((SIGNATURE.into(), sign::sign(&secret, &bj).with_context(|| format!("--sign-key {}", k.display()))?.into_bytes()));
+    }
+    let mut sums: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
+    sums.insert(BUNDLE_JSON.into(), (Digest::of(&bj), bj.len() as u64));
+    sums.insert(SBOM.into(), (Digest::of(&sbom_bytes), 0));
+    sums.insert(LAYOUT_INDEX.into(), (Digest::of(&layout_bytes), 0));
+    sums.insert(LAYOUT_MARKER.into(), (Digest::of(oci::OCI_LAYOUT_FILE), 0));
+    for (d, s) in &unique {
+        sums.insert(format!("oci/{}", d.blob_path()), (d.clone(), *s));
+    }
+    files.push((CHECKSUMS.into(), checksum_list(&sums)));
+    files.push((SBOM.into(), sbom_bytes));
+    files.push((LAYOUT_MARKER.into(), oci::OCI_LAYOUT_FILE.to_vec()));
+    files.push((LAYOUT_INDEX.into(), layout_bytes));
+    Ok((m, (files, unique)))
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let start = Instant::now();
+    let ctx = Ctx::new(&args.common, args.common.offline)?;
+    let catalog = load_catalog(&args.common.platform)?;
+    let out = args.out.to_string_lossy().to_string();
+    if args.volume_size.is_some() && !Output::is_archive(&out) {
+        bail!("--volume-size needs an archive --out (.tar or .tar.zst), not a directory");
+    }
+    let b = build(&ctx, &catalog, &args).await?;
+    let t = &b.manifest.totals;
+    let summary = json!({
+        "out": args.out,
+        "artifacts": t.artifacts,
+        "blobs": t.blobs,
+        "unique_bytes": t.unique_bytes,
+        "referenced_bytes": t.referenced_bytes,
+        "dedup_saved_bytes": t.referenced_bytes.saturating_sub(t.unique_bytes),
+        "fetched_bytes": b.fetched,
+        "reused_bytes": b.reused,
+        "retries": count(&ctx.progress.retries),
+        "seconds": start.elapsed().as_secs_f64(),
+    });
+    if args.common.json {
+        ctx.progress.event("summary", summary);
+    } else {
+        eprintln!(
+            "bundle {}: {} artifacts, {} blobs, {} on disk ({} saved by dedup); fetched {}, reused {} from cache; {:.1}s",
+            args.out.display(),
+            t.artifacts,
+            t.blobs,
+            human(t.unique_bytes),
+            human(t.referenced_bytes.saturating_sub(t.unique_bytes)),
+            human(b.fetched),
+            human(b.reused),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}

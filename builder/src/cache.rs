@@ -1,0 +1,79 @@
+//! The content-addressed cache shared by every build on this machine: a blob
+//! appears under its digest only after its bytes were verified.
+
+use airgap_bundle::Digest;
+use airgap_bundle::digest::HashingWriter;
+use anyhow::{Context, Result, bail};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+impl Cache {
+    /// `--cache-dir`, else `$XDG_CACHE_HOME/kpaas`, else `~/.cache/kpaas`.
+    pub fn open(dir: Option<&Path>) -> Result<Cache> {
+        let root = match dir {
+            Some(d) => d.to_path_buf(),
+            None => match std::env::var_os("XDG_CACHE_HOME") {
+                Some(x) if !x.is_empty() => PathBuf::from(x).join("kpaas"),
+                _ => PathBuf::from(std::env::var_os("HOME").context("neither --cache-dir, XDG_CACHE_HOME nor HOME is set")?)
+                    .join(".cache/kpaas"),
+            },
+        };
+        for sub in ["blobs/sha256", "partial", "tmp"] {
+            std::fs::create_dir_all(root.join(sub)).with_context(|| format!("creating cache {}", root.display()))?;
+        }
+        Ok(Cache { root })
+    }
+
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs/sha256").join(d.hex())
+    }
+
+    pub fn partial(&self, d: &Digest) -> PathBuf {
+        self.root.join("partial").join(d.hex())
+    }
+
+    pub fn has(&self, d: &Digest) -> bool {
+        self.path(d).is_file()
+    }
+
+    pub fn size(&self, d: &Digest) -> Option<u64> {
+        std::fs::metadata(self.path(d)).ok().map(|m| m.len())
+    }
+
+    pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
+        let b = std::fs::read(self.path(d)).with_context(|| format!("reading {d} from the cache"))?;
+        if &Digest::of(&b) != d {
+            let _ = std::fs::remove_file(self.path(d));
+            bail!("cache entry {d} was corrupt and has been removed; run again to fetch it anew");
+        }
+        Ok(b)
+    }
+
+    /// Stores bytes whose digest the caller expects; refuses a mismatch.
+    pub fn put(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
+        if self.has(d) {
+            return Ok(());
+        }
+        let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
+        let mut w = HashingWriter::new(&mut tmp);
+        w.write_all(bytes)?;
+        let (_, got, _) = w.finish();
+        if &got != d {
+            bail!("content hashes to {got}, expected {d}");
+        }
+        tmp.persist(self.path(d)).context("storing blob in cache")?;
+        Ok(())
+    }
+
+    /// Moves a fully verified partial file into place.
+    pub fn commit_partial(&self, d: &Digest) -> Result<()> {
+        let p = self.partial(d);
+        std::fs::File::open(&p).and_then(|f| f.sync_all()).ok();
+        std::fs::rename(&p, self.path(d)).with_context(|| format!("moving {} into the cache", p.display()))
+    }
+}

@@ -1,0 +1,50 @@
+//! `kpaas-builder inspect`: what a bundle holds, without verifying it.
+
+use crate::progress::human;
+use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest};
+use airgap_bundle::reader::BundleSource;
+use anyhow::Result;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    pub bundle: PathBuf,
+    /// Print bundle.json's content as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let src = BundleSource::open(&a.bundle)?;
+    let m = BundleManifest::from_bytes(&src.read_file(BUNDLE_JSON)?)?;
+    let t = &m.totals;
+    if a.json {
+        let mut v = serde_json::to_value(&m)?;
+        v["totals"]["dedup_saved_bytes"] = t.referenced_bytes.saturating_sub(t.unique_bytes).into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{} {} (created {}, image platforms {})", m.platform, m.platform_version, m.created, m.image_platforms.join(","));
+    println!("{:<6} {:<14} {:>10}  {:<19}  {:<16} NAME", "KIND", "COMPONENT", "SIZE", "DIGEST", "PLATFORMS");
+    for x in &m.artifacts {
+        println!(
+            "{:<6} {:<14} {:>10}  {:<19}  {:<16} {}{}",
+            x.kind,
+            x.component,
+            human(x.size),
+            x.digest.short(),
+            if x.platforms.is_empty() { "-".to_string() } else { x.platforms.join(",") },
+            x.name,
+            if x.unverified { "  (unverified)" } else { "" }
+        );
+    }
+    println!(
+        "{} artifacts, {} blobs: {} on disk, {} referenced, {} saved by dedup",
+        t.artifacts,
+        t.blobs,
+        human(t.unique_bytes),
+        human(t.referenced_bytes),
+        human(t.referenced_bytes.saturating_sub(t.unique_bytes))
+    );
+    Ok(())
+}

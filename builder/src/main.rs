@@ -1,0 +1,144 @@
+//! `kpaas-builder`: runs on a connected machine and turns a platform catalog
+//! into an air-gapped bundle (and, later, bootable images and node seeds).
+
+mod bundle;
+mod cache;
+mod fetch;
+mod inspect;
+mod keygen;
+mod progress;
+mod registry;
+mod resolve;
+mod verify;
+mod writer;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser, Debug)]
+#[command(name = "kpaas-builder", version, about = "Build air-gapped K-PaaS appliance bundles", max_term_width = 80)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Pin every artifact of a platform catalog to a digest (writes the lock).
+    Resolve(resolve::Args),
+    /// Fetch everything and write the air-gapped bundle.
+    Bundle(bundle::Args),
+    /// Re-hash and check a bundle; names every bad artifact.
+    Verify(verify::Args),
+    /// List a bundle's artifacts, sizes, platforms and dedup savings.
+    Inspect(inspect::Args),
+    /// Make an ed25519 key pair for signing bundles.
+    Keygen(keygen::Args),
+}
+
+/// Options shared by the commands that resolve and fetch.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Common {
+    /// Platform catalog: a built-in name (demo), a catalog.yaml, or its directory.
+    #[arg(long, short)]
+    pub platform: String,
+    /// Lock file (default: <platform>.lock in the current directory).
+    #[arg(long)]
+    pub lock: Option<PathBuf>,
+    /// Re-resolve every artifact instead of using the lock.
+    #[arg(long)]
+    pub update: bool,
+    /// Use only the cache; list everything missing instead of fetching.
+    #[arg(long)]
+    pub offline: bool,
+    /// Content-addressed cache (default: $XDG_CACHE_HOME/kpaas).
+    #[arg(long, env = "KPAAS_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Remap a source: registry.k8s.io=host/prefix, or https://url=http://other-url.
+    #[arg(long, value_name = "SRC=DST")]
+    pub mirror: Vec<String>,
+    /// Reach this registry host over plain HTTP (repeatable).
+    #[arg(long, value_name = "HOST")]
+    pub insecure_registry: Vec<String>,
+    /// Extra CA certificate (PEM) to trust for TLS (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub ca_cert: Vec<PathBuf>,
+    /// Docker config with registry credentials (default: ~/.docker/config.json).
+    #[arg(long, env = "KPAAS_DOCKER_CONFIG")]
+    pub docker_config: Option<PathBuf>,
+    /// Parallel transfers.
+    #[arg(long, short, default_value_t = 8)]
+    pub jobs: usize,
+    /// Machine-readable JSON events on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// What every fetching command shares.
+#[derive(Clone)]
+pub struct Ctx {
+    pub net: Arc<registry::Net>,
+    pub cache: cache::Cache,
+    pub progress: Arc<progress::Progress>,
+    pub jobs: usize,
+}
+
+impl Ctx {
+    pub fn new(c: &Common, offline: bool) -> Result<Ctx> {
+        let mut mirrors = Vec::new();
+        let mut errs = Vec::new();
+        for m in &c.mirror {
+            match registry::Mirror::parse(m) {
+                Ok(m) => mirrors.push(m),
+                Err(e) => errs.push(format!("{e:#}")),
+            }
+        }
+        if !errs.is_empty() {
+            anyhow::bail!("{}", errs.join("\n"));
+        }
+        let progress = Arc::new(progress::Progress::new(c.json, c.quiet));
+        let mut net = registry::Net::new(registry::NetOptions {
+            mirrors,
+            insecure: c.insecure_registry.clone(),
+            ca_files: c.ca_cert.clone(),
+            docker_config: c.docker_config.clone(),
+            offline,
+            max_attempts: 0,
+        })?;
+        let p = progress.clone();
+        net.on_retry = Some(Box::new(move |msg: &str| {
+            p.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            p.event("retry", serde_json::json!({"message": msg}));
+        }));
+        Ok(Ctx { net: Arc::new(net), cache: cache::Cache::open(c.cache_dir.as_deref())?, progress, jobs: c.jobs.max(1) })
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let r = rt.block_on(async {
+        match cli.cmd {
+            Cmd::Resolve(a) => resolve::run(a).await,
+            Cmd::Bundle(a) => bundle::run(a).await,
+            Cmd::Verify(a) => verify::run(a),
+            Cmd::Inspect(a) => inspect::run(a),
+            Cmd::Keygen(a) => keygen::run(a),
+        }
+    });
+    if let Err(e) = r {
+        eprintln!("error: {e:#}");
+        std::process::exit(if e.downcast_ref::<verify::Failed>().is_some() { 1 } else { 2 });
+    }
+}

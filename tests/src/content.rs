@@ -1,0 +1,231 @@
+//! Deterministic content: the same inputs give the same digests, so the demo
+//! catalog can pin them and tests can compare against them.
+
+use anyhow::{Context, Result};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+pub fn sha256_hex(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+pub fn digest(b: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(b))
+}
+
+/// A file in a layer: path, content, mode.
+pub type Entry<'a> = (&'a str, &'a [u8], u32);
+
+/// A gzip'd tar layer with fixed metadata; returns (gz bytes, diff_id).
+pub fn layer(entries: &[Entry]) -> Result<(Vec<u8>, String)> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut sorted: Vec<&Entry> = entries.iter().collect();
+    sorted.sort_by_key(|e| e.0);
+    for (path, data, mode) in sorted {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(path)?;
+        h.set_size(data.len() as u64);
+        h.set_mode(*mode);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        b.append(&h, *data)?;
+    }
+    let tar = b.into_inner()?;
+    let diff_id = digest(&tar);
+    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(&tar)?;
+    Ok((gz.finish()?, diff_id))
+}
+
+/// An OCI image layout being filled; blobs land on disk as they are made.
+pub struct Layout {
+    pub dir: std::path::PathBuf,
+    refs: BTreeMap<String, serde_json::Value>,
+}
+
+impl Layout {
+    pub fn new(dir: &Path) -> Result<Layout> {
+        std::fs::create_dir_all(dir.join("blobs/sha256"))?;
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        Ok(Layout { dir: dir.to_path_buf(), refs: BTreeMap::new() })
+    }
+
+    pub fn blob(&self, b: &[u8]) -> Result<String> {
+        let d = digest(b);
+        std::fs::write(self.dir.join("blobs/sha256").join(&d[7..]), b)?;
+        Ok(d)
+    }
+
+    fn desc(&self, media_type: &str, b: &[u8]) -> Result<serde_json::Value> {
+        Ok(json!({"mediaType": media_type, "digest": self.blob(b)?, "size": b.len()}))
+    }
+
+    /// A single-platform image from layers; returns (manifest bytes, digest).
+    pub fn image(&self, layers: &[(Vec<u8>, String)], arch: &str, cmd: &[&str]) -> Result<(Vec<u8>, String)> {
+        let config = json!({
+            "architecture": arch, "os": "linux",
+            "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>()},
+        });
+        let config = serde_json::to_vec(&config)?;
+        let mut ls = Vec::new();
+        for (gz, _) in layers {
+            ls.push(self.desc("application/vnd.oci.image.layer.v1.tar+gzip", gz)?);
+        }
+        let m = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": self.desc("application/vnd.oci.image.config.v1+json", &config)?,
+            "layers": ls,
+        });
+        let b = serde_json::to_vec(&m)?;
+        let d = self.blob(&b)?;
+        Ok((b, d))
+    }
+
+    pub fn index(&self, manifests: &[(&[u8], &str)]) -> Result<(Vec<u8>, String)> {
+        let mut list = Vec::new();
+        for (m, arch) in manifests {
+            let mut d = self.desc("application/vnd.oci.image.manifest.v1+json", m)?;
+            d["platform"] = json!({"os": "linux", "architecture": arch});
+            list.push(d);
+        }
+        let b = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": list,
+        }))?;
+        let d = self.blob(&b)?;
+        Ok((b, d))
+    }
+
+    /// A Helm chart as an OCI artifact, the way `helm push` lays it out.
+    pub fn helm_chart(&self, tgz: &[u8], chart_yaml_json: &serde_json::Value) -> Result<(Vec<u8>, String)> {
+        let cfg = serde_json::to_vec(chart_yaml_json)?;
+        let b = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": self.desc("application/vnd.cncf.helm.config.v1+json", &cfg)?,
+            "layers": [self.desc("application/vnd.cncf.helm.chart.content.v1.tar+gzip", tgz)?],
+        }))?;
+        let d = self.blob(&b)?;
+        Ok((b, d))
+    }
+
+    pub fn tag(&mut self, name: &str, media_type: &str, b: &[u8]) {
+        self.refs.insert(
+            name.to_string(),
+            json!({"mediaType": media_type, "digest": digest(b), "size": b.len(),
+                   "annotations": {"org.opencontainers.image.ref.name": name}}),
+        );
+    }
+
+    pub fn write_index(&self) -> Result<()> {
+        let idx = json!({"schemaVersion": 2, "manifests": self.refs.values().collect::<Vec<_>>()});
+        std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&idx)?)?;
+        Ok(())
+    }
+}
+
+/// A Helm chart `.tgz` (deterministic) whose deployment runs `image`.
+pub fn chart_tgz(name: &str, version: &str, image: &str) -> Result<(Vec<u8>, serde_json::Value)> {
+    let chart_yaml = format!("apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"1.0\"\ndescription: kpaas demo chart\ntype: application\n");
+    let values = format!("image: {image}\nreplicas: 1\n");
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: {{ .Values.replicas }}\n  selector:\n    matchLabels: {app: {{ .Release.Name }}}\n  template:\n    metadata:\n      labels: {app: {{ .Release.Name }}}\n    spec:\n      containers:\n        - name: app\n          image: {{ .Values.image }}\n";
+    let p = |f: &str| format!("{name}/{f}");
+    let (a, b, c) = (p("Chart.yaml"), p("values.yaml"), p("templates/deployment.yaml"));
+    let (gz, _) = layer(&[(&a, chart_yaml.as_bytes(), 0o644), (&b, values.as_bytes(), 0o644), (&c, deploy.as_bytes(), 0o644)])?;
+    let meta = json!({"apiVersion": "v2", "name": name, "version": version, "appVersion": "1.0",
+                      "description": "kpaas demo chart", "type": "application"});
+    Ok((gz, meta))
+}
+
+/// The stand-in "kubeadm" the demo ships as a file artifact. Clearly named:
+/// it only records its arguments; a real bundle carries the real binary.
+pub const KUBEADM_STANDIN: &[u8] = b"#!/bin/sh\n# kpaas demo STAND-IN for kubeadm: records its arguments, does nothing else.\necho \"kubeadm-standin $*\" >> \"${KPAAS_STANDIN_LOG:-/tmp/kpaas-standin.log}\"\n";
+
+/// Everything the demo platform needs, built into `root`:
+/// `root/oci` (layout to push), `root/www` (files and chart repo for nginx).
+pub struct Demo {
+    pub layout: std::path::PathBuf,
+    pub www: std::path::PathBuf,
+    /// (layout ref, registry repository:tag) pairs to push.
+    pub pushes: Vec<(String, String)>,
+    pub pinned_digest: String,
+    pub multi_digest: String,
+    pub app_a_digest: String,
+    pub chart_tgz_sha256: String,
+    pub kubeadm_sha256: String,
+}
+
+pub fn busybox_layer(busybox: &[u8]) -> Result<(Vec<u8>, String)> {
+    let links = ["sh", "ls", "cat", "echo", "sleep", "true"];
+    let mut entries: Vec<(String, Vec<u8>, u32)> = vec![("bin/busybox".into(), busybox.to_vec(), 0o755)];
+    for l in links {
+        // Hard copies, not links: keeps the tar trivially deterministic.
+        entries.push((format!("bin/{l}"), busybox.to_vec(), 0o755));
+    }
+    let e: Vec<Entry> = entries.iter().map(|(p, d, m)| (p.as_str(), d.as_slice(), *m)).collect();
+    layer(&e)
+}
+
+pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
+    let mut l = Layout::new(&root.join("oci"))?;
+    let bb = std::fs::read("/bin/busybox").context("reading /bin/busybox (apt-get install busybox-static)")?;
+    let bb_arm = std::fs::read(arm64_busybox)
+        .with_context(|| format!("reading {} (run `just setup` to fetch the arm64 busybox)", arm64_busybox.display()))?;
+    let base = busybox_layer(&bb)?;
+    let base_arm = busybox_layer(&bb_arm)?;
+    let app = |name: &str| layer(&[(&format!("app/{name}.txt"), format!("hello from {name}\n").as_bytes(), 0o644)]);
+    let (a_m, _) = l.image(&[base.clone(), app("app-a")?], "amd64", &["/bin/cat", "/app/app-a.txt"])?;
+    let (b_m, _) = l.image(&[base.clone(), app("app-b")?], "amd64", &["/bin/cat", "/app/app-b.txt"])?;
+    let (m_amd, _) = l.image(std::slice::from_ref(&base), "amd64", &["/bin/echo", "hello from amd64"])?;
+    let (m_arm, _) = l.image(&[base_arm], "arm64", &["/bin/echo", "hello from arm64"])?;
+    let (idx, idx_d) = l.index(&[(&m_amd, "amd64"), (&m_arm, "arm64")])?;
+    // No busybox in the pinned image: its digest must never change with Debian's busybox.
+    let (p_m, p_d) = l.image(&[layer(&[("etc/pinned.txt", b"pinned by digest\n", 0o644)])?], "amd64", &["/etc/pinned.txt"])?;
+    let man = "application/vnd.oci.image.manifest.v1+json";
+    l.tag("app-a", man, &a_m);
+    l.tag("app-b", man, &b_m);
+    l.tag("multi", "application/vnd.oci.image.index.v1+json", &idx);
+    l.tag("pinned", man, &p_m);
+    let (tgz, meta) = chart_tgz("demo-app", "0.1.0", "registry.demo.kpaas.test/demo/app-a:1.0")?;
+    let (c_m, _) = l.helm_chart(&tgz, &meta)?;
+    l.tag("chart", man, &c_m);
+    l.write_index()?;
+    let a_d = digest(&a_m);
+    let www = root.join("www");
+    std::fs::create_dir_all(www.join("charts"))?;
+    std::fs::create_dir_all(www.join("files/v1/amd64"))?;
+    std::fs::write(www.join("charts/demo-app-0.1.0.tgz"), &tgz)?;
+    std::fs::write(
+        www.join("charts/index.yaml"),
+        format!(
+            "apiVersion: v1\nentries:\n  demo-app:\n    - apiVersion: v2\n      name: demo-app\n      version: 0.1.0\n      digest: {}\n      urls:\n        - demo-app-0.1.0.tgz\ngenerated: \"2026-01-01T00:00:00Z\"\n",
+            sha256_hex(&tgz)
+        ),
+    )?;
+    std::fs::write(www.join("files/v1/amd64/kubeadm"), KUBEADM_STANDIN)?;
+    Ok(Demo {
+        layout: l.dir.clone(),
+        www,
+        pushes: vec![
+            ("app-a".into(), "demo/app-a:1.0".into()),
+            ("app-b".into(), "demo/app-b:1.0".into()),
+            ("multi".into(), "demo/multi:1.0".into()),
+            ("pinned".into(), "demo/pinned:unlisted".into()),
+            ("chart".into(), "charts/demo-app:0.1.0".into()),
+        ],
+        pinned_digest: p_d,
+        multi_digest: idx_d,
+        app_a_digest: a_d,
+        chart_tgz_sha256: sha256_hex(&tgz),
+        kubeadm_sha256: sha256_hex(KUBEADM_STANDIN),
+    })
+}

@@ -1,0 +1,88 @@
+//! Test fixtures for kpaas-appliance: deterministic OCI images, Helm charts
+//! and files built in-process, and the real peers (Debian's `docker-registry`,
+//! `nginx-light`, `skopeo`) started on loopback. Nothing here reaches the
+//! internet; the demo platform's content comes from here.
+
+pub mod content;
+pub mod servers;
+
+use std::path::PathBuf;
+
+/// When set (CI does), a missing peer tool fails the test instead of skipping it.
+pub const REQUIRE_ENV: &str = "KPAAS_REQUIRE_ALL_TIERS";
+
+/// True when every tool is on PATH. Otherwise prints why the test is skipped,
+/// or panics when [`REQUIRE_ENV`] is set.
+pub fn have_tools(test: &str, tools: &[&str]) -> bool {
+    let missing: Vec<&str> = tools.iter().copied().filter(|t| which(t).is_none()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("SKIPPED {test}: missing {} (run `just setup`)", missing.join(", "));
+    if std::env::var_os(REQUIRE_ENV).is_some() {
+        panic!("{msg}, and {REQUIRE_ENV} is set");
+    }
+    eprintln!("{msg}");
+    false
+}
+
+pub fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|d| d.join(tool))
+        .find(|p| p.is_file())
+}
+
+/// Where `just setup` puts content fetched once (the arm64 busybox).
+pub fn fixtures_dir() -> PathBuf {
+    std::env::var_os("KPAAS_FIXTURES_DIR").map_or_else(|| PathBuf::from("/var/cache/kpaas-fixtures"), PathBuf::from)
+}
+
+/// The demo platform's servers, running and filled.
+pub struct DemoEnv {
+    pub demo: content::Demo,
+    pub registry: servers::Server,
+    pub files: servers::Server,
+    pub work: tempfile::TempDir,
+}
+
+/// The catalog's made-up hosts; `--mirror` sends them to the loopback servers.
+pub const DEMO_REGISTRY: &str = "registry.demo.kpaas.test";
+pub const DEMO_FILES: &str = "http://files.demo.kpaas.test";
+
+impl DemoEnv {
+    pub fn start() -> anyhow::Result<DemoEnv> {
+        Self::start_with(&servers::RegistryOpts::default(), None)
+    }
+
+    pub fn start_with(opts: &servers::RegistryOpts, creds: Option<&str>) -> anyhow::Result<DemoEnv> {
+        let work = tempfile::tempdir()?;
+        let demo = content::build_demo(work.path(), &fixtures_dir().join("arm64/busybox"))?;
+        let registry = servers::registry(opts)?;
+        let files = servers::nginx(&demo.www)?;
+        if opts.tls.is_some() {
+            anyhow::bail!("fill a TLS registry through a plain one; start_with takes plain registries");
+        }
+        for (r, dest) in &demo.pushes {
+            servers::push(&demo.layout, r, &registry.addr, dest, creds)?;
+        }
+        Ok(DemoEnv { demo, registry, files, work })
+    }
+
+    /// Builder arguments that point the demo catalog at these servers.
+    pub fn mirror_args(&self) -> Vec<String> {
+        self.mirror_args_to(&self.registry.addr, &self.files.addr)
+    }
+
+    pub fn mirror_args_to(&self, registry: &str, files: &str) -> Vec<String> {
+        vec![
+            "--mirror".into(),
+            format!("{DEMO_REGISTRY}={registry}"),
+            "--insecure-registry".into(),
+            registry.split('/').next().unwrap_or(registry).into(),
+            "--mirror".into(),
+            format!("{DEMO_FILES}=http://{files}"),
+        ]
+    }
+}
