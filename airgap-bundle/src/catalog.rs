@@ -248,7 +248,8 @@ fn valid_name(s: &str) -> bool {
 fn valid_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
+        && s.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-'))
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -275,7 +276,8 @@ impl Catalog {
             file: file.to_string(),
             problems,
         };
-        let raw: RawCatalog = serde_saphyr::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
+        let raw: RawCatalog =
+            serde_saphyr::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
         let mut problems = Vec::new();
         let schema_version = match raw.schema_version.as_u64() {
             Some(v) if v == u64::from(SCHEMA_VERSION) => SCHEMA_VERSION,
@@ -329,9 +331,16 @@ impl Catalog {
                 let here = format!("{at}.artifacts[{ai}]");
                 match serde_json::from_value::<Artifact>(value) {
                     Ok(a) => {
-                        problems.extend(artifact_problems(&a).into_iter().map(|p| format!("{here}: {p}")));
+                        problems.extend(
+                            artifact_problems(&a)
+                                .into_iter()
+                                .map(|p| format!("{here}: {p}")),
+                        );
                         if let Some(first) = seen.insert(a.key(), here.clone()) {
-                            problems.push(format!("{here}: duplicate artifact {} (first at {first})", a.key()));
+                            problems.push(format!(
+                                "{here}: duplicate artifact {} (first at {first})",
+                                a.key()
+                            ));
                         }
                         artifacts.push(a)
                     }
@@ -384,7 +393,10 @@ impl Catalog {
                 ));
             }
             if !names.insert(c.name.as_str()) {
-                problems.push(format!("{at}.name: component {:?} is defined twice", c.name));
+                problems.push(format!(
+                    "{at}.name: component {:?} is defined twice",
+                    c.name
+                ));
             }
             if let Some(ns) = &c.namespace
                 && !valid_dns_label(ns)
@@ -397,7 +409,10 @@ impl Catalog {
         for (ci, c) in self.components.iter().enumerate() {
             for d in &c.depends_on {
                 if d == &c.name {
-                    problems.push(format!("components[{ci}] ({}).depends_on: depends on itself", c.name));
+                    problems.push(format!(
+                        "components[{ci}] ({}).depends_on: depends on itself",
+                        c.name
+                    ));
                 } else if !names.contains(d.as_str()) {
                     problems.push(format!(
                         "components[{ci}] ({}).depends_on: {d:?} is not a component of this catalog (known: {})",
@@ -408,7 +423,10 @@ impl Catalog {
             }
         }
         if let Some(cycle) = self.find_cycle() {
-            problems.push(format!("components: dependency cycle {}", cycle.join(" -> ")));
+            problems.push(format!(
+                "components: dependency cycle {}",
+                cycle.join(" -> ")
+            ));
         }
         problems
     }
@@ -430,7 +448,8 @@ impl Catalog {
                 Some(2) => return None,
                 Some(1) => {
                     let start = stack.iter().position(|s| *s == n).unwrap_or(0);
-                    let mut cyc: Vec<String> = stack[start..].iter().map(|s| s.to_string()).collect();
+                    let mut cyc: Vec<String> =
+                        stack[start..].iter().map(|s| s.to_string()).collect();
                     cyc.push(n.to_string());
                     return Some(cyc);
                 }
@@ -472,10 +491,15 @@ fn artifact_problems(a: &Artifact) -> Vec<String> {
     match a {
         Artifact::File(f) => {
             if !valid_http_url(&f.url) {
-                p.push(format!("url: {:?} must be an http:// or https:// URL", f.url));
+                p.push(format!(
+                    "url: {:?} must be an http:// or https:// URL",
+                    f.url
+                ));
             }
             if let Err(e) = Digest::from_hex(&f.sha256) {
-                p.push(format!("sha256: {e}; write the 64 hex digits of the file's sha256"));
+                p.push(format!(
+                    "sha256: {e}; write the 64 hex digits of the file's sha256"
+                ));
             }
             if !valid_name(&f.name()) {
                 p.push(format!(
@@ -484,17 +508,25 @@ fn artifact_problems(a: &Artifact) -> Vec<String> {
                 ));
             }
             if !ARCHES.contains(&f.arch.as_str()) {
-                p.push(format!("arch: {:?} must be one of {}", f.arch, ARCHES.join(", ")));
+                p.push(format!(
+                    "arch: {:?} must be one of {}",
+                    f.arch,
+                    ARCHES.join(", ")
+                ));
             }
             if let Some(ip) = &f.install_path
                 && (!ip.starts_with('/') || ip.split('/').any(|s| s == ".." || s == "."))
             {
-                p.push(format!("install_path: {ip:?} must be an absolute path without '.' or '..'"));
+                p.push(format!(
+                    "install_path: {ip:?} must be an absolute path without '.' or '..'"
+                ));
             }
             if let Some(m) = &f.mode
                 && (m.len() != 4 || u32::from_str_radix(m, 8).is_err())
             {
-                p.push(format!("mode: {m:?} must be four octal digits such as \"0755\""));
+                p.push(format!(
+                    "mode: {m:?} must be four octal digits such as \"0755\""
+                ));
             }
         }
         Artifact::Image(i) => match ImageRef::parse(&i.reference) {

@@ -157,9 +157,15 @@ mod tests {
         );
         assert_eq!(Digest::parse(d.as_str()), Ok(d.clone()));
         assert!(Digest::parse("sha256:E3B0").is_err());
-        assert!(Digest::parse("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_err());
+        assert!(
+            Digest::parse("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+                .is_err()
+        );
         assert!(Digest::parse(&format!("{}0", d)).is_err());
-        assert!(Digest::parse("sha256:../../../../etc/passwd0000000000000000000000000000000000000").is_err());
+        assert!(
+            Digest::parse("sha256:../../../../etc/passwd0000000000000000000000000000000000000")
+                .is_err()
+        );
         assert_eq!(Digest::from_hex(d.hex()), Ok(d));
     }
 

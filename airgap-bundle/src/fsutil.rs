@@ -68,7 +68,10 @@ pub fn parse_rfc3339(s: &str) -> Option<u64> {
 
 /// Now, or `SOURCE_DATE_EPOCH` when set (the reproducible-builds convention).
 pub fn now_unix() -> u64 {
-    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.parse().ok()) {
+    if let Some(e) = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         return e;
     }
     std::time::SystemTime::now()

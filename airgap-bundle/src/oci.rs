@@ -89,7 +89,10 @@ struct AnyManifest {
 #[derive(Debug)]
 pub enum Parsed {
     Index(Vec<Descriptor>),
-    Manifest { config: Descriptor, layers: Vec<Descriptor> },
+    Manifest {
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    },
 }
 
 /// Parses manifest bytes; `media_type` is what the registry or descriptor said,
@@ -108,7 +111,9 @@ pub fn parse_manifest(bytes: &[u8], media_type: &str) -> Result<Parsed> {
             config,
             layers: layers.unwrap_or_default(),
         }),
-        _ => bail!("manifest ({mt}) has neither `manifests` nor `config`; schema 1 manifests are not supported"),
+        _ => bail!(
+            "manifest ({mt}) has neither `manifests` nor `config`; schema 1 manifests are not supported"
+        ),
     }
 }
 
@@ -178,7 +183,10 @@ mod tests {
         let man = format!(
             r#"{{"schemaVersion":2,"config":{{"mediaType":"a","digest":"{d}","size":1}},"layers":[]}}"#
         );
-        assert!(matches!(parse_manifest(man.as_bytes(), OCI_MANIFEST).unwrap(), Parsed::Manifest { .. }));
+        assert!(matches!(
+            parse_manifest(man.as_bytes(), OCI_MANIFEST).unwrap(),
+            Parsed::Manifest { .. }
+        ));
         assert!(parse_manifest(br#"{"schemaVersion":1,"fsLayers":[]}"#, "").is_err());
     }
 }

@@ -25,21 +25,37 @@ pub struct Volume {
 
 /// Reads `<bundle>.volumes`: lines of `<sha256>  <size>  <file name>`.
 pub fn read_volume_list(list: &Path) -> Result<Vec<Volume>> {
-    let text = std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
+    let text =
+        std::fs::read_to_string(list).with_context(|| format!("reading {}", list.display()))?;
     let dir = list.parent().unwrap_or(Path::new("."));
     let mut v = Vec::new();
-    for (i, line) in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()).enumerate() {
+    for (i, line) in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .enumerate()
+    {
         let mut it = line.split_whitespace();
         let (Some(h), Some(s), Some(n), None) = (it.next(), it.next(), it.next(), it.next()) else {
-            bail!("{} line {}: want `<sha256>  <size>  <file>`", list.display(), i + 1);
+            bail!(
+                "{} line {}: want `<sha256>  <size>  <file>`",
+                list.display(),
+                i + 1
+            );
         };
         if n.contains('/') {
-            bail!("{} line {}: volume name {n:?} must be a plain file name", list.display(), i + 1);
+            bail!(
+                "{} line {}: volume name {n:?} must be a plain file name",
+                list.display(),
+                i + 1
+            );
         }
         v.push(Volume {
             path: dir.join(n),
-            digest: Digest::from_hex(h).with_context(|| format!("{} line {}", list.display(), i + 1))?,
-            size: s.parse().with_context(|| format!("{} line {}: size", list.display(), i + 1))?,
+            digest: Digest::from_hex(h)
+                .with_context(|| format!("{} line {}", list.display(), i + 1))?,
+            size: s
+                .parse()
+                .with_context(|| format!("{} line {}: size", list.display(), i + 1))?,
         });
     }
     if v.is_empty() {
@@ -76,7 +92,10 @@ impl BundleSource {
         }
         let (parts, name) = if let Some(list) = find_volume_list(path) {
             let vols = read_volume_list(&list)?;
-            let name = list.to_string_lossy().trim_end_matches(VOLUMES_SUFFIX).to_string();
+            let name = list
+                .to_string_lossy()
+                .trim_end_matches(VOLUMES_SUFFIX)
+                .to_string();
             (vols.into_iter().map(|v| v.path).collect(), name)
         } else if path.is_file() {
             (vec![path.to_path_buf()], path.to_string_lossy().to_string())
@@ -93,7 +112,8 @@ impl BundleSource {
         } else {
             // Sniff the zstd magic rather than trusting a name.
             let mut magic = [0u8; 4];
-            let f = File::open(&parts[0]).with_context(|| format!("opening {}", parts[0].display()))?;
+            let f =
+                File::open(&parts[0]).with_context(|| format!("opening {}", parts[0].display()))?;
             let n = f.take(4).read(&mut magic)?;
             n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd]
         };
@@ -101,7 +121,10 @@ impl BundleSource {
     }
 
     /// Calls `f` for every regular file, with its path relative to the bundle root.
-    pub fn for_each(&self, mut f: impl FnMut(&str, u64, &mut dyn Read) -> Result<()>) -> Result<()> {
+    pub fn for_each(
+        &self,
+        mut f: impl FnMut(&str, u64, &mut dyn Read) -> Result<()>,
+    ) -> Result<()> {
         match self {
             BundleSource::Dir(root) => {
                 let mut files = Vec::new();
@@ -109,7 +132,8 @@ impl BundleSource {
                 files.sort();
                 for rel in files {
                     let p = root.join(&rel);
-                    let file = File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+                    let file =
+                        File::open(&p).with_context(|| format!("opening {}", p.display()))?;
                     let len = file.metadata()?.len();
                     f(&rel, len, &mut BufReader::with_capacity(1 << 20, file))?;
                 }
@@ -118,7 +142,9 @@ impl BundleSource {
             BundleSource::Tar { parts, zstd } => {
                 let chain = Chain::open(parts.clone())?;
                 let input: Box<dyn Read> = if *zstd {
-                    Box::new(zstd::stream::read::Decoder::new(chain).context("starting zstd decoder")?)
+                    Box::new(
+                        zstd::stream::read::Decoder::new(chain).context("starting zstd decoder")?,
+                    )
                 } else {
                     Box::new(BufReader::with_capacity(1 << 20, chain))
                 };
@@ -128,7 +154,11 @@ impl BundleSource {
                     if !e.header().entry_type().is_file() {
                         continue;
                     }
-                    let path = e.path()?.to_string_lossy().trim_start_matches("./").to_string();
+                    let path = e
+                        .path()?
+                        .to_string_lossy()
+                        .trim_start_matches("./")
+                        .to_string();
                     let len = e.header().size()?;
                     f(&path, len, &mut e)?;
                 }
@@ -140,7 +170,8 @@ impl BundleSource {
     /// Reads one small file (bundle.json, index.json) without the rest.
     pub fn read_file(&self, want: &str) -> Result<Vec<u8>> {
         if let BundleSource::Dir(root) = self {
-            return std::fs::read(root.join(want)).with_context(|| format!("reading {want} from bundle"));
+            return std::fs::read(root.join(want))
+                .with_context(|| format!("reading {want} from bundle"));
         }
         let mut out = None;
         // Metadata comes first in our archives, so this stops early in practice.
@@ -177,7 +208,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
         if t.is_dir() {
             walk(root, &p, out)?;
         } else if t.is_file() {
-            out.push(p.strip_prefix(root).unwrap_or(&p).to_string_lossy().to_string());
+            out.push(
+                p.strip_prefix(root)
+                    .unwrap_or(&p)
+                    .to_string_lossy()
+                    .to_string(),
+            );
         }
     }
     Ok(())
@@ -196,7 +232,10 @@ impl Chain {
                 bail!("volume {} is missing", p.display());
             }
         }
-        Ok(Chain { parts: parts.into_iter(), cur: None })
+        Ok(Chain {
+            parts: parts.into_iter(),
+            cur: None,
+        })
     }
 }
 

@@ -64,7 +64,9 @@ impl ImageRef {
         if let Some(t) = &tag
             && !valid_tag(t)
         {
-            return Err(bad("the tag may hold only letters, digits, '_', '.', '-' (at most 128)"));
+            return Err(bad(
+                "the tag may hold only letters, digits, '_', '.', '-' (at most 128)",
+            ));
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, rest))
@@ -145,9 +147,15 @@ mod tests {
         let r = ImageRef::parse("calico/node:v3.24.5").unwrap();
         assert_eq!(r.to_string(), "docker.io/calico/node:v3.24.5");
         let r = ImageRef::parse("127.0.0.1:5000/a/b/c:1.0").unwrap();
-        assert_eq!((r.registry.as_str(), r.repository.as_str()), ("127.0.0.1:5000", "a/b/c"));
+        assert_eq!(
+            (r.registry.as_str(), r.repository.as_str()),
+            ("127.0.0.1:5000", "a/b/c")
+        );
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        let r = ImageRef::parse(&format!("registry.k8s.io/ingress-nginx/controller:v1.5.1@{d}")).unwrap();
+        let r = ImageRef::parse(&format!(
+            "registry.k8s.io/ingress-nginx/controller:v1.5.1@{d}"
+        ))
+        .unwrap();
         assert_eq!(r.tag.as_deref(), Some("v1.5.1"));
         assert_eq!(r.reference(), d);
         let r = ImageRef::parse(&format!("localhost/x@{d}")).unwrap();
@@ -157,7 +165,14 @@ mod tests {
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["Upper/Case:1", "a//b", "a:b:c", "x@sha256:zz", "reg.io/-a:1", "a:"] {
+        for bad in [
+            "Upper/Case:1",
+            "a//b",
+            "a:b:c",
+            "x@sha256:zz",
+            "reg.io/-a:1",
+            "a:",
+        ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad} should be rejected");
         }
     }

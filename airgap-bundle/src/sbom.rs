@@ -10,7 +10,10 @@ fn spdx_id(i: usize, kind: &str) -> String {
 }
 
 fn pct(s: &str) -> String {
-    s.replace('%', "%25").replace(':', "%3A").replace('@', "%40").replace('/', "%2F")
+    s.replace('%', "%25")
+        .replace(':', "%3A")
+        .replace('@', "%40")
+        .replace('/', "%2F")
 }
 
 /// purl for an artifact, when one of the purl types fits it.

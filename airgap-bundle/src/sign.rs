@@ -36,7 +36,10 @@ pub fn generate() -> Result<(String, String)> {
     let sk = SigningKey::from_bytes(&seed);
     Ok((
         format!("{SECRET_TAG} {}\n", hex::encode(seed)),
-        format!("{PUBLIC_TAG} {}\n", hex::encode(sk.verifying_key().as_bytes())),
+        format!(
+            "{PUBLIC_TAG} {}\n",
+            hex::encode(sk.verifying_key().as_bytes())
+        ),
     ))
 }
 
@@ -46,7 +49,10 @@ pub fn parse_public(text: &str) -> Result<VerifyingKey> {
 }
 
 pub fn public_of_secret(secret_text: &str) -> Result<VerifyingKey> {
-    Ok(SigningKey::from_bytes(&parse_tagged::<32>(secret_text, SECRET_TAG, "secret key")?).verifying_key())
+    Ok(
+        SigningKey::from_bytes(&parse_tagged::<32>(secret_text, SECRET_TAG, "secret key")?)
+            .verifying_key(),
+    )
 }
 
 /// Signs `data`; the result names the key so a wrong key is reported as such.
@@ -86,7 +92,11 @@ pub fn verify(public: &VerifyingKey, data: &[u8], sig_text: &str) -> Result<Stri
         .context("signature is not 64 hex-encoded bytes")?;
     public
         .verify_strict(data, &Signature::from_bytes(&bytes))
-        .map_err(|_| anyhow::anyhow!("signature by key {want} does not match bundle.json (it was changed after signing)"))?;
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "signature by key {want} does not match bundle.json (it was changed after signing)"
+            )
+        })?;
     Ok(want)
 }
 
@@ -104,7 +114,9 @@ mod tests {
         assert_eq!(verify(&pk, b"bundle", &s).unwrap(), key_id(&pk));
         let e = verify(&pk, b"bundlE", &s).unwrap_err().to_string();
         assert!(e.contains("does not match"), "{e}");
-        let e = verify(&parse_public(&other).unwrap(), b"bundle", &s).unwrap_err().to_string();
+        let e = verify(&parse_public(&other).unwrap(), b"bundle", &s)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("signed by key"), "{e}");
         assert!(parse_public("garbage").is_err());
     }

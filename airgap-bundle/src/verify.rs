@@ -14,7 +14,14 @@ use std::io::Write;
 use std::path::Path;
 
 /// Files whose bytes verification keeps (all small).
-const METADATA: &[&str] = &[BUNDLE_JSON, SIGNATURE, CHECKSUMS, SBOM, LAYOUT_INDEX, LAYOUT_MARKER];
+const METADATA: &[&str] = &[
+    BUNDLE_JSON,
+    SIGNATURE,
+    CHECKSUMS,
+    SBOM,
+    LAYOUT_INDEX,
+    LAYOUT_MARKER,
+];
 /// Blobs this small that look like JSON are kept, to walk manifests.
 const KEEP_JSON_BLOB: u64 = 4 << 20;
 
@@ -64,7 +71,10 @@ struct Seen {
 pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<Report> {
     let mut problems: Vec<Problem> = Vec::new();
     let mut warnings = Vec::new();
-    let whole = |m: String| Problem { artifacts: vec![], message: m };
+    let whole = |m: String| Problem {
+        artifacts: vec![],
+        message: m,
+    };
     if let Some(list) = find_volume_list(path) {
         problems.extend(check_volumes(&list)?.into_iter().map(whole));
     }
@@ -85,7 +95,9 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
             }
             if first {
                 first = false;
-                if p.starts_with(BLOBS_DIR) && buf[..n].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                if p.starts_with(BLOBS_DIR)
+                    && buf[..n].iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{')
+                {
                     kept = false;
                     sink.write_all(&w.finish().0)?;
                     w = HashingWriter::new(Vec::new());
@@ -104,7 +116,14 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
             let (_, d, n) = sink.finish();
             (d, n, None)
         };
-        seen.insert(p.to_string(), Seen { digest, size: n, bytes });
+        seen.insert(
+            p.to_string(),
+            Seen {
+                digest,
+                size: n,
+                bytes,
+            },
+        );
         Ok(())
     });
     if let Err(e) = r {
@@ -112,7 +131,9 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
         read_error = Some(format!("{e:#}"));
     }
     if let Some(e) = read_error {
-        problems.push(whole(format!("the bundle could not be read to its end: {e}")));
+        problems.push(whole(format!(
+            "the bundle could not be read to its end: {e}"
+        )));
     }
 
     let bytes_of = |p: &str| seen.get(p).and_then(|s| s.bytes.as_deref());
@@ -133,7 +154,8 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
             (None, _) => warnings.push("bundle is not signed (no bundle.json.sig)".into()),
             (Some(_), None) => {
                 signature = SignatureState::NotChecked;
-                warnings.push("signature not checked: pass --key with the bundle's public key".into())
+                warnings
+                    .push("signature not checked: pass --key with the bundle's public key".into())
             }
             (Some(sig), Some(k)) => match sign::verify(k, bj, &String::from_utf8_lossy(sig)) {
                 Ok(id) => signature = SignatureState::Verified { key_id: id },
@@ -144,7 +166,9 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
             },
         }
         if key.is_some() && bytes_of(SIGNATURE).is_none() {
-            problems.push(whole("bundle.json.sig is missing, but a key was given".into()));
+            problems.push(whole(
+                "bundle.json.sig is missing, but a key was given".into(),
+            ));
         }
     }
 
@@ -156,7 +180,10 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
             match Digest::from_hex(hex) {
                 Ok(d) if d == s.digest => {}
                 Ok(d) => {
-                    blob_problems.insert(d, format!("blob {p} is corrupt: its content hashes to {}", s.digest));
+                    blob_problems.insert(
+                        d,
+                        format!("blob {p} is corrupt: its content hashes to {}", s.digest),
+                    );
                 }
                 Err(_) => problems.push(whole(format!("{p}: not a sha256 blob name"))),
             }
@@ -175,11 +202,15 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
             for (p, d) in &list {
                 match seen.get(p) {
                     None if p.starts_with(BLOBS_DIR) => {} // reported per artifact below
-                    None => problems.push(whole(format!("{p} is listed in SHA256SUMS but missing"))),
-                    Some(s) if &s.digest != d && !p.starts_with(BLOBS_DIR) => problems.push(whole(format!(
-                        "{p} does not match SHA256SUMS (content {}, listed {d})",
-                        s.digest
-                    ))),
+                    None => {
+                        problems.push(whole(format!("{p} is listed in SHA256SUMS but missing")))
+                    }
+                    Some(s) if &s.digest != d && !p.starts_with(BLOBS_DIR) => {
+                        problems.push(whole(format!(
+                            "{p} does not match SHA256SUMS (content {}, listed {d})",
+                            s.digest
+                        )))
+                    }
                     Some(_) => {}
                 }
             }
@@ -204,7 +235,8 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
                 Some(_) => {}
             }
         }
-        let layout: Option<LayoutIndex> = bytes_of(LAYOUT_INDEX).and_then(|b| serde_json::from_slice(b).ok());
+        let layout: Option<LayoutIndex> =
+            bytes_of(LAYOUT_INDEX).and_then(|b| serde_json::from_slice(b).ok());
         if layout.is_none() {
             problems.push(whole("oci/index.json is missing or unreadable".into()));
         }
@@ -229,7 +261,10 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
                 if !(oci::is_index(&mt) || oci::is_manifest(&mt)) || !blob_ok(&d) {
                     continue;
                 }
-                let Some(b) = seen.get(&format!("oci/{}", d.blob_path())).and_then(|s| s.bytes.as_deref()) else {
+                let Some(b) = seen
+                    .get(&format!("oci/{}", d.blob_path()))
+                    .and_then(|s| s.bytes.as_deref())
+                else {
                     continue;
                 };
                 match oci::parse_manifest(b, &mt) {
@@ -241,7 +276,9 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
                         for c in children {
                             let wanted = m.image_platforms.iter().any(|p| p == "all")
                                 || a.platforms.is_empty()
-                                || c.platform.as_ref().is_none_or(|pl| a.platforms.iter().any(|w| pl.matches(w)));
+                                || c.platform
+                                    .as_ref()
+                                    .is_none_or(|pl| a.platforms.iter().any(|w| pl.matches(w)));
                             if wanted {
                                 stack.push((c.digest, c.media_type));
                             }
@@ -261,14 +298,31 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
     for (d, who) in &users {
         let path = format!("oci/{}", d.blob_path());
         if !seen.contains_key(&path) {
-            problems.push(Problem { artifacts: who.iter().cloned().collect(), message: format!("blob {d} is missing") });
+            problems.push(Problem {
+                artifacts: who.iter().cloned().collect(),
+                message: format!("blob {d} is missing"),
+            });
         }
     }
     for (d, msg) in blob_problems {
-        let who = users.get(&d).map(|s| s.iter().cloned().collect()).unwrap_or_default();
-        problems.push(Problem { artifacts: who, message: msg });
+        let who = users
+            .get(&d)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        problems.push(Problem {
+            artifacts: who,
+            message: msg,
+        });
     }
     let blobs = seen.keys().filter(|p| p.starts_with(BLOBS_DIR)).count();
     let bytes = seen.values().map(|s| s.size).sum();
-    Ok(Report { ok: problems.is_empty(), signature, artifacts, blobs, bytes, problems, warnings })
+    Ok(Report {
+        ok: problems.is_empty(),
+        signature,
+        artifacts,
+        blobs,
+        bytes,
+        problems,
+        warnings,
+    })
 }

@@ -53,7 +53,16 @@ fn image_platforms(args: &Args) -> Vec<String> {
     if args.arch.iter().any(|a| a == "all") {
         vec!["all".into()]
     } else {
-        args.arch.iter().map(|a| if a.contains('/') { a.clone() } else { format!("linux/{a}") }).collect()
+        args.arch
+            .iter()
+            .map(|a| {
+                if a.contains('/') {
+                    a.clone()
+                } else {
+                    format!("linux/{a}")
+                }
+            })
+            .collect()
     }
 }
 
@@ -70,39 +79,64 @@ async fn plan_image(
     let mut wants = Vec::new();
     let mut chosen = Vec::new();
     let mut manifests = Vec::new();
-    match oci::parse_manifest(&top, &l.media_type).with_context(|| format!("{label}: manifest {}", l.digest))? {
+    match oci::parse_manifest(&top, &l.media_type)
+        .with_context(|| format!("{label}: manifest {}", l.digest))?
+    {
         Parsed::Index(children) => {
             let all = want_platforms.iter().any(|p| p == "all");
             let mut available = Vec::new();
             for c in children {
-                let label_p = c.platform.as_ref().map(|p| p.label()).unwrap_or_else(|| "unknown".into());
+                let label_p = c
+                    .platform
+                    .as_ref()
+                    .map(|p| p.label())
+                    .unwrap_or_else(|| "unknown".into());
                 available.push(label_p.clone());
                 // Attestation manifests (buildkit's unknown/unknown) ride along only with `all`.
-                let take = all || c.platform.as_ref().is_some_and(|p| want_platforms.iter().any(|w| p.matches(w)));
+                let take = all
+                    || c.platform
+                        .as_ref()
+                        .is_some_and(|p| want_platforms.iter().any(|w| p.matches(w)));
                 if take {
                     chosen.push(label_p);
                     manifests.push(c);
                 }
             }
             if manifests.is_empty() {
-                bail!("{label}: no manifest for {} (the index has {})", want_platforms.join(", "), available.join(", "));
+                bail!(
+                    "{label}: no manifest for {} (the index has {})",
+                    want_platforms.join(", "),
+                    available.join(", ")
+                );
             }
         }
         Parsed::Manifest { config, layers } => {
             for d in std::iter::once(config).chain(layers) {
                 blobs.push((d.digest.clone(), d.size));
-                wants.push(Want { digest: d.digest, size: d.size, source: crate::fetch::Source::Registry(r.clone()), artifact: label.into() });
+                wants.push(Want {
+                    digest: d.digest,
+                    size: d.size,
+                    source: crate::fetch::Source::Registry(r.clone()),
+                    artifact: label.into(),
+                });
             }
         }
     }
     for m in manifests {
         let b = manifest_by_digest(&ctx.net, &ctx.cache, r, &m.digest, label).await?;
         blobs.push((m.digest.clone(), b.len() as u64));
-        match oci::parse_manifest(&b, &m.media_type).with_context(|| format!("{label}: manifest {}", m.digest))? {
+        match oci::parse_manifest(&b, &m.media_type)
+            .with_context(|| format!("{label}: manifest {}", m.digest))?
+        {
             Parsed::Manifest { config, layers } => {
                 for d in std::iter::once(config).chain(layers) {
                     blobs.push((d.digest.clone(), d.size));
-                    wants.push(Want { digest: d.digest, size: d.size, source: Source::Registry(r.clone()), artifact: label.into() });
+                    wants.push(Want {
+                        digest: d.digest,
+                        size: d.size,
+                        source: Source::Registry(r.clone()),
+                        artifact: label.into(),
+                    });
                 }
             }
             Parsed::Index(_) => bail!("{label}: nested index {} is not supported", m.digest),
@@ -114,13 +148,17 @@ async fn plan_image(
 /// Helm's OCI config is the chart's Chart.yaml as JSON.
 fn chart_config(tgz: &[u8], label: &str) -> Result<Vec<u8>> {
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-    for e in ar.entries().with_context(|| format!("{label}: reading chart archive"))? {
+    for e in ar
+        .entries()
+        .with_context(|| format!("{label}: reading chart archive"))?
+    {
         let mut e = e?;
         let path = e.path()?.to_string_lossy().to_string();
         if path.split('/').count() == 2 && path.ends_with("/Chart.yaml") {
             let mut s = String::new();
             e.read_to_string(&mut s)?;
-            let v: serde_json::Value = serde_saphyr::from_str(&s).with_context(|| format!("{label}: parsing {path}"))?;
+            let v: serde_json::Value =
+                serde_saphyr::from_str(&s).with_context(|| format!("{label}: parsing {path}"))?;
             return Ok(serde_json::to_vec(&v)?);
         }
     }
@@ -130,18 +168,37 @@ fn chart_config(tgz: &[u8], label: &str) -> Result<Vec<u8>> {
 fn put_json_blob(ctx: &Ctx, bytes: &[u8]) -> Result<Descriptor> {
     let d = Digest::of(bytes);
     ctx.cache.put(&d, bytes)?;
-    Ok(Descriptor { media_type: String::new(), digest: d, size: bytes.len() as u64, platform: None, artifact_type: None, annotations: BTreeMap::new() })
+    Ok(Descriptor {
+        media_type: String::new(),
+        digest: d,
+        size: bytes.len() as u64,
+        platform: None,
+        artifact_type: None,
+        annotations: BTreeMap::new(),
+    })
 }
 
 /// Files and HTTP charts become single-layer OCI artifacts, built from cached content.
-fn synthesize(ctx: &Ctx, a: &Artifact, l: &LockedArtifact, label: &str) -> Result<(Descriptor, Vec<(Digest, u64)>)> {
+fn synthesize(
+    ctx: &Ctx,
+    a: &Artifact,
+    l: &LockedArtifact,
+    label: &str,
+) -> Result<(Descriptor, Vec<(Digest, u64)>)> {
     let (config, layer, artifact_type) = match a {
         Artifact::File(f) => {
             let mut c = put_json_blob(ctx, b"{}")?;
             c.media_type = oci::OCI_EMPTY.into();
             let mut ann = BTreeMap::new();
             ann.insert(oci::ANN_TITLE.to_string(), f.name());
-            let layer = Descriptor { media_type: oci::OCTET.into(), digest: l.digest.clone(), size: l.size, platform: None, artifact_type: None, annotations: ann };
+            let layer = Descriptor {
+                media_type: oci::OCTET.into(),
+                digest: l.digest.clone(),
+                size: l.size,
+                platform: None,
+                artifact_type: None,
+                annotations: ann,
+            };
             (c, layer, Some(oci::KPAAS_FILE))
         }
         Artifact::Chart(c) => {
@@ -149,8 +206,22 @@ fn synthesize(ctx: &Ctx, a: &Artifact, l: &LockedArtifact, label: &str) -> Resul
             let mut cfg = put_json_blob(ctx, &chart_config(&tgz, label)?)?;
             cfg.media_type = oci::HELM_CONFIG.into();
             let mut ann = BTreeMap::new();
-            ann.insert(oci::ANN_TITLE.to_string(), format!("{}-{}.tgz", c.chart_name(), c.version.as_deref().unwrap_or_default()));
-            let layer = Descriptor { media_type: oci::HELM_CHART.into(), digest: l.digest.clone(), size: l.size, platform: None, artifact_type: None, annotations: ann };
+            ann.insert(
+                oci::ANN_TITLE.to_string(),
+                format!(
+                    "{}-{}.tgz",
+                    c.chart_name(),
+                    c.version.as_deref().unwrap_or_default()
+                ),
+            );
+            let layer = Descriptor {
+                media_type: oci::HELM_CHART.into(),
+                digest: l.digest.clone(),
+                size: l.size,
+                platform: None,
+                artifact_type: None,
+                annotations: ann,
+            };
             (cfg, layer, None)
         }
         Artifact::Image(_) => bail!("{label}: images are not synthesized"),
@@ -158,7 +229,11 @@ fn synthesize(ctx: &Ctx, a: &Artifact, l: &LockedArtifact, label: &str) -> Resul
     let m = oci::artifact_manifest(artifact_type, &config, &layer, &BTreeMap::new());
     let mut top = put_json_blob(ctx, &m)?;
     top.media_type = oci::OCI_MANIFEST.into();
-    let blobs = vec![(top.digest.clone(), top.size), (config.digest, config.size), (layer.digest, layer.size)];
+    let blobs = vec![
+        (top.digest.clone(), top.size),
+        (config.digest, config.size),
+        (layer.digest, layer.size),
+    ];
     Ok((top, blobs))
 }
 
@@ -169,7 +244,13 @@ pub struct Built {
 }
 
 pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
-    let lock = ensure_lock(ctx, catalog, &lock_path(&args.common, catalog), args.common.update).await?;
+    let lock = ensure_lock(
+        ctx,
+        catalog,
+        &lock_path(&args.common, catalog),
+        args.common.update,
+    )
+    .await?;
     let platforms = image_platforms(args);
     // Phase 1: manifests (small, may need the network), planned per artifact.
     let mut errors: Vec<String> = Vec::new();
@@ -195,15 +276,65 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
                 match &a {
                     Artifact::Image(_) | Artifact::Chart(_) if l.media_type != oci::HELM_CHART => {
                         let r = ImageRef::parse(l.source.trim_start_matches("oci://"))?;
-                        let (blobs, w, chosen) = plan_image(&ctx, &r, &l, if matches!(a, Artifact::Chart(_)) { &[] } else { &wanted }, &label).await?;
-                        let top = Descriptor { media_type: l.media_type.clone(), digest: l.digest.clone(), size: l.size, platform: None, artifact_type: None, annotations: BTreeMap::new() };
-                        Ok((Planned { component: comp.name.clone(), artifact: a.clone(), locked: l.clone(), top, platforms: chosen, blobs }, w))
+                        let (blobs, w, chosen) = plan_image(
+                            &ctx,
+                            &r,
+                            &l,
+                            if matches!(a, Artifact::Chart(_)) {
+                                &[]
+                            } else {
+                                &wanted
+                            },
+                            &label,
+                        )
+                        .await?;
+                        let top = Descriptor {
+                            media_type: l.media_type.clone(),
+                            digest: l.digest.clone(),
+                            size: l.size,
+                            platform: None,
+                            artifact_type: None,
+                            annotations: BTreeMap::new(),
+                        };
+                        Ok((
+                            Planned {
+                                component: comp.name.clone(),
+                                artifact: a.clone(),
+                                locked: l.clone(),
+                                top,
+                                platforms: chosen,
+                                blobs,
+                            },
+                            w,
+                        ))
                     }
                     _ => {
-                        let w = Want { digest: l.digest.clone(), size: l.size, source: Source::Url(l.source.clone()), artifact: label.clone() };
+                        let w = Want {
+                            digest: l.digest.clone(),
+                            size: l.size,
+                            source: Source::Url(l.source.clone()),
+                            artifact: label.clone(),
+                        };
                         // Top and blobs are filled in once the content is cached.
-                        let top = Descriptor { media_type: String::new(), digest: l.digest.clone(), size: 0, platform: None, artifact_type: None, annotations: BTreeMap::new() };
-                        Ok((Planned { component: comp.name.clone(), artifact: a.clone(), locked: l.clone(), top, platforms: vec![], blobs: vec![] }, vec![w]))
+                        let top = Descriptor {
+                            media_type: String::new(),
+                            digest: l.digest.clone(),
+                            size: 0,
+                            platform: None,
+                            artifact_type: None,
+                            annotations: BTreeMap::new(),
+                        };
+                        Ok((
+                            Planned {
+                                component: comp.name.clone(),
+                                artifact: a.clone(),
+                                locked: l.clone(),
+                                top,
+                                platforms: vec![],
+                                blobs: vec![],
+                            },
+                            vec![w],
+                        ))
                     }
                 }
             }
@@ -224,15 +355,31 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
     // Phase 2: every blob, in parallel. Sizes of cached blobs count as reused.
     let missing: Vec<&Want> = wants.iter().filter(|w| !ctx.cache.has(&w.digest)).collect();
     let mut seen_missing = BTreeSet::new();
-    let missing_bytes: u64 = missing.iter().filter(|w| seen_missing.insert(w.digest.clone())).map(|w| w.size).sum();
-    ctx.progress.start_overall(missing_bytes, seen_missing.len() as u64);
-    let fetch_errors = fetch_all(ctx.net.clone(), ctx.cache.clone(), wants, ctx.jobs, ctx.progress.clone()).await;
+    let missing_bytes: u64 = missing
+        .iter()
+        .filter(|w| seen_missing.insert(w.digest.clone()))
+        .map(|w| w.size)
+        .sum();
+    ctx.progress
+        .start_overall(missing_bytes, seen_missing.len() as u64);
+    let fetch_errors = fetch_all(
+        ctx.net.clone(),
+        ctx.cache.clone(),
+        wants,
+        ctx.jobs,
+        ctx.progress.clone(),
+    )
+    .await;
     ctx.progress.finish();
     errors.extend(fetch_errors.into_iter().map(|e| format!("{e:#}")));
     if !errors.is_empty() {
         errors.sort();
         errors.dedup();
-        bail!("{} problem(s) while fetching; nothing was written:\n  - {}", errors.len(), errors.join("\n  - "));
+        bail!(
+            "{} problem(s) while fetching; nothing was written:\n  - {}",
+            errors.len(),
+            errors.join("\n  - ")
+        );
     }
     // Phase 3: synthesize file and chart artifacts now that their content is here.
     let mut done = Vec::new();
@@ -247,20 +394,46 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
         done.push(p);
     }
     let created = lock.created.clone();
-    let mtime = fsutil::parse_rfc3339(&created).context("lock `created` is not RFC 3339 (YYYY-MM-DDTHH:MM:SSZ)")?;
+    let mtime = fsutil::parse_rfc3339(&created)
+        .context("lock `created` is not RFC 3339 (YYYY-MM-DDTHH:MM:SSZ)")?;
     let (manifest, files) = assemble(catalog, &done, &platforms, &created, args)?;
-    crate::writer::write_bundle(ctx, &args.out, &files, &manifest, mtime, args.volume_size, args.zstd_level)?;
-    Ok(Built { manifest, fetched: count(&ctx.progress.fetched), reused: count(&ctx.progress.reused) })
+    crate::writer::write_bundle(
+        ctx,
+        &args.out,
+        &files,
+        &manifest,
+        mtime,
+        args.volume_size,
+        args.zstd_level,
+    )?;
+    Ok(Built {
+        manifest,
+        fetched: count(&ctx.progress.fetched),
+        reused: count(&ctx.progress.reused),
+    })
 }
 
 /// The metadata files, in the order they are written.
 pub type Files = Vec<(String, Vec<u8>)>;
 
-fn assemble(catalog: &Catalog, done: &[Planned], platforms: &[String], created: &str, args: &Args) -> Result<(BundleManifest, (Files, BTreeMap<Digest, u64>))> {
+/// Metadata files plus every unique blob (digest → size).
+pub type Contents = (Files, BTreeMap<Digest, u64>);
+
+fn assemble(
+    catalog: &Catalog,
+    done: &[Planned],
+    platforms: &[String],
+    created: &str,
+    args: &Args,
+) -> Result<(BundleManifest, Contents)> {
     let mut unique: BTreeMap<Digest, u64> = BTreeMap::new();
     let mut artifacts = Vec::new();
     let mut index = Vec::new();
-    let comps: BTreeMap<&str, &Component> = catalog.components.iter().map(|c| (c.name.as_str(), c)).collect();
+    let comps: BTreeMap<&str, &Component> = catalog
+        .components
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
     for p in done {
         let mut mine = BTreeMap::new();
         for (d, s) in &p.blobs {
@@ -270,10 +443,20 @@ fn assemble(catalog: &Catalog, done: &[Planned], platforms: &[String], created: 
         let name = p.artifact.ref_name();
         let mut ann = BTreeMap::new();
         ann.insert(oci::ANN_REF_NAME.to_string(), name.clone());
-        index.push(Descriptor { annotations: ann, ..p.top.clone() });
+        index.push(Descriptor {
+            annotations: ann,
+            ..p.top.clone()
+        });
         let (content_digest, install_path, mode, arch) = match &p.artifact {
-            Artifact::File(f) => (Some(p.locked.digest.clone()), f.install_path.clone(), f.mode.clone(), Some(f.arch.clone())),
-            Artifact::Chart(_) if p.locked.media_type == oci::HELM_CHART => (Some(p.locked.digest.clone()), None, None, None),
+            Artifact::File(f) => (
+                Some(p.locked.digest.clone()),
+                f.install_path.clone(),
+                f.mode.clone(),
+                Some(f.arch.clone()),
+            ),
+            Artifact::Chart(_) if p.locked.media_type == oci::HELM_CHART => {
+                (Some(p.locked.digest.clone()), None, None, None)
+            }
             _ => (None, None, None, None),
         };
         let _ = comps.get(p.component.as_str());
@@ -293,7 +476,11 @@ fn assemble(catalog: &Catalog, done: &[Planned], platforms: &[String], created: 
             unverified: p.artifact.unverified(),
         });
     }
-    let layout = LayoutIndex { schema_version: 2, media_type: Some(oci::OCI_INDEX.into()), manifests: index };
+    let layout = LayoutIndex {
+        schema_version: 2,
+        media_type: Some(oci::OCI_INDEX.into()),
+        manifests: index,
+    };
     let mut layout_bytes = serde_json::to_vec_pretty(&layout)?;
     layout_bytes.push(b'\n');
     let totals = Totals {
@@ -318,14 +505,22 @@ fn assemble(catalog: &Catalog, done: &[Planned], platforms: &[String], created: 
         v.push(b'\n');
         v
     };
-    m.files.insert(LAYOUT_INDEX.into(), Digest::of(&layout_bytes));
-    m.files.insert(LAYOUT_MARKER.into(), Digest::of(oci::OCI_LAYOUT_FILE));
+    m.files
+        .insert(LAYOUT_INDEX.into(), Digest::of(&layout_bytes));
+    m.files
+        .insert(LAYOUT_MARKER.into(), Digest::of(oci::OCI_LAYOUT_FILE));
     m.files.insert(SBOM.into(), Digest::of(&sbom_bytes));
     let bj = m.to_bytes();
     let mut files: Files = vec![(BUNDLE_JSON.into(), bj.clone())];
     if let Some(k) = &args.sign_key {
-        let secret = std::fs::read_to_string(k).with_context(|| format!("reading --sign-key {}", k.display()))?;
-        files.push((SIGNATURE.into(), sign::sign(&secret, &bj).with_context(|| format!("--sign-key {}", k.display()))?.into_bytes()));
+        let secret = std::fs::read_to_string(k)
+            .with_context(|| format!("reading --sign-key {}", k.display()))?;
+        files.push((
+            SIGNATURE.into(),
+            sign::sign(&secret, &bj)
+                .with_context(|| format!("--sign-key {}", k.display()))?
+                .into_bytes(),
+        ));
     }
     let mut sums: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
     sums.insert(BUNDLE_JSON.into(), (Digest::of(&bj), bj.len() as u64));

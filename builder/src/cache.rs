@@ -19,12 +19,16 @@ impl Cache {
             Some(d) => d.to_path_buf(),
             None => match std::env::var_os("XDG_CACHE_HOME") {
                 Some(x) if !x.is_empty() => PathBuf::from(x).join("kpaas"),
-                _ => PathBuf::from(std::env::var_os("HOME").context("neither --cache-dir, XDG_CACHE_HOME nor HOME is set")?)
-                    .join(".cache/kpaas"),
+                _ => PathBuf::from(
+                    std::env::var_os("HOME")
+                        .context("neither --cache-dir, XDG_CACHE_HOME nor HOME is set")?,
+                )
+                .join(".cache/kpaas"),
             },
         };
         for sub in ["blobs/sha256", "partial", "tmp"] {
-            std::fs::create_dir_all(root.join(sub)).with_context(|| format!("creating cache {}", root.display()))?;
+            std::fs::create_dir_all(root.join(sub))
+                .with_context(|| format!("creating cache {}", root.display()))?;
         }
         Ok(Cache { root })
     }
@@ -46,7 +50,8 @@ impl Cache {
     }
 
     pub fn read(&self, d: &Digest) -> Result<Vec<u8>> {
-        let b = std::fs::read(self.path(d)).with_context(|| format!("reading {d} from the cache"))?;
+        let b =
+            std::fs::read(self.path(d)).with_context(|| format!("reading {d} from the cache"))?;
         if &Digest::of(&b) != d {
             let _ = std::fs::remove_file(self.path(d));
             bail!("cache entry {d} was corrupt and has been removed; run again to fetch it anew");
@@ -74,6 +79,7 @@ impl Cache {
     pub fn commit_partial(&self, d: &Digest) -> Result<()> {
         let p = self.partial(d);
         std::fs::File::open(&p).and_then(|f| f.sync_all()).ok();
-        std::fs::rename(&p, self.path(d)).with_context(|| format!("moving {} into the cache", p.display()))
+        std::fs::rename(&p, self.path(d))
+            .with_context(|| format!("moving {} into the cache", p.display()))
     }
 }

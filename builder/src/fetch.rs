@@ -41,7 +41,9 @@ pub struct Want {
 }
 
 #[derive(thiserror::Error, Debug)]
-#[error("digest mismatch for {artifact}: {source_name} served content with digest {got}, expected {want}")]
+#[error(
+    "digest mismatch for {artifact}: {source_name} served content with digest {got}, expected {want}"
+)]
 pub struct DigestMismatch {
     pub artifact: String,
     pub source_name: String,
@@ -51,16 +53,28 @@ pub struct DigestMismatch {
 
 pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Result<()> {
     if cache.has(&w.digest) {
-        p.reused.fetch_add(w.size.max(cache.size(&w.digest).unwrap_or(0)), Ordering::Relaxed);
+        p.reused.fetch_add(
+            w.size.max(cache.size(&w.digest).unwrap_or(0)),
+            Ordering::Relaxed,
+        );
         return Ok(());
     }
     if net.offline() {
-        bail!("not in the cache: {} ({} from {}); run without --offline on a connected machine", w.digest, w.artifact, w.source);
+        bail!(
+            "not in the cache: {} ({} from {}); run without --offline on a connected machine",
+            w.digest,
+            w.artifact,
+            w.source
+        );
     }
     let (url, host, scope) = match &w.source {
         Source::Registry(r) => {
             let ep = net.endpoint(r);
-            (format!("{}/blobs/{}", ep.base, w.digest), ep.host.clone(), format!("{}/{}", ep.host, ep.repository))
+            (
+                format!("{}/blobs/{}", ep.base, w.digest),
+                ep.host.clone(),
+                format!("{}/{}", ep.host, ep.repository),
+            )
         }
         Source::Url(u) => {
             let u = net.map_url(u);
@@ -94,11 +108,17 @@ pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Resu
         if have > 0 {
             headers.push(("range", format!("bytes={have}-")));
         }
-        let resp = net.send(Method::GET, &url, &host, &scope, &headers).await.with_context(|| {
-            format!("fetching {} of {} from {}", w.digest, w.artifact, w.source)
-        })?;
+        let resp = net
+            .send(Method::GET, &url, &host, &scope, &headers)
+            .await
+            .with_context(|| {
+                format!("fetching {} of {} from {}", w.digest, w.artifact, w.source)
+            })?;
         let status = resp.status();
-        let mut out = std::fs::OpenOptions::new().create(true).append(true).open(&partial)?;
+        let mut out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&partial)?;
         match status {
             StatusCode::PARTIAL_CONTENT if have > 0 => {}
             StatusCode::OK => {
@@ -120,7 +140,11 @@ pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Resu
                     "fetching {} of {} from {url}: {s}{}",
                     w.digest,
                     w.artifact,
-                    if body.trim().is_empty() { String::new() } else { format!(" ({})", body.trim().chars().take(200).collect::<String>()) }
+                    if body.trim().is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", body.trim().chars().take(200).collect::<String>())
+                    }
                 );
             }
         }
@@ -135,7 +159,10 @@ pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Resu
                     p.fetched.fetch_add(c.len() as u64, Ordering::Relaxed);
                     t.advance(c.len() as u64, p);
                     if w.size > 0 && have > w.size {
-                        broke = Some(format!("server sent more than the expected {} bytes", w.size));
+                        broke = Some(format!(
+                            "server sent more than the expected {} bytes",
+                            w.size
+                        ));
                         break;
                     }
                 }
@@ -152,9 +179,18 @@ pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Resu
             attempt += 1;
             p.retries.fetch_add(1, Ordering::Relaxed);
             if attempt >= 6 {
-                bail!("fetching {} of {} from {}: interrupted {attempt} times, last: {why}", w.digest, w.artifact, w.source);
+                bail!(
+                    "fetching {} of {} from {}: interrupted {attempt} times, last: {why}",
+                    w.digest,
+                    w.artifact,
+                    w.source
+                );
             }
-            net.note(&format!("{} of {}: interrupted after {have} bytes ({why}); resuming", w.digest.short(), w.artifact));
+            net.note(&format!(
+                "{} of {}: interrupted after {have} bytes ({why}); resuming",
+                w.digest.short(),
+                w.artifact
+            ));
             tokio::time::sleep(backoff(attempt)).await;
             continue;
         }
@@ -171,17 +207,31 @@ pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Resu
         }
         if w.size > 0 && have != w.size {
             std::fs::remove_file(&partial).ok();
-            bail!("{} of {}: got {have} bytes, the descriptor says {}", w.digest, w.artifact, w.size);
+            bail!(
+                "{} of {}: got {have} bytes, the descriptor says {}",
+                w.digest,
+                w.artifact,
+                w.size
+            );
         }
         cache.commit_partial(&w.digest)?;
-        p.event("blob_done", json!({"digest": w.digest, "bytes": have, "artifact": w.artifact}));
+        p.event(
+            "blob_done",
+            json!({"digest": w.digest, "bytes": have, "artifact": w.artifact}),
+        );
         return Ok(());
     }
 }
 
 /// Fetches every wanted blob (each digest once), `jobs` at a time. Returns
 /// every failure, not just the first.
-pub async fn fetch_all(net: Arc<Net>, cache: Cache, wants: Vec<Want>, jobs: usize, p: Arc<Progress>) -> Vec<anyhow::Error> {
+pub async fn fetch_all(
+    net: Arc<Net>,
+    cache: Cache,
+    wants: Vec<Want>,
+    jobs: usize,
+    p: Arc<Progress>,
+) -> Vec<anyhow::Error> {
     let mut unique: BTreeMap<Digest, Want> = BTreeMap::new();
     for w in wants {
         unique.entry(w.digest.clone()).or_insert(w);

@@ -24,8 +24,17 @@ pub fn run(a: Args) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    println!("{} {} (created {}, image platforms {})", m.platform, m.platform_version, m.created, m.image_platforms.join(","));
-    println!("{:<6} {:<14} {:>10}  {:<19}  {:<16} NAME", "KIND", "COMPONENT", "SIZE", "DIGEST", "PLATFORMS");
+    println!(
+        "{} {} (created {}, image platforms {})",
+        m.platform,
+        m.platform_version,
+        m.created,
+        m.image_platforms.join(",")
+    );
+    println!(
+        "{:<6} {:<14} {:>10}  {:<19}  {:<16} NAME",
+        "KIND", "COMPONENT", "SIZE", "DIGEST", "PLATFORMS"
+    );
     for x in &m.artifacts {
         println!(
             "{:<6} {:<14} {:>10}  {:<19}  {:<16} {}{}",
@@ -33,7 +42,11 @@ pub fn run(a: Args) -> Result<()> {
             x.component,
             human(x.size),
             x.digest.short(),
-            if x.platforms.is_empty() { "-".to_string() } else { x.platforms.join(",") },
+            if x.platforms.is_empty() {
+                "-".to_string()
+            } else {
+                x.platforms.join(",")
+            },
             x.name,
             if x.unverified { "  (unverified)" } else { "" }
         );

@@ -19,13 +19,21 @@ pub fn run(a: Args) -> Result<()> {
     let secret = PathBuf::from(format!("{}.key", a.out.display()));
     let public = PathBuf::from(format!("{}.pub", a.out.display()));
     if !a.force && (secret.exists() || public.exists()) {
-        bail!("{} or {} exists; pass --force to replace it (a lost key cannot sign updates)", secret.display(), public.display());
+        bail!(
+            "{} or {} exists; pass --force to replace it (a lost key cannot sign updates)",
+            secret.display(),
+            public.display()
+        );
     }
     let (s, p) = sign::generate()?;
     fsutil::write_atomic(&secret, s.as_bytes())?;
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600))?;
     fsutil::write_atomic(&public, p.as_bytes())?;
     let id = sign::key_id(&sign::parse_public(&p)?);
-    println!("key {id}: secret {} (keep it off the media), public {}", secret.display(), public.display());
+    println!(
+        "key {id}: secret {} (keep it off the media), public {}",
+        secret.display(),
+        public.display()
+    );
     Ok(())
 }

@@ -18,7 +18,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "kpaas-builder", version, about = "Build air-gapped K-PaaS appliance bundles", max_term_width = 80)]
+#[command(
+    name = "kpaas-builder",
+    version,
+    about = "Build air-gapped K-PaaS appliance bundles",
+    max_term_width = 80
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -115,13 +120,21 @@ impl Ctx {
             p.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             p.event("retry", serde_json::json!({"message": msg}));
         }));
-        Ok(Ctx { net: Arc::new(net), cache: cache::Cache::open(c.cache_dir.as_deref())?, progress, jobs: c.jobs.max(1) })
+        Ok(Ctx {
+            net: Arc::new(net),
+            cache: cache::Cache::open(c.cache_dir.as_deref())?,
+            progress,
+            jobs: c.jobs.max(1),
+        })
     }
 }
 
 fn main() {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
@@ -139,6 +152,10 @@ fn main() {
     });
     if let Err(e) = r {
         eprintln!("error: {e:#}");
-        std::process::exit(if e.downcast_ref::<verify::Failed>().is_some() { 1 } else { 2 });
+        std::process::exit(if e.downcast_ref::<verify::Failed>().is_some() {
+            1
+        } else {
+            2
+        });
     }
 }

@@ -16,16 +16,20 @@ use std::time::Duration;
 #[derive(Debug, Clone)]
 pub enum Mirror {
     /// `registry.k8s.io=my-nexus.local/k8s`: host and repository prefix.
-    Registry { from: String, host: String, prefix: String },
+    Registry {
+        from: String,
+        host: String,
+        prefix: String,
+    },
     /// `https://dl.k8s.io=http://files.local/k8s`: URL prefix rewrite.
     Url { from: String, to: String },
 }
 
 impl Mirror {
     pub fn parse(s: &str) -> Result<Mirror> {
-        let (from, to) = s
-            .split_once('=')
-            .with_context(|| format!("--mirror {s:?}: want SOURCE=TARGET, e.g. registry.k8s.io=my-nexus.local/k8s"))?;
+        let (from, to) = s.split_once('=').with_context(|| {
+            format!("--mirror {s:?}: want SOURCE=TARGET, e.g. registry.k8s.io=my-nexus.local/k8s")
+        })?;
         if from.is_empty() || to.is_empty() {
             bail!("--mirror {s:?}: both sides must be non-empty");
         }
@@ -33,10 +37,17 @@ impl Mirror {
             if !to.contains("://") {
                 bail!("--mirror {s:?}: a URL source needs a URL target (http://… or https://…)");
             }
-            return Ok(Mirror::Url { from: from.trim_end_matches('/').into(), to: to.trim_end_matches('/').into() });
+            return Ok(Mirror::Url {
+                from: from.trim_end_matches('/').into(),
+                to: to.trim_end_matches('/').into(),
+            });
         }
         let (host, prefix) = to.split_once('/').unwrap_or((to, ""));
-        Ok(Mirror::Registry { from: from.into(), host: host.into(), prefix: prefix.trim_matches('/').into() })
+        Ok(Mirror::Registry {
+            from: from.into(),
+            host: host.into(),
+            prefix: prefix.trim_matches('/').into(),
+        })
     }
 }
 
@@ -89,8 +100,10 @@ fn docker_config_creds(path: &Path) -> Result<HashMap<String, (String, String)>>
         username: Option<String>,
         password: Option<String>,
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let cfg: Cfg = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let cfg: Cfg =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
     let mut out = HashMap::new();
     for (k, e) in cfg.auths {
         let host = k
@@ -100,16 +113,21 @@ fn docker_config_creds(path: &Path) -> Result<HashMap<String, (String, String)>>
             .next()
             .unwrap_or_default()
             .to_string();
-        let host = if host == "index.docker.io" { "registry-1.docker.io".to_string() } else { host };
+        let host = if host == "index.docker.io" {
+            "registry-1.docker.io".to_string()
+        } else {
+            host
+        };
         let pair = match (e.auth, e.username, e.password) {
             (Some(a), _, _) if !a.is_empty() => {
                 let dec = base64::engine::general_purpose::STANDARD
                     .decode(a.trim())
                     .with_context(|| format!("{}: auths.{k}.auth is not base64", path.display()))?;
-                let s = String::from_utf8(dec).with_context(|| format!("{}: auths.{k}.auth", path.display()))?;
-                let (u, p) = s
-                    .split_once(':')
-                    .with_context(|| format!("{}: auths.{k}.auth is not user:password", path.display()))?;
+                let s = String::from_utf8(dec)
+                    .with_context(|| format!("{}: auths.{k}.auth", path.display()))?;
+                let (u, p) = s.split_once(':').with_context(|| {
+                    format!("{}: auths.{k}.auth is not user:password", path.display())
+                })?;
                 (u.to_string(), p.to_string())
             }
             (_, Some(u), Some(p)) => (u, p),
@@ -133,7 +151,9 @@ fn challenge_params(h: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut rest = h.split_once(' ').map_or("", |(_, r)| r);
     while !rest.is_empty() {
-        let Some((k, after)) = rest.split_once('=') else { break };
+        let Some((k, after)) = rest.split_once('=') else {
+            break;
+        };
         let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
         let (v, next) = if let Some(q) = after.strip_prefix('"') {
             let end = q.find('"').unwrap_or(q.len());
@@ -151,7 +171,10 @@ fn challenge_params(h: &str) -> HashMap<String, String> {
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
     let v = h.get(RETRY_AFTER)?.to_str().ok()?;
     // Seconds form only; an HTTP-date is rare from registries and falls back to backoff.
-    v.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(60)))
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(60)))
 }
 
 pub fn backoff(attempt: u32) -> Duration {
@@ -169,7 +192,8 @@ impl Net {
             .read_timeout(Duration::from_secs(60))
             .user_agent(concat!("kpaas-builder/", env!("CARGO_PKG_VERSION")));
         for f in &opts.ca_files {
-            let pem = std::fs::read(f).with_context(|| format!("reading CA file {}", f.display()))?;
+            let pem =
+                std::fs::read(f).with_context(|| format!("reading CA file {}", f.display()))?;
             for c in reqwest::Certificate::from_pem_bundle(&pem)
                 .with_context(|| format!("{}: not a PEM certificate bundle", f.display()))?
             {
@@ -185,7 +209,13 @@ impl Net {
         if opts.max_attempts == 0 {
             opts.max_attempts = 6;
         }
-        Ok(Net { http, opts, creds, auth: Mutex::new(HashMap::new()), on_retry: None })
+        Ok(Net {
+            http,
+            opts,
+            creds,
+            auth: Mutex::new(HashMap::new()),
+            on_retry: None,
+        })
     }
 
     pub fn offline(&self) -> bool {
@@ -193,13 +223,21 @@ impl Net {
     }
 
     fn scheme(&self, host: &str) -> &'static str {
-        if self.opts.insecure.iter().any(|h| h == host) { "http" } else { "https" }
+        if self.opts.insecure.iter().any(|h| h == host) {
+            "http"
+        } else {
+            "https"
+        }
     }
 
     pub fn endpoint(&self, r: &ImageRef) -> Endpoint {
         let (mut host, mut repo) = (r.registry.clone(), r.repository.clone());
         for m in &self.opts.mirrors {
-            if let Mirror::Registry { from, host: h, prefix } = m
+            if let Mirror::Registry {
+                from,
+                host: h,
+                prefix,
+            } = m
                 && from == &r.registry
             {
                 host = h.clone();
@@ -212,7 +250,11 @@ impl Net {
         if host == "docker.io" {
             host = "registry-1.docker.io".into();
         }
-        Endpoint { base: format!("{}://{host}/v2/{repo}", self.scheme(&host)), host, repository: repo }
+        Endpoint {
+            base: format!("{}://{host}/v2/{repo}", self.scheme(&host)),
+            host,
+            repository: repo,
+        }
     }
 
     pub fn map_url(&self, url: &str) -> String {
@@ -228,7 +270,9 @@ impl Net {
     }
 
     async fn token(&self, params: &HashMap<String, String>, host: &str) -> Result<String> {
-        let realm = params.get("realm").context("bearer challenge without realm")?;
+        let realm = params
+            .get("realm")
+            .context("bearer challenge without realm")?;
         let mut req = self.http.get(realm);
         let mut q = Vec::new();
         if let Some(s) = params.get("service") {
@@ -241,7 +285,10 @@ impl Net {
         if let Some((u, p)) = self.creds.get(host) {
             req = req.basic_auth(u, Some(p));
         }
-        let resp = req.send().await.with_context(|| format!("requesting a token from {realm}"))?;
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("requesting a token from {realm}"))?;
         if !resp.status().is_success() {
             bail!("token request to {realm} answered {}", resp.status());
         }
@@ -251,7 +298,9 @@ impl Net {
             access_token: Option<String>,
         }
         let t: T = resp.json_bytes().await?;
-        t.token.or(t.access_token).context("token response holds no token")
+        t.token
+            .or(t.access_token)
+            .context("token response holds no token")
     }
 
     /// Sends a request with auth, retrying transient failures. `scope_key`
@@ -274,7 +323,11 @@ impl Net {
             for (k, v) in headers {
                 req = req.header(*k, v);
             }
-            let cached = self.auth.lock().ok().and_then(|m| m.get(scope_key).cloned());
+            let cached = self
+                .auth
+                .lock()
+                .ok()
+                .and_then(|m| m.get(scope_key).cloned());
             match &cached {
                 Some(Auth::Basic(b)) => req = req.header(AUTHORIZATION, format!("Basic {b}")),
                 Some(Auth::Bearer(t)) => req = req.bearer_auth(t),
@@ -283,7 +336,8 @@ impl Net {
             let wait = match req.send().await {
                 Err(e) => {
                     if attempt + 1 >= self.opts.max_attempts {
-                        return Err(anyhow::Error::new(e).context(format!("{method} {url} (after {} attempts)", attempt + 1)));
+                        return Err(anyhow::Error::new(e)
+                            .context(format!("{method} {url} (after {} attempts)", attempt + 1)));
                     }
                     self.note(&format!("{method} {url}: {e}; retrying"));
                     backoff(attempt)
@@ -302,16 +356,24 @@ impl Net {
                         let (u, p) = self.creds.get(host).with_context(|| {
                             format!("{host} requires credentials: add them to the Docker config (docker login {host}) or point --docker-config at one")
                         })?;
-                        Auth::Basic(base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")))
+                        Auth::Basic(
+                            base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}")),
+                        )
                     };
                     if let Ok(mut m) = self.auth.lock() {
                         m.insert(scope_key.to_string(), new);
                     }
                     continue;
                 }
-                Ok(resp) if transient_status(resp.status()) && attempt + 1 < self.opts.max_attempts => {
+                Ok(resp)
+                    if transient_status(resp.status()) && attempt + 1 < self.opts.max_attempts =>
+                {
                     let w = retry_after(resp.headers()).unwrap_or_else(|| backoff(attempt));
-                    self.note(&format!("{method} {url}: {}; retrying in {:.1}s", resp.status(), w.as_secs_f32()));
+                    self.note(&format!(
+                        "{method} {url}: {}; retrying in {:.1}s",
+                        resp.status(),
+                        w.as_secs_f32()
+                    ));
                     w
                 }
                 Ok(resp) => return Ok(resp),
@@ -332,13 +394,22 @@ impl Net {
         let ep = self.endpoint(r);
         let url = format!("{}/manifests/{reference}", ep.base);
         let resp = self
-            .send(Method::GET, &url, &ep.host, &format!("{}/{}", ep.host, ep.repository), &[(ACCEPT.as_str(), MANIFEST_ACCEPT.to_string())])
+            .send(
+                Method::GET,
+                &url,
+                &ep.host,
+                &format!("{}/{}", ep.host, ep.repository),
+                &[(ACCEPT.as_str(), MANIFEST_ACCEPT.to_string())],
+            )
             .await
             .with_context(|| format!("fetching manifest of {r}"))?;
         let status = resp.status();
         if !status.is_success() {
             let body = resp.text().await.unwrap_or_default();
-            bail!("fetching manifest of {r} from {url}: {status}{}", short_body(&body));
+            bail!(
+                "fetching manifest of {r} from {url}: {status}{}",
+                short_body(&body)
+            );
         }
         let ct = resp
             .headers()
@@ -350,7 +421,10 @@ impl Net {
             .unwrap_or("")
             .trim()
             .to_string();
-        let bytes = resp.bytes().await.with_context(|| format!("reading manifest of {r}"))?;
+        let bytes = resp
+            .bytes()
+            .await
+            .with_context(|| format!("reading manifest of {r}"))?;
         if bytes.len() > 4 << 20 {
             bail!("manifest of {r} is larger than 4 MiB; refusing it");
         }
@@ -366,17 +440,30 @@ impl Net {
         if !status.is_success() {
             bail!("GET {url}: {status}");
         }
-        Ok(resp.bytes().await.with_context(|| format!("reading {url}"))?.to_vec())
+        Ok(resp
+            .bytes()
+            .await
+            .with_context(|| format!("reading {url}"))?
+            .to_vec())
     }
 }
 
 pub fn host_of(url: &str) -> String {
-    url.split_once("://").map_or(url, |(_, r)| r).split('/').next().unwrap_or_default().to_string()
+    url.split_once("://")
+        .map_or(url, |(_, r)| r)
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn short_body(b: &str) -> String {
     let b = b.trim();
-    if b.is_empty() { String::new() } else { format!(" ({})", b.chars().take(200).collect::<String>()) }
+    if b.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", b.chars().take(200).collect::<String>())
+    }
 }
 
 trait JsonBytes {
@@ -396,7 +483,9 @@ mod tests {
 
     #[test]
     fn parses_challenges_and_mirrors() {
-        let p = challenge_params(r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull""#);
+        let p = challenge_params(
+            r#"Bearer realm="https://auth.example/token",service="reg",scope="repository:a/b:pull""#,
+        );
         assert_eq!(p["realm"], "https://auth.example/token");
         assert_eq!(p["scope"], "repository:a/b:pull");
         let net = Net::new(NetOptions {
@@ -412,8 +501,14 @@ mod tests {
         assert_eq!(ep.base, "http://my-nexus.local/v2/k8s/pause");
         let ep = net.endpoint(&ImageRef::parse("busybox").unwrap());
         assert_eq!(ep.base, "https://registry-1.docker.io/v2/library/busybox");
-        assert_eq!(net.map_url("https://dl.k8s.io/v1/kubeadm"), "http://127.0.0.1:8080/k8s/v1/kubeadm");
-        assert_eq!(net.map_url("https://dl.k8s.io.evil/x"), "https://dl.k8s.io.evil/x");
+        assert_eq!(
+            net.map_url("https://dl.k8s.io/v1/kubeadm"),
+            "http://127.0.0.1:8080/k8s/v1/kubeadm"
+        );
+        assert_eq!(
+            net.map_url("https://dl.k8s.io.evil/x"),
+            "https://dl.k8s.io.evil/x"
+        );
         assert!(Mirror::parse("nonsense").is_err());
     }
 }

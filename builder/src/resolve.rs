@@ -23,43 +23,81 @@ pub struct Args {
 /// A catalog from `--platform`: a built-in name, a catalog file, or a directory holding `catalog.yaml`.
 pub fn load_catalog(platform: &str) -> Result<Catalog> {
     let p = Path::new(platform);
-    let file = if p.is_dir() { p.join("catalog.yaml") } else { p.to_path_buf() };
+    let file = if p.is_dir() {
+        p.join("catalog.yaml")
+    } else {
+        p.to_path_buf()
+    };
     if file.is_file() {
         return Ok(Catalog::from_file(&file)?);
     }
     match platforms::builtin(platform) {
-        Some(y) => Ok(Catalog::from_yaml(y, &format!("built-in platform {platform}"))?),
+        Some(y) => Ok(Catalog::from_yaml(
+            y,
+            &format!("built-in platform {platform}"),
+        )?),
         None => bail!(
             "--platform {platform:?}: no such catalog file or directory, and no built-in platform of that name (built in: {})",
-            platforms::BUILTIN.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            platforms::BUILTIN
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }
 
 pub fn lock_path(common: &Common, catalog: &Catalog) -> PathBuf {
-    common.lock.clone().unwrap_or_else(|| PathBuf::from(format!("{}.lock", catalog.platform.name)))
+    common
+        .lock
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("{}.lock", catalog.platform.name)))
 }
 
 /// Fetches a manifest by digest, from the cache when it is there.
-pub async fn manifest_by_digest(net: &Net, cache: &Cache, r: &ImageRef, d: &Digest, artifact: &str) -> Result<Vec<u8>> {
+pub async fn manifest_by_digest(
+    net: &Net,
+    cache: &Cache,
+    r: &ImageRef,
+    d: &Digest,
+    artifact: &str,
+) -> Result<Vec<u8>> {
     if cache.has(d) {
         return cache.read(d);
     }
     if net.offline() {
-        bail!("not in the cache: manifest {d} of {artifact}; run without --offline on a connected machine");
+        bail!(
+            "not in the cache: manifest {d} of {artifact}; run without --offline on a connected machine"
+        );
     }
     let (bytes, _) = net.manifest(r, d.as_str()).await?;
     let got = Digest::of(&bytes);
     if &got != d {
-        return Err(DigestMismatch { artifact: artifact.into(), source_name: r.name(), want: d.clone(), got }.into());
+        return Err(DigestMismatch {
+            artifact: artifact.into(),
+            source_name: r.name(),
+            want: d.clone(),
+            got,
+        }
+        .into());
     }
     cache.put(d, &bytes)?;
     Ok(bytes)
 }
 
-async fn resolve_image(net: &Net, cache: &Cache, r: &ImageRef, pinned: Option<Digest>, label: &str) -> Result<LockedArtifact> {
+async fn resolve_image(
+    net: &Net,
+    cache: &Cache,
+    r: &ImageRef,
+    pinned: Option<Digest>,
+    label: &str,
+) -> Result<LockedArtifact> {
     let (bytes, ct, digest) = match pinned.or(r.digest.clone()) {
-        Some(d) => (manifest_by_digest(net, cache, r, &d, label).await?, String::new(), d),
+        Some(d) => (
+            manifest_by_digest(net, cache, r, &d, label).await?,
+            String::new(),
+            d,
+        ),
         None => {
             let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
             let (b, ct) = net.manifest(r, &tag).await?;
@@ -72,7 +110,12 @@ async fn resolve_image(net: &Net, cache: &Cache, r: &ImageRef, pinned: Option<Di
     if !(oci::is_index(&media_type) || oci::is_manifest(&media_type)) {
         bail!("{label}: {media_type:?} is not an image manifest or index media type");
     }
-    Ok(LockedArtifact { digest, media_type, size: bytes.len() as u64, source: r.to_string() })
+    Ok(LockedArtifact {
+        digest,
+        media_type,
+        size: bytes.len() as u64,
+        source: r.to_string(),
+    })
 }
 
 #[derive(serde::Deserialize)]
@@ -90,10 +133,23 @@ struct RepoEntry {
 }
 
 fn join_url(base: &str, rel: &str) -> String {
-    if rel.contains("://") { rel.to_string() } else { format!("{}/{}", base.trim_end_matches('/'), rel.trim_start_matches('/')) }
+    if rel.contains("://") {
+        rel.to_string()
+    } else {
+        format!(
+            "{}/{}",
+            base.trim_end_matches('/'),
+            rel.trim_start_matches('/')
+        )
+    }
 }
 
-pub async fn resolve_artifact(net: &Net, cache: &Cache, a: &Artifact, p: &Progress) -> Result<LockedArtifact> {
+pub async fn resolve_artifact(
+    net: &Net,
+    cache: &Cache,
+    a: &Artifact,
+    p: &Progress,
+) -> Result<LockedArtifact> {
     let label = format!("{} {}", a.kind(), a.ref_name());
     match a {
         Artifact::Image(i) => {
@@ -102,25 +158,57 @@ pub async fn resolve_artifact(net: &Net, cache: &Cache, a: &Artifact, p: &Progre
             resolve_image(net, cache, &r, pinned, &label).await
         }
         Artifact::Chart(c) if c.oci.is_some() => {
-            let r = ImageRef::parse(c.oci.as_deref().unwrap_or_default().trim_start_matches("oci://"))?;
+            let r = ImageRef::parse(
+                c.oci
+                    .as_deref()
+                    .unwrap_or_default()
+                    .trim_start_matches("oci://"),
+            )?;
             let pinned = c.digest.as_deref().map(Digest::parse).transpose()?;
             resolve_image(net, cache, &r, pinned, &label).await
         }
         Artifact::Chart(c) => {
             let repo = c.repo.as_deref().unwrap_or_default();
-            let (name, version) = (c.name.as_deref().unwrap_or_default(), c.version.as_deref().unwrap_or_default());
+            let (name, version) = (
+                c.name.as_deref().unwrap_or_default(),
+                c.version.as_deref().unwrap_or_default(),
+            );
             let idx_url = join_url(repo, "index.yaml");
-            let text = net.get_small(&idx_url).await.with_context(|| format!("resolving {label}"))?;
-            let idx: RepoIndex = serde_saphyr::from_slice(&text).with_context(|| format!("parsing {idx_url}"))?;
-            let entries = idx.entries.get(name).with_context(|| format!("{label}: chart {name:?} is not in {idx_url}"))?;
-            let e = entries.iter().find(|e| e.version == version).with_context(|| {
-                format!(
-                    "{label}: version {version} is not in {idx_url} (it has {})",
-                    entries.iter().map(|e| e.version.as_str()).collect::<Vec<_>>().join(", ")
-                )
-            })?;
-            let url = join_url(repo, e.urls.first().with_context(|| format!("{label}: index entry has no urls"))?);
-            let from_index = e.digest.as_deref().map(Digest::from_hex).transpose().with_context(|| format!("{label}: digest in {idx_url}"))?;
+            let text = net
+                .get_small(&idx_url)
+                .await
+                .with_context(|| format!("resolving {label}"))?;
+            let idx: RepoIndex =
+                serde_saphyr::from_slice(&text).with_context(|| format!("parsing {idx_url}"))?;
+            let entries = idx
+                .entries
+                .get(name)
+                .with_context(|| format!("{label}: chart {name:?} is not in {idx_url}"))?;
+            let e = entries
+                .iter()
+                .find(|e| e.version == version)
+                .with_context(|| {
+                    format!(
+                        "{label}: version {version} is not in {idx_url} (it has {})",
+                        entries
+                            .iter()
+                            .map(|e| e.version.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                })?;
+            let url = join_url(
+                repo,
+                e.urls
+                    .first()
+                    .with_context(|| format!("{label}: index entry has no urls"))?,
+            );
+            let from_index = e
+                .digest
+                .as_deref()
+                .map(Digest::from_hex)
+                .transpose()
+                .with_context(|| format!("{label}: digest in {idx_url}"))?;
             let from_catalog = c.digest.as_deref().map(Digest::parse).transpose()?;
             if let (Some(a), Some(b)) = (&from_index, &from_catalog)
                 && a != b
@@ -129,7 +217,18 @@ pub async fn resolve_artifact(net: &Net, cache: &Cache, a: &Artifact, p: &Progre
             }
             let digest = match from_catalog.or(from_index) {
                 Some(d) => {
-                    fetch_one(net, cache, &Want { digest: d.clone(), size: 0, source: Source::Url(url.clone()), artifact: label.clone() }, p).await?;
+                    fetch_one(
+                        net,
+                        cache,
+                        &Want {
+                            digest: d.clone(),
+                            size: 0,
+                            source: Source::Url(url.clone()),
+                            artifact: label.clone(),
+                        },
+                        p,
+                    )
+                    .await?;
                     d
                 }
                 None => {
@@ -141,13 +240,34 @@ pub async fn resolve_artifact(net: &Net, cache: &Cache, a: &Artifact, p: &Progre
                 }
             };
             let size = cache.size(&digest).unwrap_or(0);
-            Ok(LockedArtifact { digest, media_type: oci::HELM_CHART.into(), size, source: url })
+            Ok(LockedArtifact {
+                digest,
+                media_type: oci::HELM_CHART.into(),
+                size,
+                source: url,
+            })
         }
         Artifact::File(f) => {
             let d = Digest::from_hex(&f.sha256)?;
-            fetch_one(net, cache, &Want { digest: d.clone(), size: 0, source: Source::Url(f.url.clone()), artifact: label }, p).await?;
+            fetch_one(
+                net,
+                cache,
+                &Want {
+                    digest: d.clone(),
+                    size: 0,
+                    source: Source::Url(f.url.clone()),
+                    artifact: label,
+                },
+                p,
+            )
+            .await?;
             let size = cache.size(&d).unwrap_or(0);
-            Ok(LockedArtifact { digest: d, media_type: oci::OCTET.into(), size, source: f.url.clone() })
+            Ok(LockedArtifact {
+                digest: d,
+                media_type: oci::OCTET.into(),
+                size,
+                source: f.url.clone(),
+            })
         }
     }
 }
@@ -155,7 +275,10 @@ pub async fn resolve_artifact(net: &Net, cache: &Cache, a: &Artifact, p: &Progre
 /// Whether a lock entry still answers the catalog's artifact.
 fn still_valid(a: &Artifact, l: &LockedArtifact) -> bool {
     let pinned = match a {
-        Artifact::Image(i) => i.digest.clone().or_else(|| ImageRef::parse(&i.reference).ok()?.digest.map(String::from)),
+        Artifact::Image(i) => i
+            .digest
+            .clone()
+            .or_else(|| ImageRef::parse(&i.reference).ok()?.digest.map(String::from)),
         Artifact::Chart(c) => c.digest.clone(),
         Artifact::File(f) => Some(format!("sha256:{}", f.sha256)),
     };
@@ -165,7 +288,11 @@ fn still_valid(a: &Artifact, l: &LockedArtifact) -> bool {
 /// Loads the lock (when present and not `--update`), resolving whatever the
 /// catalog holds that the lock does not, and writes it back if it changed.
 pub async fn ensure_lock(ctx: &Ctx, catalog: &Catalog, path: &Path, update: bool) -> Result<Lock> {
-    let old = if !update && path.exists() { Some(Lock::read(path)?) } else { None };
+    let old = if !update && path.exists() {
+        Some(Lock::read(path)?)
+    } else {
+        None
+    };
     let mut lock = old.clone().unwrap_or_else(|| Lock {
         lock_version: LOCK_VERSION,
         platform: catalog.platform.name.clone(),
@@ -185,12 +312,21 @@ pub async fn ensure_lock(ctx: &Ctx, catalog: &Catalog, path: &Path, update: bool
     }
     if !todo.is_empty() && ctx.net.offline() {
         let list: Vec<String> = todo.iter().map(|a| format!("  - {}", a.key())).collect();
-        bail!("offline, and the lock {} does not pin these artifacts:\n{}", path.display(), list.join("\n"));
+        bail!(
+            "offline, and the lock {} does not pin these artifacts:\n{}",
+            path.display(),
+            list.join("\n")
+        );
     }
     let sem = Arc::new(tokio::sync::Semaphore::new(ctx.jobs));
     let mut set = tokio::task::JoinSet::new();
     for a in todo {
-        let (net, cache, p, sem) = (ctx.net.clone(), ctx.cache.clone(), ctx.progress.clone(), sem.clone());
+        let (net, cache, p, sem) = (
+            ctx.net.clone(),
+            ctx.cache.clone(),
+            ctx.progress.clone(),
+            sem.clone(),
+        );
         set.spawn(async move {
             let _permit = sem.acquire_owned().await;
             let r = resolve_artifact(&net, &cache, &a, &p).await;
@@ -212,13 +348,20 @@ pub async fn ensure_lock(ctx: &Ctx, catalog: &Catalog, path: &Path, update: bool
     }
     if !errors.is_empty() {
         errors.sort();
-        bail!("could not resolve {} artifact(s):\n  - {}", errors.len(), errors.join("\n  - "));
+        bail!(
+            "could not resolve {} artifact(s):\n  - {}",
+            errors.len(),
+            errors.join("\n  - ")
+        );
     }
     lock.artifacts = keep;
     lock.platform_version = catalog.platform.version.clone();
     if old.as_ref() != Some(&lock) {
         lock.write(path)?;
-        ctx.progress.event("lock_written", json!({"path": path, "message": format!("wrote {}", path.display())}));
+        ctx.progress.event(
+            "lock_written",
+            json!({"path": path, "message": format!("wrote {}", path.display())}),
+        );
     }
     Ok(lock)
 }
@@ -228,6 +371,10 @@ pub async fn run(args: Args) -> Result<()> {
     let catalog = load_catalog(&args.common.platform)?;
     let path = lock_path(&args.common, &catalog);
     let lock = ensure_lock(&ctx, &catalog, &path, args.common.update).await?;
-    println!("{}: {} artifacts pinned", path.display(), lock.artifacts.len());
+    println!(
+        "{}: {} artifacts pinned",
+        path.display(),
+        lock.artifacts.len()
+    );
     Ok(())
 }

@@ -23,8 +23,13 @@ pub struct Failed(pub usize);
 
 pub fn run(a: Args) -> Result<()> {
     let key = match &a.key {
-        Some(k) => Some(sign::parse_public(&std::fs::read_to_string(k).with_context(|| format!("reading --key {}", k.display()))?)
-            .with_context(|| format!("--key {}", k.display()))?),
+        Some(k) => Some(
+            sign::parse_public(
+                &std::fs::read_to_string(k)
+                    .with_context(|| format!("reading --key {}", k.display()))?,
+            )
+            .with_context(|| format!("--key {}", k.display()))?,
+        ),
         None => None,
     };
     let r = verify::verify(&a.bundle, key.as_ref())?;
@@ -49,8 +54,16 @@ pub fn run(a: Args) -> Result<()> {
             r.artifacts,
             r.blobs,
             r.bytes,
-            if r.ok { "OK".to_string() } else { format!("{} problem(s)", r.problems.len()) }
+            if r.ok {
+                "OK".to_string()
+            } else {
+                format!("{} problem(s)", r.problems.len())
+            }
         );
     }
-    if r.ok { Ok(()) } else { Err(Failed(r.problems.len()).into()) }
+    if r.ok {
+        Ok(())
+    } else {
+        Err(Failed(r.problems.len()).into())
+    }
 }

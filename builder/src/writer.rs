@@ -3,7 +3,7 @@
 //! once complete; blobs are re-hashed on their way out of the cache.
 
 use crate::Ctx;
-use crate::bundle::Files;
+use crate::bundle::{Contents, Files};
 use airgap_bundle::digest::{Hasher, HashingWriter};
 use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::reader::VOLUMES_SUFFIX;
@@ -38,8 +38,12 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
         _ => (s, 1),
     };
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size such as 4G or 700M"))?;
-    let v = n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 4G or 700M"))?;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
     if v < 1 << 20 {
         return Err(format!("{s:?}: volumes must be at least 1M"));
     }
@@ -56,7 +60,9 @@ fn copy_verified(ctx: &Ctx, d: &Digest, w: &mut dyn Write) -> Result<u64> {
     let (_, got, _) = hw.finish();
     if &got != d {
         let _ = std::fs::remove_file(&path);
-        bail!("cache entry {d} was corrupt (content {got}); it has been removed, run again to fetch it anew");
+        bail!(
+            "cache entry {d} was corrupt (content {got}); it has been removed, run again to fetch it anew"
+        );
     }
     Ok(n)
 }
@@ -67,14 +73,18 @@ fn sibling_tmp(out: &Path) -> Result<PathBuf> {
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let name = out.file_name().context("--out has no file name")?.to_string_lossy().to_string();
+    let name = out
+        .file_name()
+        .context("--out has no file name")?
+        .to_string_lossy()
+        .to_string();
     Ok(dir.join(format!(".{name}.partial-{}", std::process::id())))
 }
 
 pub fn write_bundle(
     ctx: &Ctx,
     out: &Path,
-    (files, blobs): &(Files, BTreeMap<Digest, u64>),
+    (files, blobs): &Contents,
     _m: &BundleManifest,
     mtime: u64,
     volume_size: Option<u64>,
@@ -87,10 +97,15 @@ pub fn write_bundle(
     let tmp = sibling_tmp(out)?;
     std::fs::create_dir_all(&tmp)?;
     let r = (|| -> Result<Vec<(PathBuf, Digest, u64)>> {
-        let name = out.file_name().context("--out has no file name")?.to_string_lossy().to_string();
+        let name = out
+            .file_name()
+            .context("--out has no file name")?
+            .to_string_lossy()
+            .to_string();
         let mut sink = Volumes::new(tmp.clone(), name, volume_size);
         if s.ends_with(".zst") {
-            let mut z = zstd::stream::write::Encoder::new(&mut sink, level).context("starting zstd")?;
+            let mut z =
+                zstd::stream::write::Encoder::new(&mut sink, level).context("starting zstd")?;
             write_tar(ctx, &mut z, files, blobs, mtime)?;
             z.finish()?;
         } else {
@@ -107,16 +122,26 @@ pub fn write_bundle(
     };
     let dir = tmp.parent().unwrap_or(Path::new(".")).to_path_buf();
     if volume_size.is_some() {
-        let mut list = String::from("# kpaas bundle volumes: <sha256>  <bytes>  <file>; read them in this order\n");
+        let mut list = String::from(
+            "# kpaas bundle volumes: <sha256>  <bytes>  <file>; read them in this order\n",
+        );
         for (p, d, n) in &parts {
-            let fname = p.file_name().unwrap_or_default().to_string_lossy().to_string();
+            let fname = p
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             std::fs::rename(p, dir.join(&fname))?;
             list.push_str(&format!("{}  {n}  {fname}\n", d.hex()));
         }
         // The list goes last: until it exists the volume set is not complete.
-        fsutil::write_atomic(&PathBuf::from(format!("{s}{VOLUMES_SUFFIX}")), list.as_bytes())?;
+        fsutil::write_atomic(
+            &PathBuf::from(format!("{s}{VOLUMES_SUFFIX}")),
+            list.as_bytes(),
+        )?;
     } else if let Some((p, _, _)) = parts.first() {
-        std::fs::rename(p, out).with_context(|| format!("moving the bundle to {}", out.display()))?;
+        std::fs::rename(p, out)
+            .with_context(|| format!("moving the bundle to {}", out.display()))?;
     }
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
@@ -124,7 +149,8 @@ pub fn write_bundle(
 
 fn header(path: &str, size: u64, mtime: u64) -> Result<tar::Header> {
     let mut h = tar::Header::new_ustar();
-    h.set_path(path).with_context(|| format!("tar path {path}"))?;
+    h.set_path(path)
+        .with_context(|| format!("tar path {path}"))?;
     h.set_size(size);
     h.set_mode(0o644);
     h.set_uid(0);
@@ -135,7 +161,13 @@ fn header(path: &str, size: u64, mtime: u64) -> Result<tar::Header> {
     Ok(h)
 }
 
-fn write_tar(ctx: &Ctx, w: &mut dyn Write, files: &Files, blobs: &BTreeMap<Digest, u64>, mtime: u64) -> Result<()> {
+fn write_tar(
+    ctx: &Ctx,
+    w: &mut dyn Write,
+    files: &Files,
+    blobs: &BTreeMap<Digest, u64>,
+    mtime: u64,
+) -> Result<()> {
     let mut b = tar::Builder::new(w);
     for (path, bytes) in files {
         b.append(&header(path, bytes.len() as u64, mtime)?, bytes.as_slice())?;
@@ -143,18 +175,27 @@ fn write_tar(ctx: &Ctx, w: &mut dyn Write, files: &Files, blobs: &BTreeMap<Diges
     for (d, size) in blobs {
         let path = format!("oci/{}", d.blob_path());
         // The size is read from the cache: descriptors can lie, the file cannot.
-        let real = ctx.cache.size(d).with_context(|| format!("blob {d} is not in the cache"))?;
+        let real = ctx
+            .cache
+            .size(d)
+            .with_context(|| format!("blob {d} is not in the cache"))?;
         if real != *size {
             bail!("blob {d}: {real} bytes in the cache, {size} in its descriptor");
         }
         let h = header(&path, real, mtime)?;
         let f = File::open(ctx.cache.path(d))?;
-        let mut check = CheckingReader { inner: io::BufReader::with_capacity(1 << 20, f), hasher: Hasher::new(), left: real };
+        let mut check = CheckingReader {
+            inner: io::BufReader::with_capacity(1 << 20, f),
+            hasher: Hasher::new(),
+            left: real,
+        };
         b.append(&h, &mut check)?;
         let got = check.hasher.finish();
         if &got != d {
             let _ = std::fs::remove_file(ctx.cache.path(d));
-            bail!("cache entry {d} was corrupt (content {got}); it has been removed, run again to fetch it anew");
+            bail!(
+                "cache entry {d} was corrupt (content {got}); it has been removed, run again to fetch it anew"
+            );
         }
     }
     b.into_inner()?.flush()?;
@@ -198,9 +239,11 @@ fn write_dir(ctx: &Ctx, out: &Path, files: &Files, blobs: &BTreeMap<Digest, u64>
     // Swap in the finished directory; an old bundle is removed only afterwards.
     let old = tmp.with_extension("old");
     if out.exists() {
-        std::fs::rename(out, &old).with_context(|| format!("moving the old {} aside", out.display()))?;
+        std::fs::rename(out, &old)
+            .with_context(|| format!("moving the old {} aside", out.display()))?;
     }
-    std::fs::rename(&tmp, out).with_context(|| format!("moving the bundle to {}", out.display()))?;
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("moving the bundle to {}", out.display()))?;
     if old.exists() {
         std::fs::remove_dir_all(&old).ok();
     }
@@ -218,7 +261,13 @@ struct Volumes {
 
 impl Volumes {
     fn new(dir: PathBuf, name: String, limit: Option<u64>) -> Volumes {
-        Volumes { dir, name, limit, cur: None, done: Vec::new() }
+        Volumes {
+            dir,
+            name,
+            limit,
+            cur: None,
+            done: Vec::new(),
+        }
     }
 
     fn close(&mut self) -> io::Result<()> {
@@ -239,10 +288,17 @@ impl Volumes {
 
     fn open(&mut self) -> io::Result<()> {
         let p = match self.limit {
-            Some(_) => self.dir.join(format!("{}.{:03}", self.name, self.done.len() + 1)),
+            Some(_) => self
+                .dir
+                .join(format!("{}.{:03}", self.name, self.done.len() + 1)),
             None => self.dir.join(&self.name),
         };
-        self.cur = Some((BufWriter::with_capacity(1 << 20, File::create(&p)?), p, Hasher::new(), 0));
+        self.cur = Some((
+            BufWriter::with_capacity(1 << 20, File::create(&p)?),
+            p,
+            Hasher::new(),
+            0,
+        ));
         Ok(())
     }
 }
@@ -261,7 +317,9 @@ impl Write for Volumes {
             self.open()?;
         }
         let limit = self.limit;
-        let Some((w, _, h, n)) = self.cur.as_mut() else { return Ok(0) };
+        let Some((w, _, h, n)) = self.cur.as_mut() else {
+            return Ok(0);
+        };
         let take = match limit {
             Some(l) => buf.len().min((l - *n) as usize),
             None => buf.len(),

@@ -38,7 +38,9 @@ pub fn layer(entries: &[Entry]) -> Result<(Vec<u8>, String)> {
     }
     let tar = b.into_inner()?;
     let diff_id = digest(&tar);
-    let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::new(6));
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::new(6));
     gz.write_all(&tar)?;
     Ok((gz.finish()?, diff_id))
 }
@@ -53,7 +55,10 @@ impl Layout {
     pub fn new(dir: &Path) -> Result<Layout> {
         std::fs::create_dir_all(dir.join("blobs/sha256"))?;
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-        Ok(Layout { dir: dir.to_path_buf(), refs: BTreeMap::new() })
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+            refs: BTreeMap::new(),
+        })
     }
 
     pub fn blob(&self, b: &[u8]) -> Result<String> {
@@ -67,7 +72,12 @@ impl Layout {
     }
 
     /// A single-platform image from layers; returns (manifest bytes, digest).
-    pub fn image(&self, layers: &[(Vec<u8>, String)], arch: &str, cmd: &[&str]) -> Result<(Vec<u8>, String)> {
+    pub fn image(
+        &self,
+        layers: &[(Vec<u8>, String)],
+        arch: &str,
+        cmd: &[&str],
+    ) -> Result<(Vec<u8>, String)> {
         let config = json!({
             "architecture": arch, "os": "linux",
             "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
@@ -106,7 +116,11 @@ impl Layout {
     }
 
     /// A Helm chart as an OCI artifact, the way `helm push` lays it out.
-    pub fn helm_chart(&self, tgz: &[u8], chart_yaml_json: &serde_json::Value) -> Result<(Vec<u8>, String)> {
+    pub fn helm_chart(
+        &self,
+        tgz: &[u8],
+        chart_yaml_json: &serde_json::Value,
+    ) -> Result<(Vec<u8>, String)> {
         let cfg = serde_json::to_vec(chart_yaml_json)?;
         let b = serde_json::to_vec(&json!({
             "schemaVersion": 2,
@@ -135,12 +149,22 @@ impl Layout {
 
 /// A Helm chart `.tgz` (deterministic) whose deployment runs `image`.
 pub fn chart_tgz(name: &str, version: &str, image: &str) -> Result<(Vec<u8>, serde_json::Value)> {
-    let chart_yaml = format!("apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"1.0\"\ndescription: kpaas demo chart\ntype: application\n");
+    let chart_yaml = format!(
+        "apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"1.0\"\ndescription: kpaas demo chart\ntype: application\n"
+    );
     let values = format!("image: {image}\nreplicas: 1\n");
     let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: {{ .Values.replicas }}\n  selector:\n    matchLabels: {app: {{ .Release.Name }}}\n  template:\n    metadata:\n      labels: {app: {{ .Release.Name }}}\n    spec:\n      containers:\n        - name: app\n          image: {{ .Values.image }}\n";
     let p = |f: &str| format!("{name}/{f}");
-    let (a, b, c) = (p("Chart.yaml"), p("values.yaml"), p("templates/deployment.yaml"));
-    let (gz, _) = layer(&[(&a, chart_yaml.as_bytes(), 0o644), (&b, values.as_bytes(), 0o644), (&c, deploy.as_bytes(), 0o644)])?;
+    let (a, b, c) = (
+        p("Chart.yaml"),
+        p("values.yaml"),
+        p("templates/deployment.yaml"),
+    );
+    let (gz, _) = layer(&[
+        (&a, chart_yaml.as_bytes(), 0o644),
+        (&b, values.as_bytes(), 0o644),
+        (&c, deploy.as_bytes(), 0o644),
+    ])?;
     let meta = json!({"apiVersion": "v2", "name": name, "version": version, "appVersion": "1.0",
                       "description": "kpaas demo chart", "type": "application"});
     Ok((gz, meta))
@@ -166,36 +190,71 @@ pub struct Demo {
 
 pub fn busybox_layer(busybox: &[u8]) -> Result<(Vec<u8>, String)> {
     let links = ["sh", "ls", "cat", "echo", "sleep", "true"];
-    let mut entries: Vec<(String, Vec<u8>, u32)> = vec![("bin/busybox".into(), busybox.to_vec(), 0o755)];
+    let mut entries: Vec<(String, Vec<u8>, u32)> =
+        vec![("bin/busybox".into(), busybox.to_vec(), 0o755)];
     for l in links {
         // Hard copies, not links: keeps the tar trivially deterministic.
         entries.push((format!("bin/{l}"), busybox.to_vec(), 0o755));
     }
-    let e: Vec<Entry> = entries.iter().map(|(p, d, m)| (p.as_str(), d.as_slice(), *m)).collect();
+    let e: Vec<Entry> = entries
+        .iter()
+        .map(|(p, d, m)| (p.as_str(), d.as_slice(), *m))
+        .collect();
     layer(&e)
 }
 
 pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
     let mut l = Layout::new(&root.join("oci"))?;
-    let bb = std::fs::read("/bin/busybox").context("reading /bin/busybox (apt-get install busybox-static)")?;
-    let bb_arm = std::fs::read(arm64_busybox)
-        .with_context(|| format!("reading {} (run `just setup` to fetch the arm64 busybox)", arm64_busybox.display()))?;
+    let bb = std::fs::read("/bin/busybox")
+        .context("reading /bin/busybox (apt-get install busybox-static)")?;
+    let bb_arm = std::fs::read(arm64_busybox).with_context(|| {
+        format!(
+            "reading {} (run `just setup` to fetch the arm64 busybox)",
+            arm64_busybox.display()
+        )
+    })?;
     let base = busybox_layer(&bb)?;
     let base_arm = busybox_layer(&bb_arm)?;
-    let app = |name: &str| layer(&[(&format!("app/{name}.txt"), format!("hello from {name}\n").as_bytes(), 0o644)]);
-    let (a_m, _) = l.image(&[base.clone(), app("app-a")?], "amd64", &["/bin/cat", "/app/app-a.txt"])?;
-    let (b_m, _) = l.image(&[base.clone(), app("app-b")?], "amd64", &["/bin/cat", "/app/app-b.txt"])?;
-    let (m_amd, _) = l.image(std::slice::from_ref(&base), "amd64", &["/bin/echo", "hello from amd64"])?;
+    let app = |name: &str| {
+        layer(&[(
+            &format!("app/{name}.txt"),
+            format!("hello from {name}\n").as_bytes(),
+            0o644,
+        )])
+    };
+    let (a_m, _) = l.image(
+        &[base.clone(), app("app-a")?],
+        "amd64",
+        &["/bin/cat", "/app/app-a.txt"],
+    )?;
+    let (b_m, _) = l.image(
+        &[base.clone(), app("app-b")?],
+        "amd64",
+        &["/bin/cat", "/app/app-b.txt"],
+    )?;
+    let (m_amd, _) = l.image(
+        std::slice::from_ref(&base),
+        "amd64",
+        &["/bin/echo", "hello from amd64"],
+    )?;
     let (m_arm, _) = l.image(&[base_arm], "arm64", &["/bin/echo", "hello from arm64"])?;
     let (idx, idx_d) = l.index(&[(&m_amd, "amd64"), (&m_arm, "arm64")])?;
     // No busybox in the pinned image: its digest must never change with Debian's busybox.
-    let (p_m, p_d) = l.image(&[layer(&[("etc/pinned.txt", b"pinned by digest\n", 0o644)])?], "amd64", &["/etc/pinned.txt"])?;
+    let (p_m, p_d) = l.image(
+        &[layer(&[("etc/pinned.txt", b"pinned by digest\n", 0o644)])?],
+        "amd64",
+        &["/etc/pinned.txt"],
+    )?;
     let man = "application/vnd.oci.image.manifest.v1+json";
     l.tag("app-a", man, &a_m);
     l.tag("app-b", man, &b_m);
     l.tag("multi", "application/vnd.oci.image.index.v1+json", &idx);
     l.tag("pinned", man, &p_m);
-    let (tgz, meta) = chart_tgz("demo-app", "0.1.0", "registry.demo.kpaas.test/demo/app-a:1.0")?;
+    let (tgz, meta) = chart_tgz(
+        "demo-app",
+        "0.1.0",
+        "registry.demo.kpaas.test/demo/app-a:1.0",
+    )?;
     let (c_m, _) = l.helm_chart(&tgz, &meta)?;
     l.tag("chart", man, &c_m);
     l.write_index()?;

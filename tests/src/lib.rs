@@ -14,11 +14,18 @@ pub const REQUIRE_ENV: &str = "KPAAS_REQUIRE_ALL_TIERS";
 /// True when every tool is on PATH. Otherwise prints why the test is skipped,
 /// or panics when [`REQUIRE_ENV`] is set.
 pub fn have_tools(test: &str, tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools.iter().copied().filter(|t| which(t).is_none()).collect();
+    let missing: Vec<&str> = tools
+        .iter()
+        .copied()
+        .filter(|t| which(t).is_none())
+        .collect();
     if missing.is_empty() {
         return true;
     }
-    let msg = format!("SKIPPED {test}: missing {} (run `just setup`)", missing.join(", "));
+    let msg = format!(
+        "SKIPPED {test}: missing {} (run `just setup`)",
+        missing.join(", ")
+    );
     if std::env::var_os(REQUIRE_ENV).is_some() {
         panic!("{msg}, and {REQUIRE_ENV} is set");
     }
@@ -36,7 +43,8 @@ pub fn which(tool: &str) -> Option<PathBuf> {
 
 /// Where `just setup` puts content fetched once (the arm64 busybox).
 pub fn fixtures_dir() -> PathBuf {
-    std::env::var_os("KPAAS_FIXTURES_DIR").map_or_else(|| PathBuf::from("/var/cache/kpaas-fixtures"), PathBuf::from)
+    std::env::var_os("KPAAS_FIXTURES_DIR")
+        .map_or_else(|| PathBuf::from("/var/cache/kpaas-fixtures"), PathBuf::from)
 }
 
 /// The demo platform's servers, running and filled.
@@ -56,18 +64,28 @@ impl DemoEnv {
         Self::start_with(&servers::RegistryOpts::default(), None)
     }
 
-    pub fn start_with(opts: &servers::RegistryOpts, creds: Option<&str>) -> anyhow::Result<DemoEnv> {
+    pub fn start_with(
+        opts: &servers::RegistryOpts,
+        creds: Option<&str>,
+    ) -> anyhow::Result<DemoEnv> {
         let work = tempfile::tempdir()?;
         let demo = content::build_demo(work.path(), &fixtures_dir().join("arm64/busybox"))?;
         let registry = servers::registry(opts)?;
         let files = servers::nginx(&demo.www)?;
         if opts.tls.is_some() {
-            anyhow::bail!("fill a TLS registry through a plain one; start_with takes plain registries");
+            anyhow::bail!(
+                "fill a TLS registry through a plain one; start_with takes plain registries"
+            );
         }
         for (r, dest) in &demo.pushes {
             servers::push(&demo.layout, r, &registry.addr, dest, creds)?;
         }
-        Ok(DemoEnv { demo, registry, files, work })
+        Ok(DemoEnv {
+            demo,
+            registry,
+            files,
+            work,
+        })
     }
 
     /// Builder arguments that point the demo catalog at these servers.

@@ -12,7 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(0)
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
 
 fn wait_port(port: u16, child: &mut Child, what: &str) -> Result<()> {
@@ -60,16 +63,26 @@ pub fn registry(opts: &RegistryOpts) -> Result<Server> {
         dir.path().join("data").display()
     );
     if let Some((cert, key)) = &opts.tls {
-        cfg.push_str(&format!("  tls: {{certificate: {}, key: {}}}\n", cert.display(), key.display()));
+        cfg.push_str(&format!(
+            "  tls: {{certificate: {}, key: {}}}\n",
+            cert.display(),
+            key.display()
+        ));
     }
     if let Some((u, p)) = &opts.basic_auth {
-        let out = Command::new("htpasswd").args(["-Bbn", u, p]).output().context("running htpasswd (apache2-utils)")?;
+        let out = Command::new("htpasswd")
+            .args(["-Bbn", u, p])
+            .output()
+            .context("running htpasswd (apache2-utils)")?;
         if !out.status.success() {
             bail!("htpasswd failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let hp = dir.path().join("htpasswd");
         std::fs::write(&hp, out.stdout)?;
-        cfg.push_str(&format!("auth:\n  htpasswd: {{realm: kpaas-test, path: {}}}\n", hp.display()));
+        cfg.push_str(&format!(
+            "auth:\n  htpasswd: {{realm: kpaas-test, path: {}}}\n",
+            hp.display()
+        ));
     }
     let conf = dir.path().join("config.yml");
     std::fs::write(&conf, cfg)?;
@@ -82,7 +95,12 @@ pub fn registry(opts: &RegistryOpts) -> Result<Server> {
         .spawn()
         .context("starting docker-registry")?;
     wait_port(port, &mut child, "docker-registry")?;
-    Ok(Server { child, port, addr: format!("127.0.0.1:{port}"), _dir: Some(dir) })
+    Ok(Server {
+        child,
+        port,
+        addr: format!("127.0.0.1:{port}"),
+        _dir: Some(dir),
+    })
 }
 
 /// Serves `root` with nginx (Range requests work, as on real file servers).
@@ -106,7 +124,12 @@ pub fn nginx(root: &Path) -> Result<Server> {
         .spawn()
         .context("starting nginx (nginx-light)")?;
     wait_port(port, &mut child, "nginx")?;
-    Ok(Server { child, port, addr: format!("127.0.0.1:{port}"), _dir: Some(dir) })
+    Ok(Server {
+        child,
+        port,
+        addr: format!("127.0.0.1:{port}"),
+        _dir: Some(dir),
+    })
 }
 
 /// `skopeo copy --all oci:<layout>:<ref> docker://<registry>/<dest>` (plain HTTP).
@@ -122,7 +145,10 @@ pub fn push(layout: &Path, r: &str, registry: &str, dest: &str, creds: Option<&s
         .output()
         .context("running skopeo")?;
     if !out.status.success() {
-        bail!("skopeo copy {r} -> {registry}/{dest}: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "skopeo copy {r} -> {registry}/{dest}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -130,17 +156,69 @@ pub fn push(layout: &Path, r: &str, registry: &str, dest: &str, creds: Option<&s
 /// A self-signed CA and a server certificate for 127.0.0.1, made with openssl.
 pub fn make_tls(dir: &Path) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let run = |args: &[&str]| -> Result<()> {
-        let o = Command::new("openssl").args(args).current_dir(dir).output().context("running openssl")?;
+        let o = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .context("running openssl")?;
         if !o.status.success() {
             bail!("openssl {args:?}: {}", String::from_utf8_lossy(&o.stderr));
         }
         Ok(())
     };
-    run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=kpaas-test-ca", "-keyout", "ca.key", "-out", "ca.crt"])?;
-    run(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"])?;
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n")?;
-    run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "san.ext", "-out", "server.crt"])?;
-    Ok((dir.join("ca.crt"), dir.join("server.crt"), dir.join("server.key")))
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=kpaas-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+    ])?;
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ])?;
+    std::fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+    )?;
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+        "-out",
+        "server.crt",
+    ])?;
+    Ok((
+        dir.join("ca.crt"),
+        dir.join("server.crt"),
+        dir.join("server.key"),
+    ))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -188,10 +266,20 @@ pub fn fault_proxy(upstream: &str, fault: Fault) -> Result<FaultProxy> {
             });
         }
     });
-    Ok(FaultProxy { addr, faults_injected: injected, stop })
+    Ok(FaultProxy {
+        addr,
+        faults_injected: injected,
+        stop,
+    })
 }
 
-fn proxy_one(client: TcpStream, upstream: &str, fault: Fault, inj: &AtomicUsize, seen: &Mutex<std::collections::HashSet<String>>) -> Result<()> {
+fn proxy_one(
+    client: TcpStream,
+    upstream: &str,
+    fault: Fault,
+    inj: &AtomicUsize,
+    seen: &Mutex<std::collections::HashSet<String>>,
+) -> Result<()> {
     let mut r = BufReader::new(client.try_clone()?);
     let mut head = String::new();
     let mut line = String::new();
@@ -211,7 +299,10 @@ fn proxy_one(client: TcpStream, upstream: &str, fault: Fault, inj: &AtomicUsize,
         head.push_str(&line);
     }
     head.push_str(&format!("Host: {upstream}\r\nConnection: close\r\n\r\n"));
-    let first = seen.lock().map(|mut s| s.insert(path.clone())).unwrap_or(false);
+    let first = seen
+        .lock()
+        .map(|mut s| s.insert(path.clone()))
+        .unwrap_or(false);
     let mut client = client;
     match fault {
         Fault::ServerErrorOnce if first => {
@@ -244,7 +335,8 @@ fn proxy_one(client: TcpStream, upstream: &str, fault: Fault, inj: &AtomicUsize,
         }
     }
     client.write_all(&resp_head)?;
-    let is_blob = path.contains("/blobs/sha256:") || path.ends_with(".tgz") || path.contains("/files/");
+    let is_blob =
+        path.contains("/blobs/sha256:") || path.ends_with(".tgz") || path.contains("/files/");
     let cut = match (fault, len) {
         (Fault::ResetMidBlob, Some(n)) if first && is_blob && n > 1 => Some(n / 2),
         _ => None,

@@ -7,20 +7,32 @@ use std::process::Command;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
-    let builder = get("--builder").context("usage: kpaas-demo --builder PATH --out DIR [--print-pins]")?;
+    let get = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let builder =
+        get("--builder").context("usage: kpaas-demo --builder PATH --out DIR [--print-pins]")?;
     let out = get("--out").unwrap_or_else(|| "target/demo".into());
     let env = kpaas_testkit::DemoEnv::start()?;
     let d = &env.demo;
     if args.iter().any(|a| a == "--print-pins") {
-        println!("pinned image: {}\nmulti index: {}\napp-a: {}\nchart tgz: {}\nkubeadm: {}", d.pinned_digest, d.multi_digest, d.app_a_digest, d.chart_tgz_sha256, d.kubeadm_sha256);
+        println!(
+            "pinned image: {}\nmulti index: {}\napp-a: {}\nchart tgz: {}\nkubeadm: {}",
+            d.pinned_digest, d.multi_digest, d.app_a_digest, d.chart_tgz_sha256, d.kubeadm_sha256
+        );
         return Ok(());
     }
     std::fs::create_dir_all(&out)?;
     let key = format!("{out}/demo-signing");
     let run = |args: &[String]| -> Result<()> {
         eprintln!("+ kpaas-builder {}", args.join(" "));
-        let s = Command::new(&builder).args(args).status().with_context(|| format!("running {builder}"))?;
+        let s = Command::new(&builder)
+            .args(args)
+            .status()
+            .with_context(|| format!("running {builder}"))?;
         if !s.success() {
             bail!("kpaas-builder {} failed with {s}", args.join(" "));
         }
@@ -31,11 +43,29 @@ fn main() -> Result<()> {
         run(&s(&["keygen", "--out", &key]))?;
     }
     let cache = format!("{out}/cache");
-    let mut b = s(&["bundle", "--platform", "demo", "--lock", &format!("{out}/demo.lock"), "--cache-dir", &cache, "--arch", "all",
-        "--sign-key", &format!("{key}.key"), "--out", &format!("{out}/demo-bundle.tar.zst")]);
+    let mut b = s(&[
+        "bundle",
+        "--platform",
+        "demo",
+        "--lock",
+        &format!("{out}/demo.lock"),
+        "--cache-dir",
+        &cache,
+        "--arch",
+        "all",
+        "--sign-key",
+        &format!("{key}.key"),
+        "--out",
+        &format!("{out}/demo-bundle.tar.zst"),
+    ]);
     b.extend(env.mirror_args());
     run(&b)?;
-    run(&s(&["verify", &format!("{out}/demo-bundle.tar.zst"), "--key", &format!("{key}.pub")]))?;
+    run(&s(&[
+        "verify",
+        &format!("{out}/demo-bundle.tar.zst"),
+        "--key",
+        &format!("{key}.pub"),
+    ]))?;
     run(&s(&["inspect", &format!("{out}/demo-bundle.tar.zst")]))?;
     eprintln!("demo bundle: {out}/demo-bundle.tar.zst (public key {key}.pub)");
     Ok(())

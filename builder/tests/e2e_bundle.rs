@@ -1,0 +1,529 @@
+//! End-to-end: the real kpaas-builder binary against real peers on loopback
+//! (docker-registry, nginx, skopeo). Skipped with a message when a peer is
+//! missing, and failed instead when KPAAS_REQUIRE_ALL_TIERS is set (CI).
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use kpaas_testkit::servers::{self, Fault, RegistryOpts};
+use kpaas_testkit::{DemoEnv, have_tools};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const PEERS: &[&str] = &["docker-registry", "nginx", "skopeo", "htpasswd", "openssl"];
+
+fn builder(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kpaas-builder"))
+        .args(args)
+        .env_remove("DOCKER_CONFIG")
+        .output()
+        .expect("running kpaas-builder")
+}
+
+fn ok(args: &[String]) -> String {
+    let o = builder(args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "kpaas-builder {args:?} failed:\n{err}");
+    String::from_utf8_lossy(&o.stdout).to_string() + &err
+}
+
+fn fail(args: &[String]) -> String {
+    let o = builder(args);
+    assert!(
+        !o.status.success(),
+        "kpaas-builder {args:?} should have failed"
+    );
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+/// bundle args for the demo platform into `out`, with its own cache and lock.
+fn bundle_args(env: &DemoEnv, dir: &Path, out: &str, extra: &[&str]) -> Vec<String> {
+    let mut a = s(&["bundle", "--platform", "demo", "-q"]);
+    a.extend(s(&[
+        "--lock",
+        &dir.join("demo.lock").to_string_lossy(),
+        "--cache-dir",
+        &dir.join("cache").to_string_lossy(),
+    ]));
+    a.extend(s(&["--out", &dir.join(out).to_string_lossy()]));
+    a.extend(env.mirror_args());
+    a.extend(s(extra));
+    a
+}
+
+fn bundle_json(dir: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("bundle.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn demo_bundle_verifies_dedups_and_copies_back_with_skopeo() {
+    if !have_tools("demo_bundle", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    ok(&bundle_args(&env, t.path(), "b", &["--arch", "all"]));
+    let b = t.path().join("b");
+    let out = ok(&s(&["verify", &b.to_string_lossy()]));
+    assert!(out.contains("OK"), "{out}");
+    let m = bundle_json(&b);
+    // Bytes on disk are exactly the unique blob bytes: every blob stored once.
+    let on_disk: u64 = std::fs::read_dir(b.join("oci/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert_eq!(on_disk, m["totals"]["unique_bytes"].as_u64().unwrap());
+    assert!(
+        m["totals"]["referenced_bytes"].as_u64().unwrap() > on_disk,
+        "shared base layers must be deduplicated"
+    );
+    // Interop: every image goes back into a fresh registry with its digest intact.
+    let fresh = servers::registry(&RegistryOpts::default()).unwrap();
+    for a in m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "image")
+    {
+        let name = a["name"].as_str().unwrap();
+        let repo = name
+            .split_once('/')
+            .unwrap()
+            .1
+            .split(['@', ':'])
+            .next()
+            .unwrap();
+        let dest = format!("docker://{}/{repo}:copied", fresh.addr);
+        let st = Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                "--all",
+                "--dest-tls-verify=false",
+                &format!("oci:{}:{name}", b.join("oci").display()),
+                &dest,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "skopeo copy of {name}");
+        let raw = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false", &dest])
+            .output()
+            .unwrap();
+        assert_eq!(
+            kpaas_testkit::content::digest(&raw.stdout),
+            a["digest"].as_str().unwrap(),
+            "{name}"
+        );
+    }
+    let digests: Vec<&str> = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["digest"].as_str().unwrap())
+        .collect();
+    assert!(
+        digests.contains(&env.demo.multi_digest.as_str())
+            && digests.contains(&env.demo.pinned_digest.as_str())
+    );
+    // SBOM lists every artifact with its digest.
+    let sbom: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(b.join("sbom.spdx.json")).unwrap()).unwrap();
+    assert_eq!(sbom["spdxVersion"], "SPDX-2.3");
+    assert_eq!(
+        sbom["packages"].as_array().unwrap().len(),
+        m["artifacts"].as_array().unwrap().len() + 1
+    );
+}
+
+#[test]
+fn two_builds_from_one_lock_are_byte_identical_and_default_is_amd64_only() {
+    if !have_tools("reproducible", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    ok(&bundle_args(&env, t.path(), "one.tar.zst", &[]));
+    // Fresh cache, same lock, a while later.
+    std::fs::rename(t.path().join("cache"), t.path().join("cache-1")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    ok(&bundle_args(&env, t.path(), "two.tar.zst", &[]));
+    let (a, b) = (
+        std::fs::read(t.path().join("one.tar.zst")).unwrap(),
+        std::fs::read(t.path().join("two.tar.zst")).unwrap(),
+    );
+    assert!(a == b, "two builds from one lock differ");
+    let src = airgap_bundle::reader::BundleSource::open(&t.path().join("one.tar.zst")).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&src.read_file("bundle.json").unwrap()).unwrap();
+    let multi = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"].as_str().unwrap().contains("multi"))
+        .unwrap();
+    assert_eq!(multi["platforms"], serde_json::json!(["linux/amd64"]));
+}
+
+#[test]
+fn survives_resets_server_errors_and_429() {
+    if !have_tools("faults", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let clean = tempfile::tempdir().unwrap();
+    ok(&bundle_args(&env, clean.path(), "b", &[]));
+    for fault in [
+        Fault::ResetMidBlob,
+        Fault::ServerErrorOnce,
+        Fault::TooManyOnce,
+    ] {
+        let reg = servers::fault_proxy(&env.registry.addr, fault).unwrap();
+        let files = servers::fault_proxy(&env.files.addr, fault).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let mut a = s(&["bundle", "--platform", "demo", "-q", "--lock"]);
+        a.push(t.path().join("demo.lock").to_string_lossy().into());
+        a.extend(s(&[
+            "--cache-dir",
+            &t.path().join("cache").to_string_lossy(),
+            "--out",
+            &t.path().join("b").to_string_lossy(),
+        ]));
+        a.extend(env.mirror_args_to(&reg.addr, &files.addr));
+        ok(&a);
+        assert!(
+            reg.faults_injected
+                .load(std::sync::atomic::Ordering::SeqCst)
+                > 0,
+            "{fault:?} was never injected"
+        );
+        ok(&s(&["verify", &t.path().join("b").to_string_lossy()]));
+        assert_eq!(
+            bundle_json(&t.path().join("b"))["artifacts"],
+            bundle_json(&clean.path().join("b"))["artifacts"],
+            "{fault:?}"
+        );
+    }
+}
+
+#[test]
+fn killed_mid_fetch_resumes_to_the_same_bytes() {
+    if !have_tools("resume", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    // A clean reference build; its lock is shared so both resolve the same.
+    ok(&bundle_args(&env, t.path(), "clean.tar", &[]));
+    std::fs::rename(t.path().join("cache"), t.path().join("cache-clean")).unwrap();
+    let slow = servers::fault_proxy(&env.registry.addr, Fault::Slow).unwrap();
+    let mut a = bundle_args(&env, t.path(), "resumed.tar", &["--jobs", "2"]);
+    let i = a
+        .iter()
+        .position(|x| x.starts_with("registry.demo.kpaas.test="))
+        .unwrap();
+    a[i] = format!("registry.demo.kpaas.test={}", slow.addr);
+    a.extend(s(&["--insecure-registry", slow.addr.as_str()]));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpaas-builder"))
+        .args(&a)
+        .spawn()
+        .unwrap();
+    let partial = t.path().join("cache/partial");
+    let started = std::time::Instant::now();
+    loop {
+        let some = std::fs::read_dir(&partial)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.metadata().map(|m| m.len() > 100_000).unwrap_or(false))
+            })
+            .unwrap_or(false);
+        if some {
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 60, "no partial blob appeared");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !t.path().join("resumed.tar").exists(),
+        "a killed build must leave no bundle"
+    );
+    ok(&bundle_args(&env, t.path(), "resumed.tar", &[]));
+    assert!(
+        std::fs::read(t.path().join("clean.tar")).unwrap()
+            == std::fs::read(t.path().join("resumed.tar")).unwrap()
+    );
+}
+
+#[test]
+fn tampering_is_caught_and_named() {
+    if !have_tools("tampering", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let key = t.path().join("k");
+    ok(&s(&["keygen", "--out", &key.to_string_lossy()]));
+    ok(&s(&[
+        "keygen",
+        "--out",
+        &t.path().join("other").to_string_lossy(),
+    ]));
+    ok(&bundle_args(
+        &env,
+        t.path(),
+        "b",
+        &["--sign-key", &t.path().join("k.key").to_string_lossy()],
+    ));
+    let b = t.path().join("b");
+    let pubk = t.path().join("k.pub").to_string_lossy().to_string();
+    assert!(ok(&s(&["verify", &b.to_string_lossy(), "--key", &pubk])).contains("signature OK"));
+    let copy = |name: &str| -> PathBuf {
+        let d = t.path().join(name);
+        assert!(
+            Command::new("cp")
+                .args(["-a", &b.to_string_lossy(), &d.to_string_lossy()])
+                .status()
+                .unwrap()
+                .success()
+        );
+        d
+    };
+    // The app-a layer that is not shared: flip one byte.
+    let m = bundle_json(&b);
+    let app_a = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"].as_str().unwrap().ends_with("app-a:1.0"))
+        .unwrap();
+    let man: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            b.join("oci/blobs/sha256")
+                .join(&app_a["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let own_layer = man["layers"][1]["digest"].as_str().unwrap()[7..].to_string();
+    let flipped = copy("flipped");
+    let p = flipped.join("oci/blobs/sha256").join(&own_layer);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&p, bytes).unwrap();
+    let e = fail(&s(&["verify", &flipped.to_string_lossy(), "--key", &pubk]));
+    assert!(
+        e.contains("image registry.demo.kpaas.test/demo/app-a:1.0") && e.contains("is corrupt"),
+        "{e}"
+    );
+    assert!(!e.contains("app-b"), "only app-a uses that layer:\n{e}");
+
+    let removed = copy("removed");
+    std::fs::remove_file(removed.join("oci/blobs/sha256").join(&own_layer)).unwrap();
+    let e = fail(&s(&["verify", &removed.to_string_lossy(), "--key", &pubk]));
+    assert!(e.contains("app-a:1.0") && e.contains("is missing"), "{e}");
+
+    let edited = copy("edited");
+    let bj = std::fs::read_to_string(edited.join("bundle.json"))
+        .unwrap()
+        .replace("\"component\": \"apps\"", "\"component\": \"appz\"");
+    std::fs::write(edited.join("bundle.json"), bj).unwrap();
+    let e = fail(&s(&["verify", &edited.to_string_lossy(), "--key", &pubk]));
+    assert!(
+        e.contains("does not match bundle.json")
+            && e.contains("bundle.json does not match SHA256SUMS"),
+        "{e}"
+    );
+
+    let e = fail(&s(&[
+        "verify",
+        &b.to_string_lossy(),
+        "--key",
+        &t.path().join("other.pub").to_string_lossy(),
+    ]));
+    assert!(e.contains("signed by key"), "{e}");
+}
+
+#[test]
+fn volumes_rejoin_and_a_bad_volume_is_named() {
+    if !have_tools("volumes", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    ok(&bundle_args(
+        &env,
+        t.path(),
+        "v.tar",
+        &["--volume-size", "2M"],
+    ));
+    let list = std::fs::read_to_string(t.path().join("v.tar.volumes")).unwrap();
+    let n = list.lines().filter(|l| !l.starts_with('#')).count();
+    assert!(n >= 3, "expected several volumes:\n{list}");
+    ok(&s(&["verify", &t.path().join("v.tar").to_string_lossy()]));
+    ok(&s(&[
+        "verify",
+        &t.path().join("v.tar.002").to_string_lossy(),
+    ]));
+    let p = t.path().join("v.tar.002");
+    let mut b = std::fs::read(&p).unwrap();
+    b[1000] ^= 0xff;
+    std::fs::write(&p, b).unwrap();
+    let e = fail(&s(&[
+        "verify",
+        &t.path().join("v.tar.volumes").to_string_lossy(),
+    ]));
+    assert!(e.contains("volume ") && e.contains("v.tar.002"), "{e}");
+}
+
+#[test]
+fn offline_builds_from_cache_or_lists_what_is_missing() {
+    if !have_tools("offline", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    ok(&bundle_args(&env, t.path(), "a.tar", &[]));
+    // Warm cache: offline works and gives the same bytes.
+    ok(&bundle_args(&env, t.path(), "b.tar", &["--offline"]));
+    assert!(
+        std::fs::read(t.path().join("a.tar")).unwrap()
+            == std::fs::read(t.path().join("b.tar")).unwrap()
+    );
+    // Empty cache: every missing piece is listed, nothing is written.
+    let mut a = bundle_args(&env, t.path(), "c.tar", &["--offline"]);
+    let i = a.iter().position(|x| x == "--cache-dir").unwrap();
+    a[i + 1] = t.path().join("empty-cache").to_string_lossy().into();
+    let e = fail(&a);
+    for what in [
+        "app-a:1.0",
+        "app-b:1.0",
+        "multi:1.0",
+        "kubeadm",
+        "demo-app:0.1.0",
+        "not in the cache",
+    ] {
+        assert!(e.contains(what), "missing {what:?} in:\n{e}");
+    }
+    assert!(!t.path().join("c.tar").exists());
+}
+
+#[test]
+fn tls_basic_auth_and_docker_config_credentials() {
+    if !have_tools("tls_auth", PEERS) {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let (ca, crt, key) = servers::make_tls(t.path()).unwrap();
+    let env = DemoEnv::start().unwrap();
+    let secure = servers::registry(&RegistryOpts {
+        basic_auth: Some(("kpaas".into(), "s3cret".into())),
+        tls: Some((crt, key)),
+    })
+    .unwrap();
+    let certs = t.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    for (r, dest) in &env.demo.pushes {
+        let st = Command::new("skopeo")
+            .args([
+                "copy",
+                "--quiet",
+                "--all",
+                "--dest-cert-dir",
+                &certs.to_string_lossy(),
+                "--dest-creds",
+                "kpaas:s3cret",
+            ])
+            .arg(format!("oci:{}:{r}", env.demo.layout.display()))
+            .arg(format!("docker://{}/{dest}", secure.addr))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+    let args = |extra: &[&str]| {
+        let mut a = s(&[
+            "bundle",
+            "--platform",
+            "demo",
+            "-q",
+            "--lock",
+            &t.path().join("l").to_string_lossy(),
+            "--cache-dir",
+            &t.path().join("c").to_string_lossy(),
+            "--out",
+            &t.path().join("b").to_string_lossy(),
+        ]);
+        a.extend(s(&[
+            "--mirror",
+            &format!("registry.demo.kpaas.test={}", secure.addr),
+            "--mirror",
+            &format!("http://files.demo.kpaas.test=http://{}", env.files.addr),
+        ]));
+        a.extend(s(extra));
+        a
+    };
+    let e = fail(&args(&[]));
+    assert!(
+        e.contains("certificate")
+            || e.contains("UnknownIssuer")
+            || e.contains("error sending request"),
+        "{e}"
+    );
+    let e = fail(&args(&["--ca-cert", &ca.to_string_lossy()]));
+    assert!(e.contains("requires credentials"), "{e}");
+    let cfg = t.path().join("docker.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"auths":{{"{}":{{"auth":"a3BhYXM6czNjcmV0"}}}}}}"#,
+            secure.addr
+        ),
+    )
+    .unwrap();
+    ok(&args(&[
+        "--ca-cert",
+        &ca.to_string_lossy(),
+        "--docker-config",
+        &cfg.to_string_lossy(),
+    ]));
+    ok(&s(&["verify", &t.path().join("b").to_string_lossy()]));
+}
+
+#[test]
+fn a_bad_catalog_reports_everything_and_writes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let cat = t.path().join("catalog.yaml");
+    std::fs::write(
+        &cat,
+        "schema_version: 1\nplatform: {name: bad, version: \"1\"}\ncomponents:\n  - name: a\n    artifacts:\n      - {kind: image, ref: busybox:1, sise: 3}\n      - {kind: image, ref: 'busybox@sha256:123'}\n      - {kind: file, url: 'http://x/k', sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855}\n      - {kind: file, url: 'http://x/k', sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855}\n  - {name: b, depends_on: [nope]}\n",
+    )
+    .unwrap();
+    let out = t.path().join("out");
+    let e = fail(&s(&[
+        "bundle",
+        "--platform",
+        &cat.to_string_lossy(),
+        "--out",
+        &out.to_string_lossy(),
+        "--lock",
+        &t.path().join("l").to_string_lossy(),
+        "--cache-dir",
+        &t.path().join("c").to_string_lossy(),
+        "--offline",
+    ]));
+    for needle in [
+        "catalog.yaml",
+        "unknown field `sise`",
+        "artifacts[1]: ref:",
+        "duplicate artifact file:files.kpaas.local/k:any",
+        "\"nope\" is not a component",
+    ] {
+        assert!(e.contains(needle), "missing {needle:?} in:\n{e}");
+    }
+    assert!(!out.exists() && !t.path().join("l").exists());
+}

@@ -1,0 +1,39 @@
+# kpaas-appliance tasks. `just setup` once on a fresh machine (CI does it).
+
+export CARGO_TERM_COLOR := "never"
+
+default: test
+
+# Install the Debian packages the real-peer tests use, and the arm64 fixture.
+setup:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    pkgs="docker-registry apache2-utils skopeo busybox-static nginx-light openssl zstd file ca-certificates"
+    missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+    if [ -n "$missing" ]; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
+    fi
+    tests/fetch-arm64-busybox.sh "${KPAAS_FIXTURES_DIR:-/var/cache/kpaas-fixtures}/arm64"
+
+build:
+    cargo build --workspace
+
+# Build the demo bundle from loopback servers (no internet), verify and list it.
+demo: build
+    ./target/debug/kpaas-demo --builder ./target/debug/kpaas-builder --out target/demo
+
+# Every test tier this machine supports; missing peers are reported as SKIPPED.
+test:
+    cargo test --workspace
+
+lint:
+    cargo fmt --all -- --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Bundle ~20 images with shared layers: us vs skopeo, warm re-run, verify vs sha256sum.
+bench-bundle:
+    cargo build --release -p kpaas-builder -p kpaas-testkit
+    ./target/release/kpaas-bench-bundle --builder ./target/release/kpaas-builder
+
+bench: bench-bundle
