@@ -241,9 +241,12 @@ pub struct Built {
     pub manifest: BundleManifest,
     pub fetched: u64,
     pub reused: u64,
+    /// Seconds spent resolving and planning, fetching blobs, writing the output.
+    pub phases: [f64; 3],
 }
 
 pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
+    let t0 = Instant::now();
     let lock = ensure_lock(
         ctx,
         catalog,
@@ -352,6 +355,7 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
             Err(e) => errors.push(format!("planning task failed: {e}")),
         }
     }
+    let t_plan = Instant::now();
     // Phase 2: every blob, in parallel. Sizes of cached blobs count as reused.
     let missing: Vec<&Want> = wants.iter().filter(|w| !ctx.cache.has(&w.digest)).collect();
     let mut seen_missing = BTreeSet::new();
@@ -381,6 +385,7 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
             errors.join("\n  - ")
         );
     }
+    let t_fetch = Instant::now();
     // Phase 3: synthesize file and chart artifacts now that their content is here.
     let mut done = Vec::new();
     for p in planned.into_iter().flatten() {
@@ -410,6 +415,11 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
         manifest,
         fetched: count(&ctx.progress.fetched),
         reused: count(&ctx.progress.reused),
+        phases: [
+            (t_plan - t0).as_secs_f64(),
+            (t_fetch - t_plan).as_secs_f64(),
+            t_fetch.elapsed().as_secs_f64(),
+        ],
     })
 }
 
@@ -558,12 +568,15 @@ pub async fn run(args: Args) -> Result<()> {
         "reused_bytes": b.reused,
         "retries": count(&ctx.progress.retries),
         "seconds": start.elapsed().as_secs_f64(),
+        "seconds_plan": b.phases[0],
+        "seconds_fetch": b.phases[1],
+        "seconds_write": b.phases[2],
     });
     if args.common.json {
         ctx.progress.event("summary", summary);
     } else {
         eprintln!(
-            "bundle {}: {} artifacts, {} blobs, {} on disk ({} saved by dedup); fetched {}, reused {} from cache; {:.1}s",
+            "bundle {}: {} artifacts, {} blobs, {} on disk ({} saved by dedup); fetched {}, reused {} from cache; {:.2}s (plan {:.2}s, fetch {:.2}s, write {:.2}s)",
             args.out.display(),
             t.artifacts,
             t.blobs,
@@ -571,7 +584,10 @@ pub async fn run(args: Args) -> Result<()> {
             human(t.referenced_bytes.saturating_sub(t.unique_bytes)),
             human(b.fetched),
             human(b.reused),
-            start.elapsed().as_secs_f64()
+            start.elapsed().as_secs_f64(),
+            b.phases[0],
+            b.phases[1],
+            b.phases[2]
         );
     }
     Ok(())

@@ -4,12 +4,17 @@
 use airgap_bundle::Digest;
 use airgap_bundle::digest::HashingWriter;
 use anyhow::{Context, Result, bail};
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone, Debug)]
 pub struct Cache {
     root: PathBuf,
+    /// Entries whose bytes this process has hashed (on the way in, or since):
+    /// they need no second hashing on the way out.
+    verified: Arc<Mutex<HashSet<Digest>>>,
 }
 
 impl Cache {
@@ -30,7 +35,10 @@ impl Cache {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating cache {}", root.display()))?;
         }
-        Ok(Cache { root })
+        Ok(Cache {
+            root,
+            verified: Arc::default(),
+        })
     }
 
     pub fn path(&self, d: &Digest) -> PathBuf {
@@ -56,12 +64,43 @@ impl Cache {
             let _ = std::fs::remove_file(self.path(d));
             bail!("cache entry {d} was corrupt and has been removed; run again to fetch it anew");
         }
+        self.mark_verified(d);
         Ok(b)
+    }
+
+    fn mark_verified(&self, d: &Digest) {
+        if let Ok(mut v) = self.verified.lock() {
+            v.insert(d.clone());
+        }
+    }
+
+    pub fn is_verified(&self, d: &Digest) -> bool {
+        self.verified.lock().is_ok_and(|v| v.contains(d))
+    }
+
+    /// Re-hashes an entry this process has not seen verified; a corrupt entry
+    /// is removed so the next run fetches it anew.
+    pub fn verify_entry(&self, d: &Digest) -> Result<()> {
+        if self.is_verified(d) {
+            return Ok(());
+        }
+        let f = std::fs::File::open(self.path(d))
+            .with_context(|| format!("blob {d} is not in the cache"))?;
+        let (got, _) =
+            airgap_bundle::digest::hash_reader(std::io::BufReader::with_capacity(1 << 20, f))?;
+        if &got != d {
+            let _ = std::fs::remove_file(self.path(d));
+            bail!(
+                "cache entry {d} was corrupt (content {got}); it has been removed, run again to fetch it anew"
+            );
+        }
+        self.mark_verified(d);
+        Ok(())
     }
 
     /// Stores bytes whose digest the caller expects; refuses a mismatch.
     pub fn put(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
-        if self.has(d) {
+        if self.is_verified(d) {
             return Ok(());
         }
         let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
@@ -72,6 +111,7 @@ impl Cache {
             bail!("content hashes to {got}, expected {d}");
         }
         tmp.persist(self.path(d)).context("storing blob in cache")?;
+        self.mark_verified(d);
         Ok(())
     }
 
@@ -80,6 +120,8 @@ impl Cache {
         let p = self.partial(d);
         std::fs::File::open(&p).and_then(|f| f.sync_all()).ok();
         std::fs::rename(&p, self.path(d))
-            .with_context(|| format!("moving {} into the cache", p.display()))
+            .with_context(|| format!("moving {} into the cache", p.display()))?;
+        self.mark_verified(d);
+        Ok(())
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::Ctx;
 use crate::bundle::{Contents, Files};
-use airgap_bundle::digest::{Hasher, HashingWriter};
+use airgap_bundle::digest::Hasher;
 use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::reader::VOLUMES_SUFFIX;
 use airgap_bundle::{Digest, fsutil};
@@ -50,21 +50,26 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
-/// Copies a cached blob out while hashing it, so a corrupt cache entry can
-/// never reach a bundle.
-fn copy_verified(ctx: &Ctx, d: &Digest, w: &mut dyn Write) -> Result<u64> {
-    let path = ctx.cache.path(d);
-    let f = File::open(&path).with_context(|| format!("blob {d} is not in the cache"))?;
-    let mut hw = HashingWriter::new(w);
-    let n = io::copy(&mut io::BufReader::with_capacity(1 << 20, f), &mut hw)?;
-    let (_, got, _) = hw.finish();
-    if &got != d {
-        let _ = std::fs::remove_file(&path);
-        bail!(
-            "cache entry {d} was corrupt (content {got}); it has been removed, run again to fetch it anew"
-        );
+/// Puts one cached blob into a bundle directory. A hard link when the cache
+/// shares the file system (no bytes written twice: the bundle is often staged
+/// next to the cache before it is burned), else a kernel-side copy. Either way
+/// the entry is hashed first unless this process already verified it, so a
+/// corrupt cache entry never reaches a bundle.
+fn place_blob(ctx: &Ctx, d: &Digest, blobs_dir: &Path) -> Result<()> {
+    ctx.cache.verify_entry(d)?;
+    let src = ctx.cache.path(d);
+    let dest = blobs_dir.join(d.hex());
+    if std::fs::hard_link(&src, &dest).is_err() {
+        std::fs::copy(&src, &dest).with_context(|| format!("copying blob {d} into the bundle"))?;
+        File::open(&dest)?.sync_data()?;
     }
-    Ok(n)
+    Ok(())
+}
+
+fn sync_dir(p: &Path) -> Result<()> {
+    File::open(p)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("syncing {}", p.display()))
 }
 
 fn sibling_tmp(out: &Path) -> Result<PathBuf> {
@@ -222,13 +227,49 @@ fn write_dir(ctx: &Ctx, out: &Path, files: &Files, blobs: &BTreeMap<Digest, u64>
     let r = (|| -> Result<()> {
         std::fs::create_dir_all(tmp.join("oci/blobs/sha256"))?;
         for (path, bytes) in files {
-            std::fs::write(tmp.join(path), bytes).with_context(|| format!("writing {path}"))?;
+            let mut f = File::create(tmp.join(path)).with_context(|| format!("writing {path}"))?;
+            f.write_all(bytes)?;
+            f.sync_data()?;
         }
-        for d in blobs.keys() {
-            let dest = tmp.join("oci").join(d.blob_path());
-            let mut f = BufWriter::with_capacity(1 << 20, File::create(&dest)?);
-            copy_verified(ctx, d, &mut f)?;
-            f.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+        // Hashing dominates for reused entries: spread it over the cores.
+        let list: Vec<&Digest> = blobs.keys().collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let blobs_dir = tmp.join("oci/blobs/sha256");
+        let workers = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 8);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    s.spawn(|| -> Result<()> {
+                        loop {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            let Some(d) = list.get(i) else { return Ok(()) };
+                            place_blob(ctx, d, &blobs_dir)?;
+                        }
+                    })
+                })
+                .collect();
+            let mut first_err = None;
+            for h in handles {
+                match h.join() {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => first_err = first_err.or(Some(e)),
+                    Err(_) => {
+                        first_err =
+                            first_err.or(Some(anyhow::anyhow!("a blob writer thread panicked")))
+                    }
+                }
+            }
+            first_err.map_or(Ok(()), Err)
+        })?;
+        for d in [
+            blobs_dir.as_path(),
+            &tmp.join("oci/blobs"),
+            &tmp.join("oci"),
+            &tmp,
+        ] {
+            sync_dir(d)?;
         }
         Ok(())
     })();
