@@ -14,7 +14,13 @@ setup:
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     fi
-    tests/fetch-arm64-busybox.sh "${KPAAS_FIXTURES_DIR:-/var/cache/kpaas-fixtures}/arm64"
+    fx="${KPAAS_FIXTURES_DIR:-/var/cache/kpaas-fixtures}"
+    tests/fetch-arm64-busybox.sh "$fx/arm64"
+    # Real Helm (SDK v4 behind helm-python-sdk) and an SPDX validator, for interop tests.
+    if [ ! -x "$fx/venv/bin/pyspdxtools" ] || ! "$fx/venv/bin/python" -c 'import helm_python' 2>/dev/null; then
+        python3 -m venv "$fx/venv"
+        "$fx/venv/bin/pip" install --quiet helm-python-sdk==0.2.2 spdx-tools==0.8.5
+    fi
 
 build:
     cargo build --workspace

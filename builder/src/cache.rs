@@ -110,6 +110,9 @@ impl Cache {
         if &got != d {
             bail!("content hashes to {got}, expected {d}");
         }
+        // Bundle directories hard-link these: readable by all, like a file a tool wrote.
+        tmp.as_file()
+            .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         tmp.persist(self.path(d)).context("storing blob in cache")?;
         self.mark_verified(d);
         Ok(())

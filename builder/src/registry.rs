@@ -74,7 +74,7 @@ pub type RetryNote = Box<dyn Fn(&str) + Send + Sync>;
 pub struct Net {
     http: reqwest::Client,
     opts: NetOptions,
-    creds: HashMap<String, (String, String)>,
+    creds: Creds,
     /// Per (host, repository): the auth that worked last time.
     auth: Mutex<HashMap<String, Auth>>,
     pub on_retry: Option<RetryNote>,
@@ -88,11 +88,18 @@ pub struct Endpoint {
     pub repository: String,
 }
 
-fn docker_config_creds(path: &Path) -> Result<HashMap<String, (String, String)>> {
+fn docker_config_creds(path: &Path) -> Result<Creds> {
     #[derive(serde::Deserialize)]
+    #[serde(rename_all = "camelCase")]
     struct Cfg {
         #[serde(default)]
         auths: HashMap<String, Entry>,
+        /// Per-registry `docker-credential-<name>` helpers.
+        #[serde(default)]
+        cred_helpers: HashMap<String, String>,
+        /// The helper for every other registry.
+        #[serde(default)]
+        creds_store: Option<String>,
     }
     #[derive(serde::Deserialize)]
     struct Entry {
@@ -135,7 +142,70 @@ fn docker_config_creds(path: &Path) -> Result<HashMap<String, (String, String)>>
         };
         out.insert(host, pair);
     }
-    Ok(out)
+    Ok(Creds {
+        static_: out,
+        helpers: cfg.cred_helpers,
+        store: cfg.creds_store,
+    })
+}
+
+/// Registry credentials from a Docker config; helpers are asked only when a
+/// registry actually demands credentials, as docker does.
+#[derive(Default)]
+struct Creds {
+    static_: HashMap<String, (String, String)>,
+    helpers: HashMap<String, String>,
+    store: Option<String>,
+}
+
+impl Creds {
+    fn get(&self, host: &str) -> Result<Option<(String, String)>> {
+        if let Some(h) = self.helpers.get(host) {
+            return credential_helper(h, host);
+        }
+        if let Some(p) = self.static_.get(host) {
+            return Ok(Some(p.clone()));
+        }
+        match &self.store {
+            Some(h) => credential_helper(h, host),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Asks `docker-credential-<helper> get` for a host's credentials (the
+/// credential-helper protocol: host on stdin, JSON on stdout).
+fn credential_helper(helper: &str, host: &str) -> Result<Option<(String, String)>> {
+    use std::io::Write;
+    let prog = format!("docker-credential-{helper}");
+    let mut child = std::process::Command::new(&prog)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running credential helper {prog} for {host}"))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(host.as_bytes())?;
+    }
+    let o = child.wait_with_output()?;
+    if !o.status.success() {
+        let err =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        if err.contains("credentials not found") {
+            return Ok(None);
+        }
+        bail!("{prog} get {host} exited with {}: {}", o.status, err.trim());
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Reply {
+        username: String,
+        secret: String,
+    }
+    let r: Reply = serde_json::from_slice(&o.stdout)
+        .with_context(|| format!("{prog}: reply is not {{\"Username\",\"Secret\"}} JSON"))?;
+    Ok(Some((r.username, r.secret)))
 }
 
 fn default_docker_config() -> Option<PathBuf> {
@@ -168,13 +238,26 @@ fn challenge_params(h: &str) -> HashMap<String, String> {
     out
 }
 
+/// `Retry-After` as delta-seconds or an IMF-fixdate, capped at a minute so a
+/// misbehaving server cannot stall a build.
 fn retry_after(h: &HeaderMap) -> Option<Duration> {
-    let v = h.get(RETRY_AFTER)?.to_str().ok()?;
-    // Seconds form only; an HTTP-date is rare from registries and falls back to backoff.
-    v.trim()
-        .parse::<u64>()
-        .ok()
-        .map(|s| Duration::from_secs(s.min(60)))
+    let v = h.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    let secs = match v.parse::<u64>() {
+        Ok(s) => s,
+        Err(_) => http_date(v)?.saturating_sub(airgap_bundle::fsutil::now_unix()),
+    };
+    Some(Duration::from_secs(secs.min(60)))
+}
+
+/// Parses `Sun, 06 Nov 1994 08:49:37 GMT` to Unix time.
+fn http_date(v: &str) -> Option<u64> {
+    let mut it = v.split_whitespace().skip(1);
+    let (d, mon, y, t) = (it.next()?, it.next()?, it.next()?, it.next()?);
+    let months = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = months.iter().position(|x| *x == mon)? + 1;
+    airgap_bundle::fsutil::parse_rfc3339(&format!("{y}-{m:02}-{d:0>2}T{t}Z"))
 }
 
 pub fn backoff(attempt: u32) -> Duration {
@@ -204,7 +287,7 @@ impl Net {
         let cfg = opts.docker_config.clone().or_else(default_docker_config);
         let creds = match cfg {
             Some(p) => docker_config_creds(&p)?,
-            None => HashMap::new(),
+            None => Creds::default(),
         };
         if opts.max_attempts == 0 {
             opts.max_attempts = 6;
@@ -282,7 +365,7 @@ impl Net {
             q.push(("scope", s.as_str()));
         }
         req = req.query(&q);
-        if let Some((u, p)) = self.creds.get(host) {
+        if let Some((u, p)) = self.creds.get(host)? {
             req = req.basic_auth(u, Some(p));
         }
         let resp = req
@@ -353,7 +436,7 @@ impl Net {
                     let new = if ch.to_ascii_lowercase().starts_with("bearer") {
                         Auth::Bearer(self.token(&challenge_params(&ch), host).await?)
                     } else {
-                        let (u, p) = self.creds.get(host).with_context(|| {
+                        let (u, p) = self.creds.get(host)?.with_context(|| {
                             format!("{host} requires credentials: add them to the Docker config (docker login {host}) or point --docker-config at one")
                         })?;
                         Auth::Basic(
@@ -510,5 +593,10 @@ mod tests {
             "https://dl.k8s.io.evil/x"
         );
         assert!(Mirror::parse("nonsense").is_err());
+        assert_eq!(
+            http_date("Wed, 25 Nov 2026 00:00:01 GMT"),
+            Some(1_795_564_801)
+        );
+        assert_eq!(http_date("garbage"), None);
     }
 }

@@ -129,6 +129,84 @@ fn demo_bundle_verifies_dedups_and_copies_back_with_skopeo() {
         digests.contains(&env.demo.multi_digest.as_str())
             && digests.contains(&env.demo.pinned_digest.as_str())
     );
+    // Real Helm pulls each chart back out of a registry filled from the bundle.
+    if let Some(py) = kpaas_testkit::venv_bin("demo_bundle", "python") {
+        for a in m["artifacts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["kind"] == "chart")
+        {
+            let name = a["name"].as_str().unwrap();
+            let dest = format!("{}/helm/{}", fresh.addr, name.rsplit('/').next().unwrap());
+            let st = Command::new("skopeo")
+                .args([
+                    "copy",
+                    "--quiet",
+                    "--dest-tls-verify=false",
+                    &format!("oci:{}:{name}", b.join("oci").display()),
+                    &format!("docker://{dest}"),
+                ])
+                .status()
+                .unwrap();
+            assert!(st.success(), "skopeo copy of chart {name}");
+            let out = t.path().join("pulled").join(name.replace('/', "_"));
+            std::fs::create_dir_all(&out).unwrap();
+            let script = "import sys, helm_python as h\nwith h.RegistryClient(plain_http=True) as rc:\n    rc.pull(sys.argv[1], destination=sys.argv[2])\n";
+            let o = Command::new(&py)
+                .args([
+                    "-c",
+                    script,
+                    &format!("oci://{dest}"),
+                    &out.to_string_lossy(),
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "helm pull {name}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            let tgz = std::fs::read_dir(&out)
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path();
+            let want = a["content_digest"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| {
+                    let man: serde_json::Value = serde_json::from_slice(
+                        &std::fs::read(
+                            b.join("oci/blobs/sha256")
+                                .join(&a["digest"].as_str().unwrap()[7..]),
+                        )
+                        .unwrap(),
+                    )
+                    .unwrap();
+                    man["layers"][0]["digest"].as_str().unwrap().to_string()
+                });
+            assert_eq!(
+                kpaas_testkit::content::digest(&std::fs::read(tgz).unwrap()),
+                want,
+                "{name}"
+            );
+        }
+    }
+    if let Some(spdx) = kpaas_testkit::venv_bin("demo_bundle", "pyspdxtools") {
+        let o = Command::new(spdx)
+            .arg("-i")
+            .arg(b.join("sbom.spdx.json"))
+            .output()
+            .unwrap();
+        let all =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && !all.contains("invalid"),
+            "SPDX validation: {all}"
+        );
+    }
     // SBOM lists every artifact with its digest.
     let sbom: serde_json::Value =
         serde_json::from_slice(&std::fs::read(b.join("sbom.spdx.json")).unwrap()).unwrap();
@@ -346,6 +424,55 @@ fn tampering_is_caught_and_named() {
         &t.path().join("other.pub").to_string_lossy(),
     ]));
     assert!(e.contains("signed by key"), "{e}");
+}
+
+#[test]
+fn json_events_and_inspect_json_are_machine_readable() {
+    if !have_tools("json", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let mut a = bundle_args(&env, t.path(), "b", &["--json"]);
+    a.retain(|x| x != "-q");
+    let o = builder(&a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is JSON"))
+        .collect();
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "resolved").count(),
+        7,
+        "{kinds:?}"
+    );
+    let summary = events
+        .iter()
+        .find(|e| e["event"] == "summary")
+        .expect("a summary event");
+    assert_eq!(summary["artifacts"], 7);
+    assert!(summary["fetched_bytes"].as_u64().unwrap() > 1_000_000);
+    assert_eq!(
+        summary["dedup_saved_bytes"].as_u64().unwrap(),
+        summary["referenced_bytes"].as_u64().unwrap() - summary["unique_bytes"].as_u64().unwrap()
+    );
+    let inspect: serde_json::Value = serde_json::from_str(
+        &ok(&s(&[
+            "inspect",
+            "--json",
+            &t.path().join("b").to_string_lossy(),
+        ]))
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n"),
+    )
+    .unwrap();
+    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 7);
 }
 
 #[test]

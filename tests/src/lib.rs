@@ -104,3 +104,22 @@ impl DemoEnv {
         ]
     }
 }
+
+/// The Python venv `just setup` makes with real Helm (helm-python-sdk, Helm
+/// SDK v4) and the SPDX validator (spdx-tools); None (or a panic under
+/// [`REQUIRE_ENV`]) when it is missing.
+pub fn venv_bin(test: &str, tool: &str) -> Option<PathBuf> {
+    let p = fixtures_dir().join("venv/bin").join(tool);
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!(
+        "SKIPPED part of {test}: {} is missing (run `just setup`)",
+        p.display()
+    );
+    if std::env::var_os(REQUIRE_ENV).is_some() {
+        panic!("{msg}, and {REQUIRE_ENV} is set");
+    }
+    eprintln!("{msg}");
+    None
+}
