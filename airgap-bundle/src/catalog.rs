@@ -237,6 +237,17 @@ impl ChartArtifact {
     }
 }
 
+/// YAML reads an unquoted all-digit digest or a version like 1.20 as a number.
+fn quote_hint(e: &serde_json::Error) -> &'static str {
+    if e.to_string().starts_with("invalid type: floating point")
+        || e.to_string().starts_with("invalid type: integer")
+    {
+        " (quote digests and versions: YAML reads bare digits as a number)"
+    } else {
+        ""
+    }
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -344,7 +355,7 @@ impl Catalog {
                         }
                         artifacts.push(a)
                     }
-                    Err(e) => problems.push(format!("{here}: {e}")),
+                    Err(e) => problems.push(format!("{here}: {e}{}", quote_hint(&e))),
                 }
             }
             components.push(Component {

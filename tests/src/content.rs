@@ -179,8 +179,8 @@ pub const KUBEADM_STANDIN: &[u8] = b"#!/bin/sh\n# kpaas demo STAND-IN for kubead
 pub struct Demo {
     pub layout: std::path::PathBuf,
     pub www: std::path::PathBuf,
-    /// (layout ref, registry repository:tag) pairs to push.
-    pub pushes: Vec<(String, String)>,
+    /// (layout ref, registry repository:tag, skopeo --format) to push.
+    pub pushes: Vec<(String, String, Option<&'static str>)>,
     pub pinned_digest: String,
     pub multi_digest: String,
     pub app_a_digest: String,
@@ -275,11 +275,14 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         layout: l.dir.clone(),
         www,
         pushes: vec![
-            ("app-a".into(), "demo/app-a:1.0".into()),
-            ("app-b".into(), "demo/app-b:1.0".into()),
-            ("multi".into(), "demo/multi:1.0".into()),
-            ("pinned".into(), "demo/pinned:unlisted".into()),
-            ("chart".into(), "charts/demo-app:0.1.0".into()),
+            ("app-a".into(), "demo/app-a:1.0".into(), None),
+            ("app-b".into(), "demo/app-b:1.0".into(), None),
+            ("multi".into(), "demo/multi:1.0".into(), None),
+            ("pinned".into(), "demo/pinned:unlisted".into(), None),
+            ("chart".into(), "charts/demo-app:0.1.0".into(), None),
+            // app-b again as Docker schema 2 (skopeo converts): both manifest
+            // families must bundle and verify.
+            ("app-b".into(), "demo/app-b-docker:1.0".into(), Some("v2s2")),
         ],
         pinned_digest: p_d,
         multi_digest: idx_d,

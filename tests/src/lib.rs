@@ -77,8 +77,8 @@ impl DemoEnv {
                 "fill a TLS registry through a plain one; start_with takes plain registries"
             );
         }
-        for (r, dest) in &demo.pushes {
-            servers::push(&demo.layout, r, &registry.addr, dest, creds)?;
+        for (r, dest, format) in &demo.pushes {
+            servers::push_as(&demo.layout, r, &registry.addr, dest, creds, *format)?;
         }
         Ok(DemoEnv {
             demo,

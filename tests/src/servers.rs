@@ -134,8 +134,23 @@ pub fn nginx(root: &Path) -> Result<Server> {
 
 /// `skopeo copy --all oci:<layout>:<ref> docker://<registry>/<dest>` (plain HTTP).
 pub fn push(layout: &Path, r: &str, registry: &str, dest: &str, creds: Option<&str>) -> Result<()> {
+    push_as(layout, r, registry, dest, creds, None)
+}
+
+/// [`push`] with a manifest format for skopeo (`v2s2` = Docker schema 2).
+pub fn push_as(
+    layout: &Path,
+    r: &str,
+    registry: &str,
+    dest: &str,
+    creds: Option<&str>,
+    format: Option<&str>,
+) -> Result<()> {
     let mut c = Command::new("skopeo");
     c.args(["copy", "--quiet", "--all", "--dest-tls-verify=false"]);
+    if let Some(f) = format {
+        c.args(["--format", f]);
+    }
     if let Some(cr) = creds {
         c.args(["--dest-creds", cr]);
     }
