@@ -53,10 +53,11 @@ pub struct DigestMismatch {
 
 pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Result<()> {
     if cache.has(&w.digest) {
-        p.reused.fetch_add(
-            w.size.max(cache.size(&w.digest).unwrap_or(0)),
-            Ordering::Relaxed,
-        );
+        // Fetched earlier in this same run (while resolving) is not "reused".
+        if !cache.is_verified(&w.digest) {
+            p.reused
+                .fetch_add(cache.size(&w.digest).unwrap_or(w.size), Ordering::Relaxed);
+        }
         return Ok(());
     }
     if net.offline() {

@@ -32,12 +32,12 @@ pub fn run(a: Args) -> Result<()> {
         m.image_platforms.join(",")
     );
     println!(
-        "{:<6} {:<14} {:>10}  {:<19}  {:<16} NAME",
+        "{:<6} {:<14} {:>10}  {:<19}  {:<24} NAME",
         "KIND", "COMPONENT", "SIZE", "DIGEST", "PLATFORMS"
     );
     for x in &m.artifacts {
         println!(
-            "{:<6} {:<14} {:>10}  {:<19}  {:<16} {}{}",
+            "{:<6} {:<14} {:>10}  {:<19}  {:<24} {}{}",
             x.kind,
             x.component,
             human(x.size),
