@@ -291,6 +291,47 @@ fn survives_resets_server_errors_and_429() {
 }
 
 #[test]
+fn bearer_token_auth_with_docker_config_credentials() {
+    if !have_tools("bearer", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let front = servers::fault_proxy(&env.registry.addr, Fault::BearerAuth).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let mut a = s(&["bundle", "--platform", "demo", "-q", "--lock"]);
+    a.push(t.path().join("l").to_string_lossy().into());
+    a.extend(s(&[
+        "--cache-dir",
+        &t.path().join("c").to_string_lossy(),
+        "--out",
+        &t.path().join("b").to_string_lossy(),
+    ]));
+    a.extend(env.mirror_args_to(&front.addr, &env.files.addr));
+    // Without credentials the token endpoint refuses.
+    let e = fail(&a);
+    assert!(e.contains("token request") && e.contains("401"), "{e}");
+    let cfg = t.path().join("docker.json");
+    std::fs::write(
+        &cfg,
+        format!(
+            r#"{{"auths":{{"{}":{{"username":"kpaas","password":"s3cret"}}}}}}"#,
+            front.addr
+        ),
+    )
+    .unwrap();
+    a.extend(s(&["--docker-config", &cfg.to_string_lossy()]));
+    ok(&a);
+    assert!(
+        front
+            .faults_injected
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0,
+        "no bearer challenge was issued"
+    );
+    ok(&s(&["verify", &t.path().join("b").to_string_lossy()]));
+}
+
+#[test]
 fn killed_mid_fetch_resumes_to_the_same_bytes() {
     if !have_tools("resume", PEERS) {
         return;

@@ -246,6 +246,10 @@ pub enum Fault {
     TooManyOnce,
     /// Pass everything, but send bodies slowly (for kill-mid-fetch tests).
     Slow,
+    /// Act as a token-auth registry front (the Docker Hub / Harbor flow): 401
+    /// with a Bearer challenge, a token endpoint at /token that wants basic
+    /// credentials kpaas:s3cret, and only requests with that token pass.
+    BearerAuth,
 }
 
 /// A one-request-per-connection HTTP proxy that injects `fault`.
@@ -268,16 +272,21 @@ pub fn fault_proxy(upstream: &str, fault: Fault) -> Result<FaultProxy> {
     let injected = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen: Arc<Mutex<std::collections::HashSet<String>>> = Arc::default();
-    let (up, inj, st) = (upstream.to_string(), injected.clone(), stop.clone());
+    let (up, inj, st, me) = (
+        upstream.to_string(),
+        injected.clone(),
+        stop.clone(),
+        addr.clone(),
+    );
     std::thread::spawn(move || {
         for conn in l.incoming() {
             if st.load(Ordering::SeqCst) {
                 break;
             }
             let Ok(c) = conn else { continue };
-            let (up, inj, seen) = (up.clone(), inj.clone(), seen.clone());
+            let (up, inj, seen, me) = (up.clone(), inj.clone(), seen.clone(), me.clone());
             std::thread::spawn(move || {
-                let _ = proxy_one(c, &up, fault, &inj, &seen);
+                let _ = proxy_one(c, &up, fault, &inj, &seen, &me);
             });
         }
     });
@@ -294,6 +303,7 @@ fn proxy_one(
     fault: Fault,
     inj: &AtomicUsize,
     seen: &Mutex<std::collections::HashSet<String>>,
+    me: &str,
 ) -> Result<()> {
     let mut r = BufReader::new(client.try_clone()?);
     let mut head = String::new();
@@ -301,6 +311,7 @@ fn proxy_one(
     r.read_line(&mut line)?;
     let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
     head.push_str(&line);
+    let mut authorization = String::new();
     loop {
         line.clear();
         r.read_line(&mut line)?;
@@ -308,10 +319,43 @@ fn proxy_one(
             break;
         }
         let lower = line.to_ascii_lowercase();
+        if lower.starts_with("authorization:") {
+            authorization = line["authorization:".len()..].trim().to_string();
+            continue;
+        }
         if lower.starts_with("connection:") || lower.starts_with("host:") {
             continue;
         }
         head.push_str(&line);
+    }
+    if fault == Fault::BearerAuth {
+        let mut c = client.try_clone()?;
+        if path.starts_with("/token") {
+            // base64("kpaas:s3cret")
+            if authorization != "Basic a3BhYXM6czNjcmV0" {
+                c.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )?;
+                return Ok(());
+            }
+            let body = br#"{"token":"kpaas-test-token"}"#;
+            c.write_all(format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).as_bytes())?;
+            c.write_all(body)?;
+            return Ok(());
+        }
+        if authorization != "Bearer kpaas-test-token" {
+            inj.fetch_add(1, Ordering::SeqCst);
+            let repo = path
+                .trim_start_matches("/v2/")
+                .split("/manifests/")
+                .next()
+                .unwrap_or("")
+                .split("/blobs/")
+                .next()
+                .unwrap_or("");
+            c.write_all(format!("HTTP/1.1 401 Unauthorized\r\nWww-Authenticate: Bearer realm=\"http://{me}/token\",service=\"kpaas-test\",scope=\"repository:{repo}:pull\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())?;
+            return Ok(());
+        }
     }
     head.push_str(&format!("Host: {upstream}\r\nConnection: close\r\n\r\n"));
     let first = seen
