@@ -9,6 +9,7 @@ pub mod digest;
 pub mod fsutil;
 pub mod lock;
 pub mod manifest;
+pub mod node;
 pub mod oci;
 pub mod platforms;
 pub mod reader;

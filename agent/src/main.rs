@@ -1,0 +1,320 @@
+//! `kpaas-agent`: the first-boot agent on every node. It finds the node in the
+//! inventory, checks the machine, verifies the bundle, serves it as a
+//! read-only seed registry and points the container runtime at it, recording
+//! each step so that a crash or reboot resumes where it stopped.
+
+mod facts;
+mod journal;
+mod mirrors;
+mod preflight;
+mod seed_registry;
+
+use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest, SIGNATURE};
+use airgap_bundle::node::{self, NodeConfig, NodeEntry};
+use airgap_bundle::{Digest, sign};
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use journal::{Journal, State};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "kpaas-agent", version, about = "K-PaaS appliance first-boot agent", max_term_width = 80)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(clap::Args, Clone)]
+struct ConfigArg {
+    /// Node config (cloud-init writes it; else read from a CIDATA volume).
+    #[arg(long, default_value = node::NODE_CONFIG_PATH)]
+    config: PathBuf,
+    /// Root of the system to inspect and configure (tests use a temp tree).
+    #[arg(long, default_value = "/")]
+    root: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The first boot: identity, preflight, verify, serve, mirrors (journaled).
+    Run {
+        #[command(flatten)]
+        c: ConfigArg,
+        /// Return once the seed registry is ready instead of serving on.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Check the machine against this node's needs.
+    Preflight {
+        #[command(flatten)]
+        c: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Say which inventory node this machine is.
+    Identity {
+        #[command(flatten)]
+        c: ConfigArg,
+    },
+    /// Serve a bundle as a read-only OCI registry.
+    Serve {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Address to listen on (repeatable).
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
+        /// Hash every blob before serving, instead of on first read.
+        #[arg(long)]
+        full_verify: bool,
+    },
+    /// Write the runtime mirror configuration for a bundle.
+    Mirrors {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The seed registry as host:port.
+        #[arg(long, default_value = "127.0.0.1:5050")]
+        seed: String,
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+    },
+    /// Show each first-boot step's state.
+    Status {
+        #[arg(long, default_value = "/var/lib/kpaas")]
+        state_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Reads the node config, from cloud-init's file or a CIDATA volume.
+fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
+    let path = if c.config.is_file() {
+        c.config.clone()
+    } else {
+        // cloud-init absent: the NoCloud volume itself, read-only.
+        let dev = c.root.join("dev/disk/by-label/CIDATA");
+        if !dev.exists() {
+            bail!("{} does not exist and no CIDATA volume is attached", c.config.display());
+        }
+        let mnt = c.root.join("run/kpaas/cidata");
+        std::fs::create_dir_all(&mnt)?;
+        let st = std::process::Command::new("mount").args(["-o", "ro"]).arg(&dev).arg(&mnt).status().context("running mount")?;
+        if !st.success() {
+            bail!("mount -o ro {} {} failed with {st}", dev.display(), mnt.display());
+        }
+        mnt.join(node::CIDATA_FILE)
+    };
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    Ok(NodeConfig::from_yaml(&text, &path.display().to_string())?)
+}
+
+fn whoami<'a>(cfg: &'a NodeConfig, root: &Path) -> Result<&'a NodeEntry> {
+    node::identify(cfg, &facts::gather(root)).map_err(|e| anyhow::anyhow!(e))
+}
+
+fn bundle_created(bundle: &Path) -> Option<u64> {
+    let b = std::fs::read(bundle.join(BUNDLE_JSON)).ok()?;
+    airgap_bundle::fsutil::parse_rfc3339(&BundleManifest::from_bytes(&b).ok()?.created)
+}
+
+fn print_checks(checks: &[preflight::Check], json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(checks).unwrap_or_default());
+        return;
+    }
+    for c in checks {
+        println!(
+            "{} {:<34} {:<28} want {}{}",
+            if c.ok { "PASS" } else { "FAIL" },
+            c.name,
+            c.measured,
+            c.want,
+            if c.fix.is_empty() { String::new() } else { format!("  -> {}", c.fix) }
+        );
+    }
+}
+
+/// Signature, bundle.json and its files, then (fast mode) manifests and sizes
+/// through loading the seed; blobs are hashed on first read.
+fn verify_bundle(cfg: &NodeConfig) -> Result<(Arc<seed_registry::Seed>, String)> {
+    let b = &cfg.bundle;
+    let key_text = std::fs::read_to_string(&cfg.bundle_key).with_context(|| format!("reading the bundle key {}", cfg.bundle_key.display()))?;
+    let key = sign::parse_public(&key_text).with_context(|| format!("{}", cfg.bundle_key.display()))?;
+    if cfg.verify == node::VerifyMode::Full {
+        let r = airgap_bundle::verify::verify(b, Some(&key))?;
+        if !r.ok {
+            bail!("the bundle failed verification:\n  - {}", r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  - "));
+        }
+        let seed = seed_registry::Seed::load(b)?;
+        seed.trust_all();
+        return Ok((Arc::new(seed), format!("full: {} artifacts, {} blobs hashed", r.artifacts, r.blobs)));
+    }
+    let bj = std::fs::read(b.join(BUNDLE_JSON)).with_context(|| format!("reading {}", b.join(BUNDLE_JSON).display()))?;
+    let sig = std::fs::read_to_string(b.join(SIGNATURE)).context("the bundle is not signed (bundle.json.sig missing)")?;
+    let id = sign::verify(&key, &bj, &sig)?;
+    let m = BundleManifest::from_bytes(&bj)?;
+    for (f, d) in &m.files {
+        let got = Digest::of(&std::fs::read(b.join(f)).with_context(|| format!("reading {f}"))?);
+        if &got != d {
+            bail!("{f} was changed after signing (content {got}, bundle.json says {d})");
+        }
+    }
+    let seed = seed_registry::Seed::load(b)?;
+    Ok((Arc::new(seed), format!("fast: signature by key {id}, {} artifacts, manifests and sizes checked; blobs hashed on first read", m.artifacts.len())))
+}
+
+fn notify_ready(msg: &str) {
+    // systemd Type=notify: tell it we are up (a no-op outside systemd).
+    if let Some(sock) = std::env::var_os("NOTIFY_SOCKET") {
+        if let Ok(s) = std::os::unix::net::UnixDatagram::unbound() {
+            let _ = s.send_to(format!("READY=1\nSTATUS={msg}").as_bytes(), sock);
+        }
+    }
+}
+
+async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
+    let cfg = load_config(c)?;
+    let mut j = Journal::open(&cfg.state_dir)?;
+    let say = |m: &str| eprintln!("kpaas-agent: {m}");
+    // identity (cheap, so always recomputed; recorded once)
+    let me = match whoami(&cfg, &c.root) {
+        Ok(n) => n.clone(),
+        Err(e) => {
+            j.record("identity", State::Failed, &format!("{e:#}"))?;
+            return Err(e);
+        }
+    };
+    let who = format!("{} ({:?}, {})", me.hostname, me.role, me.ip).to_lowercase();
+    if !j.done("identity") {
+        j.record("identity", State::Done, &who)?;
+    }
+    say(&format!("identity: {who}"));
+    if !j.done("preflight") {
+        let needs = preflight::Needs::for_role(me.role, cfg.seed_port);
+        let checks = preflight::run(&c.root, &me, &needs, &facts::local_ips(&c.root), &cfg.bundle, bundle_created(&cfg.bundle));
+        let failed: Vec<&preflight::Check> = checks.iter().filter(|c| !c.ok).collect();
+        if !failed.is_empty() {
+            print_checks(&checks, false);
+            let list = failed.iter().map(|c| format!("{} ({})", c.name, c.measured)).collect::<Vec<_>>().join(", ");
+            j.record("preflight", State::Failed, &list)?;
+            bail!("preflight failed, nothing was changed: {list}");
+        }
+        j.record("preflight", State::Done, &format!("{} checks passed", checks.len()))?;
+        say("preflight: all checks passed");
+    }
+    // The bundle is checked on every boot (media can change between boots);
+    // the journal keeps the first result.
+    let (seed, detail) = match verify_bundle(&cfg) {
+        Ok(x) => x,
+        Err(e) => {
+            j.record("verify", State::Failed, &format!("{e:#}"))?;
+            return Err(e.context("verifying the bundle"));
+        }
+    };
+    if !j.done("verify") {
+        j.record("verify", State::Done, &detail)?;
+    }
+    say(&format!("verify: {detail}"));
+    let mut listen: Vec<SocketAddr> = vec![SocketAddr::from(([127, 0, 0, 1], cfg.seed_port))];
+    if facts::local_ips(&c.root).contains(&me.ip) && !me.ip.is_loopback() {
+        listen.push(SocketAddr::new(me.ip, cfg.seed_port));
+    }
+    let handles = seed_registry::serve(seed.clone(), &listen).await?;
+    let ready = format!("seed registry ready on {}", listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+    if !j.done("serve") {
+        j.record("serve", State::Done, &ready)?;
+    }
+    say(&ready);
+    if !j.done("mirrors") {
+        let hosts = mirrors::registries(seed.repositories());
+        let changed = mirrors::write_all(&c.root, &hosts, &format!("127.0.0.1:{}", cfg.seed_port))?;
+        j.record("mirrors", State::Done, &format!("{} registries sent to the seed ({} files written)", hosts.len(), changed.len()))?;
+        say(&format!("mirrors: {} registries sent to the seed", hosts.len()));
+    }
+    notify_ready(&ready);
+    if no_wait {
+        return Ok(());
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    Ok(())
+}
+
+async fn real_main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Run { c, no_wait } => run_boot(&c, no_wait).await,
+        Cmd::Preflight { c, json } => {
+            let cfg = load_config(&c)?;
+            let me = whoami(&cfg, &c.root)?;
+            let checks = preflight::run(&c.root, me, &preflight::Needs::for_role(me.role, cfg.seed_port), &facts::local_ips(&c.root), &cfg.bundle, bundle_created(&cfg.bundle));
+            print_checks(&checks, json);
+            let failed = checks.iter().filter(|c| !c.ok).count();
+            if failed > 0 {
+                bail!("{failed} preflight check(s) failed");
+            }
+            Ok(())
+        }
+        Cmd::Identity { c } => {
+            let cfg = load_config(&c)?;
+            let me = whoami(&cfg, &c.root)?;
+            println!("{} {:?} {}", me.hostname, me.role, me.ip);
+            Ok(())
+        }
+        Cmd::Serve { bundle, listen, full_verify } => {
+            let seed = seed_registry::Seed::load(&bundle)?;
+            if full_verify {
+                let r = airgap_bundle::verify::verify(&bundle, None)?;
+                if !r.ok {
+                    bail!("the bundle failed verification:\n  - {}", r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  - "));
+                }
+                seed.trust_all();
+            }
+            let seed = Arc::new(seed);
+            let handles = seed_registry::serve(seed, &listen).await?;
+            eprintln!("kpaas-agent: seed registry ready on {}", listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+            notify_ready("seed registry ready");
+            for h in handles {
+                let _ = h.await;
+            }
+            Ok(())
+        }
+        Cmd::Mirrors { bundle, seed, root } => {
+            let s = seed_registry::Seed::load(&bundle)?;
+            let hosts = mirrors::registries(s.repositories());
+            for p in mirrors::write_all(&root, &hosts, &seed)? {
+                println!("wrote {}", p.display());
+            }
+            Ok(())
+        }
+        Cmd::Status { state_dir, json } => {
+            let j = Journal::open(&state_dir)?;
+            let rows = j.status();
+            if json {
+                let v: Vec<_> = rows.iter().map(|(s, st, at, d)| serde_json::json!({"step": s, "state": st, "at": at, "detail": d})).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                for (s, st, at, d) in rows {
+                    println!("{s:<10} {st:<8} {at:<21} {d}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    if let Err(e) = rt.block_on(real_main()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,438 @@
+//! The seed registry: a read-only OCI Distribution API over the bundle's OCI
+//! layout, serving every artifact under its upstream name
+//! (`/v2/<source-registry>/<repository>`), so runtime mirrors need no
+//! rewriting. Manifests are hashed when the server loads; every other blob is
+//! hashed before its first byte is served, and a blob that fails is never
+//! served.
+
+use airgap_bundle::manifest::{BLOBS_DIR, LAYOUT_INDEX};
+use airgap_bundle::oci::{self, LayoutIndex, Parsed};
+use airgap_bundle::{Digest, ImageRef};
+use anyhow::{Context, Result, bail};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+/// One repository: its tags and every digest it may serve.
+#[derive(Default)]
+struct Repo {
+    tags: BTreeMap<String, Digest>,
+    digests: HashSet<Digest>,
+}
+
+pub struct Seed {
+    root: PathBuf,
+    repos: BTreeMap<String, Repo>,
+    /// Manifest bytes (small, verified at load) and their media types.
+    manifests: HashMap<Digest, (Vec<u8>, String)>,
+    /// Which artifacts use a blob, for naming them in logs.
+    users: HashMap<Digest, BTreeSet<String>>,
+    verified: Mutex<HashSet<Digest>>,
+    bad: Mutex<HashSet<Digest>>,
+    inflight: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn media_type_of(bytes: &[u8], fallback: &str) -> String {
+    oci::declared_media_type(bytes).unwrap_or_else(|| fallback.to_string())
+}
+
+impl Seed {
+    /// Loads the layout: every named artifact, every manifest (hashed now).
+    pub fn load(bundle: &Path) -> Result<Seed> {
+        let idx_path = bundle.join(LAYOUT_INDEX);
+        let idx: LayoutIndex = serde_json::from_slice(&std::fs::read(&idx_path).with_context(|| format!("reading {}", idx_path.display()))?)
+            .with_context(|| format!("parsing {}", idx_path.display()))?;
+        let mut seed = Seed {
+            root: bundle.to_path_buf(),
+            repos: BTreeMap::new(),
+            manifests: HashMap::new(),
+            users: HashMap::new(),
+            verified: Mutex::default(),
+            bad: Mutex::default(),
+            inflight: Mutex::default(),
+        };
+        let mut problems = Vec::new();
+        for d in &idx.manifests {
+            let Some(name) = d.annotations.get(oci::ANN_REF_NAME) else { continue };
+            let r = match ImageRef::parse(name) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(format!("{name}: {e}"));
+                    continue;
+                }
+            };
+            let repo_name = r.name();
+            let mut digests = HashSet::new();
+            // Walk the artifact: manifests are loaded and hashed now.
+            let mut stack = vec![(d.digest.clone(), d.media_type.clone())];
+            while let Some((dg, mt)) = stack.pop() {
+                digests.insert(dg.clone());
+                seed.users.entry(dg.clone()).or_default().insert(name.clone());
+                if !(oci::is_index(&mt) || oci::is_manifest(&mt)) {
+                    continue;
+                }
+                let p = bundle.join("oci").join(dg.blob_path());
+                let bytes = match std::fs::read(&p) {
+                    Ok(b) => b,
+                    // An index may name platforms the bundle left out: not an error.
+                    Err(_) if dg != d.digest => continue,
+                    Err(e) => {
+                        problems.push(format!("{name}: manifest {dg}: {e}"));
+                        continue;
+                    }
+                };
+                if Digest::of(&bytes) != dg {
+                    problems.push(format!("{name}: manifest {dg} is corrupt"));
+                    continue;
+                }
+                match oci::parse_manifest(&bytes, &mt) {
+                    Ok(Parsed::Index(children)) => stack.extend(children.into_iter().map(|c| (c.digest, c.media_type))),
+                    Ok(Parsed::Manifest { config, layers }) => {
+                        for l in std::iter::once(config).chain(layers) {
+                            // Sizes are checked now; contents on first read.
+                            match std::fs::metadata(bundle.join("oci").join(l.digest.blob_path())) {
+                                Err(_) => problems.push(format!("{name}: blob {} is missing", l.digest)),
+                                Ok(m) if m.len() != l.size => problems.push(format!(
+                                    "{name}: blob {} is {} bytes, its descriptor says {}",
+                                    l.digest,
+                                    m.len(),
+                                    l.size
+                                )),
+                                Ok(_) => {}
+                            }
+                            digests.insert(l.digest.clone());
+                            seed.users.entry(l.digest).or_default().insert(name.clone());
+                        }
+                    }
+                    Err(e) => problems.push(format!("{name}: manifest {dg}: {e:#}")),
+                }
+                let mt = media_type_of(&bytes, &mt);
+                seed.verified.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?.insert(dg.clone());
+                seed.manifests.insert(dg, (bytes, mt));
+            }
+            let repo = seed.repos.entry(repo_name).or_default();
+            if let Some(t) = &r.tag {
+                repo.tags.insert(t.clone(), d.digest.clone());
+            }
+            repo.digests.extend(digests);
+        }
+        if !problems.is_empty() {
+            bail!("the bundle cannot be served:\n  - {}", problems.join("\n  - "));
+        }
+        Ok(seed)
+    }
+
+    /// Marks blobs as verified (after a full verification at boot).
+    pub fn trust_all(&self) {
+        if let Ok(mut v) = self.verified.lock() {
+            v.extend(self.users.keys().cloned());
+        }
+    }
+
+    pub fn repositories(&self) -> impl Iterator<Item = &String> {
+        self.repos.keys()
+    }
+
+    fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join(format!("{BLOBS_DIR}{}", d.hex()))
+    }
+
+    /// Hashes a blob before its first byte leaves; one hashing per blob even
+    /// with many clients asking at once.
+    async fn ensure_verified(&self, d: &Digest) -> Result<(), String> {
+        let done = |s: &Mutex<HashSet<Digest>>| s.lock().map(|v| v.contains(d)).unwrap_or(false);
+        if done(&self.verified) {
+            return Ok(());
+        }
+        let gate = {
+            let mut m = self.inflight.lock().map_err(|_| "lock poisoned".to_string())?;
+            m.entry(d.clone()).or_default().clone()
+        };
+        let _g = gate.lock().await;
+        if done(&self.verified) {
+            return Ok(());
+        }
+        let who = self.users.get(d).map(|u| u.iter().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        if done(&self.bad) {
+            return Err(format!("blob {d} ({who}) failed verification"));
+        }
+        let p = self.blob_path(d);
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
+            let f = std::fs::File::open(p)?;
+            Ok(airgap_bundle::digest::hash_reader(std::io::BufReader::with_capacity(1 << 20, f))?.0)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        match r {
+            Ok(got) if &got == d => {
+                if let Ok(mut v) = self.verified.lock() {
+                    v.insert(d.clone());
+                }
+                Ok(())
+            }
+            other => {
+                let why = match other {
+                    Ok(got) => format!("content hashes to {got}"),
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("kpaas-agent: seed registry: REFUSING blob {d} used by {who}: {why}");
+                if let Ok(mut b) = self.bad.lock() {
+                    b.insert(d.clone());
+                }
+                Err(format!("blob {d} ({who}) failed verification"))
+            }
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]}).to_string();
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Docker-Distribution-API-Version", "registry/2.0")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 512
+        && name.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-:".contains(&b))
+        })
+}
+
+/// Resolves a requested name to a repository: as given, or under the
+/// source registry containerd names in `?ns=` when it mirrors a plain path.
+fn find_repo<'a>(seed: &'a Seed, name: &str, ns: Option<&str>) -> Option<(&'a String, &'a Repo)> {
+    if let Some(r) = seed.repos.get_key_value(name) {
+        return Some(r);
+    }
+    let ns = ns?;
+    seed.repos.get_key_value(&format!("{ns}/{name}"))
+}
+
+fn query_ns(q: Option<&str>) -> Option<String> {
+    q?.split('&').find_map(|kv| kv.strip_prefix("ns=")).map(|v| v.to_string())
+}
+
+pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let ns = query_ns(req.uri().query());
+    let headers = req.headers().clone();
+    if path.contains("%") {
+        return error(StatusCode::BAD_REQUEST, "NAME_INVALID", "encoded characters are not accepted in names");
+    }
+    let read = method == Method::GET || method == Method::HEAD;
+    let Some(rest) = path.strip_prefix("/v2/").or_else(|| (path == "/v2").then_some("")) else {
+        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "not a registry path");
+    };
+    if !read {
+        return error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "the seed registry is read-only");
+    }
+    if rest.is_empty() {
+        return Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Docker-Distribution-API-Version", "registry/2.0")
+            .body(Body::from("{}"))
+            .unwrap_or_default();
+    }
+    if rest == "_catalog" {
+        let list: Vec<&String> = seed.repositories().collect();
+        return json(serde_json::json!({ "repositories": list }));
+    }
+    if let Some(name) = rest.strip_suffix("/tags/list") {
+        if !valid_name(name) {
+            return error(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name");
+        }
+        return match find_repo(&seed, name, ns.as_deref()) {
+            Some((_, r)) => json(serde_json::json!({ "name": name, "tags": r.tags.keys().collect::<Vec<_>>() })),
+            None => error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry"),
+        };
+    }
+    if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
+        if !valid_name(name) {
+            return error(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name");
+        }
+        let Some((_, repo)) = find_repo(&seed, name, ns.as_deref()) else {
+            return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry");
+        };
+        let digest = if reference.starts_with("sha256:") || reference.contains(':') {
+            match Digest::parse(reference) {
+                Ok(d) if repo.digests.contains(&d) => d,
+                Ok(_) => return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown"),
+                Err(_) => return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest"),
+            }
+        } else {
+            match repo.tags.get(reference) {
+                Some(d) => d.clone(),
+                None => return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown"),
+            }
+        };
+        let Some((bytes, mt)) = seed.manifests.get(&digest) else {
+            return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown");
+        };
+        let b = Response::builder()
+            .header(header::CONTENT_TYPE, mt.as_str())
+            .header(header::CONTENT_LENGTH, bytes.len())
+            .header("Docker-Content-Digest", digest.as_str())
+            .header(header::ETAG, format!("\"{digest}\""))
+            .header("Docker-Distribution-API-Version", "registry/2.0");
+        let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes.clone()) };
+        return b.body(body).unwrap_or_default();
+    }
+    if let Some((name, d)) = rest.rsplit_once("/blobs/") {
+        if !valid_name(name) {
+            return error(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name");
+        }
+        let Ok(digest) = Digest::parse(d) else {
+            return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
+        };
+        let Some((_, repo)) = find_repo(&seed, name, ns.as_deref()) else {
+            return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry");
+        };
+        if !repo.digests.contains(&digest) {
+            return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry");
+        }
+        return serve_blob(&seed, &digest, method == Method::HEAD, &headers).await;
+    }
+    error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown registry path")
+}
+
+fn json(v: serde_json::Value) -> Response {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Docker-Distribution-API-Version", "registry/2.0")
+        .body(Body::from(v.to_string()))
+        .unwrap_or_default()
+}
+
+/// `bytes=a-b`, `bytes=a-` or `bytes=-n` against a length; None = whole body.
+fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(v) = h.and_then(|v| v.to_str().ok()) else { return Ok(None) };
+    let spec = v.trim().strip_prefix("bytes=").ok_or(())?;
+    if spec.contains(',') {
+        return Ok(None); // multi-range: serve it whole, as RFC 9110 allows
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (start, end) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().map_err(|_| ())?;
+            if n == 0 {
+                return Err(());
+            }
+            (len.saturating_sub(n), len.saturating_sub(1))
+        }
+        (s, "") => (s.parse().map_err(|_| ())?, len.saturating_sub(1)),
+        (s, e) => (s.parse().map_err(|_| ())?, e.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))),
+    };
+    if start >= len || start > end {
+        return Err(());
+    }
+    Ok(Some((start, end)))
+}
+
+async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) -> Response {
+    let p = seed.blob_path(d);
+    let len = match tokio::fs::metadata(&p).await {
+        Ok(m) => m.len(),
+        Err(_) => return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry"),
+    };
+    let base = |b: axum::http::response::Builder| {
+        b.header(header::CONTENT_TYPE, "application/octet-stream")
+            .header("Docker-Content-Digest", d.as_str())
+            .header(header::ACCEPT_RANGES, "bytes")
+            .header(header::ETAG, format!("\"{d}\""))
+            .header("Docker-Distribution-API-Version", "registry/2.0")
+    };
+    if head {
+        return base(Response::builder()).header(header::CONTENT_LENGTH, len).body(Body::empty()).unwrap_or_default();
+    }
+    let range = match parse_range(headers.get(header::RANGE), len) {
+        Ok(r) => r,
+        Err(()) => {
+            return Response::builder()
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .header(header::CONTENT_RANGE, format!("bytes */{len}"))
+                .body(Body::empty())
+                .unwrap_or_default();
+        }
+    };
+    if let Err(why) = seed.ensure_verified(d).await {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "BLOB_UNKNOWN", &why);
+    }
+    let mut f = match tokio::fs::File::open(&p).await {
+        Ok(f) => f,
+        Err(_) => return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry"),
+    };
+    let (status, start, n) = match range {
+        Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
+        None => (StatusCode::OK, 0, len),
+    };
+    if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "seek failed");
+    }
+    // Streamed in 64 KiB reads: memory stays flat however many clients pull.
+    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(n), 64 * 1024);
+    let mut b = base(Response::builder()).status(status).header(header::CONTENT_LENGTH, n);
+    if status == StatusCode::PARTIAL_CONTENT {
+        b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", start + n - 1));
+    }
+    b.body(Body::from_stream(stream)).unwrap_or_default()
+}
+
+pub fn router(seed: Arc<Seed>) -> axum::Router {
+    axum::Router::new().fallback(handle).with_state(seed)
+}
+
+/// Serves on every address until the process ends; returns once all listen.
+pub async fn serve(seed: Arc<Seed>, listen: &[std::net::SocketAddr]) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut handles = Vec::new();
+    for a in listen {
+        let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("seed registry: listening on {a}"))?;
+        let app = router(seed.clone());
+        handles.push(tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                eprintln!("kpaas-agent: seed registry stopped: {e}");
+            }
+        }));
+    }
+    Ok(handles)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        let h = |s: &str| HeaderValue::from_str(s).ok();
+        assert_eq!(parse_range(h("bytes=0-9").as_ref(), 100), Ok(Some((0, 9))));
+        assert_eq!(parse_range(h("bytes=90-").as_ref(), 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range(h("bytes=-10").as_ref(), 100), Ok(Some((90, 99))));
+        assert_eq!(parse_range(h("bytes=50-500").as_ref(), 100), Ok(Some((50, 99))));
+        assert_eq!(parse_range(h("bytes=100-").as_ref(), 100), Err(()));
+        assert_eq!(parse_range(h("bytes=9-1").as_ref(), 100), Err(()));
+        assert_eq!(parse_range(h("items=1-2").as_ref(), 100), Err(()));
+        assert_eq!(parse_range(None, 100), Ok(None));
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("registry.k8s.io/ingress-nginx/controller"));
+        assert!(valid_name("127.0.0.1:5000/a/b"));
+        for bad in ["", "a//b", "../etc", "a/../b", "A/b", "a/b/", "a b"] {
+            assert!(!valid_name(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! The node config: what a node's seed (cloud-init `write_files`, or a raw
+//! CIDATA volume) tells the first-boot agent. The builder writes it, the agent
+//! reads it; both validate it here.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+pub const NODE_CONFIG_VERSION: u32 = 1;
+/// Where cloud-init's `write_files` puts it.
+pub const NODE_CONFIG_PATH: &str = "/etc/kpaas/node.yaml";
+/// The name of the file on a CIDATA volume when cloud-init is absent.
+pub const CIDATA_FILE: &str = "kpaas-node.yaml";
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Master,
+    Worker,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Runtime {
+    /// K-PaaS 1.4.1 runs CRI-O.
+    #[default]
+    Crio,
+    Containerd,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// Every blob hashed before the registry starts.
+    Full,
+    /// Signature, manifest and sizes at boot; each blob hashed on first read.
+    #[default]
+    Fast,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub hostname: String,
+    pub ip: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub config_version: u32,
+    pub cluster: String,
+    /// The bundle directory (the mounted KPAAS-DATA partition).
+    #[serde(default = "default_bundle")]
+    pub bundle: PathBuf,
+    /// The public key bundles must be signed with (baked into the image).
+    #[serde(default = "default_key")]
+    pub bundle_key: PathBuf,
+    #[serde(default)]
+    pub verify: VerifyMode,
+    #[serde(default = "default_port")]
+    pub seed_port: u16,
+    #[serde(default)]
+    pub runtime: Runtime,
+    #[serde(default = "default_state")]
+    pub state_dir: PathBuf,
+    /// This node's hostname when the seed is per-node; absent for a universal
+    /// seed, where the node finds itself in `nodes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    pub nodes: Vec<NodeEntry>,
+}
+
+fn default_bundle() -> PathBuf {
+    PathBuf::from("/run/kpaas/data/bundle")
+}
+fn default_key() -> PathBuf {
+    PathBuf::from("/etc/kpaas/bundle.pub")
+}
+fn default_port() -> u16 {
+    5050
+}
+fn default_state() -> PathBuf {
+    PathBuf::from("/var/lib/kpaas")
+}
+
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub file: String,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} problem(s)", self.file, self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Normalises a MAC to lowercase colon form; None when it is not one.
+pub fn normalize_mac(m: &str) -> Option<String> {
+    let hex: String = m.chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_ascii_lowercase();
+    let seps = m.chars().filter(|c| !c.is_ascii_hexdigit()).all(|c| c == ':' || c == '-');
+    if hex.len() != 12 || !seps {
+        return None;
+    }
+    Some(hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_string()).collect::<Vec<_>>().join(":"))
+}
+
+pub fn valid_hostname(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+}
+
+impl NodeConfig {
+    pub fn from_yaml(text: &str, file: &str) -> Result<NodeConfig, ConfigErrors> {
+        let fail = |problems| ConfigErrors { file: file.to_string(), problems };
+        let c: NodeConfig = serde_saphyr::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
+        let p = c.problems();
+        if p.is_empty() { Ok(c) } else { Err(fail(p)) }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.config_version != NODE_CONFIG_VERSION {
+            p.push(format!("config_version: {} is not supported (want {NODE_CONFIG_VERSION})", self.config_version));
+        }
+        if self.nodes.is_empty() {
+            p.push("nodes: the inventory is empty".into());
+        }
+        let (mut hosts, mut ips, mut macs) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for (i, n) in self.nodes.iter().enumerate() {
+            let at = format!("nodes[{i}] ({})", n.hostname);
+            if !valid_hostname(&n.hostname) {
+                p.push(format!("{at}.hostname: must be lowercase letters, digits and '-' in dot-separated labels"));
+            }
+            if !hosts.insert(&n.hostname) {
+                p.push(format!("{at}.hostname: {} appears twice", n.hostname));
+            }
+            if !ips.insert(n.ip) {
+                p.push(format!("{at}.ip: {} appears twice", n.ip));
+            }
+            if let Some(m) = &n.mac {
+                match normalize_mac(m) {
+                    None => p.push(format!("{at}.mac: {m:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)")),
+                    Some(m) => {
+                        if !macs.insert(m.clone()) {
+                            p.push(format!("{at}.mac: {m} appears twice"));
+                        }
+                    }
+                }
+            }
+        }
+        if !self.nodes.iter().any(|n| n.role == Role::Master) {
+            p.push("nodes: no node has role master".into());
+        }
+        if let Some(n) = &self.node
+            && !self.nodes.iter().any(|e| &e.hostname == n)
+        {
+            p.push(format!("node: {n:?} is not in nodes (known: {})", self.nodes.iter().map(|e| e.hostname.as_str()).collect::<Vec<_>>().join(", ")));
+        }
+        if self.seed_port == 0 {
+            p.push("seed_port: must be 1-65535".into());
+        }
+        p
+    }
+}
+
+/// What a machine knows about itself.
+#[derive(Debug, Clone, Default)]
+pub struct HostFacts {
+    pub hostname: String,
+    pub macs: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+/// Finds this node in the inventory: by MAC, then hostname, then IP; exactly
+/// one match at the first level that matches anything.
+pub fn identify<'a>(cfg: &'a NodeConfig, facts: &HostFacts) -> Result<&'a NodeEntry, String> {
+    if let Some(n) = &cfg.node {
+        return cfg.nodes.iter().find(|e| &e.hostname == n).ok_or_else(|| format!("node {n:?} is not in the inventory"));
+    }
+    let macs: Vec<String> = facts.macs.iter().filter_map(|m| normalize_mac(m)).collect();
+    let by_mac: Vec<&NodeEntry> = cfg
+        .nodes
+        .iter()
+        .filter(|e| e.mac.as_deref().and_then(normalize_mac).is_some_and(|m| macs.contains(&m)))
+        .collect();
+    let by_host: Vec<&NodeEntry> = cfg.nodes.iter().filter(|e| e.hostname == facts.hostname).collect();
+    let by_ip: Vec<&NodeEntry> = cfg.nodes.iter().filter(|e| facts.ips.contains(&e.ip)).collect();
+    for (how, found) in [("MAC", by_mac), ("hostname", by_host), ("IP", by_ip)] {
+        match found.len() {
+            0 => continue,
+            1 => return Ok(found[0]),
+            _ => {
+                return Err(format!(
+                    "this machine matches several inventory nodes by {how}: {}",
+                    found.iter().map(|e| e.hostname.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "this machine (hostname {:?}, MACs {}, IPs {}) matches no inventory node ({}); set `node:` in the seed or fix the inventory",
+        facts.hostname,
+        if macs.is_empty() { "none".into() } else { macs.join(" ") },
+        if facts.ips.is_empty() { "none".into() } else { facts.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ") },
+        cfg.nodes.iter().map(|e| format!("{} {}{}", e.hostname, e.ip, e.mac.as_deref().map(|m| format!(" {m}")).unwrap_or_default())).collect::<Vec<_>>().join("; ")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> NodeConfig {
+        NodeConfig::from_yaml(
+            "config_version: 1\ncluster: c\nnodes:\n  - {hostname: m1, ip: 10.0.0.1, mac: 'AA-BB-CC-00-00-01', role: master}\n  - {hostname: w1, ip: 10.0.0.2, mac: 'aa:bb:cc:00:00:02', role: worker}\n  - {hostname: w2, ip: 10.0.0.3, role: worker}\n",
+            "node.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn identity_by_mac_then_hostname_then_ip() {
+        let c = cfg();
+        let f = |h: &str, m: &[&str], i: &[&str]| HostFacts {
+            hostname: h.into(),
+            macs: m.iter().map(|s| s.to_string()).collect(),
+            ips: i.iter().map(|s| s.parse().unwrap()).collect(),
+        };
+        // MAC wins over a hostname that names another node.
+        assert_eq!(identify(&c, &f("w2", &["aa:bb:cc:00:00:01"], &[])).unwrap().hostname, "m1");
+        assert_eq!(identify(&c, &f("w2", &["02:00:00:00:00:09"], &[])).unwrap().hostname, "w2");
+        assert_eq!(identify(&c, &f("localhost", &[], &["10.0.0.2"])).unwrap().hostname, "w1");
+        let e = identify(&c, &f("x", &["aa:bb:cc:00:00:01", "aa:bb:cc:00:00:02"], &[])).unwrap_err();
+        assert!(e.contains("several") && e.contains("m1, w1"), "{e}");
+        let e = identify(&c, &f("x", &[], &["192.0.2.1"])).unwrap_err();
+        assert!(e.contains("matches no inventory node") && e.contains("w2 10.0.0.3"), "{e}");
+    }
+
+    #[test]
+    fn validation_names_every_problem() {
+        let e = NodeConfig::from_yaml(
+            "config_version: 2\ncluster: c\nnode: nope\nnodes:\n  - {hostname: A_b, ip: 10.0.0.1, mac: zz, role: worker}\n  - {hostname: w, ip: 10.0.0.1, role: worker}\n",
+            "n.yaml",
+        )
+        .unwrap_err()
+        .to_string();
+        for n in ["config_version: 2", "nodes[0] (A_b).hostname", "nodes[0] (A_b).mac", "nodes[1] (w).ip: 10.0.0.1 appears twice", "no node has role master", "node: \"nope\""] {
+            assert!(e.contains(n), "missing {n:?} in {e}");
+        }
+    }
+}
