@@ -4,6 +4,7 @@
 //! internet; the demo platform's content comes from here.
 
 pub mod content;
+pub mod http;
 pub mod servers;
 
 use std::path::PathBuf;
@@ -122,4 +123,34 @@ pub fn venv_bin(test: &str, tool: &str) -> Option<PathBuf> {
     }
     eprintln!("{msg}");
     None
+}
+
+/// A binary of another workspace package, built next to the running test
+/// (`cargo test --workspace` builds every package's binaries first).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let p = exe.parent().and_then(|d| d.parent()).map(|d| d.join(name)).unwrap_or_default();
+    assert!(p.is_file(), "{} is not built: run `cargo build --workspace` (or `just test`)", p.display());
+    p
+}
+
+/// Builds the demo bundle (all platforms, signed) with kpaas-builder into
+/// `dir/bundle`; returns (bundle dir, public key path).
+pub fn demo_bundle(env: &DemoEnv, dir: &std::path::Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let b = workspace_bin("kpaas-builder");
+    let run = |args: &[String]| -> anyhow::Result<()> {
+        let o = std::process::Command::new(&b).args(args).output()?;
+        if !o.status.success() {
+            anyhow::bail!("kpaas-builder {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        }
+        Ok(())
+    };
+    let d = |p: &str| dir.join(p).to_string_lossy().to_string();
+    run(&["keygen".into(), "--out".into(), d("key")])?;
+    let mut a: Vec<String> = ["bundle", "-q", "--platform", "demo", "--arch", "all"].iter().map(|s| s.to_string()).collect();
+    a.extend(["--lock".into(), d("demo.lock"), "--cache-dir".into(), d("cache"), "--out".into(), d("bundle"), "--sign-key".into(), d("key.key")]);
+    a.extend(env.mirror_args());
+    run(&a)?;
+    Ok((dir.join("bundle"), dir.join("key.pub")))
 }

@@ -1,0 +1,212 @@
+//! End-to-end: the real kpaas-agent against real clients (skopeo, containerd's
+//! ctr, podman, raw HTTP) on loopback, serving a demo bundle that the real
+//! kpaas-builder made.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use kpaas_testkit::servers::free_port;
+use kpaas_testkit::{DemoEnv, have_tools, http};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+const PEERS: &[&str] = &["docker-registry", "nginx", "skopeo"];
+
+struct Agent {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn serve(bundle: &Path, dir: &Path) -> Agent {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let log = dir.join(format!("agent-{port}.log"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+        .args(["serve", "--bundle", &bundle.to_string_lossy(), "--listen", &addr])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    http::wait_registry(&addr, &mut child).unwrap();
+    Agent { child, addr, log }
+}
+
+fn bundle_json(b: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(b.join("bundle.json")).unwrap()).unwrap()
+}
+
+fn skopeo(args: &[&str]) -> std::process::Output {
+    Command::new("skopeo").args(args).output().unwrap()
+}
+
+#[test]
+fn skopeo_pulls_every_artifact_from_the_seed() {
+    if !have_tools("seed_skopeo", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let a = serve(&b, t.path());
+    let m = bundle_json(&b);
+    std::fs::create_dir_all(t.path().join("out")).unwrap();
+    for art in m["artifacts"].as_array().unwrap() {
+        let name = art["name"].as_str().unwrap();
+        let src = format!("docker://{}/{name}", a.addr);
+        let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &src]);
+        assert!(raw.status.success(), "inspect {name}: {}", String::from_utf8_lossy(&raw.stderr));
+        assert_eq!(kpaas_testkit::content::digest(&raw.stdout), art["digest"].as_str().unwrap(), "{name}");
+        let dest = format!("dir:{}", t.path().join("out").join(name.replace(['/', ':', '@'], "_")).display());
+        let o = skopeo(&["copy", "--quiet", "--all", "--src-tls-verify=false", &src, &dest]);
+        assert!(o.status.success(), "copy {name}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Platform selection through the index, and a pull by digest.
+    let multi = format!("docker://{}/registry.demo.kpaas.test/demo/multi:1.0", a.addr);
+    let o = skopeo(&["inspect", "--tls-verify=false", "--override-arch", "arm64", &multi]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("\"Architecture\": \"arm64\""), "{}", String::from_utf8_lossy(&o.stderr));
+    let pinned = format!("docker://{}/registry.demo.kpaas.test/demo/pinned@{}", a.addr, env.demo.pinned_digest);
+    assert!(skopeo(&["copy", "--quiet", "--src-tls-verify=false", &pinned, &format!("oci:{}:p", t.path().join("pinned").display())]).status.success());
+    // Read-only: a push is refused with the spec's error.
+    let o = skopeo(&["copy", "--quiet", "--dest-tls-verify=false", &format!("dir:{}", t.path().join("out").read_dir().unwrap().next().unwrap().unwrap().path().display()), &format!("docker://{}/x/y:z", a.addr)]);
+    assert!(!o.status.success());
+}
+
+#[test]
+fn hostile_requests_get_the_right_status_and_the_server_keeps_serving() {
+    if !have_tools("seed_hostile", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let a = serve(&b, t.path());
+    let name = "registry.demo.kpaas.test/demo/app-a";
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("GET", "/v2/../../etc/passwd/manifests/x", 400, "NAME_INVALID"),
+        ("GET", "/v2/registry.demo.kpaas.test/%2e%2e/%2e%2e/manifests/1.0", 400, "NAME_INVALID"),
+        ("GET", &format!("/v2/{name}/blobs/sha256:zz"), 400, "DIGEST_INVALID"),
+        ("GET", &format!("/v2/{name}/blobs/sha256:../../../../etc/passwd"), 400, "DIGEST_INVALID"),
+        ("GET", &format!("/v2/{name}/manifests/sha256:1234"), 400, "DIGEST_INVALID"),
+        ("GET", "/v2/no/such/repo/manifests/1.0", 404, "NAME_UNKNOWN"),
+        ("GET", &format!("/v2/{name}/manifests/nope"), 404, "MANIFEST_UNKNOWN"),
+        ("GET", &format!("/v2/{name}/blobs/{}", env.demo.pinned_digest), 404, "BLOB_UNKNOWN"),
+        ("PUT", &format!("/v2/{name}/manifests/evil"), 405, "UNSUPPORTED"),
+        ("POST", &format!("/v2/{name}/blobs/uploads/"), 405, "UNSUPPORTED"),
+        ("DELETE", &format!("/v2/{name}/manifests/1.0"), 405, "UNSUPPORTED"),
+        ("PATCH", &format!("/v2/{name}/blobs/uploads/x"), 405, "UNSUPPORTED"),
+    ];
+    for (m, p, status, code) in cases {
+        let r = http::request(&a.addr, m, p, &[]).unwrap();
+        assert_eq!(r.status, *status, "{m} {p}: {}", String::from_utf8_lossy(&r.body));
+        assert!(String::from_utf8_lossy(&r.body).contains(code), "{m} {p}: {}", String::from_utf8_lossy(&r.body));
+    }
+    // A 1 MiB header is cut off, not buffered.
+    let big = "x".repeat(1 << 20);
+    let r = http::request(&a.addr, "GET", "/v2/", &[("X-Big", &big)]);
+    assert!(r.is_err() || r.unwrap().status >= 400);
+    // Range on a blob, then the server still answers.
+    let man: serde_json::Value = serde_json::from_slice(&http::get(&a.addr, &format!("/v2/{name}/manifests/1.0")).unwrap().body).unwrap();
+    let layer = man["layers"][0]["digest"].as_str().unwrap();
+    let r = http::request(&a.addr, "GET", &format!("/v2/{name}/blobs/{layer}"), &[("Range", "bytes=10-19")]).unwrap();
+    assert_eq!((r.status, r.body.len()), (206, 10));
+    assert!(r.header("Content-Range").unwrap().starts_with("bytes 10-19/"));
+    let r = http::request(&a.addr, "GET", &format!("/v2/{name}/blobs/{layer}"), &[("Range", "bytes=999999999-")]).unwrap();
+    assert_eq!(r.status, 416);
+    let r = http::request(&a.addr, "HEAD", &format!("/v2/{name}/manifests/1.0"), &[]).unwrap();
+    assert_eq!(r.header("Docker-Content-Digest"), Some(env.demo.app_a_digest.as_str()));
+    assert_eq!(http::get(&a.addr, "/v2/").unwrap().status, 200);
+    let cat: serde_json::Value = serde_json::from_slice(&http::get(&a.addr, "/v2/_catalog").unwrap().body).unwrap();
+    assert!(cat["repositories"].as_array().unwrap().iter().any(|r| r == name));
+    let tags: serde_json::Value = serde_json::from_slice(&http::get(&a.addr, &format!("/v2/{name}/tags/list")).unwrap().body).unwrap();
+    assert_eq!(tags["tags"], serde_json::json!(["1.0"]));
+    // containerd's plain-mirror form: /v2/<repo>?ns=<registry>.
+    let r = http::get(&a.addr, "/v2/demo/app-a/manifests/1.0?ns=registry.demo.kpaas.test").unwrap();
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn a_corrupt_blob_is_never_served_and_the_log_names_it() {
+    if !have_tools("seed_corrupt", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let name = "registry.demo.kpaas.test/demo/app-a";
+    let man: serde_json::Value = serde_json::from_slice(&std::fs::read(b.join("oci/blobs/sha256").join(&env.demo.app_a_digest[7..])).unwrap()).unwrap();
+    let own = man["layers"][1]["digest"].as_str().unwrap().to_string();
+    let shared = man["layers"][0]["digest"].as_str().unwrap().to_string();
+    // The bundle's blobs may be hard links into the builder's cache: break the link first.
+    let p = b.join("oci/blobs/sha256").join(&own[7..]);
+    let mut bytes = std::fs::read(&p).unwrap();
+    std::fs::remove_file(&p).unwrap();
+    bytes[20] ^= 1;
+    std::fs::write(&p, bytes).unwrap();
+    let a = serve(&b, t.path());
+    for _ in 0..2 {
+        let r = http::get(&a.addr, &format!("/v2/{name}/blobs/{own}")).unwrap();
+        assert_eq!(r.status, 500, "a corrupt blob must not be served");
+        assert!(!r.body.windows(4).any(|w| w == b"\x1f\x8b\x08\x00"), "no gzip bytes may leave");
+    }
+    let log = a.log();
+    assert!(log.contains(&own) && log.contains("app-a:1.0") && log.contains("REFUSING"), "{log}");
+    let r = http::get(&a.addr, &format!("/v2/{name}/blobs/{shared}")).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(kpaas_testkit::content::digest(&r.body), shared);
+}
+
+#[test]
+fn thirty_two_concurrent_pulls_with_bounded_memory() {
+    if !have_tools("seed_load", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let a = serve(&b, t.path());
+    // Every blob of app-a, app-b and multi's amd64 image: ~14 MB per client, ~450 MB in all.
+    let m = bundle_json(&b);
+    let mut paths = Vec::new();
+    for art in m["artifacts"].as_array().unwrap().iter().filter(|x| x["kind"] == "image") {
+        let name = art["name"].as_str().unwrap();
+        let repo = airgap_bundle::ImageRef::parse(name).unwrap().name();
+        let man: serde_json::Value = serde_json::from_slice(&std::fs::read(b.join("oci/blobs/sha256").join(&art["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+        for l in man["layers"].as_array().into_iter().flatten() {
+            paths.push((format!("/v2/{repo}/blobs/{}", l["digest"].as_str().unwrap()), l["digest"].as_str().unwrap().to_string()));
+        }
+    }
+    let total: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..32)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut n = 0;
+                    for (p, d) in &paths {
+                        let r = http::get(&a.addr, p).unwrap();
+                        assert_eq!(r.status, 200, "{p}");
+                        assert_eq!(&kpaas_testkit::content::digest(&r.body), d);
+                        n += r.body.len();
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert!(total > 300 << 20, "only {total} bytes moved");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", a.child.id())).unwrap();
+    let hwm_kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(hwm_kib < 150 * 1024, "peak RSS {hwm_kib} KiB for {total} bytes served: blobs must stream, not buffer");
+}
