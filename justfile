@@ -8,7 +8,7 @@ default: test
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    pkgs="docker-registry apache2-utils skopeo busybox-static nginx-light openssl zstd file ca-certificates"
+    pkgs="docker-registry apache2-utils skopeo busybox-static nginx-light openssl zstd file ca-certificates containerd runc podman conmon catatonit"
     missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
     if [ -n "$missing" ]; then
         apt-get update -qq

@@ -6,7 +6,9 @@ use std::net::{IpAddr, Ipv6Addr};
 use std::path::Path;
 
 pub fn gather(root: &Path) -> HostFacts {
-    let hostname = std::fs::read_to_string(root.join("proc/sys/kernel/hostname")).map(|s| s.trim().to_string()).unwrap_or_default();
+    let hostname = std::fs::read_to_string(root.join("proc/sys/kernel/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let mut macs = Vec::new();
     if let Ok(rd) = std::fs::read_dir(root.join("sys/class/net")) {
         for e in rd.flatten() {
@@ -22,7 +24,12 @@ pub fn gather(root: &Path) -> HostFacts {
         }
     }
     macs.sort();
-    Facts { hostname, macs, ips: local_ips(root) }.into()
+    Facts {
+        hostname,
+        macs,
+        ips: local_ips(root),
+    }
+    .into()
 }
 
 struct Facts {
@@ -33,7 +40,11 @@ struct Facts {
 
 impl From<Facts> for HostFacts {
     fn from(f: Facts) -> HostFacts {
-        HostFacts { hostname: f.hostname, macs: f.macs, ips: f.ips }
+        HostFacts {
+            hostname: f.hostname,
+            macs: f.macs,
+            ips: f.ips,
+        }
     }
 }
 
@@ -58,7 +69,9 @@ pub fn local_ips(root: &Path) -> Vec<IpAddr> {
     }
     if let Ok(t) = std::fs::read_to_string(root.join("proc/net/if_inet6")) {
         for l in t.lines() {
-            let Some(h) = l.split_whitespace().next() else { continue };
+            let Some(h) = l.split_whitespace().next() else {
+                continue;
+            };
             if let Ok(v) = u128::from_str_radix(h, 16) {
                 let ip = IpAddr::V6(Ipv6Addr::from(v));
                 if !ip.is_loopback() && !ips.contains(&ip) {

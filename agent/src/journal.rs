@@ -35,7 +35,8 @@ impl Journal {
     pub fn open(state_dir: &Path) -> Result<Journal> {
         let path = state_dir.join("firstboot.json");
         let mut j: Journal = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b).with_context(|| format!("parsing journal {}", path.display()))?,
+            Ok(b) => serde_json::from_slice(&b)
+                .with_context(|| format!("parsing journal {}", path.display()))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Journal::default(),
             Err(e) => return Err(e).with_context(|| format!("reading journal {}", path.display())),
         };
@@ -48,7 +49,14 @@ impl Journal {
     }
 
     pub fn record(&mut self, step: &str, state: State, detail: &str) -> Result<()> {
-        self.steps.insert(step.to_string(), Entry { state, at: rfc3339(now_unix()), detail: detail.to_string() });
+        self.steps.insert(
+            step.to_string(),
+            Entry {
+                state,
+                at: rfc3339(now_unix()),
+                detail: detail.to_string(),
+            },
+        );
         write_atomic(&self.path, &serde_json::to_vec_pretty(self)?)
     }
 
@@ -57,8 +65,18 @@ impl Journal {
         STEPS
             .iter()
             .map(|s| match self.steps.get(*s) {
-                Some(e) => (s.to_string(), format!("{:?}", e.state).to_lowercase(), e.at.clone(), e.detail.clone()),
-                None => (s.to_string(), "pending".into(), String::new(), String::new()),
+                Some(e) => (
+                    s.to_string(),
+                    format!("{:?}", e.state).to_lowercase(),
+                    e.at.clone(),
+                    e.detail.clone(),
+                ),
+                None => (
+                    s.to_string(),
+                    "pending".into(),
+                    String::new(),
+                    String::new(),
+                ),
             })
             .collect()
     }

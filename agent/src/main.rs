@@ -20,7 +20,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "kpaas-agent", version, about = "K-PaaS appliance first-boot agent", max_term_width = 80)]
+#[command(
+    name = "kpaas-agent",
+    version,
+    about = "K-PaaS appliance first-boot agent",
+    max_term_width = 80
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -96,17 +101,30 @@ fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
         // cloud-init absent: the NoCloud volume itself, read-only.
         let dev = c.root.join("dev/disk/by-label/CIDATA");
         if !dev.exists() {
-            bail!("{} does not exist and no CIDATA volume is attached", c.config.display());
+            bail!(
+                "{} does not exist and no CIDATA volume is attached",
+                c.config.display()
+            );
         }
         let mnt = c.root.join("run/kpaas/cidata");
         std::fs::create_dir_all(&mnt)?;
-        let st = std::process::Command::new("mount").args(["-o", "ro"]).arg(&dev).arg(&mnt).status().context("running mount")?;
+        let st = std::process::Command::new("mount")
+            .args(["-o", "ro"])
+            .arg(&dev)
+            .arg(&mnt)
+            .status()
+            .context("running mount")?;
         if !st.success() {
-            bail!("mount -o ro {} {} failed with {st}", dev.display(), mnt.display());
+            bail!(
+                "mount -o ro {} {} failed with {st}",
+                dev.display(),
+                mnt.display()
+            );
         }
         mnt.join(node::CIDATA_FILE)
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     Ok(NodeConfig::from_yaml(&text, &path.display().to_string())?)
 }
 
@@ -121,7 +139,10 @@ fn bundle_created(bundle: &Path) -> Option<u64> {
 
 fn print_checks(checks: &[preflight::Check], json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(checks).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(checks).unwrap_or_default()
+        );
         return;
     }
     for c in checks {
@@ -131,7 +152,11 @@ fn print_checks(checks: &[preflight::Check], json: bool) {
             c.name,
             c.measured,
             c.want,
-            if c.fix.is_empty() { String::new() } else { format!("  -> {}", c.fix) }
+            if c.fix.is_empty() {
+                String::new()
+            } else {
+                format!("  -> {}", c.fix)
+            }
         );
     }
 }
@@ -140,19 +165,33 @@ fn print_checks(checks: &[preflight::Check], json: bool) {
 /// through loading the seed; blobs are hashed on first read.
 fn verify_bundle(cfg: &NodeConfig) -> Result<(Arc<seed_registry::Seed>, String)> {
     let b = &cfg.bundle;
-    let key_text = std::fs::read_to_string(&cfg.bundle_key).with_context(|| format!("reading the bundle key {}", cfg.bundle_key.display()))?;
-    let key = sign::parse_public(&key_text).with_context(|| format!("{}", cfg.bundle_key.display()))?;
+    let key_text = std::fs::read_to_string(&cfg.bundle_key)
+        .with_context(|| format!("reading the bundle key {}", cfg.bundle_key.display()))?;
+    let key =
+        sign::parse_public(&key_text).with_context(|| format!("{}", cfg.bundle_key.display()))?;
     if cfg.verify == node::VerifyMode::Full {
         let r = airgap_bundle::verify::verify(b, Some(&key))?;
         if !r.ok {
-            bail!("the bundle failed verification:\n  - {}", r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  - "));
+            bail!(
+                "the bundle failed verification:\n  - {}",
+                r.problems
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n  - ")
+            );
         }
         let seed = seed_registry::Seed::load(b)?;
         seed.trust_all();
-        return Ok((Arc::new(seed), format!("full: {} artifacts, {} blobs hashed", r.artifacts, r.blobs)));
+        return Ok((
+            Arc::new(seed),
+            format!("full: {} artifacts, {} blobs hashed", r.artifacts, r.blobs),
+        ));
     }
-    let bj = std::fs::read(b.join(BUNDLE_JSON)).with_context(|| format!("reading {}", b.join(BUNDLE_JSON).display()))?;
-    let sig = std::fs::read_to_string(b.join(SIGNATURE)).context("the bundle is not signed (bundle.json.sig missing)")?;
+    let bj = std::fs::read(b.join(BUNDLE_JSON))
+        .with_context(|| format!("reading {}", b.join(BUNDLE_JSON).display()))?;
+    let sig = std::fs::read_to_string(b.join(SIGNATURE))
+        .context("the bundle is not signed (bundle.json.sig missing)")?;
     let id = sign::verify(&key, &bj, &sig)?;
     let m = BundleManifest::from_bytes(&bj)?;
     for (f, d) in &m.files {
@@ -162,7 +201,13 @@ fn verify_bundle(cfg: &NodeConfig) -> Result<(Arc<seed_registry::Seed>, String)>
         }
     }
     let seed = seed_registry::Seed::load(b)?;
-    Ok((Arc::new(seed), format!("fast: signature by key {id}, {} artifacts, manifests and sizes checked; blobs hashed on first read", m.artifacts.len())))
+    Ok((
+        Arc::new(seed),
+        format!(
+            "fast: signature by key {id}, {} artifacts, manifests and sizes checked; blobs hashed on first read",
+            m.artifacts.len()
+        ),
+    ))
 }
 
 fn notify_ready(msg: &str) {
@@ -193,15 +238,30 @@ async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
     say(&format!("identity: {who}"));
     if !j.done("preflight") {
         let needs = preflight::Needs::for_role(me.role, cfg.seed_port);
-        let checks = preflight::run(&c.root, &me, &needs, &facts::local_ips(&c.root), &cfg.bundle, bundle_created(&cfg.bundle));
+        let checks = preflight::run(
+            &c.root,
+            &me,
+            &needs,
+            &facts::local_ips(&c.root),
+            &cfg.bundle,
+            bundle_created(&cfg.bundle),
+        );
         let failed: Vec<&preflight::Check> = checks.iter().filter(|c| !c.ok).collect();
         if !failed.is_empty() {
             print_checks(&checks, false);
-            let list = failed.iter().map(|c| format!("{} ({})", c.name, c.measured)).collect::<Vec<_>>().join(", ");
+            let list = failed
+                .iter()
+                .map(|c| format!("{} ({})", c.name, c.measured))
+                .collect::<Vec<_>>()
+                .join(", ");
             j.record("preflight", State::Failed, &list)?;
             bail!("preflight failed, nothing was changed: {list}");
         }
-        j.record("preflight", State::Done, &format!("{} checks passed", checks.len()))?;
+        j.record(
+            "preflight",
+            State::Done,
+            &format!("{} checks passed", checks.len()),
+        )?;
         say("preflight: all checks passed");
     }
     // The bundle is checked on every boot (media can change between boots);
@@ -222,7 +282,14 @@ async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
         listen.push(SocketAddr::new(me.ip, cfg.seed_port));
     }
     let handles = seed_registry::serve(seed.clone(), &listen).await?;
-    let ready = format!("seed registry ready on {}", listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+    let ready = format!(
+        "seed registry ready on {}",
+        listen
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if !j.done("serve") {
         j.record("serve", State::Done, &ready)?;
     }
@@ -230,8 +297,19 @@ async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
     if !j.done("mirrors") {
         let hosts = mirrors::registries(seed.repositories());
         let changed = mirrors::write_all(&c.root, &hosts, &format!("127.0.0.1:{}", cfg.seed_port))?;
-        j.record("mirrors", State::Done, &format!("{} registries sent to the seed ({} files written)", hosts.len(), changed.len()))?;
-        say(&format!("mirrors: {} registries sent to the seed", hosts.len()));
+        j.record(
+            "mirrors",
+            State::Done,
+            &format!(
+                "{} registries sent to the seed ({} files written)",
+                hosts.len(),
+                changed.len()
+            ),
+        )?;
+        say(&format!(
+            "mirrors: {} registries sent to the seed",
+            hosts.len()
+        ));
     }
     notify_ready(&ready);
     if no_wait {
@@ -249,7 +327,14 @@ async fn real_main() -> Result<()> {
         Cmd::Preflight { c, json } => {
             let cfg = load_config(&c)?;
             let me = whoami(&cfg, &c.root)?;
-            let checks = preflight::run(&c.root, me, &preflight::Needs::for_role(me.role, cfg.seed_port), &facts::local_ips(&c.root), &cfg.bundle, bundle_created(&cfg.bundle));
+            let checks = preflight::run(
+                &c.root,
+                me,
+                &preflight::Needs::for_role(me.role, cfg.seed_port),
+                &facts::local_ips(&c.root),
+                &cfg.bundle,
+                bundle_created(&cfg.bundle),
+            );
             print_checks(&checks, json);
             let failed = checks.iter().filter(|c| !c.ok).count();
             if failed > 0 {
@@ -263,18 +348,36 @@ async fn real_main() -> Result<()> {
             println!("{} {:?} {}", me.hostname, me.role, me.ip);
             Ok(())
         }
-        Cmd::Serve { bundle, listen, full_verify } => {
+        Cmd::Serve {
+            bundle,
+            listen,
+            full_verify,
+        } => {
             let seed = seed_registry::Seed::load(&bundle)?;
             if full_verify {
                 let r = airgap_bundle::verify::verify(&bundle, None)?;
                 if !r.ok {
-                    bail!("the bundle failed verification:\n  - {}", r.problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n  - "));
+                    bail!(
+                        "the bundle failed verification:\n  - {}",
+                        r.problems
+                            .iter()
+                            .map(|p| p.to_string())
+                            .collect::<Vec<_>>()
+                            .join("\n  - ")
+                    );
                 }
                 seed.trust_all();
             }
             let seed = Arc::new(seed);
             let handles = seed_registry::serve(seed, &listen).await?;
-            eprintln!("kpaas-agent: seed registry ready on {}", listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+            eprintln!(
+                "kpaas-agent: seed registry ready on {}",
+                listen
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
             notify_ready("seed registry ready");
             for h in handles {
                 let _ = h.await;
@@ -306,7 +409,10 @@ async fn real_main() -> Result<()> {
 }
 
 fn main() {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");

@@ -11,7 +11,13 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Registries every node mirrors, whatever the bundle holds.
-pub const DEFAULT_REGISTRIES: &[&str] = &["registry.k8s.io", "docker.io", "quay.io", "gcr.io", "ghcr.io"];
+pub const DEFAULT_REGISTRIES: &[&str] = &[
+    "registry.k8s.io",
+    "docker.io",
+    "quay.io",
+    "gcr.io",
+    "ghcr.io",
+];
 
 pub const CONTAINERD_CERTS_D: &str = "etc/containerd/certs.d";
 pub const CRIO_DROPIN: &str = "etc/containers/registries.conf.d/50-kpaas-seed.conf";
@@ -37,9 +43,13 @@ pub fn containerd_hosts_toml(host: &str, seed: &str) -> String {
 }
 
 pub fn crio_registries_conf(hosts: &BTreeSet<String>, seed: &str) -> String {
-    let mut s = String::from("# Written by kpaas-agent: every image comes from the node's seed registry.\n");
+    let mut s = String::from(
+        "# Written by kpaas-agent: every image comes from the node's seed registry.\n",
+    );
     for h in hosts {
-        s.push_str(&format!("\n[[registry]]\nprefix = \"{h}\"\nlocation = \"{seed}/{h}\"\ninsecure = true\n"));
+        s.push_str(&format!(
+            "\n[[registry]]\nprefix = \"{h}\"\nlocation = \"{seed}/{h}\"\ninsecure = true\n"
+        ));
     }
     s
 }
@@ -81,11 +91,18 @@ mod tests {
         assert!(hosts.contains("registry.demo.test") && hosts.contains("docker.io"));
         let first = write_all(t.path(), &hosts, "127.0.0.1:5050").unwrap();
         assert_eq!(first.len(), hosts.len() + 1);
-        assert!(write_all(t.path(), &hosts, "127.0.0.1:5050").unwrap().is_empty());
+        assert!(
+            write_all(t.path(), &hosts, "127.0.0.1:5050")
+                .unwrap()
+                .is_empty()
+        );
         let changed = write_all(t.path(), &hosts, "127.0.0.1:5051").unwrap();
         assert_eq!(changed.len(), hosts.len() + 1);
         let crio = std::fs::read_to_string(t.path().join(CRIO_DROPIN)).unwrap();
         assert!(crio.contains("prefix = \"docker.io\"\nlocation = \"127.0.0.1:5051/docker.io\""));
-        assert!(!crio.contains("mirror"), "a mirror entry would fall back to the internet");
+        assert!(
+            !crio.contains("mirror"),
+            "a mirror entry would fall back to the internet"
+        );
     }
 }

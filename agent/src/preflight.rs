@@ -31,8 +31,20 @@ impl Needs {
     /// (kubeadm's floor is 2 vCPU / 1.7 GB on the control plane).
     pub fn for_role(role: Role, seed_port: u16) -> Needs {
         match role {
-            Role::Master => Needs { cpus: 2, memory_mib: 7_600, root_free_mib: 20_480, data_free_mib: 0, ports: vec![seed_port, 6443, 2379, 2380, 10250, 10257, 10259] },
-            Role::Worker => Needs { cpus: 1, memory_mib: 3_800, root_free_mib: 20_480, data_free_mib: 0, ports: vec![seed_port, 10250] },
+            Role::Master => Needs {
+                cpus: 2,
+                memory_mib: 7_600,
+                root_free_mib: 20_480,
+                data_free_mib: 0,
+                ports: vec![seed_port, 6443, 2379, 2380, 10250, 10257, 10259],
+            },
+            Role::Worker => Needs {
+                cpus: 1,
+                memory_mib: 3_800,
+                root_free_mib: 20_480,
+                data_free_mib: 0,
+                ports: vec![seed_port, 10250],
+            },
         }
     }
 }
@@ -42,7 +54,13 @@ fn read(root: &Path, p: &str) -> Option<String> {
 }
 
 fn check(name: &str, ok: bool, measured: String, want: &str, fix: &str) -> Check {
-    Check { name: name.into(), ok, measured, want: want.into(), fix: if ok { String::new() } else { fix.into() } }
+    Check {
+        name: name.into(),
+        ok,
+        measured,
+        want: want.into(),
+        fix: if ok { String::new() } else { fix.into() },
+    }
 }
 
 fn free_mib(p: &Path) -> Option<u64> {
@@ -50,27 +68,86 @@ fn free_mib(p: &Path) -> Option<u64> {
     Some(s.blocks_available() * s.fragment_size() / (1 << 20))
 }
 
-pub fn run(root: &Path, node: &NodeEntry, needs: &Needs, local_ips: &[IpAddr], data: &Path, bundle_created: Option<u64>) -> Vec<Check> {
+pub fn run(
+    root: &Path,
+    node: &NodeEntry,
+    needs: &Needs,
+    local_ips: &[IpAddr],
+    data: &Path,
+    bundle_created: Option<u64>,
+) -> Vec<Check> {
     let mut out = Vec::new();
-    let cpus = read(root, "/proc/cpuinfo").map(|c| c.lines().filter(|l| l.starts_with("processor")).count() as u64).unwrap_or(0);
-    out.push(check("cpus", cpus >= needs.cpus, cpus.to_string(), &format!(">= {}", needs.cpus), "give the machine more vCPUs"));
+    let cpus = read(root, "/proc/cpuinfo")
+        .map(|c| c.lines().filter(|l| l.starts_with("processor")).count() as u64)
+        .unwrap_or(0);
+    out.push(check(
+        "cpus",
+        cpus >= needs.cpus,
+        cpus.to_string(),
+        &format!(">= {}", needs.cpus),
+        "give the machine more vCPUs",
+    ));
     let mem = read(root, "/proc/meminfo")
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .map_or(0, |kib| kib / 1024);
-    out.push(check("memory", mem >= needs.memory_mib, format!("{mem} MiB"), &format!(">= {} MiB", needs.memory_mib), "give the machine more memory"));
-    for (name, p, want) in [("root free", Path::new("/"), needs.root_free_mib), ("data free", data, needs.data_free_mib)] {
+    out.push(check(
+        "memory",
+        mem >= needs.memory_mib,
+        format!("{mem} MiB"),
+        &format!(">= {} MiB", needs.memory_mib),
+        "give the machine more memory",
+    ));
+    for (name, p, want) in [
+        ("root free", Path::new("/"), needs.root_free_mib),
+        ("data free", data, needs.data_free_mib),
+    ] {
         match free_mib(p) {
-            Some(f) => out.push(check(name, f >= want, format!("{f} MiB on {}", p.display()), &format!(">= {want} MiB"), "grow the partition or free space")),
-            None => out.push(check(name, false, format!("{} not readable", p.display()), &format!(">= {want} MiB"), "mount the data partition (label KPAAS-DATA)")),
+            Some(f) => out.push(check(
+                name,
+                f >= want,
+                format!("{f} MiB on {}", p.display()),
+                &format!(">= {want} MiB"),
+                "grow the partition or free space",
+            )),
+            None => out.push(check(
+                name,
+                false,
+                format!("{} not readable", p.display()),
+                &format!(">= {want} MiB"),
+                "mount the data partition (label KPAAS-DATA)",
+            )),
         }
     }
-    let swaps = read(root, "/proc/swaps").map(|s| s.lines().skip(1).filter(|l| !l.trim().is_empty()).count()).unwrap_or(0);
-    out.push(check("swap off", swaps == 0, format!("{swaps} swap device(s)"), "none", "swapoff -a and remove swap from /etc/fstab (kubelet refuses swap)"));
+    let swaps = read(root, "/proc/swaps")
+        .map(|s| s.lines().skip(1).filter(|l| !l.trim().is_empty()).count())
+        .unwrap_or(0);
+    out.push(check(
+        "swap off",
+        swaps == 0,
+        format!("{swaps} swap device(s)"),
+        "none",
+        "swapoff -a and remove swap from /etc/fstab (kubelet refuses swap)",
+    ));
     for m in ["overlay", "br_netfilter"] {
-        let loaded = root.join("sys/module").join(m).exists() || read(root, "/proc/modules").is_some_and(|t| t.lines().any(|l| l.split_whitespace().next() == Some(m)));
-        out.push(check(&format!("module {m}"), loaded, if loaded { "loaded" } else { "not loaded" }.into(), "loaded", &format!("modprobe {m} (the image lists it in modules-load.d)")));
+        let loaded = root.join("sys/module").join(m).exists()
+            || read(root, "/proc/modules")
+                .is_some_and(|t| t.lines().any(|l| l.split_whitespace().next() == Some(m)));
+        out.push(check(
+            &format!("module {m}"),
+            loaded,
+            if loaded { "loaded" } else { "not loaded" }.into(),
+            "loaded",
+            &format!("modprobe {m} (the image lists it in modules-load.d)"),
+        ));
     }
-    for (key, want) in [("net/ipv4/ip_forward", "1"), ("net/bridge/bridge-nf-call-iptables", "1")] {
+    for (key, want) in [
+        ("net/ipv4/ip_forward", "1"),
+        ("net/bridge/bridge-nf-call-iptables", "1"),
+    ] {
         let v = read(root, &format!("/proc/sys/{key}")).map(|s| s.trim().to_string());
         let name = key.replace('/', ".");
         out.push(check(
@@ -87,20 +164,35 @@ pub fn run(root: &Path, node: &NodeEntry, needs: &Needs, local_ips: &[IpAddr], d
         "clock",
         clock_ok,
         airgap_bundle::fsutil::rfc3339(now),
-        &format!("not before the bundle ({})", bundle_created.map(airgap_bundle::fsutil::rfc3339).unwrap_or_else(|| "unknown".into())),
+        &format!(
+            "not before the bundle ({})",
+            bundle_created
+                .map(airgap_bundle::fsutil::rfc3339)
+                .unwrap_or_else(|| "unknown".into())
+        ),
         "set the hardware clock (TLS certificates kubeadm makes depend on it)",
     ));
     let has_ip = local_ips.contains(&node.ip);
     out.push(check(
         "node ip",
         has_ip,
-        local_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" "),
+        local_ips
+            .iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" "),
         &node.ip.to_string(),
         "fix network-config in the seed so the inventory address is assigned",
     ));
     for p in &needs.ports {
         let free = TcpListener::bind(("0.0.0.0", *p)).is_ok();
-        out.push(check(&format!("port {p}"), free, if free { "free" } else { "in use" }.into(), "free", &format!("stop whatever listens on {p} (ss -ltnp)")));
+        out.push(check(
+            &format!("port {p}"),
+            free,
+            if free { "free" } else { "in use" }.into(),
+            "free",
+            &format!("stop whatever listens on {p} (ss -ltnp)"),
+        ));
     }
     out
 }
@@ -119,18 +211,38 @@ mod tests {
         };
         w("proc/cpuinfo", "processor\t: 0\nprocessor\t: 1\n");
         w("proc/meminfo", "MemTotal:        8000000 kB\n");
-        w("proc/swaps", "Filename Type Size Used Priority\n/swapfile file 1 0 -2\n");
+        w(
+            "proc/swaps",
+            "Filename Type Size Used Priority\n/swapfile file 1 0 -2\n",
+        );
         w("proc/modules", "overlay 151552 0 - Live 0x0\n");
         w("proc/sys/net/ipv4/ip_forward", "1\n");
-        let node = NodeEntry { hostname: "m".into(), ip: "10.0.0.1".parse().unwrap(), mac: None, role: Role::Master };
+        let node = NodeEntry {
+            hostname: "m".into(),
+            ip: "10.0.0.1".parse().unwrap(),
+            mac: None,
+            role: Role::Master,
+        };
         let mut needs = Needs::for_role(Role::Master, 0);
         needs.ports.clear();
-        let r = run(t.path(), &node, &needs, &["10.0.0.1".parse().unwrap()], t.path(), None);
+        let r = run(
+            t.path(),
+            &node,
+            &needs,
+            &["10.0.0.1".parse().unwrap()],
+            t.path(),
+            None,
+        );
         let get = |n: &str| r.iter().find(|c| c.name == n).unwrap().clone();
-        assert!(get("cpus").ok && get("memory").ok && get("module overlay").ok && get("node ip").ok);
+        assert!(
+            get("cpus").ok && get("memory").ok && get("module overlay").ok && get("node ip").ok
+        );
         assert!(!get("swap off").ok && get("swap off").fix.contains("swapoff"));
         assert!(!get("module br_netfilter").ok);
-        assert_eq!(get("sysctl net.bridge.bridge-nf-call-iptables").measured, "absent");
+        assert_eq!(
+            get("sysctl net.bridge.bridge-nf-call-iptables").measured,
+            "absent"
+        );
         assert_eq!(get("memory").measured, "7812 MiB");
     }
 }

@@ -45,8 +45,10 @@ impl Seed {
     /// Loads the layout: every named artifact, every manifest (hashed now).
     pub fn load(bundle: &Path) -> Result<Seed> {
         let idx_path = bundle.join(LAYOUT_INDEX);
-        let idx: LayoutIndex = serde_json::from_slice(&std::fs::read(&idx_path).with_context(|| format!("reading {}", idx_path.display()))?)
-            .with_context(|| format!("parsing {}", idx_path.display()))?;
+        let idx: LayoutIndex = serde_json::from_slice(
+            &std::fs::read(&idx_path).with_context(|| format!("reading {}", idx_path.display()))?,
+        )
+        .with_context(|| format!("parsing {}", idx_path.display()))?;
         let mut seed = Seed {
             root: bundle.to_path_buf(),
             repos: BTreeMap::new(),
@@ -58,7 +60,9 @@ impl Seed {
         };
         let mut problems = Vec::new();
         for d in &idx.manifests {
-            let Some(name) = d.annotations.get(oci::ANN_REF_NAME) else { continue };
+            let Some(name) = d.annotations.get(oci::ANN_REF_NAME) else {
+                continue;
+            };
             let r = match ImageRef::parse(name) {
                 Ok(r) => r,
                 Err(e) => {
@@ -72,7 +76,10 @@ impl Seed {
             let mut stack = vec![(d.digest.clone(), d.media_type.clone())];
             while let Some((dg, mt)) = stack.pop() {
                 digests.insert(dg.clone());
-                seed.users.entry(dg.clone()).or_default().insert(name.clone());
+                seed.users
+                    .entry(dg.clone())
+                    .or_default()
+                    .insert(name.clone());
                 if !(oci::is_index(&mt) || oci::is_manifest(&mt)) {
                     continue;
                 }
@@ -91,12 +98,16 @@ impl Seed {
                     continue;
                 }
                 match oci::parse_manifest(&bytes, &mt) {
-                    Ok(Parsed::Index(children)) => stack.extend(children.into_iter().map(|c| (c.digest, c.media_type))),
+                    Ok(Parsed::Index(children)) => {
+                        stack.extend(children.into_iter().map(|c| (c.digest, c.media_type)))
+                    }
                     Ok(Parsed::Manifest { config, layers }) => {
                         for l in std::iter::once(config).chain(layers) {
                             // Sizes are checked now; contents on first read.
                             match std::fs::metadata(bundle.join("oci").join(l.digest.blob_path())) {
-                                Err(_) => problems.push(format!("{name}: blob {} is missing", l.digest)),
+                                Err(_) => {
+                                    problems.push(format!("{name}: blob {} is missing", l.digest))
+                                }
                                 Ok(m) if m.len() != l.size => problems.push(format!(
                                     "{name}: blob {} is {} bytes, its descriptor says {}",
                                     l.digest,
@@ -112,7 +123,10 @@ impl Seed {
                     Err(e) => problems.push(format!("{name}: manifest {dg}: {e:#}")),
                 }
                 let mt = media_type_of(&bytes, &mt);
-                seed.verified.lock().map_err(|_| anyhow::anyhow!("lock poisoned"))?.insert(dg.clone());
+                seed.verified
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("lock poisoned"))?
+                    .insert(dg.clone());
                 seed.manifests.insert(dg, (bytes, mt));
             }
             let repo = seed.repos.entry(repo_name).or_default();
@@ -122,7 +136,10 @@ impl Seed {
             repo.digests.extend(digests);
         }
         if !problems.is_empty() {
-            bail!("the bundle cannot be served:\n  - {}", problems.join("\n  - "));
+            bail!(
+                "the bundle cannot be served:\n  - {}",
+                problems.join("\n  - ")
+            );
         }
         Ok(seed)
     }
@@ -150,21 +167,31 @@ impl Seed {
             return Ok(());
         }
         let gate = {
-            let mut m = self.inflight.lock().map_err(|_| "lock poisoned".to_string())?;
+            let mut m = self
+                .inflight
+                .lock()
+                .map_err(|_| "lock poisoned".to_string())?;
             m.entry(d.clone()).or_default().clone()
         };
         let _g = gate.lock().await;
         if done(&self.verified) {
             return Ok(());
         }
-        let who = self.users.get(d).map(|u| u.iter().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_default();
+        let who = self
+            .users
+            .get(d)
+            .map(|u| u.iter().cloned().collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
         if done(&self.bad) {
             return Err(format!("blob {d} ({who}) failed verification"));
         }
         let p = self.blob_path(d);
         let r = tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
             let f = std::fs::File::open(p)?;
-            Ok(airgap_bundle::digest::hash_reader(std::io::BufReader::with_capacity(1 << 20, f))?.0)
+            Ok(
+                airgap_bundle::digest::hash_reader(std::io::BufReader::with_capacity(1 << 20, f))?
+                    .0,
+            )
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -191,7 +218,8 @@ impl Seed {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]}).to_string();
+    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]})
+        .to_string();
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")
@@ -207,7 +235,8 @@ fn valid_name(name: &str) -> bool {
             !c.is_empty()
                 && c != "."
                 && c != ".."
-                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-:".contains(&b))
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-:".contains(&b))
         })
 }
 
@@ -222,7 +251,9 @@ fn find_repo<'a>(seed: &'a Seed, name: &str, ns: Option<&str>) -> Option<(&'a St
 }
 
 fn query_ns(q: Option<&str>) -> Option<String> {
-    q?.split('&').find_map(|kv| kv.strip_prefix("ns=")).map(|v| v.to_string())
+    q?.split('&')
+        .find_map(|kv| kv.strip_prefix("ns="))
+        .map(|v| v.to_string())
 }
 
 pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
@@ -231,14 +262,25 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
     let ns = query_ns(req.uri().query());
     let headers = req.headers().clone();
     if path.contains("%") {
-        return error(StatusCode::BAD_REQUEST, "NAME_INVALID", "encoded characters are not accepted in names");
+        return error(
+            StatusCode::BAD_REQUEST,
+            "NAME_INVALID",
+            "encoded characters are not accepted in names",
+        );
     }
     let read = method == Method::GET || method == Method::HEAD;
-    let Some(rest) = path.strip_prefix("/v2/").or_else(|| (path == "/v2").then_some("")) else {
+    let Some(rest) = path
+        .strip_prefix("/v2/")
+        .or_else(|| (path == "/v2").then_some(""))
+    else {
         return error(StatusCode::NOT_FOUND, "NOT_FOUND", "not a registry path");
     };
     if !read {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "the seed registry is read-only");
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "the seed registry is read-only",
+        );
     }
     if rest.is_empty() {
         return Response::builder()
@@ -253,34 +295,70 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
     }
     if let Some(name) = rest.strip_suffix("/tags/list") {
         if !valid_name(name) {
-            return error(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "NAME_INVALID",
+                "invalid repository name",
+            );
         }
         return match find_repo(&seed, name, ns.as_deref()) {
-            Some((_, r)) => json(serde_json::json!({ "name": name, "tags": r.tags.keys().collect::<Vec<_>>() })),
-            None => error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry"),
+            Some((_, r)) => {
+                json(serde_json::json!({ "name": name, "tags": r.tags.keys().collect::<Vec<_>>() }))
+            }
+            None => error(
+                StatusCode::NOT_FOUND,
+                "NAME_UNKNOWN",
+                "repository name not known to registry",
+            ),
         };
     }
     if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
         if !valid_name(name) {
-            return error(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "NAME_INVALID",
+                "invalid repository name",
+            );
         }
         let Some((_, repo)) = find_repo(&seed, name, ns.as_deref()) else {
-            return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry");
+            return error(
+                StatusCode::NOT_FOUND,
+                "NAME_UNKNOWN",
+                "repository name not known to registry",
+            );
         };
         let digest = if reference.starts_with("sha256:") || reference.contains(':') {
             match Digest::parse(reference) {
                 Ok(d) if repo.digests.contains(&d) => d,
-                Ok(_) => return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown"),
-                Err(_) => return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest"),
+                Ok(_) => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        "MANIFEST_UNKNOWN",
+                        "manifest unknown",
+                    );
+                }
+                Err(_) => {
+                    return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
+                }
             }
         } else {
             match repo.tags.get(reference) {
                 Some(d) => d.clone(),
-                None => return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown"),
+                None => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        "MANIFEST_UNKNOWN",
+                        "manifest unknown",
+                    );
+                }
             }
         };
         let Some((bytes, mt)) = seed.manifests.get(&digest) else {
-            return error(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", "manifest unknown");
+            return error(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                "manifest unknown",
+            );
         };
         let b = Response::builder()
             .header(header::CONTENT_TYPE, mt.as_str())
@@ -288,21 +366,37 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
             .header("Docker-Content-Digest", digest.as_str())
             .header(header::ETAG, format!("\"{digest}\""))
             .header("Docker-Distribution-API-Version", "registry/2.0");
-        let body = if method == Method::HEAD { Body::empty() } else { Body::from(bytes.clone()) };
+        let body = if method == Method::HEAD {
+            Body::empty()
+        } else {
+            Body::from(bytes.clone())
+        };
         return b.body(body).unwrap_or_default();
     }
     if let Some((name, d)) = rest.rsplit_once("/blobs/") {
         if !valid_name(name) {
-            return error(StatusCode::BAD_REQUEST, "NAME_INVALID", "invalid repository name");
+            return error(
+                StatusCode::BAD_REQUEST,
+                "NAME_INVALID",
+                "invalid repository name",
+            );
         }
         let Ok(digest) = Digest::parse(d) else {
             return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
         };
         let Some((_, repo)) = find_repo(&seed, name, ns.as_deref()) else {
-            return error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "repository name not known to registry");
+            return error(
+                StatusCode::NOT_FOUND,
+                "NAME_UNKNOWN",
+                "repository name not known to registry",
+            );
         };
         if !repo.digests.contains(&digest) {
-            return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry");
+            return error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                "blob unknown to registry",
+            );
         }
         return serve_blob(&seed, &digest, method == Method::HEAD, &headers).await;
     }
@@ -319,7 +413,9 @@ fn json(v: serde_json::Value) -> Response {
 
 /// `bytes=a-b`, `bytes=a-` or `bytes=-n` against a length; None = whole body.
 fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, ()> {
-    let Some(v) = h.and_then(|v| v.to_str().ok()) else { return Ok(None) };
+    let Some(v) = h.and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
     let spec = v.trim().strip_prefix("bytes=").ok_or(())?;
     if spec.contains(',') {
         return Ok(None); // multi-range: serve it whole, as RFC 9110 allows
@@ -334,7 +430,10 @@ fn parse_range(h: Option<&HeaderValue>, len: u64) -> Result<Option<(u64, u64)>, 
             (len.saturating_sub(n), len.saturating_sub(1))
         }
         (s, "") => (s.parse().map_err(|_| ())?, len.saturating_sub(1)),
-        (s, e) => (s.parse().map_err(|_| ())?, e.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1))),
+        (s, e) => (
+            s.parse().map_err(|_| ())?,
+            e.parse::<u64>().map_err(|_| ())?.min(len.saturating_sub(1)),
+        ),
     };
     if start >= len || start > end {
         return Err(());
@@ -346,7 +445,13 @@ async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) ->
     let p = seed.blob_path(d);
     let len = match tokio::fs::metadata(&p).await {
         Ok(m) => m.len(),
-        Err(_) => return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry"),
+        Err(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                "blob unknown to registry",
+            );
+        }
     };
     let base = |b: axum::http::response::Builder| {
         b.header(header::CONTENT_TYPE, "application/octet-stream")
@@ -356,7 +461,10 @@ async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) ->
             .header("Docker-Distribution-API-Version", "registry/2.0")
     };
     if head {
-        return base(Response::builder()).header(header::CONTENT_LENGTH, len).body(Body::empty()).unwrap_or_default();
+        return base(Response::builder())
+            .header(header::CONTENT_LENGTH, len)
+            .body(Body::empty())
+            .unwrap_or_default();
     }
     let range = match parse_range(headers.get(header::RANGE), len) {
         Ok(r) => r,
@@ -373,7 +481,13 @@ async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) ->
     }
     let mut f = match tokio::fs::File::open(&p).await {
         Ok(f) => f,
-        Err(_) => return error(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", "blob unknown to registry"),
+        Err(_) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "BLOB_UNKNOWN",
+                "blob unknown to registry",
+            );
+        }
     };
     let (status, start, n) = match range {
         Some((s, e)) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
@@ -384,9 +498,14 @@ async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) ->
     }
     // Streamed in 64 KiB reads: memory stays flat however many clients pull.
     let stream = tokio_util::io::ReaderStream::with_capacity(f.take(n), 64 * 1024);
-    let mut b = base(Response::builder()).status(status).header(header::CONTENT_LENGTH, n);
+    let mut b = base(Response::builder())
+        .status(status)
+        .header(header::CONTENT_LENGTH, n);
     if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{}/{len}", start + n - 1));
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{len}", start + n - 1),
+        );
     }
     b.body(Body::from_stream(stream)).unwrap_or_default()
 }
@@ -396,10 +515,15 @@ pub fn router(seed: Arc<Seed>) -> axum::Router {
 }
 
 /// Serves on every address until the process ends; returns once all listen.
-pub async fn serve(seed: Arc<Seed>, listen: &[std::net::SocketAddr]) -> Result<Vec<tokio::task::JoinHandle<()>>> {
+pub async fn serve(
+    seed: Arc<Seed>,
+    listen: &[std::net::SocketAddr],
+) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut handles = Vec::new();
     for a in listen {
-        let l = tokio::net::TcpListener::bind(a).await.with_context(|| format!("seed registry: listening on {a}"))?;
+        let l = tokio::net::TcpListener::bind(a)
+            .await
+            .with_context(|| format!("seed registry: listening on {a}"))?;
         let app = router(seed.clone());
         handles.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
@@ -418,9 +542,18 @@ mod tests {
     fn ranges() {
         let h = |s: &str| HeaderValue::from_str(s).ok();
         assert_eq!(parse_range(h("bytes=0-9").as_ref(), 100), Ok(Some((0, 9))));
-        assert_eq!(parse_range(h("bytes=90-").as_ref(), 100), Ok(Some((90, 99))));
-        assert_eq!(parse_range(h("bytes=-10").as_ref(), 100), Ok(Some((90, 99))));
-        assert_eq!(parse_range(h("bytes=50-500").as_ref(), 100), Ok(Some((50, 99))));
+        assert_eq!(
+            parse_range(h("bytes=90-").as_ref(), 100),
+            Ok(Some((90, 99)))
+        );
+        assert_eq!(
+            parse_range(h("bytes=-10").as_ref(), 100),
+            Ok(Some((90, 99)))
+        );
+        assert_eq!(
+            parse_range(h("bytes=50-500").as_ref(), 100),
+            Ok(Some((50, 99)))
+        );
         assert_eq!(parse_range(h("bytes=100-").as_ref(), 100), Err(()));
         assert_eq!(parse_range(h("bytes=9-1").as_ref(), 100), Err(()));
         assert_eq!(parse_range(h("items=1-2").as_ref(), 100), Err(()));

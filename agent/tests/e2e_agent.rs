@@ -35,7 +35,13 @@ fn serve(bundle: &Path, dir: &Path) -> Agent {
     let addr = format!("127.0.0.1:{port}");
     let log = dir.join(format!("agent-{port}.log"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
-        .args(["serve", "--bundle", &bundle.to_string_lossy(), "--listen", &addr])
+        .args([
+            "serve",
+            "--bundle",
+            &bundle.to_string_lossy(),
+            "--listen",
+            &addr,
+        ])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -67,20 +73,88 @@ fn skopeo_pulls_every_artifact_from_the_seed() {
         let name = art["name"].as_str().unwrap();
         let src = format!("docker://{}/{name}", a.addr);
         let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &src]);
-        assert!(raw.status.success(), "inspect {name}: {}", String::from_utf8_lossy(&raw.stderr));
-        assert_eq!(kpaas_testkit::content::digest(&raw.stdout), art["digest"].as_str().unwrap(), "{name}");
-        let dest = format!("dir:{}", t.path().join("out").join(name.replace(['/', ':', '@'], "_")).display());
-        let o = skopeo(&["copy", "--quiet", "--all", "--src-tls-verify=false", &src, &dest]);
-        assert!(o.status.success(), "copy {name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            raw.status.success(),
+            "inspect {name}: {}",
+            String::from_utf8_lossy(&raw.stderr)
+        );
+        assert_eq!(
+            kpaas_testkit::content::digest(&raw.stdout),
+            art["digest"].as_str().unwrap(),
+            "{name}"
+        );
+        let dest = format!(
+            "dir:{}",
+            t.path()
+                .join("out")
+                .join(name.replace(['/', ':', '@'], "_"))
+                .display()
+        );
+        let o = skopeo(&[
+            "copy",
+            "--quiet",
+            "--all",
+            "--src-tls-verify=false",
+            &src,
+            &dest,
+        ]);
+        assert!(
+            o.status.success(),
+            "copy {name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     // Platform selection through the index, and a pull by digest.
-    let multi = format!("docker://{}/registry.demo.kpaas.test/demo/multi:1.0", a.addr);
-    let o = skopeo(&["inspect", "--tls-verify=false", "--override-arch", "arm64", &multi]);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("\"Architecture\": \"arm64\""), "{}", String::from_utf8_lossy(&o.stderr));
-    let pinned = format!("docker://{}/registry.demo.kpaas.test/demo/pinned@{}", a.addr, env.demo.pinned_digest);
-    assert!(skopeo(&["copy", "--quiet", "--src-tls-verify=false", &pinned, &format!("oci:{}:p", t.path().join("pinned").display())]).status.success());
+    let multi = format!(
+        "docker://{}/registry.demo.kpaas.test/demo/multi:1.0",
+        a.addr
+    );
+    let o = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--override-arch",
+        "arm64",
+        &multi,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("\"Architecture\": \"arm64\""),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let pinned = format!(
+        "docker://{}/registry.demo.kpaas.test/demo/pinned@{}",
+        a.addr, env.demo.pinned_digest
+    );
+    assert!(
+        skopeo(&[
+            "copy",
+            "--quiet",
+            "--src-tls-verify=false",
+            &pinned,
+            &format!("oci:{}:p", t.path().join("pinned").display())
+        ])
+        .status
+        .success()
+    );
     // Read-only: a push is refused with the spec's error.
-    let o = skopeo(&["copy", "--quiet", "--dest-tls-verify=false", &format!("dir:{}", t.path().join("out").read_dir().unwrap().next().unwrap().unwrap().path().display()), &format!("docker://{}/x/y:z", a.addr)]);
+    let o = skopeo(&[
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        &format!(
+            "dir:{}",
+            t.path()
+                .join("out")
+                .read_dir()
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+                .display()
+        ),
+        &format!("docker://{}/x/y:z", a.addr),
+    ]);
     assert!(!o.status.success());
 }
 
@@ -95,45 +169,149 @@ fn hostile_requests_get_the_right_status_and_the_server_keeps_serving() {
     let a = serve(&b, t.path());
     let name = "registry.demo.kpaas.test/demo/app-a";
     let cases: &[(&str, &str, u16, &str)] = &[
-        ("GET", "/v2/../../etc/passwd/manifests/x", 400, "NAME_INVALID"),
-        ("GET", "/v2/registry.demo.kpaas.test/%2e%2e/%2e%2e/manifests/1.0", 400, "NAME_INVALID"),
-        ("GET", &format!("/v2/{name}/blobs/sha256:zz"), 400, "DIGEST_INVALID"),
-        ("GET", &format!("/v2/{name}/blobs/sha256:../../../../etc/passwd"), 400, "DIGEST_INVALID"),
-        ("GET", &format!("/v2/{name}/manifests/sha256:1234"), 400, "DIGEST_INVALID"),
+        (
+            "GET",
+            "/v2/../../etc/passwd/manifests/x",
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "GET",
+            "/v2/registry.demo.kpaas.test/%2e%2e/%2e%2e/manifests/1.0",
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "GET",
+            &format!("/v2/{name}/blobs/sha256:zz"),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "GET",
+            &format!("/v2/{name}/blobs/sha256:../../../../etc/passwd"),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "GET",
+            &format!("/v2/{name}/manifests/sha256:1234"),
+            400,
+            "DIGEST_INVALID",
+        ),
         ("GET", "/v2/no/such/repo/manifests/1.0", 404, "NAME_UNKNOWN"),
-        ("GET", &format!("/v2/{name}/manifests/nope"), 404, "MANIFEST_UNKNOWN"),
-        ("GET", &format!("/v2/{name}/blobs/{}", env.demo.pinned_digest), 404, "BLOB_UNKNOWN"),
-        ("PUT", &format!("/v2/{name}/manifests/evil"), 405, "UNSUPPORTED"),
-        ("POST", &format!("/v2/{name}/blobs/uploads/"), 405, "UNSUPPORTED"),
-        ("DELETE", &format!("/v2/{name}/manifests/1.0"), 405, "UNSUPPORTED"),
-        ("PATCH", &format!("/v2/{name}/blobs/uploads/x"), 405, "UNSUPPORTED"),
+        (
+            "GET",
+            &format!("/v2/{name}/manifests/nope"),
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            "GET",
+            &format!("/v2/{name}/blobs/{}", env.demo.pinned_digest),
+            404,
+            "BLOB_UNKNOWN",
+        ),
+        (
+            "PUT",
+            &format!("/v2/{name}/manifests/evil"),
+            405,
+            "UNSUPPORTED",
+        ),
+        (
+            "POST",
+            &format!("/v2/{name}/blobs/uploads/"),
+            405,
+            "UNSUPPORTED",
+        ),
+        (
+            "DELETE",
+            &format!("/v2/{name}/manifests/1.0"),
+            405,
+            "UNSUPPORTED",
+        ),
+        (
+            "PATCH",
+            &format!("/v2/{name}/blobs/uploads/x"),
+            405,
+            "UNSUPPORTED",
+        ),
     ];
     for (m, p, status, code) in cases {
         let r = http::request(&a.addr, m, p, &[]).unwrap();
-        assert_eq!(r.status, *status, "{m} {p}: {}", String::from_utf8_lossy(&r.body));
-        assert!(String::from_utf8_lossy(&r.body).contains(code), "{m} {p}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(
+            r.status,
+            *status,
+            "{m} {p}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert!(
+            String::from_utf8_lossy(&r.body).contains(code),
+            "{m} {p}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
     }
     // A 1 MiB header is cut off, not buffered.
     let big = "x".repeat(1 << 20);
     let r = http::request(&a.addr, "GET", "/v2/", &[("X-Big", &big)]);
     assert!(r.is_err() || r.unwrap().status >= 400);
     // Range on a blob, then the server still answers.
-    let man: serde_json::Value = serde_json::from_slice(&http::get(&a.addr, &format!("/v2/{name}/manifests/1.0")).unwrap().body).unwrap();
+    let man: serde_json::Value = serde_json::from_slice(
+        &http::get(&a.addr, &format!("/v2/{name}/manifests/1.0"))
+            .unwrap()
+            .body,
+    )
+    .unwrap();
     let layer = man["layers"][0]["digest"].as_str().unwrap();
-    let r = http::request(&a.addr, "GET", &format!("/v2/{name}/blobs/{layer}"), &[("Range", "bytes=10-19")]).unwrap();
+    let r = http::request(
+        &a.addr,
+        "GET",
+        &format!("/v2/{name}/blobs/{layer}"),
+        &[("Range", "bytes=10-19")],
+    )
+    .unwrap();
     assert_eq!((r.status, r.body.len()), (206, 10));
-    assert!(r.header("Content-Range").unwrap().starts_with("bytes 10-19/"));
-    let r = http::request(&a.addr, "GET", &format!("/v2/{name}/blobs/{layer}"), &[("Range", "bytes=999999999-")]).unwrap();
+    assert!(
+        r.header("Content-Range")
+            .unwrap()
+            .starts_with("bytes 10-19/")
+    );
+    let r = http::request(
+        &a.addr,
+        "GET",
+        &format!("/v2/{name}/blobs/{layer}"),
+        &[("Range", "bytes=999999999-")],
+    )
+    .unwrap();
     assert_eq!(r.status, 416);
     let r = http::request(&a.addr, "HEAD", &format!("/v2/{name}/manifests/1.0"), &[]).unwrap();
-    assert_eq!(r.header("Docker-Content-Digest"), Some(env.demo.app_a_digest.as_str()));
+    assert_eq!(
+        r.header("Docker-Content-Digest"),
+        Some(env.demo.app_a_digest.as_str())
+    );
     assert_eq!(http::get(&a.addr, "/v2/").unwrap().status, 200);
-    let cat: serde_json::Value = serde_json::from_slice(&http::get(&a.addr, "/v2/_catalog").unwrap().body).unwrap();
-    assert!(cat["repositories"].as_array().unwrap().iter().any(|r| r == name));
-    let tags: serde_json::Value = serde_json::from_slice(&http::get(&a.addr, &format!("/v2/{name}/tags/list")).unwrap().body).unwrap();
+    let cat: serde_json::Value =
+        serde_json::from_slice(&http::get(&a.addr, "/v2/_catalog").unwrap().body).unwrap();
+    assert!(
+        cat["repositories"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == name)
+    );
+    let tags: serde_json::Value = serde_json::from_slice(
+        &http::get(&a.addr, &format!("/v2/{name}/tags/list"))
+            .unwrap()
+            .body,
+    )
+    .unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["1.0"]));
     // containerd's plain-mirror form: /v2/<repo>?ns=<registry>.
-    let r = http::get(&a.addr, "/v2/demo/app-a/manifests/1.0?ns=registry.demo.kpaas.test").unwrap();
+    let r = http::get(
+        &a.addr,
+        "/v2/demo/app-a/manifests/1.0?ns=registry.demo.kpaas.test",
+    )
+    .unwrap();
     assert_eq!(r.status, 200);
 }
 
@@ -146,7 +324,10 @@ fn a_corrupt_blob_is_never_served_and_the_log_names_it() {
     let t = tempfile::tempdir().unwrap();
     let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
     let name = "registry.demo.kpaas.test/demo/app-a";
-    let man: serde_json::Value = serde_json::from_slice(&std::fs::read(b.join("oci/blobs/sha256").join(&env.demo.app_a_digest[7..])).unwrap()).unwrap();
+    let man: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(b.join("oci/blobs/sha256").join(&env.demo.app_a_digest[7..])).unwrap(),
+    )
+    .unwrap();
     let own = man["layers"][1]["digest"].as_str().unwrap().to_string();
     let shared = man["layers"][0]["digest"].as_str().unwrap().to_string();
     // The bundle's blobs may be hard links into the builder's cache: break the link first.
@@ -159,10 +340,16 @@ fn a_corrupt_blob_is_never_served_and_the_log_names_it() {
     for _ in 0..2 {
         let r = http::get(&a.addr, &format!("/v2/{name}/blobs/{own}")).unwrap();
         assert_eq!(r.status, 500, "a corrupt blob must not be served");
-        assert!(!r.body.windows(4).any(|w| w == b"\x1f\x8b\x08\x00"), "no gzip bytes may leave");
+        assert!(
+            !r.body.windows(4).any(|w| w == b"\x1f\x8b\x08\x00"),
+            "no gzip bytes may leave"
+        );
     }
     let log = a.log();
-    assert!(log.contains(&own) && log.contains("app-a:1.0") && log.contains("REFUSING"), "{log}");
+    assert!(
+        log.contains(&own) && log.contains("app-a:1.0") && log.contains("REFUSING"),
+        "{log}"
+    );
     let r = http::get(&a.addr, &format!("/v2/{name}/blobs/{shared}")).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(kpaas_testkit::content::digest(&r.body), shared);
@@ -180,12 +367,27 @@ fn thirty_two_concurrent_pulls_with_bounded_memory() {
     // Every blob of app-a, app-b and multi's amd64 image: ~14 MB per client, ~450 MB in all.
     let m = bundle_json(&b);
     let mut paths = Vec::new();
-    for art in m["artifacts"].as_array().unwrap().iter().filter(|x| x["kind"] == "image") {
+    for art in m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["kind"] == "image")
+    {
         let name = art["name"].as_str().unwrap();
         let repo = airgap_bundle::ImageRef::parse(name).unwrap().name();
-        let man: serde_json::Value = serde_json::from_slice(&std::fs::read(b.join("oci/blobs/sha256").join(&art["digest"].as_str().unwrap()[7..])).unwrap()).unwrap();
+        let man: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(
+                b.join("oci/blobs/sha256")
+                    .join(&art["digest"].as_str().unwrap()[7..]),
+            )
+            .unwrap(),
+        )
+        .unwrap();
         for l in man["layers"].as_array().into_iter().flatten() {
-            paths.push((format!("/v2/{repo}/blobs/{}", l["digest"].as_str().unwrap()), l["digest"].as_str().unwrap().to_string()));
+            paths.push((
+                format!("/v2/{repo}/blobs/{}", l["digest"].as_str().unwrap()),
+                l["digest"].as_str().unwrap().to_string(),
+            ));
         }
     }
     let total: usize = std::thread::scope(|s| {
@@ -207,6 +409,254 @@ fn thirty_two_concurrent_pulls_with_bounded_memory() {
     });
     assert!(total > 300 << 20, "only {total} bytes moved");
     let status = std::fs::read_to_string(format!("/proc/{}/status", a.child.id())).unwrap();
-    let hwm_kib: u64 = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(hwm_kib < 150 * 1024, "peak RSS {hwm_kib} KiB for {total} bytes served: blobs must stream, not buffer");
+    let hwm_kib: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        hwm_kib < 150 * 1024,
+        "peak RSS {hwm_kib} KiB for {total} bytes served: blobs must stream, not buffer"
+    );
+}
+
+/// A containerd of the test's own (root, state, socket), like the spike's.
+struct Containerd {
+    child: Child,
+    sock: PathBuf,
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn containerd(dir: &Path) -> Containerd {
+    let d = |p: &str| dir.join(p).display().to_string();
+    let sock = dir.join("containerd.sock");
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        format!(
+            "version = 2\nroot = \"{}\"\nstate = \"{}\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{}\"\n[ttrpc]\n  address = \"{}.ttrpc\"\n[plugins.\"io.containerd.internal.v1.opt\"]\n  path = \"{}\"\n",
+            d("root"),
+            d("state"),
+            sock.display(),
+            sock.display(),
+            d("opt")
+        ),
+    )
+    .unwrap();
+    let child = Command::new("containerd")
+        .args(["--config", &d("config.toml")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("containerd.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while Command::new("ctr")
+        .args(["--address", &sock.to_string_lossy(), "version"])
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        assert!(t.elapsed().as_secs() < 20, "containerd did not start");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Containerd { child, sock }
+}
+
+#[test]
+fn containerd_pulls_through_the_written_hosts_toml_and_runs_the_image() {
+    if !have_tools(
+        "containerd_mirror",
+        &[
+            "docker-registry",
+            "nginx",
+            "skopeo",
+            "containerd",
+            "ctr",
+            "runc",
+        ],
+    ) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let a = serve(&b, t.path());
+    let root = t.path().join("root");
+    let o = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+        .args([
+            "mirrors",
+            "--bundle",
+            &b.to_string_lossy(),
+            "--seed",
+            &a.addr,
+            "--root",
+            &root.to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let hosts_dir = root.join("etc/containerd/certs.d");
+    for h in [
+        "registry.k8s.io",
+        "docker.io",
+        "quay.io",
+        "gcr.io",
+        "ghcr.io",
+        "registry.demo.kpaas.test",
+    ] {
+        assert!(hosts_dir.join(h).join("hosts.toml").is_file(), "{h}");
+    }
+    // Stop the source registry: only the seed can answer now.
+    drop(env);
+    let c = containerd(&t.path().join("ctrd"));
+    let ctr = |args: &[&str]| {
+        let mut cmd = Command::new("ctr");
+        cmd.args(["--address", &c.sock.to_string_lossy()])
+            .args(args);
+        cmd.output().unwrap()
+    };
+    let img = "registry.demo.kpaas.test/demo/app-a:1.0";
+    let o = ctr(&[
+        "image",
+        "pull",
+        "--hosts-dir",
+        &hosts_dir.to_string_lossy(),
+        img,
+    ]);
+    assert!(
+        o.status.success(),
+        "ctr pull: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = ctr(&[
+        "image",
+        "pull",
+        "--hosts-dir",
+        &hosts_dir.to_string_lossy(),
+        "--platform",
+        "linux/arm64",
+        "registry.demo.kpaas.test/demo/multi:1.0",
+    ]);
+    assert!(
+        o.status.success(),
+        "ctr pull multi arm64: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = ctr(&["run", "--rm", img, "kpaas-t1"]);
+    assert!(
+        o.status.success(),
+        "ctr run: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "hello from app-a"
+    );
+    // A name the bundle lacks fails at the seed, never reaching the internet.
+    let o = ctr(&[
+        "image",
+        "pull",
+        "--hosts-dir",
+        &hosts_dir.to_string_lossy(),
+        "docker.io/library/busybox:latest",
+    ]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("not found") && !err.contains("registry-1.docker.io"),
+        "{err}"
+    );
+}
+
+#[test]
+fn podman_pulls_through_the_written_registries_conf() {
+    if !have_tools(
+        "podman_mirror",
+        &["docker-registry", "nginx", "skopeo", "podman"],
+    ) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let a = serve(&b, t.path());
+    let root = t.path().join("root");
+    assert!(
+        Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+            .args([
+                "mirrors",
+                "--bundle",
+                &b.to_string_lossy(),
+                "--seed",
+                &a.addr,
+                "--root",
+                &root.to_string_lossy()
+            ])
+            .status()
+            .unwrap()
+            .success()
+    );
+    drop(env);
+    // The drop-in is a complete registries.conf (v2): CRI-O and podman read the same format.
+    let conf = root.join("etc/containers/registries.conf.d/50-kpaas-seed.conf");
+    let p = t.path().join("podman");
+    let podman = |args: &[&str]| {
+        Command::new("podman")
+            .args([
+                "--root",
+                &p.join("root").to_string_lossy(),
+                "--runroot",
+                &p.join("run").to_string_lossy(),
+                "--tmpdir",
+                &p.join("tmp").to_string_lossy(),
+                "--storage-driver",
+                "vfs",
+            ])
+            .args(args)
+            .env("CONTAINERS_REGISTRIES_CONF", &conf)
+            .output()
+            .unwrap()
+    };
+    let o = podman(&["pull", "-q", "registry.demo.kpaas.test/demo/app-b:1.0"]);
+    assert!(
+        o.status.success(),
+        "podman pull: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = podman(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Digest}}",
+        "registry.demo.kpaas.test/demo/app-b:1.0",
+    ]);
+    let m = bundle_json(&b);
+    let want = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "registry.demo.kpaas.test/demo/app-b:1.0")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want);
+    let o = podman(&["pull", "-q", "docker.io/library/busybox:latest"]);
+    assert!(!o.status.success());
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("registry-1.docker.io"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }

@@ -109,12 +109,25 @@ impl std::error::Error for ConfigErrors {}
 
 /// Normalises a MAC to lowercase colon form; None when it is not one.
 pub fn normalize_mac(m: &str) -> Option<String> {
-    let hex: String = m.chars().filter(|c| c.is_ascii_hexdigit()).collect::<String>().to_ascii_lowercase();
-    let seps = m.chars().filter(|c| !c.is_ascii_hexdigit()).all(|c| c == ':' || c == '-');
+    let hex: String = m
+        .chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let seps = m
+        .chars()
+        .filter(|c| !c.is_ascii_hexdigit())
+        .all(|c| c == ':' || c == '-');
     if hex.len() != 12 || !seps {
         return None;
     }
-    Some(hex.as_bytes().chunks(2).map(|c| String::from_utf8_lossy(c).to_string()).collect::<Vec<_>>().join(":"))
+    Some(
+        hex.as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).to_string())
+            .collect::<Vec<_>>()
+            .join(":"),
+    )
 }
 
 pub fn valid_hostname(h: &str) -> bool {
@@ -123,7 +136,8 @@ pub fn valid_hostname(h: &str) -> bool {
         && h.split('.').all(|l| {
             !l.is_empty()
                 && l.len() <= 63
-                && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
                 && !l.starts_with('-')
                 && !l.ends_with('-')
         })
@@ -131,7 +145,10 @@ pub fn valid_hostname(h: &str) -> bool {
 
 impl NodeConfig {
     pub fn from_yaml(text: &str, file: &str) -> Result<NodeConfig, ConfigErrors> {
-        let fail = |problems| ConfigErrors { file: file.to_string(), problems };
+        let fail = |problems| ConfigErrors {
+            file: file.to_string(),
+            problems,
+        };
         let c: NodeConfig = serde_saphyr::from_str(text).map_err(|e| fail(vec![e.to_string()]))?;
         let p = c.problems();
         if p.is_empty() { Ok(c) } else { Err(fail(p)) }
@@ -140,7 +157,10 @@ impl NodeConfig {
     fn problems(&self) -> Vec<String> {
         let mut p = Vec::new();
         if self.config_version != NODE_CONFIG_VERSION {
-            p.push(format!("config_version: {} is not supported (want {NODE_CONFIG_VERSION})", self.config_version));
+            p.push(format!(
+                "config_version: {} is not supported (want {NODE_CONFIG_VERSION})",
+                self.config_version
+            ));
         }
         if self.nodes.is_empty() {
             p.push("nodes: the inventory is empty".into());
@@ -159,7 +179,9 @@ impl NodeConfig {
             }
             if let Some(m) = &n.mac {
                 match normalize_mac(m) {
-                    None => p.push(format!("{at}.mac: {m:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)")),
+                    None => p.push(format!(
+                        "{at}.mac: {m:?} is not a MAC address (want aa:bb:cc:dd:ee:ff)"
+                    )),
                     Some(m) => {
                         if !macs.insert(m.clone()) {
                             p.push(format!("{at}.mac: {m} appears twice"));
@@ -174,7 +196,14 @@ impl NodeConfig {
         if let Some(n) = &self.node
             && !self.nodes.iter().any(|e| &e.hostname == n)
         {
-            p.push(format!("node: {n:?} is not in nodes (known: {})", self.nodes.iter().map(|e| e.hostname.as_str()).collect::<Vec<_>>().join(", ")));
+            p.push(format!(
+                "node: {n:?} is not in nodes (known: {})",
+                self.nodes
+                    .iter()
+                    .map(|e| e.hostname.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         if self.seed_port == 0 {
             p.push("seed_port: must be 1-65535".into());
@@ -195,16 +224,33 @@ pub struct HostFacts {
 /// one match at the first level that matches anything.
 pub fn identify<'a>(cfg: &'a NodeConfig, facts: &HostFacts) -> Result<&'a NodeEntry, String> {
     if let Some(n) = &cfg.node {
-        return cfg.nodes.iter().find(|e| &e.hostname == n).ok_or_else(|| format!("node {n:?} is not in the inventory"));
+        return cfg
+            .nodes
+            .iter()
+            .find(|e| &e.hostname == n)
+            .ok_or_else(|| format!("node {n:?} is not in the inventory"));
     }
     let macs: Vec<String> = facts.macs.iter().filter_map(|m| normalize_mac(m)).collect();
     let by_mac: Vec<&NodeEntry> = cfg
         .nodes
         .iter()
-        .filter(|e| e.mac.as_deref().and_then(normalize_mac).is_some_and(|m| macs.contains(&m)))
+        .filter(|e| {
+            e.mac
+                .as_deref()
+                .and_then(normalize_mac)
+                .is_some_and(|m| macs.contains(&m))
+        })
         .collect();
-    let by_host: Vec<&NodeEntry> = cfg.nodes.iter().filter(|e| e.hostname == facts.hostname).collect();
-    let by_ip: Vec<&NodeEntry> = cfg.nodes.iter().filter(|e| facts.ips.contains(&e.ip)).collect();
+    let by_host: Vec<&NodeEntry> = cfg
+        .nodes
+        .iter()
+        .filter(|e| e.hostname == facts.hostname)
+        .collect();
+    let by_ip: Vec<&NodeEntry> = cfg
+        .nodes
+        .iter()
+        .filter(|e| facts.ips.contains(&e.ip))
+        .collect();
     for (how, found) in [("MAC", by_mac), ("hostname", by_host), ("IP", by_ip)] {
         match found.len() {
             0 => continue,
@@ -212,7 +258,11 @@ pub fn identify<'a>(cfg: &'a NodeConfig, facts: &HostFacts) -> Result<&'a NodeEn
             _ => {
                 return Err(format!(
                     "this machine matches several inventory nodes by {how}: {}",
-                    found.iter().map(|e| e.hostname.as_str()).collect::<Vec<_>>().join(", ")
+                    found
+                        .iter()
+                        .map(|e| e.hostname.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
         }
@@ -220,9 +270,34 @@ pub fn identify<'a>(cfg: &'a NodeConfig, facts: &HostFacts) -> Result<&'a NodeEn
     Err(format!(
         "this machine (hostname {:?}, MACs {}, IPs {}) matches no inventory node ({}); set `node:` in the seed or fix the inventory",
         facts.hostname,
-        if macs.is_empty() { "none".into() } else { macs.join(" ") },
-        if facts.ips.is_empty() { "none".into() } else { facts.ips.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(" ") },
-        cfg.nodes.iter().map(|e| format!("{} {}{}", e.hostname, e.ip, e.mac.as_deref().map(|m| format!(" {m}")).unwrap_or_default())).collect::<Vec<_>>().join("; ")
+        if macs.is_empty() {
+            "none".into()
+        } else {
+            macs.join(" ")
+        },
+        if facts.ips.is_empty() {
+            "none".into()
+        } else {
+            facts
+                .ips
+                .iter()
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        },
+        cfg.nodes
+            .iter()
+            .map(|e| format!(
+                "{} {}{}",
+                e.hostname,
+                e.ip,
+                e.mac
+                    .as_deref()
+                    .map(|m| format!(" {m}"))
+                    .unwrap_or_default()
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
     ))
 }
 
@@ -247,13 +322,35 @@ mod tests {
             ips: i.iter().map(|s| s.parse().unwrap()).collect(),
         };
         // MAC wins over a hostname that names another node.
-        assert_eq!(identify(&c, &f("w2", &["aa:bb:cc:00:00:01"], &[])).unwrap().hostname, "m1");
-        assert_eq!(identify(&c, &f("w2", &["02:00:00:00:00:09"], &[])).unwrap().hostname, "w2");
-        assert_eq!(identify(&c, &f("localhost", &[], &["10.0.0.2"])).unwrap().hostname, "w1");
-        let e = identify(&c, &f("x", &["aa:bb:cc:00:00:01", "aa:bb:cc:00:00:02"], &[])).unwrap_err();
+        assert_eq!(
+            identify(&c, &f("w2", &["aa:bb:cc:00:00:01"], &[]))
+                .unwrap()
+                .hostname,
+            "m1"
+        );
+        assert_eq!(
+            identify(&c, &f("w2", &["02:00:00:00:00:09"], &[]))
+                .unwrap()
+                .hostname,
+            "w2"
+        );
+        assert_eq!(
+            identify(&c, &f("localhost", &[], &["10.0.0.2"]))
+                .unwrap()
+                .hostname,
+            "w1"
+        );
+        let e = identify(
+            &c,
+            &f("x", &["aa:bb:cc:00:00:01", "aa:bb:cc:00:00:02"], &[]),
+        )
+        .unwrap_err();
         assert!(e.contains("several") && e.contains("m1, w1"), "{e}");
         let e = identify(&c, &f("x", &[], &["192.0.2.1"])).unwrap_err();
-        assert!(e.contains("matches no inventory node") && e.contains("w2 10.0.0.3"), "{e}");
+        assert!(
+            e.contains("matches no inventory node") && e.contains("w2 10.0.0.3"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -264,7 +361,14 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        for n in ["config_version: 2", "nodes[0] (A_b).hostname", "nodes[0] (A_b).mac", "nodes[1] (w).ip: 10.0.0.1 appears twice", "no node has role master", "node: \"nope\""] {
+        for n in [
+            "config_version: 2",
+            "nodes[0] (A_b).hostname",
+            "nodes[0] (A_b).mac",
+            "nodes[1] (w).ip: 10.0.0.1 appears twice",
+            "no node has role master",
+            "node: \"nope\"",
+        ] {
             assert!(e.contains(n), "missing {n:?} in {e}");
         }
     }

@@ -15,7 +15,10 @@ pub struct Reply {
 
 impl Reply {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -27,7 +30,11 @@ pub fn raw(addr: &str, raw: &[u8]) -> Result<Reply> {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line)?;
-    let status: u16 = line.split_whitespace().nth(1).and_then(|x| x.parse().ok()).with_context(|| format!("bad status line {line:?}"))?;
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|x| x.parse().ok())
+        .with_context(|| format!("bad status line {line:?}"))?;
     let mut headers = Vec::new();
     loop {
         line.clear();
@@ -40,8 +47,13 @@ pub fn raw(addr: &str, raw: &[u8]) -> Result<Reply> {
             headers.push((k.trim().to_string(), v.trim().to_string()));
         }
     }
-    let len: Option<usize> = headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("content-length")).and_then(|(_, v)| v.parse().ok());
-    let chunked = headers.iter().any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let len: Option<usize> = headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse().ok());
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
     let mut body = Vec::new();
     let head_req = raw.starts_with(b"HEAD ");
     if head_req || status == 204 || status == 304 {
@@ -63,7 +75,11 @@ pub fn raw(addr: &str, raw: &[u8]) -> Result<Reply> {
     } else {
         r.read_to_end(&mut body)?;
     }
-    Ok(Reply { status, headers, body })
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
 }
 
 pub fn request(addr: &str, method: &str, path: &str, extra: &[(&str, &str)]) -> Result<Reply> {
@@ -76,7 +92,15 @@ pub fn request(addr: &str, method: &str, path: &str, extra: &[(&str, &str)]) -> 
 }
 
 pub fn get(addr: &str, path: &str) -> Result<Reply> {
-    let r = request(addr, "GET", path, &[("Accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json")])?;
+    let r = request(
+        addr,
+        "GET",
+        path,
+        &[(
+            "Accept",
+            "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json",
+        )],
+    )?;
     Ok(r)
 }
 

@@ -130,8 +130,16 @@ pub fn venv_bin(test: &str, tool: &str) -> Option<PathBuf> {
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
     // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let p = exe.parent().and_then(|d| d.parent()).map(|d| d.join(name)).unwrap_or_default();
-    assert!(p.is_file(), "{} is not built: run `cargo build --workspace` (or `just test`)", p.display());
+    let p = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|d| d.join(name))
+        .unwrap_or_default();
+    assert!(
+        p.is_file(),
+        "{} is not built: run `cargo build --workspace` (or `just test`)",
+        p.display()
+    );
     p
 }
 
@@ -142,14 +150,29 @@ pub fn demo_bundle(env: &DemoEnv, dir: &std::path::Path) -> anyhow::Result<(Path
     let run = |args: &[String]| -> anyhow::Result<()> {
         let o = std::process::Command::new(&b).args(args).output()?;
         if !o.status.success() {
-            anyhow::bail!("kpaas-builder {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            anyhow::bail!(
+                "kpaas-builder {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
         Ok(())
     };
     let d = |p: &str| dir.join(p).to_string_lossy().to_string();
     run(&["keygen".into(), "--out".into(), d("key")])?;
-    let mut a: Vec<String> = ["bundle", "-q", "--platform", "demo", "--arch", "all"].iter().map(|s| s.to_string()).collect();
-    a.extend(["--lock".into(), d("demo.lock"), "--cache-dir".into(), d("cache"), "--out".into(), d("bundle"), "--sign-key".into(), d("key.key")]);
+    let mut a: Vec<String> = ["bundle", "-q", "--platform", "demo", "--arch", "all"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend([
+        "--lock".into(),
+        d("demo.lock"),
+        "--cache-dir".into(),
+        d("cache"),
+        "--out".into(),
+        d("bundle"),
+        "--sign-key".into(),
+        d("key.key"),
+    ]);
     a.extend(env.mirror_args());
     run(&a)?;
     Ok((dir.join("bundle"), dir.join("key.pub")))
