@@ -60,7 +60,6 @@ pub fn local_ips(root: &Path) -> Vec<IpAddr> {
                 last = a.parse().ok();
             } else if l.starts_with("/32 host LOCAL")
                 && let Some(ip) = last
-                && !ip.is_loopback()
                 && !ips.contains(&ip)
             {
                 ips.push(ip);
@@ -74,7 +73,7 @@ pub fn local_ips(root: &Path) -> Vec<IpAddr> {
             };
             if let Ok(v) = u128::from_str_radix(h, 16) {
                 let ip = IpAddr::V6(Ipv6Addr::from(v));
-                if !ip.is_loopback() && !ips.contains(&ip) {
+                if !ips.contains(&ip) {
                     ips.push(ip);
                 }
             }
