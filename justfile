@@ -42,4 +42,9 @@ bench-bundle:
     cargo build --release -p kpaas-builder -p kpaas-testkit
     ./target/release/kpaas-bench-bundle --builder ./target/release/kpaas-builder
 
-bench: bench-bundle
+# Seed registry vs docker-registry (read-only) under concurrent pulls.
+bench-seed:
+    cargo build --release -p kpaas-builder -p kpaas-agent -p kpaas-testkit
+    ./target/release/kpaas-bench-seed --builder ./target/release/kpaas-builder --agent ./target/release/kpaas-agent
+
+bench: bench-bundle bench-seed

@@ -212,10 +212,10 @@ fn verify_bundle(cfg: &NodeConfig) -> Result<(Arc<seed_registry::Seed>, String)>
 
 fn notify_ready(msg: &str) {
     // systemd Type=notify: tell it we are up (a no-op outside systemd).
-    if let Some(sock) = std::env::var_os("NOTIFY_SOCKET") {
-        if let Ok(s) = std::os::unix::net::UnixDatagram::unbound() {
-            let _ = s.send_to(format!("READY=1\nSTATUS={msg}").as_bytes(), sock);
-        }
+    if let Some(sock) = std::env::var_os("NOTIFY_SOCKET")
+        && let Ok(s) = std::os::unix::net::UnixDatagram::unbound()
+    {
+        let _ = s.send_to(format!("READY=1\nSTATUS={msg}").as_bytes(), sock);
     }
 }
 

@@ -496,8 +496,8 @@ async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) ->
     if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "seek failed");
     }
-    // Streamed in 64 KiB reads: memory stays flat however many clients pull.
-    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(n), 64 * 1024);
+    // Streamed in 256 KiB reads: memory stays flat however many clients pull.
+    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(n), 256 * 1024);
     let mut b = base(Response::builder())
         .status(status)
         .header(header::CONTENT_LENGTH, n);

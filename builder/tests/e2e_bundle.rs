@@ -594,6 +594,7 @@ fn tls_basic_auth_and_docker_config_credentials() {
     let secure = servers::registry(&RegistryOpts {
         basic_auth: Some(("kpaas".into(), "s3cret".into())),
         tls: Some((crt, key)),
+        readonly_data: None,
     })
     .unwrap();
     let certs = t.path().join("certs");

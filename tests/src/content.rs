@@ -291,3 +291,41 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         kubeadm_sha256: sha256_hex(KUBEADM_STANDIN),
     })
 }
+
+/// Deterministic, incompressible bytes (xorshift), like real compressed layers.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// `n` images of three layers each: two of four shared 24 MiB bases and an
+/// own 6 MiB layer (realistic sharing), tagged `img<i>` in `layout`.
+pub fn bench_images(dir: &Path, n: usize) -> Result<Layout> {
+    let mut l = Layout::new(dir)?;
+    let bases: Vec<_> = (0..4)
+        .map(|i| layer(&[("base/blob", &noise(i, 24 << 20), 0o644)]))
+        .collect::<Result<_>>()?;
+    for i in 0..n {
+        let own = layer(&[("app/blob", &noise(100 + i as u64, 6 << 20), 0o644)])?;
+        let (m, _) = l.image(
+            &[bases[i % 4].clone(), bases[(i + 1) % 4].clone(), own],
+            "amd64",
+            &["/app"],
+        )?;
+        l.tag(
+            &format!("img{i}"),
+            "application/vnd.oci.image.manifest.v1+json",
+            &m,
+        );
+    }
+    l.write_index()?;
+    Ok(l)
+}

@@ -39,6 +39,17 @@ pub struct Server {
     _dir: Option<tempfile::TempDir>,
 }
 
+impl Server {
+    /// The storage directory of a registry this kit started.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        self._dir.as_ref().map(|d| d.path().join("data"))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -52,15 +63,27 @@ pub struct RegistryOpts {
     pub basic_auth: Option<(String, String)>,
     /// (cert, key) PEM files for TLS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Serve this existing storage directory read-only (distribution's
+    /// maintenance mode) instead of a fresh one.
+    pub readonly_data: Option<PathBuf>,
 }
 
 /// Starts `docker-registry` with filesystem storage in a temp dir.
 pub fn registry(opts: &RegistryOpts) -> Result<Server> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
+    let data = opts
+        .readonly_data
+        .clone()
+        .unwrap_or_else(|| dir.path().join("data"));
+    let ro = if opts.readonly_data.is_some() {
+        "  maintenance: {readonly: {enabled: true}}\n"
+    } else {
+        ""
+    };
     let mut cfg = format!(
-        "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp:\n  addr: 127.0.0.1:{port}\n  secret: kpaas-test\n",
-        dir.path().join("data").display()
+        "version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\n{ro}http:\n  addr: 127.0.0.1:{port}\n  secret: kpaas-test\n",
+        data.display()
     );
     if let Some((cert, key)) = &opts.tls {
         cfg.push_str(&format!(

@@ -4,24 +4,9 @@
 //! sha256sum over the same blobs. Prints figures and ratios; asserts nothing.
 
 use anyhow::{Context, Result, bail};
-use kpaas_testkit::content::{Layout, layer};
 use kpaas_testkit::servers;
 use std::process::Command;
 use std::time::Instant;
-
-/// Deterministic, incompressible bytes (xorshift), like real compressed layers.
-fn noise(seed: u64, len: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
-}
 
 fn timed(what: &str, c: &mut Command) -> Result<f64> {
     let t = Instant::now();
@@ -54,30 +39,15 @@ fn main() -> Result<()> {
     let work = tempfile::tempdir()?;
     let w = work.path();
     eprintln!("building {images} images...");
-    let mut l = Layout::new(&w.join("src"))?;
-    let bases: Vec<_> = (0..4)
-        .map(|i| layer(&[("base/blob", &noise(i, 24 << 20), 0o644)]))
-        .collect::<Result<_>>()?;
+    let l = kpaas_testkit::content::bench_images(&w.join("src"), images)?;
     let mut cat = String::from(
         "schema_version: 1\nplatform: {name: bench, version: \"1\"}\ncomponents:\n  - name: all\n    artifacts:\n",
     );
     for i in 0..images {
-        let own = layer(&[("app/blob", &noise(100 + i as u64, 6 << 20), 0o644)])?;
-        let (m, _) = l.image(
-            &[bases[i % 4].clone(), bases[(i + 1) % 4].clone(), own],
-            "amd64",
-            &["/app"],
-        )?;
-        l.tag(
-            &format!("img{i}"),
-            "application/vnd.oci.image.manifest.v1+json",
-            &m,
-        );
         cat.push_str(&format!(
             "      - {{kind: image, ref: bench.test/bench/img{i}:1}}\n"
         ));
     }
-    l.write_index()?;
     let reg = servers::registry(&Default::default())?;
     for i in 0..images {
         servers::push(
