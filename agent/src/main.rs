@@ -170,17 +170,7 @@ fn verify_bundle(cfg: &NodeConfig) -> Result<(Arc<seed_registry::Seed>, String)>
     let key =
         sign::parse_public(&key_text).with_context(|| format!("{}", cfg.bundle_key.display()))?;
     if cfg.verify == node::VerifyMode::Full {
-        let r = airgap_bundle::verify::verify(b, Some(&key))?;
-        if !r.ok {
-            bail!(
-                "the bundle failed verification:\n  - {}",
-                r.problems
-                    .iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n  - ")
-            );
-        }
+        let r = airgap_bundle::verify::verify(b, Some(&key))?.into_result()?;
         let seed = seed_registry::Seed::load(b)?;
         seed.trust_all();
         return Ok((
@@ -355,17 +345,7 @@ async fn real_main() -> Result<()> {
         } => {
             let seed = seed_registry::Seed::load(&bundle)?;
             if full_verify {
-                let r = airgap_bundle::verify::verify(&bundle, None)?;
-                if !r.ok {
-                    bail!(
-                        "the bundle failed verification:\n  - {}",
-                        r.problems
-                            .iter()
-                            .map(|p| p.to_string())
-                            .collect::<Vec<_>>()
-                            .join("\n  - ")
-                    );
-                }
+                airgap_bundle::verify::verify(&bundle, None)?.into_result()?;
                 seed.trust_all();
             }
             let seed = Arc::new(seed);

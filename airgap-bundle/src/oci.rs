@@ -72,6 +72,25 @@ pub struct Descriptor {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl Descriptor {
+    pub fn new(media_type: &str, digest: Digest, size: u64) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            digest,
+            size,
+            platform: None,
+            artifact_type: None,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// The same descriptor with one more annotation.
+    pub fn annotated(mut self, key: &str, value: &str) -> Descriptor {
+        self.annotations.insert(key.to_string(), value.to_string());
+        self
+    }
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct AnyManifest {

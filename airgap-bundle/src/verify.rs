@@ -62,6 +62,20 @@ impl std::fmt::Display for Problem {
     }
 }
 
+impl Report {
+    /// The report when the bundle is good; every problem, one per line, when not.
+    pub fn into_result(self) -> anyhow::Result<Report> {
+        if self.ok {
+            return Ok(self);
+        }
+        let list: Vec<String> = self.problems.iter().map(|p| p.to_string()).collect();
+        anyhow::bail!(
+            "the bundle failed verification:\n  - {}",
+            list.join("\n  - ")
+        )
+    }
+}
+
 struct Seen {
     digest: Digest,
     size: u64,

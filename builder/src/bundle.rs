@@ -165,17 +165,11 @@ fn chart_config(tgz: &[u8], label: &str) -> Result<Vec<u8>> {
     bail!("{label}: the chart archive has no <chart>/Chart.yaml")
 }
 
-fn put_json_blob(ctx: &Ctx, bytes: &[u8]) -> Result<Descriptor> {
+/// Stores a small JSON blob in the cache and describes it.
+fn put_json_blob(ctx: &Ctx, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
     let d = Digest::of(bytes);
     ctx.cache.put(&d, bytes)?;
-    Ok(Descriptor {
-        media_type: String::new(),
-        digest: d,
-        size: bytes.len() as u64,
-        platform: None,
-        artifact_type: None,
-        annotations: BTreeMap::new(),
-    })
+    Ok(Descriptor::new(media_type, d, bytes.len() as u64))
 }
 
 /// Files and HTTP charts become single-layer OCI artifacts, built from cached content.
@@ -186,49 +180,30 @@ fn synthesize(
     label: &str,
 ) -> Result<(Descriptor, Vec<(Digest, u64)>)> {
     let (config, layer, artifact_type) = match a {
-        Artifact::File(f) => {
-            let mut c = put_json_blob(ctx, b"{}")?;
-            c.media_type = oci::OCI_EMPTY.into();
-            let mut ann = BTreeMap::new();
-            ann.insert(oci::ANN_TITLE.to_string(), f.name());
-            let layer = Descriptor {
-                media_type: oci::OCTET.into(),
-                digest: l.digest.clone(),
-                size: l.size,
-                platform: None,
-                artifact_type: None,
-                annotations: ann,
-            };
-            (c, layer, Some(oci::KPAAS_FILE))
-        }
+        Artifact::File(f) => (
+            put_json_blob(ctx, oci::OCI_EMPTY, b"{}")?,
+            Descriptor::new(oci::OCTET, l.digest.clone(), l.size)
+                .annotated(oci::ANN_TITLE, &f.name()),
+            Some(oci::KPAAS_FILE),
+        ),
         Artifact::Chart(c) => {
             let tgz = ctx.cache.read(&l.digest)?;
-            let mut cfg = put_json_blob(ctx, &chart_config(&tgz, label)?)?;
-            cfg.media_type = oci::HELM_CONFIG.into();
-            let mut ann = BTreeMap::new();
-            ann.insert(
-                oci::ANN_TITLE.to_string(),
-                format!(
-                    "{}-{}.tgz",
-                    c.chart_name(),
-                    c.version.as_deref().unwrap_or_default()
-                ),
+            let title = format!(
+                "{}-{}.tgz",
+                c.chart_name(),
+                c.version.as_deref().unwrap_or_default()
             );
-            let layer = Descriptor {
-                media_type: oci::HELM_CHART.into(),
-                digest: l.digest.clone(),
-                size: l.size,
-                platform: None,
-                artifact_type: None,
-                annotations: ann,
-            };
-            (cfg, layer, None)
+            (
+                put_json_blob(ctx, oci::HELM_CONFIG, &chart_config(&tgz, label)?)?,
+                Descriptor::new(oci::HELM_CHART, l.digest.clone(), l.size)
+                    .annotated(oci::ANN_TITLE, &title),
+                None,
+            )
         }
         Artifact::Image(_) => bail!("{label}: images are not synthesized"),
     };
     let m = oci::artifact_manifest(artifact_type, &config, &layer, &BTreeMap::new());
-    let mut top = put_json_blob(ctx, &m)?;
-    top.media_type = oci::OCI_MANIFEST.into();
+    let top = put_json_blob(ctx, oci::OCI_MANIFEST, &m)?;
     let blobs = vec![
         (top.digest.clone(), top.size),
         (config.digest, config.size),
@@ -291,14 +266,7 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
                             &label,
                         )
                         .await?;
-                        let top = Descriptor {
-                            media_type: l.media_type.clone(),
-                            digest: l.digest.clone(),
-                            size: l.size,
-                            platform: None,
-                            artifact_type: None,
-                            annotations: BTreeMap::new(),
-                        };
+                        let top = Descriptor::new(&l.media_type, l.digest.clone(), l.size);
                         Ok((
                             Planned {
                                 component: comp.name.clone(),
@@ -319,14 +287,7 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
                             artifact: label.clone(),
                         };
                         // Top and blobs are filled in once the content is cached.
-                        let top = Descriptor {
-                            media_type: String::new(),
-                            digest: l.digest.clone(),
-                            size: 0,
-                            platform: None,
-                            artifact_type: None,
-                            annotations: BTreeMap::new(),
-                        };
+                        let top = Descriptor::new("", l.digest.clone(), 0);
                         Ok((
                             Planned {
                                 component: comp.name.clone(),
@@ -451,12 +412,7 @@ fn assemble(
             unique.insert(d.clone(), *s);
         }
         let name = p.artifact.ref_name();
-        let mut ann = BTreeMap::new();
-        ann.insert(oci::ANN_REF_NAME.to_string(), name.clone());
-        index.push(Descriptor {
-            annotations: ann,
-            ..p.top.clone()
-        });
+        index.push(p.top.clone().annotated(oci::ANN_REF_NAME, &name));
         let (content_digest, install_path, mode, arch) = match &p.artifact {
             Artifact::File(f) => (
                 Some(p.locked.digest.clone()),

@@ -144,6 +144,24 @@ fn join_url(base: &str, rel: &str) -> String {
     }
 }
 
+/// Downloads a URL whose digest is known into the cache (verified).
+async fn fetch_url(
+    net: &Net,
+    cache: &Cache,
+    d: &Digest,
+    url: &str,
+    label: &str,
+    p: &Progress,
+) -> Result<()> {
+    let w = Want {
+        digest: d.clone(),
+        size: 0,
+        source: Source::Url(url.to_string()),
+        artifact: label.to_string(),
+    };
+    fetch_one(net, cache, &w, p).await
+}
+
 pub async fn resolve_artifact(
     net: &Net,
     cache: &Cache,
@@ -217,18 +235,7 @@ pub async fn resolve_artifact(
             }
             let digest = match from_catalog.or(from_index) {
                 Some(d) => {
-                    fetch_one(
-                        net,
-                        cache,
-                        &Want {
-                            digest: d.clone(),
-                            size: 0,
-                            source: Source::Url(url.clone()),
-                            artifact: label.clone(),
-                        },
-                        p,
-                    )
-                    .await?;
+                    fetch_url(net, cache, &d, &url, &label, p).await?;
                     d
                 }
                 None => {
@@ -249,18 +256,7 @@ pub async fn resolve_artifact(
         }
         Artifact::File(f) => {
             let d = Digest::from_hex(&f.sha256)?;
-            fetch_one(
-                net,
-                cache,
-                &Want {
-                    digest: d.clone(),
-                    size: 0,
-                    source: Source::Url(f.url.clone()),
-                    artifact: label,
-                },
-                p,
-            )
-            .await?;
+            fetch_url(net, cache, &d, &f.url, &label, p).await?;
             let size = cache.size(&d).unwrap_or(0);
             Ok(LockedArtifact {
                 digest: d,
