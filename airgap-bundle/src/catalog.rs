@@ -54,8 +54,13 @@ pub struct FileArtifact {
     /// Defaults to the last path segment of `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    pub url: String,
-    pub sha256: String,
+    /// Where to download it; absent for `supplied` files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Required, except for `unverified` files (pinned in the lock on first
+    /// download) and `supplied` ones (pinned from the file given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     #[serde(default = "default_arch")]
     pub arch: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,6 +71,12 @@ pub struct FileArtifact {
     /// The value comes from inference, not an upstream file a person checked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unverified: bool,
+    /// Not downloadable: the site supplies it (`bundle --supply`), e.g. a vendor's images.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supplied: bool,
+    /// Deployed only when the cluster file matches, e.g. `{storage: nfs}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub when: BTreeMap<String, String>,
 }
 
 fn default_arch() -> String {
@@ -83,8 +94,15 @@ pub struct ImageArtifact {
     /// `os/arch[/variant]` to bundle; empty means the build's `--arch`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<String>,
+    /// The value comes from inference, not an upstream file a person checked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unverified: bool,
+    /// Not downloadable: the site supplies it (`bundle --supply`), e.g. a vendor's images.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supplied: bool,
+    /// Deployed only when the cluster file matches, e.g. `{storage: nfs}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub when: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -103,8 +121,15 @@ pub struct ChartArtifact {
     /// sha256 of the chart `.tgz` (HTTP repos) or the manifest (OCI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// The value comes from inference, not an upstream file a person checked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unverified: bool,
+    /// Not downloadable: the site supplies it (`bundle --supply`), e.g. a vendor's images.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub supplied: bool,
+    /// Deployed only when the cluster file matches, e.g. `{storage: nfs}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub when: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -192,16 +217,34 @@ impl Artifact {
             Artifact::Chart(c) => c.unverified,
         }
     }
+
+    pub fn supplied(&self) -> bool {
+        match self {
+            Artifact::File(f) => f.supplied,
+            Artifact::Image(i) => i.supplied,
+            Artifact::Chart(c) => c.supplied,
+        }
+    }
+
+    pub fn when(&self) -> &BTreeMap<String, String> {
+        match self {
+            Artifact::File(f) => &f.when,
+            Artifact::Image(i) => &i.when,
+            Artifact::Chart(c) => &c.when,
+        }
+    }
+
+    /// True when the artifact applies to a cluster with these settings.
+    pub fn applies(&self, settings: &BTreeMap<String, String>) -> bool {
+        self.when().iter().all(|(k, v)| settings.get(k) == Some(v))
+    }
 }
 
 impl FileArtifact {
     pub fn name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
-            self.url
-                .rsplit('/')
-                .next()
-                .unwrap_or(&self.url)
-                .to_ascii_lowercase()
+            let url = self.url.as_deref().unwrap_or_default();
+            url.rsplit('/').next().unwrap_or(url).to_ascii_lowercase()
         })
     }
 }
@@ -211,7 +254,14 @@ impl ChartArtifact {
         if let Some(oci) = &self.oci {
             return oci.trim_start_matches("oci://").to_string();
         }
-        let repo = self.repo.as_deref().unwrap_or_default();
+        let Some(repo) = self.repo.as_deref() else {
+            // A supplied chart has no origin to name it by.
+            return format!(
+                "charts.kpaas.local/{}:{}",
+                self.name.as_deref().unwrap_or_default(),
+                self.version.as_deref().unwrap_or_default()
+            );
+        };
         let base = repo
             .split_once("://")
             .map_or(repo, |(_, r)| r)
@@ -501,16 +551,26 @@ fn artifact_problems(a: &Artifact) -> Vec<String> {
     let mut p = Vec::new();
     match a {
         Artifact::File(f) => {
-            if !valid_http_url(&f.url) {
-                p.push(format!(
-                    "url: {:?} must be an http:// or https:// URL",
-                    f.url
-                ));
+            match (&f.url, f.supplied) {
+                (Some(u), _) if !valid_http_url(u) => {
+                    p.push(format!("url: {u:?} must be an http:// or https:// URL"))
+                }
+                (None, false) => p.push("url: required (or mark the file `supplied: true`)".into()),
+                _ => {}
             }
-            if let Err(e) = Digest::from_hex(&f.sha256) {
-                p.push(format!(
-                    "sha256: {e}; write the 64 hex digits of the file's sha256"
-                ));
+            match &f.sha256 {
+                Some(h) => {
+                    if let Err(e) = Digest::from_hex(h) {
+                        p.push(format!(
+                            "sha256: {e}; write the 64 hex digits of the file's sha256"
+                        ));
+                    }
+                }
+                None if !f.unverified && !f.supplied => p.push(
+                    "sha256: required (only `unverified` or `supplied` files may leave it out)"
+                        .into(),
+                ),
+                None => {}
             }
             if !valid_name(&f.name()) {
                 p.push(format!(
@@ -564,6 +624,12 @@ fn artifact_problems(a: &Artifact) -> Vec<String> {
         },
         Artifact::Chart(c) => {
             match (&c.repo, &c.oci) {
+                (None, None) if c.supplied => {
+                    if c.name.as_deref().is_none_or(|n| !valid_name(n)) || c.version.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                        p.push("name/version: a supplied chart needs both".into());
+                    }
+                }
+                (_, _) if c.supplied => p.push("repo/oci: a supplied chart has no upstream location".into()),
                 (Some(_), Some(_)) => p.push("set either repo (with name and version) or oci, not both".into()),
                 (None, None) => p.push("set repo (a Helm HTTP repository URL, with name and version) or oci (oci://registry/path/chart:version)".into()),
                 (Some(repo), None) => {

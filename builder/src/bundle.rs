@@ -253,7 +253,17 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
             let r: Result<(Planned, Vec<Want>)> = async {
                 match &a {
                     Artifact::Image(_) | Artifact::Chart(_) if l.media_type != oci::HELM_CHART => {
-                        let r = ImageRef::parse(l.source.trim_start_matches("oci://"))?;
+                        // The catalog names the source; a supplied image is already cached.
+                        let r = match &a {
+                            Artifact::Image(i) => ImageRef::parse(&i.reference)?,
+                            Artifact::Chart(c) => ImageRef::parse(
+                                c.oci
+                                    .as_deref()
+                                    .unwrap_or_default()
+                                    .trim_start_matches("oci://"),
+                            )?,
+                            Artifact::File(_) => bail!("{label}: a file is not an image"),
+                        };
                         let (blobs, w, chosen) = plan_image(
                             &ctx,
                             &r,

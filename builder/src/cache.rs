@@ -118,6 +118,35 @@ impl Cache {
         Ok(())
     }
 
+    /// Copies a local file into the cache, hashing it on the way; when
+    /// `want` is given the content must match it. Returns (digest, size).
+    pub fn put_path(&self, path: &Path, want: Option<&Digest>) -> Result<(Digest, u64)> {
+        let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut tmp = tempfile::NamedTempFile::new_in(self.root.join("tmp"))?;
+        let mut w = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, &mut tmp));
+        std::io::copy(&mut std::io::BufReader::with_capacity(1 << 20, f), &mut w)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let (mut bw, got, n) = w.finish();
+        bw.flush()?;
+        drop(bw);
+        if let Some(want) = want
+            && want != &got
+        {
+            bail!(
+                "{} has digest {got}, but {want} is expected",
+                path.display()
+            );
+        }
+        if !self.has(&got) {
+            tmp.as_file()
+                .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+            tmp.persist(self.path(&got))
+                .context("storing a supplied file in the cache")?;
+        }
+        self.mark_verified(&got);
+        Ok((got, n))
+    }
+
     /// Moves a fully verified partial file into place.
     pub fn commit_partial(&self, d: &Digest) -> Result<()> {
         let p = self.partial(d);

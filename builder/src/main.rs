@@ -9,6 +9,7 @@ mod keygen;
 mod progress;
 mod registry;
 mod resolve;
+mod supply;
 mod verify;
 mod writer;
 
@@ -76,6 +77,10 @@ pub struct Common {
     /// Parallel transfers.
     #[arg(long, short, default_value_t = 8)]
     pub jobs: usize,
+    /// Bring an artifact yourself: KEY=PATH, KEY an artifact key or reference
+    /// name; PATH an OCI layout or archive, a chart .tgz or a file (repeatable).
+    #[arg(long, value_name = "KEY=PATH")]
+    pub supply: Vec<String>,
     /// Machine-readable JSON events on stdout.
     #[arg(long)]
     pub json: bool,
@@ -91,6 +96,7 @@ pub struct Ctx {
     pub cache: cache::Cache,
     pub progress: Arc<progress::Progress>,
     pub jobs: usize,
+    pub supplies: std::collections::BTreeMap<String, PathBuf>,
 }
 
 impl Ctx {
@@ -125,6 +131,7 @@ impl Ctx {
             cache: cache::Cache::open(c.cache_dir.as_deref())?,
             progress,
             jobs: c.jobs.max(1),
+            supplies: supply::parse(&c.supply)?,
         })
     }
 }

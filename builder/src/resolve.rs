@@ -255,14 +255,35 @@ pub async fn resolve_artifact(
             })
         }
         Artifact::File(f) => {
-            let d = Digest::from_hex(&f.sha256)?;
-            fetch_url(net, cache, &d, &f.url, &label, p).await?;
+            let url = f
+                .url
+                .clone()
+                .with_context(|| format!("{label} has no url"))?;
+            let d = match &f.sha256 {
+                Some(h) => {
+                    let d = Digest::from_hex(h)?;
+                    fetch_url(net, cache, &d, &url, &label, p).await?;
+                    d
+                }
+                None => {
+                    // An unverified file without a known digest: pinned on
+                    // first download, from then on held to it by the lock.
+                    let b = net
+                        .get_small(&url)
+                        .await
+                        .with_context(|| format!("resolving {label}"))?;
+                    let d = Digest::of(&b);
+                    cache.put(&d, &b)?;
+                    p.event("warning", json!({"artifact": label, "message": format!("warning: {label} has no sha256 in the catalog; pinned {} on first download", d.short())}));
+                    d
+                }
+            };
             let size = cache.size(&d).unwrap_or(0);
             Ok(LockedArtifact {
                 digest: d,
                 media_type: oci::OCTET.into(),
                 size,
-                source: f.url.clone(),
+                source: url,
             })
         }
     }
@@ -276,7 +297,7 @@ fn still_valid(a: &Artifact, l: &LockedArtifact) -> bool {
             .clone()
             .or_else(|| ImageRef::parse(&i.reference).ok()?.digest.map(String::from)),
         Artifact::Chart(c) => c.digest.clone(),
-        Artifact::File(f) => Some(format!("sha256:{}", f.sha256)),
+        Artifact::File(f) => f.sha256.as_ref().map(|h| format!("sha256:{h}")),
     };
     pinned.is_none_or(|p| p == l.digest.as_str())
 }
@@ -298,13 +319,56 @@ pub async fn ensure_lock(ctx: &Ctx, catalog: &Catalog, path: &Path, update: bool
     });
     let mut todo = Vec::new();
     let mut keep = BTreeMap::new();
+    let mut unsupplied = Vec::new();
     for (_, a) in catalog.artifacts() {
+        // A supply given now wins over the lock: the site brings its own.
+        if let Some(path) = crate::supply::find(&ctx.supplies, a) {
+            let l = crate::supply::supply(&ctx.cache, a, path)?;
+            ctx.progress.event("supplied", json!({"artifact": a.key(), "digest": l.digest, "message": format!("supplied {} -> {}", a.key(), l.digest.short())}));
+            keep.insert(a.key(), l);
+            continue;
+        }
         match lock.artifacts.get(&a.key()) {
             Some(l) if still_valid(a, l) => {
                 keep.insert(a.key(), l.clone());
             }
+            _ if a.supplied() => {
+                unsupplied.push(format!("  - {} (--supply {}=PATH)", a.key(), a.key()))
+            }
             _ => todo.push(a.clone()),
         }
+    }
+    let known: std::collections::BTreeSet<String> = catalog
+        .artifacts()
+        .flat_map(|(_, a)| [a.key(), a.ref_name()])
+        .collect();
+    let stray: Vec<&String> = ctx
+        .supplies
+        .keys()
+        .filter(|k| !known.contains(*k))
+        .collect();
+    if !stray.is_empty() {
+        bail!(
+            "--supply {} matches no artifact of {} (use an artifact key such as {})",
+            stray
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            catalog.platform.name,
+            catalog
+                .artifacts()
+                .next()
+                .map(|(_, a)| a.key())
+                .unwrap_or_default()
+        );
+    }
+    if !unsupplied.is_empty() {
+        bail!(
+            "{} artifact(s) cannot be downloaded and were not supplied; give each with --supply (an OCI layout or archive, a chart .tgz, a file):\n{}",
+            unsupplied.len(),
+            unsupplied.join("\n")
+        );
     }
     if !todo.is_empty() && ctx.net.offline() {
         let list: Vec<String> = todo.iter().map(|a| format!("  - {}", a.key())).collect();

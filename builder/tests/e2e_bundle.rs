@@ -759,3 +759,114 @@ fn a_bad_catalog_reports_everything_and_writes_nothing() {
     }
     assert!(!out.exists() && !t.path().join("l").exists());
 }
+
+#[test]
+fn supplied_artifacts_come_from_local_files_and_are_listed_when_missing() {
+    if !have_tools("supply", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let cat = t.path().join("catalog.yaml");
+    std::fs::write(
+        &cat,
+        "schema_version: 1\nplatform: {name: vendor, version: \"1\"}\ncomponents:\n  - name: portal\n    artifacts:\n      - {kind: image, ref: 'vendor.k-paas.local/cp-portal-repository/cp-portal-ui:latest', supplied: true, unverified: true}\n      - {kind: chart, name: cp-portal-ui, version: vendor, supplied: true}\n      - {kind: file, name: portal-tool, supplied: true}\n      - {kind: file, name: kubeadm, url: 'http://files.demo.kpaas.test/files/v1/amd64/kubeadm', sha256: '96d89e3b630c8016a7226dec870c1315f6b051eb517b7b1178776cbdf0eb6cfe'}\n",
+    )
+    .unwrap();
+    let base = |extra: &[&str]| {
+        let mut a = s(&[
+            "bundle",
+            "-q",
+            "--platform",
+            &cat.to_string_lossy(),
+            "--out",
+            &t.path().join("b").to_string_lossy(),
+        ]);
+        a.extend(s(&[
+            "--lock",
+            &t.path().join("l").to_string_lossy(),
+            "--cache-dir",
+            &t.path().join("c").to_string_lossy(),
+        ]));
+        a.extend(env.mirror_args());
+        a.extend(s(extra));
+        a
+    };
+    let e = fail(&base(&[]));
+    for k in [
+        "image:vendor.k-paas.local/cp-portal-repository/cp-portal-ui:latest",
+        "chart:charts.kpaas.local/cp-portal-ui:vendor",
+        "file:files.kpaas.local/portal-tool:any",
+        "3 artifact(s)",
+    ] {
+        assert!(e.contains(k), "missing {k:?} in:\n{e}");
+    }
+    // The vendor's image as an OCI archive, its chart as a .tgz, a tool as a file.
+    let archive = t.path().join("ui.tar");
+    let st = Command::new("skopeo")
+        .args([
+            "copy",
+            "--quiet",
+            &format!("oci:{}:app-a", env.demo.layout.display()),
+            &format!(
+                "oci-archive:{}:vendor.k-paas.local/cp-portal-repository/cp-portal-ui:latest",
+                archive.display()
+            ),
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let tgz = env.demo.www.join("charts/demo-app-0.1.0.tgz");
+    let tool = t.path().join("portal-tool");
+    std::fs::write(&tool, b"#!/bin/sh\necho vendor tool\n").unwrap();
+    let mine = t.path().join("my-kubeadm");
+    std::fs::write(&mine, kpaas_testkit::content::KUBEADM_STANDIN).unwrap();
+    ok(&base(&[
+        "--supply",
+        &format!(
+            "image:vendor.k-paas.local/cp-portal-repository/cp-portal-ui:latest={}",
+            archive.display()
+        ),
+        "--supply",
+        &format!(
+            "chart:charts.kpaas.local/cp-portal-ui:vendor={}",
+            tgz.display()
+        ),
+        "--supply",
+        &format!("files.kpaas.local/portal-tool:any={}", tool.display()),
+        // An override of a downloadable artifact must still match its pinned sha256.
+        "--supply",
+        &format!("file:files.kpaas.local/kubeadm:any={}", mine.display()),
+    ]));
+    ok(&s(&["verify", &t.path().join("b").to_string_lossy()]));
+    // A supply that names no artifact is a mistake, not something to ignore.
+    let e = fail(&base(&[
+        "--supply",
+        &format!("file:files.kpaas.local/kubeadm:amd64={}", mine.display()),
+    ]));
+    assert!(
+        e.contains("matches no artifact") && e.contains("kubeadm:amd64"),
+        "{e}"
+    );
+    let m = bundle_json(&t.path().join("b"));
+    let srcs: Vec<&str> = m["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["source"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        srcs.iter().filter(|s| s.starts_with("local:")).count(),
+        4,
+        "{srcs:?}"
+    );
+    // The lock remembers them: a rebuild without --supply works from the cache.
+    ok(&base(&[]));
+    // A supply that contradicts a pinned digest is refused.
+    std::fs::write(&mine, b"not kubeadm").unwrap();
+    let e = fail(&base(&[
+        "--supply",
+        &format!("file:files.kpaas.local/kubeadm:any={}", mine.display()),
+    ]));
+    assert!(e.contains("is expected"), "{e}");
+}
