@@ -2,7 +2,13 @@
 //! anywhere without the source tree.
 
 /// (name, catalog YAML)
-pub const BUILTIN: &[(&str, &str)] = &[("demo", include_str!("../platforms/demo/catalog.yaml"))];
+pub const BUILTIN: &[(&str, &str)] = &[
+    ("demo", include_str!("../platforms/demo/catalog.yaml")),
+    (
+        "k-paas-1.4.1",
+        include_str!("../platforms/k-paas-1.4.1/catalog.yaml"),
+    ),
+];
 
 pub fn builtin(name: &str) -> Option<&'static str> {
     BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, y)| *y)
