@@ -5,12 +5,14 @@
 //! and reading and verifying a bundle in any of its shapes.
 
 pub mod catalog;
+pub mod cluster;
 pub mod digest;
 pub mod fsutil;
 pub mod lock;
 pub mod manifest;
 pub mod node;
 pub mod oci;
+pub mod plan;
 pub mod platforms;
 pub mod reader;
 pub mod reference;

@@ -3,9 +3,11 @@
 
 mod bundle;
 mod cache;
+mod cluster_cmd;
 mod fetch;
 mod inspect;
 mod keygen;
+mod plan_cmd;
 mod progress;
 mod registry;
 mod resolve;
@@ -42,6 +44,11 @@ enum Cmd {
     Inspect(inspect::Args),
     /// Make an ed25519 key pair for signing bundles.
     Keygen(keygen::Args),
+    /// Write or check the site's cluster.yaml.
+    #[command(subcommand)]
+    Cluster(cluster_cmd::Args),
+    /// Show the deploy plan and capacity plan for a cluster (offline).
+    Plan(plan_cmd::Args),
 }
 
 /// Options shared by the commands that resolve and fetch.
@@ -155,6 +162,8 @@ fn main() {
             Cmd::Verify(a) => verify::run(a),
             Cmd::Inspect(a) => inspect::run(a),
             Cmd::Keygen(a) => keygen::run(a),
+            Cmd::Cluster(a) => cluster_cmd::run(a),
+            Cmd::Plan(a) => plan_cmd::run(a),
         }
     });
     if let Err(e) = r {

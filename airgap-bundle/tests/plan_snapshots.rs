@@ -1,0 +1,92 @@
+//! The deploy plan is pure: snapshots of it for the real catalog, one cluster
+//! with NFS and one with Rook-Ceph and the optional components. Set
+//! UPDATE_SNAPSHOTS=1 to rewrite them after an intended change, then review
+//! the diff.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use airgap_bundle::catalog::Catalog;
+use airgap_bundle::cluster::{Cluster, EXAMPLE};
+use airgap_bundle::plan;
+
+fn snapshot(name: &str, got: &str) {
+    let path = format!("{}/tests/snapshots/{name}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(format!("{}/tests/snapshots", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        std::fs::write(&path, got).unwrap();
+        return;
+    }
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|_| panic!("{path} is missing: run with UPDATE_SNAPSHOTS=1 and review it"));
+    assert!(
+        want == got,
+        "{name} changed; if intended, rerun with UPDATE_SNAPSHOTS=1 and review the diff.\n--- got ---\n{got}"
+    );
+}
+
+fn kpaas() -> Catalog {
+    Catalog::from_yaml(
+        airgap_bundle::platforms::builtin("k-paas-1.4.1").unwrap(),
+        "k-paas",
+    )
+    .unwrap()
+}
+
+#[test]
+fn nfs_cluster_plan() {
+    let c = Cluster::from_yaml(EXAMPLE, "example").unwrap();
+    let p = plan::build(&kpaas(), &c, None).unwrap();
+    assert_eq!(p.waves.len(), 9, "a linear chain, as upstream deploys it");
+    assert!(
+        p.steps
+            .iter()
+            .flat_map(|s| &s.artifacts)
+            .all(|a| !a.contains("rook")),
+        "rook artifacts must not be in an nfs plan"
+    );
+    assert!(
+        p.capacity.by_kind.values().all(|k| k.bytes.is_none()),
+        "sizes are unknown without a bundle, never guessed"
+    );
+    snapshot("plan-nfs.txt", &p.render());
+}
+
+#[test]
+fn rook_cluster_with_optional_components() {
+    let text = EXAMPLE
+        .replace(
+            "  type: nfs\n  nfs:\n    server: 10.10.0.20\n    path: /home/share/nfs\n",
+            "  type: rook-ceph\n  rook_ceph:\n    devices: [/dev/vdb]\n",
+        )
+        .replace("enable: []", "enable: [pipeline, source-control]")
+        .replace(
+            "passwords: {}",
+            "passwords: {harbor_admin: \"a-long-harbor-secret\"}",
+        );
+    let c = Cluster::from_yaml(&text, "rook").unwrap();
+    let p = plan::build(&kpaas(), &c, None).unwrap();
+    let last = p.waves.last().unwrap();
+    assert_eq!(
+        last,
+        &["pipeline", "source-control"],
+        "independent components share a wave"
+    );
+    let json = serde_json::to_string_pretty(&p).unwrap();
+    assert!(
+        !json.contains("a-long-harbor-secret"),
+        "a password must never appear in a plan"
+    );
+    assert!(json.contains("rook-operator.yaml") && !json.contains("nfs-provisioner"));
+    snapshot("plan-rook.json", &json);
+}
+
+#[test]
+fn a_cluster_for_another_platform_is_refused() {
+    let c = Cluster::from_yaml(
+        &EXAMPLE.replace("platform: k-paas-1.4.1", "platform: demo"),
+        "x",
+    )
+    .unwrap();
+    let e = plan::build(&kpaas(), &c, None).unwrap_err().to_string();
+    assert!(e.contains("\"demo\"") && e.contains("k-paas-1.4.1"), "{e}");
+}
