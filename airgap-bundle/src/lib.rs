@@ -12,6 +12,7 @@ pub mod lock;
 pub mod manifest;
 pub mod node;
 pub mod oci;
+pub mod offline;
 pub mod plan;
 pub mod platforms;
 pub mod reader;

@@ -381,7 +381,8 @@ pub fn build(
 fn bytes(b: Option<u64>) -> String {
     match b {
         None => "unknown until bundled".into(),
-        Some(n) => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        Some(n) if n >= 1 << 30 => format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64),
+        Some(n) => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod bundle;
 mod cache;
+mod check_offline;
 mod cluster_cmd;
 mod fetch;
 mod inspect;
@@ -49,6 +50,8 @@ enum Cmd {
     Cluster(cluster_cmd::Args),
     /// Show the deploy plan and capacity plan for a cluster (offline).
     Plan(plan_cmd::Args),
+    /// Prove every image the bundle's manifests use is in the bundle.
+    CheckOffline(check_offline::Args),
 }
 
 /// Options shared by the commands that resolve and fetch.
@@ -164,6 +167,7 @@ fn main() {
             Cmd::Keygen(a) => keygen::run(a),
             Cmd::Cluster(a) => cluster_cmd::run(a),
             Cmd::Plan(a) => plan_cmd::run(a),
+            Cmd::CheckOffline(a) => check_offline::run(a),
         }
     });
     if let Err(e) = r {

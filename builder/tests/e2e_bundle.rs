@@ -491,14 +491,14 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .collect();
     assert_eq!(
         kinds.iter().filter(|k| **k == "resolved").count(),
-        8,
+        9,
         "{kinds:?}"
     );
     let summary = events
         .iter()
         .find(|e| e["event"] == "summary")
         .expect("a summary event");
-    assert_eq!(summary["artifacts"], 8);
+    assert_eq!(summary["artifacts"], 9);
     assert!(summary["fetched_bytes"].as_u64().unwrap() > 1_000_000);
     assert_eq!(
         summary["dedup_saved_bytes"].as_u64().unwrap(),
@@ -516,7 +516,7 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .join("\n"),
     )
     .unwrap();
-    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 8);
+    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 9);
 }
 
 #[test]
@@ -869,4 +869,88 @@ fn supplied_artifacts_come_from_local_files_and_are_listed_when_missing() {
         &format!("file:files.kpaas.local/kubeadm:any={}", mine.display()),
     ]));
     assert!(e.contains("is expected"), "{e}");
+}
+
+#[test]
+fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
+    if !have_tools("offline_check", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    ok(&bundle_args(&env, t.path(), "demo.tar.zst", &[]));
+    let out = ok(&s(&[
+        "check-offline",
+        &t.path().join("demo.tar.zst").to_string_lossy(),
+    ]));
+    assert!(
+        out.contains("1 manifest file(s), 2 image reference(s), 0 missing"),
+        "{out}"
+    );
+    // A manifest that uses an image the bundle lacks.
+    std::fs::write(
+        env.demo.www.join("files/v1/leaky.yaml"),
+        "kind: Pod\nspec:\n  containers:\n    - {name: a, image: 'registry.demo.kpaas.test/demo/app-a:1.0'}\n    - {name: b, image: 'docker.io/library/nginx:1.23.2-alpine'}\n    - {name: c, image: 'registry.demo.kpaas.test/demo/app-a@sha256:0000000000000000000000000000000000000000000000000000000000000000'}\n",
+    )
+    .unwrap();
+    let cat = t.path().join("leaky.yaml");
+    std::fs::write(
+        &cat,
+        "schema_version: 1\nplatform: {name: leaky, version: \"1\"}\ncomponents:\n  - name: a\n    artifacts:\n      - {kind: image, ref: 'registry.demo.kpaas.test/demo/app-a:1.0'}\n      - {kind: file, name: leaky.yaml, url: 'http://files.demo.kpaas.test/files/v1/leaky.yaml', unverified: true}\n",
+    )
+    .unwrap();
+    let mut a = s(&[
+        "bundle",
+        "-q",
+        "--platform",
+        &cat.to_string_lossy(),
+        "--out",
+        &t.path().join("leaky").to_string_lossy(),
+    ]);
+    a.extend(s(&[
+        "--lock",
+        &t.path().join("leaky.lock").to_string_lossy(),
+        "--cache-dir",
+        &t.path().join("c2").to_string_lossy(),
+    ]));
+    a.extend(env.mirror_args());
+    ok(&a);
+    let e = fail(&s(&[
+        "check-offline",
+        &t.path().join("leaky").to_string_lossy(),
+    ]));
+    assert!(e.contains("MISSING docker.io/library/nginx:1.23.2-alpine in files.kpaas.local/leaky.yaml:any at doc[0].spec.containers[1].image"), "{e}");
+    assert!(
+        e.contains("app-a@sha256:0000")
+            && !e.contains("MISSING registry.demo.kpaas.test/demo/app-a:1.0"),
+        "{e}"
+    );
+    assert!(
+        e.contains("2 image reference(s) are not in the bundle"),
+        "{e}"
+    );
+    // The plan reads real sizes from a bundle.
+    let cluster = t.path().join("cluster.yaml");
+    std::fs::write(
+        &cluster,
+        airgap_bundle::cluster::EXAMPLE.replace("platform: k-paas-1.4.1", "platform: demo"),
+    )
+    .unwrap();
+    let plan = ok(&s(&[
+        "plan",
+        "--platform",
+        "demo",
+        "--cluster",
+        &cluster.to_string_lossy(),
+        "--bundle",
+        &t.path().join("demo.tar.zst").to_string_lossy(),
+    ]));
+    let line = plan
+        .lines()
+        .find(|l| l.contains("image: 5 artifacts, "))
+        .unwrap_or_default();
+    assert!(
+        line.ends_with(" MiB") && !plan.contains("unknown until bundled"),
+        "{plan}"
+    );
 }

@@ -176,6 +176,14 @@ pub const KUBEADM_STANDIN: &[u8] = b"#!/bin/sh\n# kpaas demo STAND-IN for kubead
 
 /// Everything the demo platform needs, built into `root`:
 /// `root/oci` (layout to push), `root/www` (files and chart repo for nginx).
+/// The demo's plain manifest: a Deployment using two bundled images (one by
+/// tag, one by digest), for the offline completeness check.
+pub fn demo_manifest(pinned_digest: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: demo-app, namespace: demo}}\nspec:\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec:\n      initContainers:\n        - {{name: pinned, image: 'registry.demo.kpaas.test/demo/pinned@{pinned_digest}'}}\n      containers:\n        - {{name: app, image: 'registry.demo.kpaas.test/demo/app-a:1.0'}}\n"
+    )
+}
+
 pub struct Demo {
     pub layout: std::path::PathBuf,
     pub www: std::path::PathBuf,
@@ -186,6 +194,7 @@ pub struct Demo {
     pub app_a_digest: String,
     pub chart_tgz_sha256: String,
     pub kubeadm_sha256: String,
+    pub manifest_sha256: String,
 }
 
 pub fn busybox_layer(busybox: &[u8]) -> Result<(Vec<u8>, String)> {
@@ -271,6 +280,7 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         ),
     )?;
     std::fs::write(www.join("files/v1/amd64/kubeadm"), KUBEADM_STANDIN)?;
+    std::fs::write(www.join("files/v1/demo-app.yaml"), demo_manifest(&p_d))?;
     Ok(Demo {
         layout: l.dir.clone(),
         www,
@@ -284,11 +294,12 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
             // families must bundle and verify.
             ("app-b".into(), "demo/app-b-docker:1.0".into(), Some("v2s2")),
         ],
-        pinned_digest: p_d,
+        pinned_digest: p_d.clone(),
         multi_digest: idx_d,
         app_a_digest: a_d,
         chart_tgz_sha256: sha256_hex(&tgz),
         kubeadm_sha256: sha256_hex(KUBEADM_STANDIN),
+        manifest_sha256: sha256_hex(demo_manifest(&p_d).as_bytes()),
     })
 }
 

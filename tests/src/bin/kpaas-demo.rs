@@ -20,8 +20,13 @@ fn main() -> Result<()> {
     let d = &env.demo;
     if args.iter().any(|a| a == "--print-pins") {
         println!(
-            "pinned image: {}\nmulti index: {}\napp-a: {}\nchart tgz: {}\nkubeadm: {}",
-            d.pinned_digest, d.multi_digest, d.app_a_digest, d.chart_tgz_sha256, d.kubeadm_sha256
+            "pinned image: {}\nmulti index: {}\napp-a: {}\nchart tgz: {}\nkubeadm: {}\nmanifest: {}",
+            d.pinned_digest,
+            d.multi_digest,
+            d.app_a_digest,
+            d.chart_tgz_sha256,
+            d.kubeadm_sha256,
+            d.manifest_sha256
         );
         return Ok(());
     }

@@ -1,0 +1,175 @@
+//! The offline completeness check: every image a manifest in the bundle will
+//! ask for must be in the bundle, by tag or by digest. Anything else would
+//! need the internet at the site.
+
+use crate::ImageRef;
+use crate::manifest::{BLOBS_DIR, BUNDLE_JSON, BundleManifest};
+use crate::reader::BundleSource;
+use anyhow::{Context, Result};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Finding {
+    /// The manifest file artifact.
+    pub file: String,
+    /// Where in it: document number and field path.
+    pub at: String,
+    pub image: String,
+    pub why: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub files: usize,
+    pub references: usize,
+    pub missing: Vec<Finding>,
+}
+
+/// Every image reference in a (multi-document) YAML manifest: values of
+/// `image` keys, and env values whose name ends in IMAGE.
+pub fn image_refs(yaml: &str) -> Result<Vec<(String, String)>> {
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(yaml).context("parsing YAML")?;
+    let mut out = Vec::new();
+    fn walk(v: &serde_json::Value, path: String, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                let env_image = m
+                    .get("name")
+                    .and_then(|n| n.as_str())
+                    .is_some_and(|n| n.to_ascii_uppercase().ends_with("IMAGE"));
+                for (k, x) in m {
+                    let p = format!("{path}.{k}");
+                    match (k.as_str(), x) {
+                        ("image", serde_json::Value::String(s)) => out.push((p, s.clone())),
+                        ("value", serde_json::Value::String(s)) if env_image => {
+                            out.push((p, s.clone()))
+                        }
+                        _ => walk(x, p, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (i, d) in docs.iter().enumerate() {
+        walk(d, format!("doc[{i}]"), &mut out);
+    }
+    Ok(out)
+}
+
+fn is_manifest_name(n: &str) -> bool {
+    let n = n.rsplit_once(':').map_or(n, |(a, _)| a);
+    n.ends_with(".yaml") || n.ends_with(".yml")
+}
+
+pub fn check(src: &BundleSource) -> Result<Report> {
+    let m = BundleManifest::from_bytes(&src.read_file(BUNDLE_JSON)?)?;
+    // What the bundle can serve: name:tag and name@digest.
+    let mut have: BTreeSet<String> = BTreeSet::new();
+    for a in m.artifacts.iter().filter(|a| a.kind == "image") {
+        if let Ok(r) = ImageRef::parse(&a.name) {
+            if let Some(t) = &r.tag {
+                have.insert(format!("{}:{t}", r.name()));
+            }
+            have.insert(format!("{}@{}", r.name(), a.digest));
+        }
+    }
+    let wanted: BTreeMap<String, String> = m
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == "file" && is_manifest_name(&a.name))
+        .filter_map(|a| {
+            Some((
+                format!("{BLOBS_DIR}{}", a.content_digest.as_ref()?.hex()),
+                a.name.clone(),
+            ))
+        })
+        .collect();
+    let mut texts = Vec::new();
+    src.for_each(|path, _, r| {
+        if let Some(name) = wanted.get(path) {
+            let mut s = String::new();
+            r.read_to_string(&mut s)
+                .with_context(|| format!("{name} is not text"))?;
+            texts.push((name.clone(), s));
+        }
+        Ok(())
+    })?;
+    let mut report = Report {
+        files: texts.len(),
+        references: 0,
+        missing: Vec::new(),
+    };
+    for (file, text) in texts {
+        let refs = match image_refs(&text) {
+            Ok(r) => r,
+            Err(e) => {
+                report.missing.push(Finding {
+                    file,
+                    at: "-".into(),
+                    image: "-".into(),
+                    why: format!("{e:#}"),
+                });
+                continue;
+            }
+        };
+        for (at, image) in refs {
+            report.references += 1;
+            let why = match ImageRef::parse(&image) {
+                Err(_) => Some(
+                    "not a plain image reference (templated?); it cannot be checked".to_string(),
+                ),
+                Ok(r) => {
+                    let by_digest = r
+                        .digest
+                        .as_ref()
+                        .is_some_and(|d| have.contains(&format!("{}@{d}", r.name())));
+                    let by_tag = r.digest.is_none()
+                        && r.tag
+                            .as_ref()
+                            .is_some_and(|t| have.contains(&format!("{}:{t}", r.name())));
+                    (!by_digest && !by_tag)
+                        .then(|| "not in the bundle: the site would need the internet".to_string())
+                }
+            };
+            if let Some(why) = why {
+                report.missing.push(Finding {
+                    file: file.clone(),
+                    at,
+                    image,
+                    why,
+                });
+            }
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_images_in_containers_and_env() {
+        let y = "apiVersion: apps/v1\nkind: Deployment\nspec:\n  template:\n    spec:\n      initContainers: [{name: i, image: 'busybox:1.28'}]\n      containers:\n        - name: c\n          image: registry.k8s.io/pause:3.8\n          env:\n            - {name: TENSORBOARD_IMAGE, value: 'tensorflow/tensorflow:2.5.1'}\n            - {name: OTHER, value: 'not-an-image'}\n---\nkind: ConfigMap\ndata: {x: y}\n";
+        let r = image_refs(y).unwrap();
+        let mut imgs: Vec<&str> = r.iter().map(|(_, i)| i.as_str()).collect();
+        imgs.sort();
+        assert_eq!(
+            imgs,
+            [
+                "busybox:1.28",
+                "registry.k8s.io/pause:3.8",
+                "tensorflow/tensorflow:2.5.1"
+            ]
+        );
+        assert!(r.iter().any(|(at, i)| i == "registry.k8s.io/pause:3.8"
+            && at == "doc[0].spec.template.spec.containers[0].image"));
+    }
+}
