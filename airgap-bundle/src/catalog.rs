@@ -68,6 +68,10 @@ pub struct FileArtifact {
     /// Octal file mode at the install path, e.g. "0755".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
+    /// For archives: member path -> install path on the node (`*` -> a
+    /// directory takes the whole archive, as CNI plugins do).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extract: BTreeMap<String, String>,
     /// The value comes from inference, not an upstream file a person checked.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unverified: bool,
@@ -591,6 +595,19 @@ fn artifact_problems(a: &Artifact) -> Vec<String> {
                 p.push(format!(
                     "install_path: {ip:?} must be an absolute path without '.' or '..'"
                 ));
+            }
+            for (member, dest) in &f.extract {
+                if member.is_empty()
+                    || member.starts_with('/')
+                    || member.split('/').any(|c| c == "..")
+                {
+                    p.push(format!("extract: member {member:?} must be a relative path inside the archive (or *)"));
+                }
+                if !dest.starts_with('/') || dest.split('/').any(|c| c == "..") {
+                    p.push(format!(
+                        "extract.{member}: {dest:?} must be an absolute path without '..'"
+                    ));
+                }
             }
             if let Some(m) = &f.mode
                 && (m.len() != 4 || u32::from_str_radix(m, 8).is_err())

@@ -449,6 +449,10 @@ fn assemble(
             install_path,
             mode,
             arch,
+            extract: match &p.artifact {
+                Artifact::File(f) => f.extract.clone(),
+                _ => BTreeMap::new(),
+            },
             unverified: p.artifact.unverified(),
         });
     }
