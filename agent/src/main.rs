@@ -227,7 +227,8 @@ async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
     }
     say(&format!("identity: {who}"));
     if !j.done("preflight") {
-        let needs = preflight::Needs::for_role(me.role, cfg.seed_port);
+        let needs =
+            preflight::Needs::for_role(me.role, cfg.seed_port).lowered(cfg.minimums.as_ref());
         let checks = preflight::run(
             &c.root,
             &me,
@@ -320,7 +321,7 @@ async fn real_main() -> Result<()> {
             let checks = preflight::run(
                 &c.root,
                 me,
-                &preflight::Needs::for_role(me.role, cfg.seed_port),
+                &preflight::Needs::for_role(me.role, cfg.seed_port).lowered(cfg.minimums.as_ref()),
                 &facts::local_ips(&c.root),
                 &cfg.bundle,
                 bundle_created(&cfg.bundle),

@@ -27,6 +27,16 @@ pub struct Needs {
 }
 
 impl Needs {
+    /// A lab's lower minimums, where the cluster file sets them.
+    pub fn lowered(mut self, m: Option<&airgap_bundle::cluster::Minimums>) -> Needs {
+        if let Some(m) = m {
+            self.cpus = m.cpus.unwrap_or(self.cpus);
+            self.memory_mib = m.memory_mib.unwrap_or(self.memory_mib);
+            self.root_free_mib = m.root_free_mib.unwrap_or(self.root_free_mib);
+        }
+        self
+    }
+
     /// K-PaaS minimums: control plane 2 vCPU / 8 GB; workers 1 vCPU / 4 GB
     /// (kubeadm's floor is 2 vCPU / 1.7 GB on the control plane).
     pub fn for_role(role: Role, seed_port: u16) -> Needs {

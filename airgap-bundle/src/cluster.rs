@@ -158,7 +158,7 @@ pub struct Rook {
     pub devices: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Portal {
     /// `standalone` or `service` (adds the service broker).
@@ -170,6 +170,16 @@ pub struct Portal {
     /// Portal domain, when ingress is reached by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub domain: Option<String>,
+}
+
+impl Default for Portal {
+    fn default() -> Self {
+        Portal {
+            provider_type: default_provider(),
+            iaas_type: default_iaas(),
+            domain: None,
+        }
+    }
 }
 
 fn default_provider() -> String {
@@ -199,6 +209,25 @@ pub struct Cluster {
     /// Passwords; any left out are generated when the seeds are made, and never printed.
     #[serde(default)]
     pub passwords: BTreeMap<String, String>,
+    /// Lower the node minimums (labs only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimums: Option<Minimums>,
+    /// SSH public keys for the `kpaas` admin user on every node.
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+/// Overrides of the K-PaaS node minimums, for labs and small VMs; every
+/// preflight report says when they are in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Minimums {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_free_mib: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -469,6 +498,20 @@ mod tests {
         let c = Cluster::from_yaml(EXAMPLE, "example").unwrap();
         assert_eq!(c.public_ip(), Ipv4Addr::new(10, 10, 0, 10));
         assert_eq!(c.settings()["storage"], "nfs");
+    }
+
+    #[test]
+    fn left_out_sections_take_their_defaults() {
+        let c = Cluster::from_yaml(
+            "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: m, private_ip: 10.0.0.1}\nstorage: {type: nfs, nfs: {server: 10.0.0.2}}\n",
+            "min",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.portal.provider_type.as_str(), c.portal.iaas_type.as_str()),
+            ("standalone", "openstack")
+        );
+        assert_eq!(c.network.pod_cidr.to_string(), "10.233.64.0/18");
     }
 
     #[test]

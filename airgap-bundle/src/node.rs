@@ -74,6 +74,9 @@ pub struct NodeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub nodes: Vec<NodeEntry>,
+    /// Lower minimums than K-PaaS's (test labs, small VMs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minimums: Option<crate::cluster::Minimums>,
 }
 
 fn default_bundle() -> PathBuf {

@@ -6,12 +6,16 @@ mod cache;
 mod check_offline;
 mod cluster_cmd;
 mod fetch;
+mod image;
 mod inspect;
 mod keygen;
 mod plan_cmd;
+mod profile;
 mod progress;
 mod registry;
 mod resolve;
+mod runner;
+mod seeds;
 mod supply;
 mod verify;
 mod writer;
@@ -52,6 +56,12 @@ enum Cmd {
     Plan(plan_cmd::Args),
     /// Prove every image the bundle's manifests use is in the bundle.
     CheckOffline(check_offline::Args),
+    /// Build a bootable node image (raw or qcow2) with the bundle and the agent.
+    Image(image::Args),
+    /// Build (or find) a profile's base rootfs in the cache.
+    Rootfs(image::RootfsArgs),
+    /// Render per-node and universal NoCloud seeds (CIDATA) from a cluster file.
+    Seeds(seeds::Args),
 }
 
 /// Options shared by the commands that resolve and fetch.
@@ -168,6 +178,9 @@ fn main() {
             Cmd::Cluster(a) => cluster_cmd::run(a),
             Cmd::Plan(a) => plan_cmd::run(a),
             Cmd::CheckOffline(a) => check_offline::run(a),
+            Cmd::Image(a) => image::run_cmd(a),
+            Cmd::Rootfs(a) => image::rootfs_cmd(a),
+            Cmd::Seeds(a) => seeds::run_cmd(a),
         }
     });
     if let Err(e) = r {

@@ -1,0 +1,336 @@
+//! `kpaas-builder seeds`: per-node NoCloud seeds (CIDATA ISO and vfat) from
+//! the cluster file, rendered from the handlebars templates in `cloud-init/`
+//! in strict mode, plus one universal seed that serves every node. Cluster
+//! secrets are made here and reach only the nodes that need them.
+
+use crate::runner::run;
+use airgap_bundle::cluster::{Cluster, PASSWORD_KEYS};
+use airgap_bundle::node::{NODE_CONFIG_VERSION, NodeConfig, NodeEntry, Role, Runtime, VerifyMode};
+use airgap_bundle::{Digest, fsutil};
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+const USER_DATA: &str = include_str!("../../cloud-init/user-data.hbs");
+const META_DATA: &str = include_str!("../../cloud-init/meta-data.hbs");
+const NETWORK_CONFIG: &str = include_str!("../../cloud-init/network-config.hbs");
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub cluster: PathBuf,
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Seed registry port on every node.
+    #[arg(long, default_value_t = 5050)]
+    pub seed_port: u16,
+    /// Verification at boot: fast (default) or full.
+    #[arg(long, default_value = "fast")]
+    pub verify: String,
+}
+
+fn random_string(n: usize, alphabet: &[u8]) -> Result<String> {
+    let mut raw = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    Ok(raw
+        .iter()
+        .map(|b| alphabet[*b as usize % alphabet.len()] as char)
+        .collect())
+}
+
+fn write_secret(path: &Path, data: &[u8]) -> Result<()> {
+    fsutil::write_atomic(path, data)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(())
+}
+
+/// The cluster's secrets, made once and kept in `<out>/secrets` (0600) so a
+/// re-render gives every node the same ones.
+fn secrets(dir: &Path, c: &Cluster) -> Result<BTreeMap<String, Vec<u8>>> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    let token = dir.join("bootstrap-token");
+    if !token.exists() {
+        let a = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        // kubeadm's format: [a-z0-9]{6}.[a-z0-9]{16}
+        write_secret(
+            &token,
+            format!("{}.{}\n", random_string(6, a)?, random_string(16, a)?).as_bytes(),
+        )?;
+    }
+    if !dir.join("ca.crt").exists() {
+        run("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "3650",
+                "-subj",
+                "/CN=kubernetes",
+            ])
+            .args([
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("ca.key"))
+            .arg("-out")
+            .arg(dir.join("ca.crt"))
+            .ok()?;
+        std::fs::set_permissions(dir.join("ca.key"), std::fs::Permissions::from_mode(0o600))?;
+    }
+    // kubeadm's --discovery-token-ca-cert-hash: sha256 of the CA's SubjectPublicKeyInfo.
+    let pem = run("openssl")
+        .args(["x509", "-noout", "-pubkey", "-in"])
+        .arg(dir.join("ca.crt"))
+        .output()?;
+    std::fs::write(dir.join("ca.pub.pem"), pem)?;
+    let der = run("openssl")
+        .args(["pkey", "-pubin", "-outform", "der", "-in"])
+        .arg(dir.join("ca.pub.pem"))
+        .output()?;
+    let hash = format!("{}\n", Digest::of(&der));
+    write_secret(&dir.join("ca-cert-hash"), hash.as_bytes())?;
+    let pw_path = dir.join("passwords.yaml");
+    let mut pw: BTreeMap<String, String> = match std::fs::read_to_string(&pw_path) {
+        Ok(t) => {
+            serde_saphyr::from_str(&t).with_context(|| format!("reading {}", pw_path.display()))?
+        }
+        Err(_) => BTreeMap::new(),
+    };
+    for k in PASSWORD_KEYS {
+        let v = match c.passwords.get(*k) {
+            Some(v) => v.clone(),
+            None => match pw.get(*k) {
+                Some(v) => v.clone(),
+                None => random_string(
+                    24,
+                    b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789",
+                )?,
+            },
+        };
+        pw.insert(k.to_string(), v);
+    }
+    write_secret(&pw_path, serde_saphyr::to_string(&pw)?.as_bytes())?;
+    let mut out = BTreeMap::new();
+    for f in [
+        "bootstrap-token",
+        "ca-cert-hash",
+        "ca.crt",
+        "ca.key",
+        "passwords.yaml",
+    ] {
+        out.insert(f.to_string(), std::fs::read(dir.join(f))?);
+    }
+    Ok(out)
+}
+
+fn inventory(c: &Cluster) -> Vec<NodeEntry> {
+    let mut v = vec![NodeEntry {
+        hostname: c.master.hostname.clone(),
+        ip: c.master.private_ip.into(),
+        mac: c.master.mac.clone(),
+        role: Role::Master,
+    }];
+    v.extend(c.workers.iter().map(|w| NodeEntry {
+        hostname: w.hostname.clone(),
+        ip: w.private_ip.into(),
+        mac: w.mac.clone(),
+        role: Role::Worker,
+    }));
+    v
+}
+
+fn renderer() -> Result<handlebars::Handlebars<'static>> {
+    let mut h = handlebars::Handlebars::new();
+    // A missing variable is an error, never an empty string in a seed.
+    h.set_strict_mode(true);
+    h.register_escape_fn(handlebars::no_escape);
+    h.register_helper(
+        "json",
+        Box::new(
+            |hh: &handlebars::Helper,
+             _: &handlebars::Handlebars,
+             _: &handlebars::Context,
+             _: &mut handlebars::RenderContext,
+             out: &mut dyn handlebars::Output| {
+                let v = hh.param(0).map(|p| p.value().clone()).unwrap_or_default();
+                out.write(&v.to_string())?;
+                Ok(())
+            },
+        ),
+    );
+    for (n, t) in [
+        ("user-data", USER_DATA),
+        ("meta-data", META_DATA),
+        ("network-config", NETWORK_CONFIG),
+    ] {
+        h.register_template_string(n, t)
+            .with_context(|| format!("cloud-init/{n}.hbs"))?;
+    }
+    Ok(h)
+}
+
+/// Renders one seed directory and its CIDATA images.
+#[allow(clippy::too_many_arguments)]
+fn render_seed(
+    h: &handlebars::Handlebars,
+    out: &Path,
+    name: &str,
+    c: &Cluster,
+    node: Option<&NodeEntry>,
+    cfg: &NodeConfig,
+    secrets: &[(&str, &[u8])],
+    prefix: u8,
+) -> Result<()> {
+    let dir = out.join(name);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let node_yaml = serde_saphyr::to_string(cfg)?;
+    let nics: Vec<serde_json::Value> = match node {
+        Some(n) => vec![json!({"id": "eth0", "mac": n.mac.clone().and_then(|m| airgap_bundle::node::normalize_mac(&m)), "ip": n.ip.to_string(), "prefix": prefix})],
+        // One medium for every node: each finds its address by its MAC.
+        None => cfg.nodes.iter().filter_map(|n| Some(json!({"id": n.hostname.clone(), "mac": airgap_bundle::node::normalize_mac(n.mac.as_deref()?), "ip": n.ip.to_string(), "prefix": prefix}))).collect(),
+    };
+    let data = json!({
+        "cluster": c.name,
+        "who": node.map(|n| n.hostname.clone()).unwrap_or_else(|| "every node".into()),
+        "hostname": node.map(|n| n.hostname.clone()),
+        "instance_id": format!("{}-{}", c.name, name),
+        "ssh_keys": c.ssh_authorized_keys,
+        "node_config_b64": b64(node_yaml.as_bytes()),
+        "secrets": secrets.iter().map(|(n, b)| json!({"name": n, "b64": b64(b)})).collect::<Vec<_>>(),
+        "nics": nics,
+    });
+    for t in ["user-data", "meta-data", "network-config"] {
+        let text = h
+            .render(t, &data)
+            .with_context(|| format!("rendering cloud-init/{t}.hbs for {name}"))?;
+        write_secret(&dir.join(t), text.as_bytes())?;
+    }
+    // Without cloud-init the agent reads this straight from the volume.
+    write_secret(
+        &dir.join(airgap_bundle::node::CIDATA_FILE),
+        node_yaml.as_bytes(),
+    )?;
+    let files = [
+        "user-data",
+        "meta-data",
+        "network-config",
+        airgap_bundle::node::CIDATA_FILE,
+    ];
+    let iso = out.join(format!("{name}.iso"));
+    let mut x = run("xorriso")
+        .args([
+            "-as", "mkisofs", "-quiet", "-volid", "CIDATA", "-joliet", "-rock", "-o",
+        ])
+        .arg(&iso);
+    for f in files {
+        x = x.arg(dir.join(f));
+    }
+    x.ok()?;
+    let vfat = out.join(format!("{name}.vfat"));
+    let _ = std::fs::remove_file(&vfat);
+    run("mkfs.vfat")
+        .args(["-n", "CIDATA", "-C"])
+        .arg(&vfat)
+        .arg("2048")
+        .ok()?;
+    for f in files {
+        run("mcopy")
+            .arg("-i")
+            .arg(&vfat)
+            .arg(dir.join(f))
+            .arg(format!("::/{f}"))
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .ok()?;
+    }
+    for p in [&iso, &vfat] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+pub fn run_cmd(a: Args) -> Result<()> {
+    let c = crate::cluster_cmd::load(&a.cluster)?;
+    let verify = match a.verify.as_str() {
+        "fast" => VerifyMode::Fast,
+        "full" => VerifyMode::Full,
+        v => bail!("--verify {v}: fast or full"),
+    };
+    std::fs::create_dir_all(&a.out)?;
+    let s = secrets(&a.out.join("secrets"), &c)?;
+    let h = renderer()?;
+    let nodes = inventory(&c);
+    let prefix = c.network.node_cidr.map_or(24, |n| n.prefix);
+    let cfg = |node: Option<&NodeEntry>| NodeConfig {
+        config_version: NODE_CONFIG_VERSION,
+        cluster: c.name.clone(),
+        bundle: PathBuf::from("/run/kpaas/data/bundle"),
+        bundle_key: PathBuf::from("/etc/kpaas/bundle.pub"),
+        verify,
+        seed_port: a.seed_port,
+        runtime: Runtime::Crio,
+        state_dir: PathBuf::from("/var/lib/kpaas"),
+        node: node.map(|n| n.hostname.clone()),
+        nodes: nodes.clone(),
+        minimums: c.minimums.clone(),
+    };
+    let get = |k: &str| s.get(k).map(Vec::as_slice).unwrap_or_default();
+    // Workers get the token and the CA hash; only the master gets the CA key and passwords.
+    let worker: Vec<(&str, &[u8])> = vec![
+        ("bootstrap-token", get("bootstrap-token")),
+        ("ca-cert-hash", get("ca-cert-hash")),
+    ];
+    let mut master = worker.clone();
+    master.extend([
+        ("ca.crt", get("ca.crt")),
+        ("ca.key", get("ca.key")),
+        ("passwords.yaml", get("passwords.yaml")),
+    ]);
+    for n in &nodes {
+        let sec = if n.role == Role::Master {
+            &master
+        } else {
+            &worker
+        };
+        render_seed(
+            &h,
+            &a.out,
+            &n.hostname,
+            &c,
+            Some(n),
+            &cfg(Some(n)),
+            sec,
+            prefix,
+        )?;
+    }
+    // The universal medium may boot any node, the master included: it must carry the master's secrets.
+    render_seed(
+        &h,
+        &a.out,
+        "universal",
+        &c,
+        None,
+        &cfg(None),
+        &master,
+        prefix,
+    )?;
+    println!(
+        "seeds for {} nodes and one universal seed in {} ({{node}}.iso / .vfat, label CIDATA); secrets in {}/secrets (0600)",
+        nodes.len(),
+        a.out.display(),
+        a.out.display()
+    );
+    Ok(())
+}
