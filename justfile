@@ -8,19 +8,32 @@ default: test
 setup:
     #!/usr/bin/env bash
     set -euo pipefail
-    pkgs="docker-registry apache2-utils skopeo busybox-static nginx-light openssl zstd file ca-certificates containerd runc podman conmon catatonit"
+    fx="${KPAAS_FIXTURES_DIR:-/var/cache/kpaas-fixtures}"
+    pkgs="docker-registry apache2-utils skopeo busybox-static nginx-light openssl zstd file ca-certificates containerd runc podman conmon catatonit mmdebstrap ovmf grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools e2fsprogs fdisk cpio"
     missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
     if [ -n "$missing" ]; then
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     fi
-    fx="${KPAAS_FIXTURES_DIR:-/var/cache/kpaas-fixtures}"
+    # qemu from bookworm-backports (the machine's qemu-utils comes from there and
+    # blocks bookworm's qemu), through a private source list: /etc/apt is untouched.
+    if ! command -v qemu-system-x86_64 >/dev/null; then
+        mkdir -p "$fx/apt-bpo/lists/partial"
+        printf 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-backports main\n' > "$fx/apt-bpo/sources.list"
+        o="-o Dir::Etc::sourcelist=$fx/apt-bpo/sources.list -o Dir::Etc::sourceparts=- -o Dir::State::lists=$fx/apt-bpo/lists -o DPkg::Lock::Timeout=600"
+        apt-get $o update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get $o install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86
+    fi
     tests/fetch-arm64-busybox.sh "$fx/arm64"
     # Real Helm (SDK v4 behind helm-python-sdk) and an SPDX validator, for interop tests.
     if [ ! -x "$fx/venv/bin/pyspdxtools" ] || ! "$fx/venv/bin/python" -c 'import helm_python' 2>/dev/null; then
         python3 -m venv "$fx/venv"
         "$fx/venv/bin/pip" install --quiet helm-python-sdk==0.2.2 spdx-tools==0.8.5
     fi
+    # The debian-12 base rootfs, built once from Debian's archive and cached:
+    # image tests then run with --offline and never reach the network.
+    cargo build -q -p kpaas-builder
+    ./target/debug/kpaas-builder rootfs --profile images/debian-12.yaml --cache-dir "$fx/cache"
 
 build:
     cargo build --workspace
@@ -47,4 +60,9 @@ bench-seed:
     cargo build --release -p kpaas-builder -p kpaas-agent -p kpaas-testkit
     ./target/release/kpaas-bench-seed --builder ./target/release/kpaas-builder --agent ./target/release/kpaas-agent
 
-bench: bench-bundle bench-seed
+# Image build stages from a warm rootfs cache, and power-on to "seed registry ready".
+bench-image:
+    cargo build --release -p kpaas-builder -p kpaas-agent -p kpaas-testkit
+    ./target/release/kpaas-bench-image --builder ./target/release/kpaas-builder
+
+bench: bench-bundle bench-seed bench-image

@@ -6,6 +6,7 @@
 pub mod content;
 pub mod http;
 pub mod servers;
+pub mod vm;
 
 use std::path::PathBuf;
 

@@ -1,0 +1,354 @@
+//! Images and seeds, checked with standard tools and booted under qemu (TCG):
+//! UEFI and BIOS, per-node and universal seeds. Needs `just setup` (qemu,
+//! OVMF, GRUB, mtools, xorriso, and the cached debian-12 rootfs).
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use kpaas_testkit::vm::{self, Firmware, VmSpec};
+use kpaas_testkit::{DemoEnv, fixtures_dir, have_tools};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const TOOLS: &[&str] = &[
+    "docker-registry",
+    "nginx",
+    "skopeo",
+    "qemu-system-x86_64",
+    "qemu-img",
+    "grub-mkstandalone",
+    "grub-mkimage",
+    "mkfs.vfat",
+    "mcopy",
+    "sfdisk",
+    "xorriso",
+    "mkfs.ext4",
+    "e2fsck",
+    "fsck.vfat",
+    "openssl",
+];
+
+fn builder(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kpaas-builder"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = builder(args);
+    assert!(
+        o.status.success(),
+        "kpaas-builder {args:?}:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+fn cache() -> PathBuf {
+    fixtures_dir().join("cache")
+}
+
+fn ready(test: &str) -> bool {
+    if !have_tools(test, TOOLS) {
+        return false;
+    }
+    let have_rootfs = std::fs::read_dir(cache().join("rootfs"))
+        .map(|d| {
+            d.flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "tar"))
+        })
+        .unwrap_or(false);
+    if !have_rootfs {
+        let msg = format!(
+            "SKIPPED {test}: no debian-12 rootfs in {} (run `just setup`)",
+            cache().display()
+        );
+        assert!(
+            std::env::var_os(kpaas_testkit::REQUIRE_ENV).is_none(),
+            "{msg}"
+        );
+        eprintln!("{msg}");
+        return false;
+    }
+    true
+}
+
+fn profile() -> String {
+    format!("{}/../images/debian-12.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The signed demo bundle as a directory, and its public key.
+fn bundle(env: &DemoEnv, t: &Path) -> (PathBuf, PathBuf) {
+    kpaas_testkit::demo_bundle(env, t).unwrap()
+}
+
+const LAB: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nminimums: {cpus: 1, memory_mib: 700, root_free_mib: 100}\n";
+
+fn slice(img: &Path, part: &serde_json::Value, out: &Path) {
+    let (start, size) = (
+        part["start"].as_u64().unwrap() * 512,
+        part["size"].as_u64().unwrap() * 512,
+    );
+    let mut f = std::fs::File::open(img).unwrap();
+    use std::io::{Read, Seek};
+    f.seek(std::io::SeekFrom::Start(start)).unwrap();
+    let mut o = std::fs::File::create(out).unwrap();
+    std::io::copy(&mut f.take(size), &mut o).unwrap();
+}
+
+#[test]
+fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
+    if !ready("image_boot") {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, key) = bundle(&env, t.path());
+    let lab = t.path().join("lab.yaml");
+    std::fs::write(&lab, LAB).unwrap();
+    let seeds = t.path().join("seeds");
+    ok(&[
+        "seeds",
+        "--cluster",
+        &lab.to_string_lossy(),
+        "--out",
+        &seeds.to_string_lossy(),
+    ]);
+    // Workers get the join token and CA hash, never the CA key.
+    let worker = std::fs::read_to_string(seeds.join("kpaas-worker1/user-data")).unwrap();
+    assert!(worker.contains("/etc/kpaas/secrets/bootstrap-token") && !worker.contains("ca.key"));
+    let master = std::fs::read_to_string(seeds.join("kpaas-master/user-data")).unwrap();
+    assert!(
+        master.contains("/etc/kpaas/secrets/ca.key") && master.contains("permissions: \"0600\"")
+    );
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(seeds.join("kpaas-master.iso"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let blk = Command::new("xorriso")
+        .args([
+            "-indev",
+            &seeds.join("kpaas-master.iso").to_string_lossy(),
+            "-pvd_info",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&blk.stdout).contains("CIDATA"),
+        "{}",
+        String::from_utf8_lossy(&blk.stdout)
+    );
+
+    let raw = t.path().join("node.raw");
+    let args = |fmt: &str, out: &Path| {
+        vec![
+            "image".to_string(),
+            "--profile".into(),
+            profile(),
+            "--bundle".into(),
+            b.to_string_lossy().into(),
+            "--bundle-key".into(),
+            key.to_string_lossy().into(),
+            "--format".into(),
+            fmt.into(),
+            "--out".into(),
+            out.to_string_lossy().into(),
+            "--cache-dir".into(),
+            cache().to_string_lossy().into(),
+            "--offline".into(),
+        ]
+    };
+    let a: Vec<String> = args("raw", &raw);
+    let out = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        out.contains("installed from the bundle: /usr/local/bin/kubeadm"),
+        "{out}"
+    );
+    // Standard tools agree with what we wrote.
+    let j: serde_json::Value = serde_json::from_slice(
+        &Command::new("sfdisk")
+            .arg("--json")
+            .arg(&raw)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let parts = j["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bios", "esp", "root", "kpaas-data"]);
+    assert_eq!(parts[1]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
+    slice(&raw, &parts[1], &t.path().join("esp.img"));
+    let o = Command::new("fsck.vfat")
+        .arg("-n")
+        .arg(t.path().join("esp.img"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "fsck.vfat: {}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    for (i, what) in [(2, "root"), (3, "data")] {
+        let p = t.path().join(format!("{what}.img"));
+        slice(&raw, &parts[i], &p);
+        let o = Command::new("e2fsck").arg("-fn").arg(&p).output().unwrap();
+        assert!(
+            o.status.success(),
+            "e2fsck {what}: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        std::fs::remove_file(&p).unwrap();
+    }
+    let q = t.path().join("node.qcow2");
+    let a: Vec<String> = args("qcow2", &q);
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(
+        Command::new("qemu-img")
+            .arg("check")
+            .arg(&q)
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // UEFI, qcow2, per-node seed: the node is who its seed says.
+    let port = kpaas_testkit::servers::free_port();
+    let master_iso = seeds.join("kpaas-master.iso");
+    let mut m = vm::start(
+        t.path(),
+        &VmSpec {
+            name: "uefi",
+            firmware: Firmware::Uefi,
+            disk: &q,
+            extra: vec![&master_iso],
+            mac: "52:54:00:12:34:10",
+            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
+            memory_mib: 1024,
+        },
+    )
+    .unwrap();
+    let secs = m
+        .wait_for("seed registry ready", Duration::from_secs(300))
+        .unwrap();
+    let c = m.console();
+    assert!(
+        c.contains("identity: kpaas-master (master, 10.10.0.10)"),
+        "{c}"
+    );
+    assert!(c.contains("verify: fast: signature by key"), "{c}");
+    assert!(
+        c.contains("seed registry ready on 127.0.0.1:5050, 10.10.0.10:5050"),
+        "{c}"
+    );
+    eprintln!("UEFI power-on to seed registry ready: {secs:.1}s");
+    drop(m);
+
+    // BIOS, raw, universal seed: the node finds itself by its MAC.
+    let port = kpaas_testkit::servers::free_port();
+    let uni = seeds.join("universal.iso");
+    let mut w = vm::start(
+        t.path(),
+        &VmSpec {
+            name: "bios",
+            firmware: Firmware::Bios,
+            disk: &raw,
+            extra: vec![&uni],
+            mac: "52:54:00:12:34:11",
+            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
+            memory_mib: 1024,
+        },
+    )
+    .unwrap();
+    w.wait_for("registries sent to the seed", Duration::from_secs(300))
+        .unwrap();
+    let c = w.console();
+    assert!(
+        c.contains("identity: kpaas-worker1 (worker, 10.10.0.11)"),
+        "{c}"
+    );
+}
+
+#[test]
+fn bad_profiles_and_inputs_write_no_image() {
+    let t = tempfile::tempdir().unwrap();
+    let bad = t.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "profile_version: 1\nname: bad\ndistribution: fedora\nsuite: bookworm\nmirror: ftp://x\narchitecture: s390x\nkernel: ''\npackages: [systemd, 'Not A Package']\npartitions: {esp_mib: 8}\noutputs: [vmdk]\n",
+    )
+    .unwrap();
+    let out = t.path().join("x.raw");
+    let o = builder(&[
+        "image",
+        "--profile",
+        &bad.to_string_lossy(),
+        "--bundle",
+        "/nonexistent",
+        "--bundle-key",
+        "/nonexistent",
+        "--out",
+        &out.to_string_lossy(),
+        "--offline",
+    ]);
+    assert!(!o.status.success());
+    let e = String::from_utf8_lossy(&o.stderr);
+    for n in [
+        "bad.yaml",
+        "distribution: \"fedora\"",
+        "mirror: \"ftp://x\"",
+        "architecture: \"s390x\"",
+        "kernel:",
+        "packages: \"Not A Package\"",
+        "packages: udev is required",
+        "partitions.esp_mib: 8",
+        "outputs: \"vmdk\"",
+    ] {
+        assert!(e.contains(n), "missing {n:?} in:\n{e}");
+    }
+    assert!(!out.exists());
+    // A good profile with a bad key: nothing looking like an image is left.
+    let dir = t.path().join("out");
+    std::fs::create_dir_all(&dir).unwrap();
+    let o = builder(&[
+        "image",
+        "--profile",
+        &profile(),
+        "--bundle",
+        &t.path().to_string_lossy(),
+        "--bundle-key",
+        &bad.to_string_lossy(),
+        "--out",
+        &dir.join("n.raw").to_string_lossy(),
+        "--offline",
+        "--cache-dir",
+        &t.path().join("c").to_string_lossy(),
+    ]);
+    assert!(!o.status.success());
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        0,
+        "a failed build left files behind"
+    );
+    // The Ubuntu profiles validate here even though their archive is out of reach.
+    for p in ["ubuntu-20.04", "ubuntu-22.04"] {
+        let o = builder(&[
+            "rootfs",
+            "--profile",
+            &format!("{}/../images/{p}.yaml", env!("CARGO_MANIFEST_DIR")),
+            "--cache-dir",
+            &t.path().join("c").to_string_lossy(),
+        ]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success() && e.contains("validated and planned here"),
+            "{p}: {e}"
+        );
+    }
+}

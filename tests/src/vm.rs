@@ -1,0 +1,139 @@
+//! qemu guests for boot tests: software emulation (TCG) always, because
+//! /dev/kvm on these machines initialises and then hangs guests. Each VM's
+//! serial console goes to a file the test reads; the VM dies with the value.
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+pub enum Firmware {
+    Uefi,
+    Bios,
+}
+
+pub struct Vm {
+    child: Child,
+    pub serial: PathBuf,
+    pub started: Instant,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct VmSpec<'a> {
+    pub name: &'a str,
+    pub firmware: Firmware,
+    /// Boot disk (raw or qcow2), attached with snapshot=on so it stays pristine.
+    pub disk: &'a Path,
+    /// Extra read-only disks (seed ISO or vfat).
+    pub extra: Vec<&'a Path>,
+    pub mac: &'a str,
+    /// `-netdev` for the NIC: a socket network between guests, never the host's.
+    pub netdev: String,
+    pub memory_mib: u32,
+}
+
+pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
+    let serial = dir.join(format!("{}.serial.log", spec.name));
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args([
+        "-M",
+        "q35",
+        "-nodefaults",
+        "-accel",
+        "tcg",
+        "-smp",
+        "2",
+        "-m",
+        &spec.memory_mib.to_string(),
+    ]);
+    if let Firmware::Uefi = spec.firmware {
+        let vars = dir.join(format!("{}.vars.fd", spec.name));
+        std::fs::copy(OVMF_VARS, &vars).context("copying OVMF vars (apt-get install ovmf)")?;
+        c.arg("-drive")
+            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+        c.arg("-drive")
+            .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+    }
+    let fmt = if spec.disk.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    };
+    c.arg("-drive").arg(format!(
+        "file={},format={fmt},if=virtio,snapshot=on",
+        spec.disk.display()
+    ));
+    for e in &spec.extra {
+        c.arg("-drive").arg(format!(
+            "file={},format=raw,if=virtio,readonly=on",
+            e.display()
+        ));
+    }
+    c.arg("-netdev").arg(&spec.netdev);
+    c.arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0,mac={}", spec.mac));
+    c.args([
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-serial",
+    ])
+    .arg(format!("file:{}", serial.display()));
+    let log = std::fs::File::create(dir.join(format!("{}.qemu.log", spec.name)))?;
+    let child = c
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting qemu-system-x86_64")?;
+    Ok(Vm {
+        child,
+        serial,
+        started: Instant::now(),
+    })
+}
+
+impl Vm {
+    pub fn console(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).to_string()
+    }
+
+    /// Waits until the console shows `marker`; returns the seconds since power-on.
+    pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> Result<f64> {
+        loop {
+            if self.console().contains(marker) {
+                return Ok(self.started.elapsed().as_secs_f64());
+            }
+            if let Some(s) = self.child.try_wait()? {
+                bail!(
+                    "the VM exited ({s}) before {marker:?}; console:\n{}",
+                    tail(&self.console())
+                );
+            }
+            if self.started.elapsed() > timeout {
+                bail!(
+                    "no {marker:?} on the console within {}s; console:\n{}",
+                    timeout.as_secs(),
+                    tail(&self.console())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
