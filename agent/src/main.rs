@@ -209,6 +209,27 @@ fn notify_ready(msg: &str) {
     }
 }
 
+/// True when `GET /v2/` at `addr` answers 200.
+async fn probe_registry(addr: SocketAddr) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fut = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(
+            format!("GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut buf = [0u8; 32];
+        let n = s.read(&mut buf).await.ok()?;
+        Some(buf[..n].starts_with(b"HTTP/1.1 200"))
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), fut)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
 async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
     let cfg = load_config(c)?;
     let mut j = Journal::open(&cfg.state_dir)?;
@@ -305,6 +326,23 @@ async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
     notify_ready(&ready);
     if no_wait {
         return Ok(());
+    }
+    // Workers will join the master and pull from its registries: say early
+    // whether it can be reached (not a boot step: the master may come later).
+    if me.role == node::Role::Worker
+        && let Some(m) = cfg.nodes.iter().find(|n| n.role == node::Role::Master)
+    {
+        let addr = SocketAddr::new(m.ip, cfg.seed_port);
+        tokio::spawn(async move {
+            for _ in 0..60 {
+                if probe_registry(addr).await {
+                    eprintln!("kpaas-agent: master seed registry reachable at {addr}");
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+            }
+            eprintln!("kpaas-agent: master seed registry at {addr} not reachable after 2 minutes");
+        });
     }
     for h in handles {
         let _ = h.await;

@@ -352,3 +352,84 @@ fn bad_profiles_and_inputs_write_no_image() {
         );
     }
 }
+
+#[test]
+fn two_vms_from_one_image_and_one_universal_seed_find_themselves_and_each_other() {
+    if !ready("two_vms") {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, key) = bundle(&env, t.path());
+    let lab = t.path().join("lab.yaml");
+    std::fs::write(&lab, LAB).unwrap();
+    let seeds = t.path().join("seeds");
+    ok(&[
+        "seeds",
+        "--cluster",
+        &lab.to_string_lossy(),
+        "--out",
+        &seeds.to_string_lossy(),
+    ]);
+    let raw = t.path().join("node.raw");
+    ok(&[
+        "image",
+        "--profile",
+        &profile(),
+        "--bundle",
+        &b.to_string_lossy(),
+        "--bundle-key",
+        &key.to_string_lossy(),
+        "--out",
+        &raw.to_string_lossy(),
+        "--cache-dir",
+        &cache().to_string_lossy(),
+        "--offline",
+    ]);
+    drop(env);
+    let uni = seeds.join("universal.iso");
+    // A private socket network between the two guests: nothing else is on it.
+    let port = kpaas_testkit::servers::free_port();
+    let mut m = vm::start(
+        t.path(),
+        &VmSpec {
+            name: "master",
+            firmware: Firmware::Uefi,
+            disk: &raw,
+            extra: vec![&uni],
+            mac: "52:54:00:12:34:10",
+            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
+            memory_mib: 1024,
+        },
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut w = vm::start(
+        t.path(),
+        &VmSpec {
+            name: "worker",
+            firmware: Firmware::Uefi,
+            disk: &raw,
+            extra: vec![&uni],
+            mac: "52:54:00:12:34:11",
+            netdev: format!("socket,id=n0,connect=127.0.0.1:{port}"),
+            memory_mib: 1024,
+        },
+    )
+    .unwrap();
+    m.wait_for("registries sent to the seed", Duration::from_secs(400))
+        .unwrap();
+    w.wait_for(
+        "master seed registry reachable at 10.10.0.10:5050",
+        Duration::from_secs(400),
+    )
+    .unwrap();
+    assert!(
+        m.console()
+            .contains("identity: kpaas-master (master, 10.10.0.10)")
+    );
+    assert!(
+        w.console()
+            .contains("identity: kpaas-worker1 (worker, 10.10.0.11)")
+    );
+}
