@@ -12,7 +12,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Fixed, so that the same inputs give the same image bytes.
+/// A fixed build time for mmdebstrap and mkfs. The rootfs tar repeats byte
+/// for byte; whole images do not yet (GRUB's standalone memdisk, FAT and
+/// ext4 metadata still carry build-time state).
 const EPOCH: &str = "1767225600";
 const MIB: u64 = 1 << 20;
 const ROOT_LABEL: &str = "kpaas-root";
