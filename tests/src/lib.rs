@@ -130,12 +130,14 @@ pub fn venv_bin(test: &str, tool: &str) -> Option<PathBuf> {
 /// (`cargo test --workspace` builds every package's binaries first).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap_or_default();
-    // target/<profile>/deps/<test> -> target/<profile>/<name>
-    let p = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|d| d.join(name))
-        .unwrap_or_default();
+    // A tool binary sits beside it (target/<profile>/<tool>); a test one
+    // level down (target/<profile>/deps/<test>).
+    let beside = exe.with_file_name(name);
+    let p = if beside.is_file() {
+        beside
+    } else {
+        exe.parent().and_then(|d| d.parent()).map(|d| d.join(name)).unwrap_or_default()
+    };
     assert!(
         p.is_file(),
         "{} is not built: run `cargo build --workspace` (or `just test`)",
