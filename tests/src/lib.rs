@@ -136,7 +136,10 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     let p = if beside.is_file() {
         beside
     } else {
-        exe.parent().and_then(|d| d.parent()).map(|d| d.join(name)).unwrap_or_default()
+        exe.parent()
+            .and_then(|d| d.parent())
+            .map(|d| d.join(name))
+            .unwrap_or_default()
     };
     assert!(
         p.is_file(),

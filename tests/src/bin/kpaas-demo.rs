@@ -61,17 +61,76 @@ fn main() -> Result<()> {
         "--sign-key",
         &format!("{key}.key"),
         "--out",
-        &format!("{out}/demo-bundle.tar.zst"),
+        &format!("{out}/demo-bundle"),
     ]);
     b.extend(env.mirror_args());
     run(&b)?;
     run(&s(&[
         "verify",
-        &format!("{out}/demo-bundle.tar.zst"),
+        &format!("{out}/demo-bundle"),
         "--key",
         &format!("{key}.pub"),
     ]))?;
-    run(&s(&["inspect", &format!("{out}/demo-bundle.tar.zst")]))?;
-    eprintln!("demo bundle: {out}/demo-bundle.tar.zst (public key {key}.pub)");
+    run(&s(&["inspect", &format!("{out}/demo-bundle")]))?;
+    run(&s(&["check-offline", &format!("{out}/demo-bundle")]))?;
+    eprintln!("demo bundle: {out}/demo-bundle (public key {key}.pub)");
+    if args.iter().any(|a| a == "--no-boot") {
+        return Ok(());
+    }
+    // The appliance: a node image with the bundle and the agent, a seed for
+    // the master, and a boot under qemu (software emulation) to a ready node.
+    let lab = format!("{out}/lab-cluster.yaml");
+    std::fs::write(
+        &lab,
+        "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\n# a lab VM is smaller than K-PaaS's minimums\nminimums: {cpus: 1, memory_mib: 700, root_free_mib: 100}\n",
+    )?;
+    run(&s(&[
+        "seeds",
+        "--cluster",
+        &lab,
+        "--out",
+        &format!("{out}/seeds"),
+    ]))?;
+    let fx = kpaas_testkit::fixtures_dir();
+    run(&s(&[
+        "image",
+        "--profile",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../images/debian-12.yaml"),
+        "--bundle",
+        &format!("{out}/demo-bundle"),
+        "--bundle-key",
+        &format!("{key}.pub"),
+        "--format",
+        "qcow2",
+        "--out",
+        &format!("{out}/node.qcow2"),
+        "--cache-dir",
+        &fx.join("cache").to_string_lossy(),
+        "--offline",
+    ]))?;
+    eprintln!("+ booting {out}/node.qcow2 under qemu (TCG, UEFI) with the master's seed...");
+    let port = kpaas_testkit::servers::free_port();
+    let disk = std::path::PathBuf::from(format!("{out}/node.qcow2"));
+    let seed = std::path::PathBuf::from(format!("{out}/seeds/kpaas-master.iso"));
+    let mut vm = kpaas_testkit::vm::start(
+        std::path::Path::new(&out),
+        &kpaas_testkit::vm::VmSpec {
+            name: "demo-master",
+            firmware: kpaas_testkit::vm::Firmware::Uefi,
+            disk: &disk,
+            extra: vec![&seed],
+            mac: "52:54:00:12:34:10",
+            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
+            memory_mib: 1024,
+        },
+    )?;
+    let secs = vm.wait_for(
+        "registries sent to the seed",
+        std::time::Duration::from_secs(300),
+    )?;
+    println!("the node's serial console ({secs:.1}s after power-on):");
+    for l in vm.console().lines().filter(|l| l.contains("kpaas-agent[")) {
+        println!("  {}", l.split("]: ").nth(1).unwrap_or(l).trim());
+    }
     Ok(())
 }
