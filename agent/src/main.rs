@@ -209,6 +209,56 @@ fn notify_ready(msg: &str) {
     }
 }
 
+/// Running live from the ISO: find the whole device whose ISO 9660 volume id
+/// is the appliance's and mount it where the bundle is expected.
+fn mount_live(root: &Path, bundle: &Path) -> Result<()> {
+    if !root.join("etc/kpaas/live").exists() || bundle.exists() {
+        return Ok(());
+    }
+    let mnt = bundle.parent().unwrap_or(bundle);
+    let mut seen = Vec::new();
+    for e in std::fs::read_dir(root.join("sys/block"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        let dev = root.join("dev").join(&name);
+        let mut id = [0u8; 32];
+        let ok = std::fs::File::open(&dev)
+            .and_then(|mut f| {
+                use std::io::{Read, Seek};
+                f.seek(std::io::SeekFrom::Start(32768 + 40))?;
+                f.read_exact(&mut id)
+            })
+            .is_ok();
+        let vol = String::from_utf8_lossy(&id).trim().to_string();
+        seen.push(format!("{name}={vol}"));
+        if ok && vol == "KPAAS_LIVE" {
+            std::fs::create_dir_all(mnt)?;
+            let st = std::process::Command::new("mount")
+                .args(["-t", "iso9660", "-o", "ro"])
+                .arg(&dev)
+                .arg(mnt)
+                .status()
+                .context("running mount")?;
+            if !st.success() {
+                bail!(
+                    "mount -t iso9660 -o ro {} {} failed with {st}",
+                    dev.display(),
+                    mnt.display()
+                );
+            }
+            eprintln!("kpaas-agent: live: bundle from {}", dev.display());
+            return Ok(());
+        }
+    }
+    bail!(
+        "running live, but no device holds the KPAAS_LIVE volume (seen: {})",
+        seen.join(", ")
+    )
+}
+
 /// True when `GET /v2/` at `addr` answers 200.
 async fn probe_registry(addr: SocketAddr) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -247,6 +297,12 @@ async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
         j.record("identity", State::Done, &who)?;
     }
     say(&format!("identity: {who}"));
+    // Live from the ISO: the bundle's medium is mounted read-only first, so
+    // that preflight can measure it.
+    if let Err(e) = mount_live(&c.root, &cfg.bundle) {
+        j.record("preflight", State::Failed, &format!("{e:#}"))?;
+        return Err(e);
+    }
     if !j.done("preflight") {
         let needs =
             preflight::Needs::for_role(me.role, cfg.seed_port).lowered(cfg.minimums.as_ref());

@@ -31,7 +31,7 @@ pub struct Args {
     /// The bundle's public key, baked in as /etc/kpaas/bundle.pub.
     #[arg(long)]
     pub bundle_key: PathBuf,
-    /// raw or qcow2.
+    /// raw, qcow2 or iso (hybrid BIOS + UEFI, runs live).
     #[arg(long, default_value = "raw")]
     pub format: String,
     #[arg(long, short)]
@@ -158,7 +158,6 @@ Documentation=https://kpaas-appliance.invalid/agent
 After=local-fs.target systemd-networkd.service cloud-init.service
 Wants=cloud-init.service
 Before=crio.service containerd.service kubelet.service
-RequiresMountsFor=/run/kpaas/data
 
 [Service]
 Type=notify
@@ -442,6 +441,11 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
     lap("extract", &mut t);
     let installed = customize(&root, &a.bundle, &m, &agent, &key, &p.architecture)?;
     lap("customize", &mut t);
+    if a.format == "iso" {
+        crate::iso::build(&root, &a.bundle, w, out)?;
+        lap("iso", &mut t);
+        return Ok(Built { stages, installed });
+    }
     // Root, sized from the tree unless the profile says.
     let root_mib = if p.partitions.root_mib > 0 {
         p.partitions.root_mib
@@ -611,11 +615,8 @@ start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6B706161-7300
 pub fn run_cmd(a: Args) -> Result<()> {
     let start = Instant::now();
     let p = Profile::load(&a.profile)?;
-    if !["raw", "qcow2"].contains(&a.format.as_str()) {
-        bail!(
-            "--format {}: this builder makes raw and qcow2 (the ISO is not built yet)",
-            a.format
-        );
+    if !["raw", "qcow2", "iso"].contains(&a.format.as_str()) {
+        bail!("--format {}: raw, qcow2 or iso", a.format);
     }
     if !p.outputs.contains(&a.format) {
         bail!(

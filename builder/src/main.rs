@@ -8,6 +8,7 @@ mod cluster_cmd;
 mod fetch;
 mod image;
 mod inspect;
+mod iso;
 mod keygen;
 mod plan_cmd;
 mod profile;

@@ -433,3 +433,79 @@ fn two_vms_from_one_image_and_one_universal_seed_find_themselves_and_each_other(
             .contains("identity: kpaas-worker1 (worker, 10.10.0.11)")
     );
 }
+
+#[test]
+fn the_hybrid_iso_has_both_boot_records_and_runs_live_under_uefi() {
+    if !ready("iso_live") {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, key) = bundle(&env, t.path());
+    let lab = t.path().join("lab.yaml");
+    std::fs::write(&lab, LAB).unwrap();
+    let seeds = t.path().join("seeds");
+    ok(&[
+        "seeds",
+        "--cluster",
+        &lab.to_string_lossy(),
+        "--out",
+        &seeds.to_string_lossy(),
+    ]);
+    let iso = t.path().join("node.iso");
+    ok(&[
+        "image",
+        "--profile",
+        &profile(),
+        "--bundle",
+        &b.to_string_lossy(),
+        "--bundle-key",
+        &key.to_string_lossy(),
+        "--format",
+        "iso",
+        "--out",
+        &iso.to_string_lossy(),
+        "--cache-dir",
+        &cache().to_string_lossy(),
+        "--offline",
+    ]);
+    drop(env);
+    let r = Command::new("xorriso")
+        .args([
+            "-indev",
+            &iso.to_string_lossy(),
+            "-report_el_torito",
+            "plain",
+        ])
+        .output()
+        .unwrap();
+    let rep = String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr);
+    assert!(
+        rep.contains("BIOS  y") && rep.contains("UEFI  y") && rep.contains("GPT"),
+        "{rep}"
+    );
+    // Written to a stick (a virtio disk here), booted by UEFI firmware: the
+    // live system finds the bundle on its own medium.
+    let port = kpaas_testkit::servers::free_port();
+    let seed = seeds.join("kpaas-master.iso");
+    let mut v = vm::start(
+        t.path(),
+        &VmSpec {
+            name: "live",
+            firmware: Firmware::Uefi,
+            disk: &iso,
+            extra: vec![&seed],
+            mac: "52:54:00:12:34:10",
+            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
+            memory_mib: 2048,
+        },
+    )
+    .unwrap();
+    v.wait_for("registries sent to the seed", Duration::from_secs(400))
+        .unwrap();
+    let c = v.console();
+    assert!(
+        c.contains("live: bundle from /dev/vda") && c.contains("identity: kpaas-master (master"),
+        "{c}"
+    );
+}
