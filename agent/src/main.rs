@@ -210,12 +210,14 @@ fn notify_ready(msg: &str) {
 }
 
 /// Running live from the ISO: find the whole device whose ISO 9660 volume id
-/// is the appliance's and mount it where the bundle is expected.
-fn mount_live(root: &Path, bundle: &Path) -> Result<()> {
-    if !root.join("etc/kpaas/live").exists() || bundle.exists() {
-        return Ok(());
+/// is the appliance's, mount it, and point the data path at its bundle.
+/// Returns the live medium's device name.
+fn mount_live(root: &Path, bundle: &Path) -> Result<Option<String>> {
+    if !root.join("etc/kpaas/live").exists() {
+        return Ok(None);
     }
-    let mnt = bundle.parent().unwrap_or(bundle);
+    let iso_mnt = root.join("run/kpaas/iso");
+    let data = bundle.parent().unwrap_or(bundle);
     let mut seen = Vec::new();
     for e in std::fs::read_dir(root.join("sys/block"))
         .into_iter()
@@ -235,28 +237,141 @@ fn mount_live(root: &Path, bundle: &Path) -> Result<()> {
         let vol = String::from_utf8_lossy(&id).trim().to_string();
         seen.push(format!("{name}={vol}"));
         if ok && vol == "KPAAS_LIVE" {
-            std::fs::create_dir_all(mnt)?;
-            let st = std::process::Command::new("mount")
-                .args(["-t", "iso9660", "-o", "ro"])
-                .arg(&dev)
-                .arg(mnt)
-                .status()
-                .context("running mount")?;
-            if !st.success() {
-                bail!(
-                    "mount -t iso9660 -o ro {} {} failed with {st}",
-                    dev.display(),
-                    mnt.display()
-                );
+            // A restart after a crash finds the medium mounted already.
+            if !iso_mnt.join("data").exists() {
+                std::fs::create_dir_all(&iso_mnt)?;
+                let st = std::process::Command::new("mount")
+                    .args(["-t", "iso9660", "-o", "ro"])
+                    .arg(&dev)
+                    .arg(&iso_mnt)
+                    .status()
+                    .context("running mount")?;
+                if !st.success() {
+                    bail!(
+                        "mount -t iso9660 -o ro {} {} failed with {st}",
+                        dev.display(),
+                        iso_mnt.display()
+                    );
+                }
+                if let Some(parent) = data.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                let _ = std::fs::remove_dir(data);
+                std::os::unix::fs::symlink(iso_mnt.join("data"), data)
+                    .with_context(|| format!("linking {}", data.display()))?;
             }
             eprintln!("kpaas-agent: live: bundle from {}", dev.display());
-            return Ok(());
+            return Ok(Some(name));
         }
     }
     bail!(
         "running live, but no device holds the KPAAS_LIVE volume (seen: {})",
         seen.join(", ")
     )
+}
+
+/// The disk to install to: the one named, or the only whole disk that is
+/// empty (its first MiB all zeros) and is not the live medium.
+fn install_target(root: &Path, want: &str, live: &str) -> Result<String> {
+    if want != "auto" {
+        return Ok(want.trim_start_matches("/dev/").to_string());
+    }
+    let mut empty = Vec::new();
+    for e in std::fs::read_dir(root.join("sys/block"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().to_string();
+        if name == live
+            || name.starts_with("loop")
+            || name.starts_with("ram")
+            || name.starts_with("sr")
+            || name.starts_with("zram")
+        {
+            continue;
+        }
+        let mut head = vec![0u8; 1 << 20];
+        let ok = std::fs::File::open(root.join("dev").join(&name)).and_then(|mut f| {
+            use std::io::Read;
+            f.read_exact(&mut head)
+        });
+        if ok.is_ok() && head.iter().all(|b| *b == 0) {
+            empty.push(name);
+        }
+    }
+    match empty.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("install_disk is auto, but no empty disk is attached"),
+        many => bail!(
+            "install_disk is auto, but several disks are empty ({}); name one in the cluster file",
+            many.join(", ")
+        ),
+    }
+}
+
+/// Writes the ISO's system image to `disk`, fills its data partition from the
+/// ISO's bundle, and reboots into it.
+fn install(root: &Path, disk: &str) -> Result<()> {
+    let dev = root.join("dev").join(disk);
+    let img = root.join("run/kpaas/iso/install/system.raw.zst");
+    eprintln!(
+        "kpaas-agent: install: writing the system to {}",
+        dev.display()
+    );
+    {
+        let mut out = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&dev)
+            .with_context(|| format!("opening {}", dev.display()))?;
+        let mut dec = zstd::stream::read::Decoder::new(
+            std::fs::File::open(&img).with_context(|| format!("opening {}", img.display()))?,
+        )?;
+        std::io::copy(&mut dec, &mut out).with_context(|| format!("writing {}", dev.display()))?;
+        out.sync_all()?;
+    }
+    let _ = std::process::Command::new("partx")
+        .arg("-u")
+        .arg(&dev)
+        .status();
+    let _ = std::process::Command::new("blockdev")
+        .arg("--rereadpt")
+        .arg(&dev)
+        .status();
+    let part = if disk.chars().last().is_some_and(|c| c.is_ascii_digit()) {
+        format!("{disk}p4")
+    } else {
+        format!("{disk}4")
+    };
+    let pdev = root.join("dev").join(&part);
+    for _ in 0..50 {
+        if pdev.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    eprintln!(
+        "kpaas-agent: install: filling {} with the bundle",
+        pdev.display()
+    );
+    let st = std::process::Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "KPAAS-DATA", "-d"])
+        .arg(root.join("run/kpaas/iso/data"))
+        .arg(&pdev)
+        .status()
+        .context("running mkfs.ext4")?;
+    if !st.success() {
+        bail!("mkfs.ext4 -d ... {} failed with {st}", pdev.display());
+    }
+    let _ = std::process::Command::new("sync").status();
+    eprintln!(
+        "kpaas-agent: install: done; rebooting into {}",
+        dev.display()
+    );
+    let _ = std::process::Command::new("systemctl")
+        .arg("reboot")
+        .status();
+    Ok(())
 }
 
 /// True when `GET /v2/` at `addr` answers 200.
@@ -299,10 +414,13 @@ async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
     say(&format!("identity: {who}"));
     // Live from the ISO: the bundle's medium is mounted read-only first, so
     // that preflight can measure it.
-    if let Err(e) = mount_live(&c.root, &cfg.bundle) {
-        j.record("preflight", State::Failed, &format!("{e:#}"))?;
-        return Err(e);
-    }
+    let live = match mount_live(&c.root, &cfg.bundle) {
+        Ok(l) => l,
+        Err(e) => {
+            j.record("preflight", State::Failed, &format!("{e:#}"))?;
+            return Err(e);
+        }
+    };
     if !j.done("preflight") {
         let needs =
             preflight::Needs::for_role(me.role, cfg.seed_port).lowered(cfg.minimums.as_ref());
@@ -345,6 +463,10 @@ async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
         j.record("verify", State::Done, &detail)?;
     }
     say(&format!("verify: {detail}"));
+    if let (Some(live), Some(want)) = (&live, &cfg.install_disk) {
+        let disk = install_target(&c.root, want, live)?;
+        return install(&c.root, &disk);
+    }
     let mut listen: Vec<SocketAddr> = vec![SocketAddr::from(([127, 0, 0, 1], cfg.seed_port))];
     if facts::local_ips(&c.root).contains(&me.ip) && !me.ip.is_loopback() {
         listen.push(SocketAddr::new(me.ip, cfg.seed_port));

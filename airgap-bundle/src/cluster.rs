@@ -212,6 +212,9 @@ pub struct Cluster {
     /// Lower the node minimums (labs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimums: Option<Minimums>,
+    /// Booted from the ISO, install to this disk (`auto`: the only empty one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_disk: Option<String>,
     /// SSH public keys for the `kpaas` admin user on every node.
     #[serde(default)]
     pub ssh_authorized_keys: Vec<String>,
@@ -424,6 +427,12 @@ impl Cluster {
                     optional.iter().copied().collect::<Vec<_>>().join(", ")
                 ));
             }
+        }
+        if let Some(d) = &self.install_disk
+            && d != "auto"
+            && !d.starts_with("/dev/")
+        {
+            p.push(format!("install_disk: {d:?} must be auto or a /dev path"));
         }
         for (k, v) in &self.passwords {
             if !PASSWORD_KEYS.contains(&k.as_str()) {

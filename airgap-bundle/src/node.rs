@@ -74,6 +74,10 @@ pub struct NodeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
     pub nodes: Vec<NodeEntry>,
+    /// Running live from the ISO: install to this disk (`auto`: the only
+    /// empty disk) and reboot into it. Absent: stay live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_disk: Option<String>,
     /// Lower minimums than K-PaaS's (test labs, small VMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimums: Option<crate::cluster::Minimums>,

@@ -441,11 +441,6 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
     lap("extract", &mut t);
     let installed = customize(&root, &a.bundle, &m, &agent, &key, &p.architecture)?;
     lap("customize", &mut t);
-    if a.format == "iso" {
-        crate::iso::build(&root, &a.bundle, w, out)?;
-        lap("iso", &mut t);
-        return Ok(Built { stages, installed });
-    }
     // Root, sized from the tree unless the profile says.
     let root_mib = if p.partitions.root_mib > 0 {
         p.partitions.root_mib
@@ -480,13 +475,18 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
     } else {
         tree_bytes(&data) * 11 / 10 / MIB + 64
     };
-    mkext4(
-        &data,
-        &w.join("data.img"),
-        DATA_LABEL,
-        "6b706161-7300-4000-8000-000000000004",
-        data_mib,
-    )?;
+    // The ISO's installer fills the data partition from the ISO's own copy of
+    // the bundle: its system image leaves it empty instead of carrying it twice.
+    let iso = a.format == "iso";
+    if !iso {
+        mkext4(
+            &data,
+            &w.join("data.img"),
+            DATA_LABEL,
+            "6b706161-7300-4000-8000-000000000004",
+            data_mib,
+        )?;
+    }
     lap("data fs", &mut t);
     // UEFI: a standalone GRUB as the removable-media path; BIOS: core.img in
     // the BIOS-boot partition, with the same grub.cfg in a memdisk.
@@ -583,7 +583,9 @@ start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6B706161-7300
         .open(&partial)?;
     write_at(&mut disk, esp_start * MIB, &esp)?;
     write_at(&mut disk, root_start * MIB, &w.join("root.img"))?;
-    write_at(&mut disk, data_start * MIB, &w.join("data.img"))?;
+    if !iso {
+        write_at(&mut disk, data_start * MIB, &w.join("data.img"))?;
+    }
     // BIOS: boot.img's code into the MBR (the partition table stays), core.img
     // at the BIOS-boot partition, and the two sector numbers GRUB needs.
     let mut boot = std::fs::read("/usr/lib/grub/i386-pc/boot.img")
@@ -607,6 +609,18 @@ start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6B706161-7300
     disk.sync_all()?;
     drop(disk);
     lap("disk", &mut t);
+    if iso {
+        let zst = w.join("system.raw.zst");
+        {
+            let mut enc = zstd::stream::write::Encoder::new(File::create(&zst)?, 3)?;
+            std::io::copy(&mut File::open(&partial)?, &mut enc)?;
+            enc.finish()?.sync_all()?;
+        }
+        std::fs::remove_file(&partial)?;
+        crate::iso::build(&root, &a.bundle, w, &zst, out)?;
+        lap("iso", &mut t);
+        return Ok(Built { stages, installed });
+    }
     std::fs::rename(&partial, out)
         .with_context(|| format!("moving the image to {}", out.display()))?;
     Ok(Built { stages, installed })

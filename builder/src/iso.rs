@@ -113,7 +113,7 @@ pub fn initramfs(root: &Path, out: &Path) -> Result<()> {
 }
 
 /// Builds the ISO from a customized root tree and a bundle directory.
-pub fn build(root: &Path, bundle: &Path, work: &Path, out: &Path) -> Result<()> {
+pub fn build(root: &Path, bundle: &Path, work: &Path, system: &Path, out: &Path) -> Result<()> {
     // Live: the ISO itself carries the bundle. The agent mounts it (by its
     // volume id, on whichever whole device it is: CD, USB stick, virtual
     // disk), because the hybrid layout's partitions hide it from by-label.
@@ -122,6 +122,9 @@ pub fn build(root: &Path, bundle: &Path, work: &Path, out: &Path) -> Result<()> 
     let iso = work.join("iso");
     std::fs::create_dir_all(iso.join("boot/grub"))?;
     std::fs::create_dir_all(iso.join("live"))?;
+    std::fs::create_dir_all(iso.join("install"))?;
+    std::fs::create_dir_all(iso.join("data"))?;
+    std::fs::rename(system, iso.join("install/system.raw.zst"))?;
     std::fs::write(iso.join("boot/grub/grub.cfg"), GRUB_CFG)?;
     let kernel = std::fs::read_dir(root.join("boot"))?
         .flatten()
@@ -136,14 +139,14 @@ pub fn build(root: &Path, bundle: &Path, work: &Path, out: &Path) -> Result<()> 
     if run("cp")
         .arg("-al")
         .arg(bundle)
-        .arg(iso.join("bundle"))
+        .arg(iso.join("data/bundle"))
         .ok()
         .is_err()
     {
         run("cp")
             .arg("-a")
             .arg(bundle)
-            .arg(iso.join("bundle"))
+            .arg(iso.join("data/bundle"))
             .ok()?;
     }
     std::fs::set_permissions(&iso, std::fs::Permissions::from_mode(0o755))?;

@@ -285,6 +285,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
         node: node.map(|n| n.hostname.clone()),
         nodes: nodes.clone(),
         minimums: c.minimums.clone(),
+        install_disk: c.install_disk.clone(),
     };
     let get = |k: &str| s.get(k).map(Vec::as_slice).unwrap_or_default();
     // Workers get the token and the CA hash; only the master gets the CA key and passwords.

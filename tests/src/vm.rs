@@ -39,6 +39,10 @@ pub struct VmSpec<'a> {
     /// `-netdev` for the NIC: a socket network between guests, never the host's.
     pub netdev: String,
     pub memory_mib: u32,
+    /// An empty disk to install to; it boots first once something is on it.
+    pub blank: Option<&'a Path>,
+    /// Let the guest reboot (installs) instead of exiting on reboot.
+    pub allow_reboot: bool,
 }
 
 pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {

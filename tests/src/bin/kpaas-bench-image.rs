@@ -88,6 +88,8 @@ fn main() -> Result<()> {
             mac: "52:54:00:12:34:10",
             netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
             memory_mib: 1024,
+            blank: None,
+            allow_reboot: false,
         },
     )?;
     let wall = v.wait_for("seed registry ready", Duration::from_secs(300))?;

@@ -122,6 +122,8 @@ fn main() -> Result<()> {
             mac: "52:54:00:12:34:10",
             netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
             memory_mib: 1024,
+            blank: None,
+            allow_reboot: false,
         },
     )?;
     let secs = vm.wait_for(
