@@ -122,6 +122,20 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     assert!(
         master.contains("/etc/kpaas/secrets/ca.key") && master.contains("permissions: \"0600\"")
     );
+    // cloud-init's own validator accepts every rendered user-data.
+    for n in ["kpaas-master", "kpaas-worker1", "universal"] {
+        let o = Command::new("cloud-init")
+            .args(["schema", "--config-file"])
+            .arg(seeds.join(n).join("user-data"))
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{n}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
     let mode = std::os::unix::fs::PermissionsExt::mode(
         &std::fs::metadata(seeds.join("kpaas-master.iso"))
             .unwrap()
