@@ -127,26 +127,7 @@ impl Profile {
         self.distribution == "debian"
     }
 
-    /// The rootfs cache key: a hash of everything that shapes the tree.
-    pub fn rootfs_key(&self) -> String {
-        let mut pk: Vec<&str> = self
-            .packages
-            .iter()
-            .map(String::as_str)
-            .chain(std::iter::once(self.kernel.as_str()))
-            .collect();
-        pk.sort();
-        pk.dedup();
-        let s = format!(
-            "kpaas-rootfs-v1\nsuite={}\nmirror={}\narch={}\nvariant=minbase\npackages={}\n",
-            self.suite,
-            self.mirror,
-            self.architecture,
-            pk.join(",")
-        );
-        airgap_bundle::Digest::of(s.as_bytes()).hex().to_string()
-    }
-
+    /// Every package mmdebstrap installs, kernel included, sorted and unique.
     pub fn include_list(&self) -> String {
         let mut pk: Vec<&str> = self
             .packages
@@ -157,5 +138,17 @@ impl Profile {
         pk.sort();
         pk.dedup();
         pk.join(",")
+    }
+
+    /// The rootfs cache key: a hash of everything that shapes the tree.
+    pub fn rootfs_key(&self) -> String {
+        let s = format!(
+            "kpaas-rootfs-v1\nsuite={}\nmirror={}\narch={}\nvariant=minbase\npackages={}\n",
+            self.suite,
+            self.mirror,
+            self.architecture,
+            self.include_list()
+        );
+        airgap_bundle::Digest::of(s.as_bytes()).hex().to_string()
     }
 }

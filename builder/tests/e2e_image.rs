@@ -85,6 +85,40 @@ fn bundle(env: &DemoEnv, t: &Path) -> (PathBuf, PathBuf) {
 
 const LAB: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nminimums: {cpus: 1, memory_mib: 700, root_free_mib: 100}\n";
 
+/// The demo bundle, seeds for `cluster` and one image of `format`, built in `t`.
+fn lab_image(t: &Path, cluster: &str, format: &str) -> (PathBuf, PathBuf) {
+    let env = DemoEnv::start().unwrap();
+    let (b, key) = bundle(&env, t);
+    let lab = t.join("lab.yaml");
+    std::fs::write(&lab, cluster).unwrap();
+    let seeds = t.join("seeds");
+    ok(&[
+        "seeds",
+        "--cluster",
+        &lab.to_string_lossy(),
+        "--out",
+        &seeds.to_string_lossy(),
+    ]);
+    let img = t.join(format!("node.{format}"));
+    ok(&[
+        "image",
+        "--profile",
+        &profile(),
+        "--bundle",
+        &b.to_string_lossy(),
+        "--bundle-key",
+        &key.to_string_lossy(),
+        "--format",
+        format,
+        "--out",
+        &img.to_string_lossy(),
+        "--cache-dir",
+        &cache().to_string_lossy(),
+        "--offline",
+    ]);
+    (img, seeds)
+}
+
 fn slice(img: &Path, part: &serde_json::Value, out: &Path) {
     let (start, size) = (
         part["start"].as_u64().unwrap() * 512,
@@ -376,35 +410,8 @@ fn two_vms_from_one_image_and_one_universal_seed_find_themselves_and_each_other(
     if !ready("two_vms") {
         return;
     }
-    let env = DemoEnv::start().unwrap();
     let t = tempfile::tempdir().unwrap();
-    let (b, key) = bundle(&env, t.path());
-    let lab = t.path().join("lab.yaml");
-    std::fs::write(&lab, LAB).unwrap();
-    let seeds = t.path().join("seeds");
-    ok(&[
-        "seeds",
-        "--cluster",
-        &lab.to_string_lossy(),
-        "--out",
-        &seeds.to_string_lossy(),
-    ]);
-    let raw = t.path().join("node.raw");
-    ok(&[
-        "image",
-        "--profile",
-        &profile(),
-        "--bundle",
-        &b.to_string_lossy(),
-        "--bundle-key",
-        &key.to_string_lossy(),
-        "--out",
-        &raw.to_string_lossy(),
-        "--cache-dir",
-        &cache().to_string_lossy(),
-        "--offline",
-    ]);
-    drop(env);
+    let (raw, seeds) = lab_image(t.path(), LAB, "raw");
     let uni = seeds.join("universal.iso");
     // A private socket network between the two guests: nothing else is on it.
     let port = kpaas_testkit::servers::free_port();
@@ -461,37 +468,8 @@ fn the_hybrid_iso_has_both_boot_records_and_runs_live_under_uefi() {
     if !ready("iso_live") {
         return;
     }
-    let env = DemoEnv::start().unwrap();
     let t = tempfile::tempdir().unwrap();
-    let (b, key) = bundle(&env, t.path());
-    let lab = t.path().join("lab.yaml");
-    std::fs::write(&lab, LAB).unwrap();
-    let seeds = t.path().join("seeds");
-    ok(&[
-        "seeds",
-        "--cluster",
-        &lab.to_string_lossy(),
-        "--out",
-        &seeds.to_string_lossy(),
-    ]);
-    let iso = t.path().join("node.iso");
-    ok(&[
-        "image",
-        "--profile",
-        &profile(),
-        "--bundle",
-        &b.to_string_lossy(),
-        "--bundle-key",
-        &key.to_string_lossy(),
-        "--format",
-        "iso",
-        "--out",
-        &iso.to_string_lossy(),
-        "--cache-dir",
-        &cache().to_string_lossy(),
-        "--offline",
-    ]);
-    drop(env);
+    let (iso, seeds) = lab_image(t.path(), LAB, "iso");
     let r = Command::new("xorriso")
         .args([
             "-indev",
@@ -543,37 +521,8 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
     if !ready("iso_install") {
         return;
     }
-    let env = DemoEnv::start().unwrap();
     let t = tempfile::tempdir().unwrap();
-    let (b, key) = bundle(&env, t.path());
-    let lab = t.path().join("lab.yaml");
-    std::fs::write(&lab, format!("{LAB}install_disk: auto\n")).unwrap();
-    let seeds = t.path().join("seeds");
-    ok(&[
-        "seeds",
-        "--cluster",
-        &lab.to_string_lossy(),
-        "--out",
-        &seeds.to_string_lossy(),
-    ]);
-    let iso = t.path().join("node.iso");
-    ok(&[
-        "image",
-        "--profile",
-        &profile(),
-        "--bundle",
-        &b.to_string_lossy(),
-        "--bundle-key",
-        &key.to_string_lossy(),
-        "--format",
-        "iso",
-        "--out",
-        &iso.to_string_lossy(),
-        "--cache-dir",
-        &cache().to_string_lossy(),
-        "--offline",
-    ]);
-    drop(env);
+    let (iso, seeds) = lab_image(t.path(), &format!("{LAB}install_disk: auto\n"), "iso");
     let blank = t.path().join("blank.qcow2");
     assert!(
         Command::new("qemu-img")
