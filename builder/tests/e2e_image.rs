@@ -297,6 +297,10 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
         c.contains("seed registry ready on 127.0.0.1:5050, 10.10.0.10:5050"),
         "{c}"
     );
+    assert!(
+        !c.contains("Failed to start"),
+        "a unit failed at boot:\n{c}"
+    );
     eprintln!("UEFI power-on to seed registry ready: {secs:.1}s");
     drop(m);
 
