@@ -50,6 +50,31 @@ fn serve(bundle: &Path, dir: &Path) -> Agent {
     Agent { child, addr, log }
 }
 
+/// The demo's sources running, and its signed bundle built in a temp dir.
+fn demo() -> (DemoEnv, tempfile::TempDir, PathBuf) {
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    (env, t, b)
+}
+
+/// `kpaas-agent mirrors` for the bundle, written under `root`.
+fn write_mirrors(b: &Path, seed: &str, root: &Path) {
+    let o = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+        .args([
+            "mirrors",
+            "--bundle",
+            &b.to_string_lossy(),
+            "--seed",
+            seed,
+            "--root",
+            &root.to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
 fn bundle_json(b: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(b.join("bundle.json")).unwrap()).unwrap()
 }
@@ -63,9 +88,7 @@ fn skopeo_pulls_every_artifact_from_the_seed() {
     if !have_tools("seed_skopeo", PEERS) {
         return;
     }
-    let env = DemoEnv::start().unwrap();
-    let t = tempfile::tempdir().unwrap();
-    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let (env, t, b) = demo();
     let a = serve(&b, t.path());
     let m = bundle_json(&b);
     std::fs::create_dir_all(t.path().join("out")).unwrap();
@@ -163,9 +186,7 @@ fn hostile_requests_get_the_right_status_and_the_server_keeps_serving() {
     if !have_tools("seed_hostile", PEERS) {
         return;
     }
-    let env = DemoEnv::start().unwrap();
-    let t = tempfile::tempdir().unwrap();
-    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let (env, t, b) = demo();
     let a = serve(&b, t.path());
     let name = "registry.demo.kpaas.test/demo/app-a";
     let cases: &[(&str, &str, u16, &str)] = &[
@@ -320,9 +341,7 @@ fn a_corrupt_blob_is_never_served_and_the_log_names_it() {
     if !have_tools("seed_corrupt", PEERS) {
         return;
     }
-    let env = DemoEnv::start().unwrap();
-    let t = tempfile::tempdir().unwrap();
-    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let (env, t, b) = demo();
     let name = "registry.demo.kpaas.test/demo/app-a";
     let man: serde_json::Value = serde_json::from_slice(
         &std::fs::read(b.join("oci/blobs/sha256").join(&env.demo.app_a_digest[7..])).unwrap(),
@@ -360,9 +379,7 @@ fn thirty_two_concurrent_pulls_with_bounded_memory() {
     if !have_tools("seed_load", PEERS) {
         return;
     }
-    let env = DemoEnv::start().unwrap();
-    let t = tempfile::tempdir().unwrap();
-    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let (_env, t, b) = demo();
     let a = serve(&b, t.path());
     // Every blob of app-a, app-b and multi's amd64 image: ~14 MB per client, ~450 MB in all.
     let m = bundle_json(&b);
@@ -487,24 +504,10 @@ fn containerd_pulls_through_the_written_hosts_toml_and_runs_the_image() {
     ) {
         return;
     }
-    let env = DemoEnv::start().unwrap();
-    let t = tempfile::tempdir().unwrap();
-    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let (env, t, b) = demo();
     let a = serve(&b, t.path());
     let root = t.path().join("root");
-    let o = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
-        .args([
-            "mirrors",
-            "--bundle",
-            &b.to_string_lossy(),
-            "--seed",
-            &a.addr,
-            "--root",
-            &root.to_string_lossy(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    write_mirrors(&b, &a.addr, &root);
     let hosts_dir = root.join("etc/containerd/certs.d");
     for h in [
         "registry.k8s.io",
@@ -587,26 +590,10 @@ fn podman_pulls_through_the_written_registries_conf() {
     ) {
         return;
     }
-    let env = DemoEnv::start().unwrap();
-    let t = tempfile::tempdir().unwrap();
-    let (b, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let (env, t, b) = demo();
     let a = serve(&b, t.path());
     let root = t.path().join("root");
-    assert!(
-        Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
-            .args([
-                "mirrors",
-                "--bundle",
-                &b.to_string_lossy(),
-                "--seed",
-                &a.addr,
-                "--root",
-                &root.to_string_lossy()
-            ])
-            .status()
-            .unwrap()
-            .success()
-    );
+    write_mirrors(&b, &a.addr, &root);
     drop(env);
     // The drop-in is a complete registries.conf (v2): CRI-O and podman read the same format.
     let conf = root.join("etc/containers/registries.conf.d/50-kpaas-seed.conf");

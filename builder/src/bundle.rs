@@ -251,7 +251,9 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
             let _p = sem.acquire_owned().await;
             let label = format!("{} {}", a.kind(), a.ref_name());
             let r: Result<(Planned, Vec<Want>)> = async {
-                match &a {
+                // (top, platforms, blobs, wants): images and OCI charts are walked
+                // now; files and HTTP charts get their top and blobs once cached.
+                let (top, platforms, blobs, wants) = match &a {
                     Artifact::Image(_) | Artifact::Chart(_) if l.media_type != oci::HELM_CHART => {
                         // The catalog names the source; a supplied image is already cached.
                         let r = match &a {
@@ -264,30 +266,19 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
                             )?,
                             Artifact::File(_) => bail!("{label}: a file is not an image"),
                         };
-                        let (blobs, w, chosen) = plan_image(
-                            &ctx,
-                            &r,
-                            &l,
-                            if matches!(a, Artifact::Chart(_)) {
-                                &[]
-                            } else {
-                                &wanted
-                            },
-                            &label,
-                        )
-                        .await?;
-                        let top = Descriptor::new(&l.media_type, l.digest.clone(), l.size);
-                        Ok((
-                            Planned {
-                                component: comp.name.clone(),
-                                artifact: a.clone(),
-                                locked: l.clone(),
-                                top,
-                                platforms: chosen,
-                                blobs,
-                            },
+                        let platforms: &[String] = if matches!(a, Artifact::Chart(_)) {
+                            &[]
+                        } else {
+                            &wanted
+                        };
+                        let (blobs, w, chosen) =
+                            plan_image(&ctx, &r, &l, platforms, &label).await?;
+                        (
+                            Descriptor::new(&l.media_type, l.digest.clone(), l.size),
+                            chosen,
+                            blobs,
                             w,
-                        ))
+                        )
                     }
                     _ => {
                         let w = Want {
@@ -296,21 +287,23 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
                             source: Source::Url(l.source.clone()),
                             artifact: label.clone(),
                         };
-                        // Top and blobs are filled in once the content is cached.
-                        let top = Descriptor::new("", l.digest.clone(), 0);
-                        Ok((
-                            Planned {
-                                component: comp.name.clone(),
-                                artifact: a.clone(),
-                                locked: l.clone(),
-                                top,
-                                platforms: vec![],
-                                blobs: vec![],
-                            },
+                        (
+                            Descriptor::new("", l.digest.clone(), 0),
+                            vec![],
+                            vec![],
                             vec![w],
-                        ))
+                        )
                     }
-                }
+                };
+                let planned = Planned {
+                    component: comp.name.clone(),
+                    artifact: a.clone(),
+                    locked: l.clone(),
+                    top,
+                    platforms,
+                    blobs,
+                };
+                Ok((planned, wants))
             }
             .await;
             (i, r)

@@ -39,19 +39,33 @@ fn s(v: &[&str]) -> Vec<String> {
     v.iter().map(|x| x.to_string()).collect()
 }
 
-/// bundle args for the demo platform into `out`, with its own cache and lock.
-fn bundle_args(env: &DemoEnv, dir: &Path, out: &str, extra: &[&str]) -> Vec<String> {
-    let mut a = s(&["bundle", "--platform", "demo", "-q"]);
+/// bundle args for `platform` into `dir/out`, with lock and cache in `dir`,
+/// pointed at the demo's loopback servers.
+fn args_for(
+    env: &DemoEnv,
+    platform: &str,
+    dir: &Path,
+    out: &str,
+    lock: &str,
+    cache: &str,
+    extra: &[&str],
+) -> Vec<String> {
+    let mut a = s(&["bundle", "-q", "--platform", platform]);
     a.extend(s(&[
         "--lock",
-        &dir.join("demo.lock").to_string_lossy(),
+        &dir.join(lock).to_string_lossy(),
         "--cache-dir",
-        &dir.join("cache").to_string_lossy(),
+        &dir.join(cache).to_string_lossy(),
     ]));
     a.extend(s(&["--out", &dir.join(out).to_string_lossy()]));
     a.extend(env.mirror_args());
     a.extend(s(extra));
     a
+}
+
+/// bundle args for the demo platform into `out`, with its own cache and lock.
+fn bundle_args(env: &DemoEnv, dir: &Path, out: &str, extra: &[&str]) -> Vec<String> {
+    args_for(env, "demo", dir, out, "demo.lock", "cache", extra)
 }
 
 fn bundle_json(dir: &Path) -> serde_json::Value {
@@ -684,21 +698,15 @@ fn wrong_digests_and_missing_artifacts_fail_hard_without_retries() {
     )
     .unwrap();
     let out = t.path().join("out");
-    let mut a = s(&[
-        "bundle",
-        "--json",
-        "--platform",
+    let a = args_for(
+        &env,
         &cat.to_string_lossy(),
-        "--out",
-        &out.to_string_lossy(),
-    ]);
-    a.extend(s(&[
-        "--lock",
-        &t.path().join("l").to_string_lossy(),
-        "--cache-dir",
-        &t.path().join("c").to_string_lossy(),
-    ]));
-    a.extend(env.mirror_args());
+        t.path(),
+        "out",
+        "l",
+        "c",
+        &["--json"],
+    );
     let o = builder(&a);
     assert!(!o.status.success());
     let e = String::from_utf8_lossy(&o.stderr);
@@ -773,25 +781,8 @@ fn supplied_artifacts_come_from_local_files_and_are_listed_when_missing() {
         "schema_version: 1\nplatform: {name: vendor, version: \"1\"}\ncomponents:\n  - name: portal\n    artifacts:\n      - {kind: image, ref: 'vendor.k-paas.local/cp-portal-repository/cp-portal-ui:latest', supplied: true, unverified: true}\n      - {kind: chart, name: cp-portal-ui, version: vendor, supplied: true}\n      - {kind: file, name: portal-tool, supplied: true}\n      - {kind: file, name: kubeadm, url: 'http://files.demo.kpaas.test/files/v1/amd64/kubeadm', sha256: '96d89e3b630c8016a7226dec870c1315f6b051eb517b7b1178776cbdf0eb6cfe'}\n",
     )
     .unwrap();
-    let base = |extra: &[&str]| {
-        let mut a = s(&[
-            "bundle",
-            "-q",
-            "--platform",
-            &cat.to_string_lossy(),
-            "--out",
-            &t.path().join("b").to_string_lossy(),
-        ]);
-        a.extend(s(&[
-            "--lock",
-            &t.path().join("l").to_string_lossy(),
-            "--cache-dir",
-            &t.path().join("c").to_string_lossy(),
-        ]));
-        a.extend(env.mirror_args());
-        a.extend(s(extra));
-        a
-    };
+    let base =
+        |extra: &[&str]| args_for(&env, &cat.to_string_lossy(), t.path(), "b", "l", "c", extra);
     let e = fail(&base(&[]));
     for k in [
         "image:vendor.k-paas.local/cp-portal-repository/cp-portal-ui:latest",
@@ -899,21 +890,15 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
         "schema_version: 1\nplatform: {name: leaky, version: \"1\"}\ncomponents:\n  - name: a\n    artifacts:\n      - {kind: image, ref: 'registry.demo.kpaas.test/demo/app-a:1.0'}\n      - {kind: file, name: leaky.yaml, url: 'http://files.demo.kpaas.test/files/v1/leaky.yaml', unverified: true}\n",
     )
     .unwrap();
-    let mut a = s(&[
-        "bundle",
-        "-q",
-        "--platform",
+    let a = args_for(
+        &env,
         &cat.to_string_lossy(),
-        "--out",
-        &t.path().join("leaky").to_string_lossy(),
-    ]);
-    a.extend(s(&[
-        "--lock",
-        &t.path().join("leaky.lock").to_string_lossy(),
-        "--cache-dir",
-        &t.path().join("c2").to_string_lossy(),
-    ]));
-    a.extend(env.mirror_args());
+        t.path(),
+        "leaky",
+        "leaky.lock",
+        "c2",
+        &[],
+    );
     ok(&a);
     let e = fail(&s(&[
         "check-offline",

@@ -267,21 +267,10 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     );
 
     // UEFI, qcow2, per-node seed: the node is who its seed says.
-    let port = kpaas_testkit::servers::free_port();
     let master_iso = seeds.join("kpaas-master.iso");
     let mut m = vm::start(
         t.path(),
-        &VmSpec {
-            name: "uefi",
-            firmware: Firmware::Uefi,
-            disk: &q,
-            extra: vec![&master_iso],
-            mac: "52:54:00:12:34:10",
-            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
-            memory_mib: 1024,
-            blank: None,
-            allow_reboot: false,
-        },
+        &VmSpec::node("uefi", Firmware::Uefi, &q, &master_iso, "52:54:00:12:34:10"),
     )
     .unwrap();
     let secs = m
@@ -305,21 +294,10 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     drop(m);
 
     // BIOS, raw, universal seed: the node finds itself by its MAC.
-    let port = kpaas_testkit::servers::free_port();
     let uni = seeds.join("universal.iso");
     let mut w = vm::start(
         t.path(),
-        &VmSpec {
-            name: "bios",
-            firmware: Firmware::Bios,
-            disk: &raw,
-            extra: vec![&uni],
-            mac: "52:54:00:12:34:11",
-            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
-            memory_mib: 1024,
-            blank: None,
-            allow_reboot: false,
-        },
+        &VmSpec::node("bios", Firmware::Bios, &raw, &uni, "52:54:00:12:34:11"),
     )
     .unwrap();
     w.wait_for("registries sent to the seed", Duration::from_secs(300))
@@ -421,33 +399,15 @@ fn two_vms_from_one_image_and_one_universal_seed_find_themselves_and_each_other(
     let port = kpaas_testkit::servers::free_port();
     let mut m = vm::start(
         t.path(),
-        &VmSpec {
-            name: "master",
-            firmware: Firmware::Uefi,
-            disk: &raw,
-            extra: vec![&uni],
-            mac: "52:54:00:12:34:10",
-            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
-            memory_mib: 1024,
-            blank: None,
-            allow_reboot: false,
-        },
+        &VmSpec::node("master", Firmware::Uefi, &raw, &uni, "52:54:00:12:34:10")
+            .netdev(format!("socket,id=n0,listen=127.0.0.1:{port}")),
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let mut w = vm::start(
         t.path(),
-        &VmSpec {
-            name: "worker",
-            firmware: Firmware::Uefi,
-            disk: &raw,
-            extra: vec![&uni],
-            mac: "52:54:00:12:34:11",
-            netdev: format!("socket,id=n0,connect=127.0.0.1:{port}"),
-            memory_mib: 1024,
-            blank: None,
-            allow_reboot: false,
-        },
+        &VmSpec::node("worker", Firmware::Uefi, &raw, &uni, "52:54:00:12:34:11")
+            .netdev(format!("socket,id=n0,connect=127.0.0.1:{port}")),
     )
     .unwrap();
     m.wait_for("registries sent to the seed", Duration::from_secs(400))
@@ -490,21 +450,10 @@ fn the_hybrid_iso_has_both_boot_records_and_runs_live_under_uefi() {
     );
     // Written to a stick (a virtio disk here), booted by UEFI firmware: the
     // live system finds the bundle on its own medium.
-    let port = kpaas_testkit::servers::free_port();
     let seed = seeds.join("kpaas-master.iso");
     let mut v = vm::start(
         t.path(),
-        &VmSpec {
-            name: "live",
-            firmware: Firmware::Uefi,
-            disk: &iso,
-            extra: vec![&seed],
-            mac: "52:54:00:12:34:10",
-            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
-            memory_mib: 2048,
-            blank: None,
-            allow_reboot: false,
-        },
+        &VmSpec::node("live", Firmware::Uefi, &iso, &seed, "52:54:00:12:34:10").memory(2048),
     )
     .unwrap();
     v.wait_for("registries sent to the seed", Duration::from_secs(400))
@@ -537,21 +486,12 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
             .unwrap()
             .success()
     );
-    let port = kpaas_testkit::servers::free_port();
     let seed = seeds.join("kpaas-master.iso");
     let mut v = vm::start(
         t.path(),
-        &VmSpec {
-            name: "install",
-            firmware: Firmware::Uefi,
-            disk: &iso,
-            extra: vec![&seed],
-            mac: "52:54:00:12:34:10",
-            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
-            memory_mib: 2048,
-            blank: Some(&blank),
-            allow_reboot: true,
-        },
+        &VmSpec::node("install", Firmware::Uefi, &iso, &seed, "52:54:00:12:34:10")
+            .memory(2048)
+            .install_to(&blank),
     )
     .unwrap();
     v.wait_for("install: done; rebooting", Duration::from_secs(400))

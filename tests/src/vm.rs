@@ -45,6 +45,51 @@ pub struct VmSpec<'a> {
     pub allow_reboot: bool,
 }
 
+impl<'a> VmSpec<'a> {
+    /// A node booting `disk` with `seed` attached, its NIC on a private socket
+    /// network of its own (listening on a free loopback port), 1 GiB of RAM.
+    pub fn node(
+        name: &'a str,
+        firmware: Firmware,
+        disk: &'a Path,
+        seed: &'a Path,
+        mac: &'a str,
+    ) -> VmSpec<'a> {
+        VmSpec {
+            name,
+            firmware,
+            disk,
+            extra: vec![seed],
+            mac,
+            netdev: format!(
+                "socket,id=n0,listen=127.0.0.1:{}",
+                crate::servers::free_port()
+            ),
+            memory_mib: 1024,
+            blank: None,
+            allow_reboot: false,
+        }
+    }
+
+    pub fn memory(mut self, mib: u32) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+
+    /// Join another guest's socket network instead of starting one.
+    pub fn netdev(mut self, netdev: String) -> Self {
+        self.netdev = netdev;
+        self
+    }
+
+    /// Attach an empty disk to install to, and let the guest reboot into it.
+    pub fn install_to(mut self, blank: &'a Path) -> Self {
+        self.blank = Some(blank);
+        self.allow_reboot = true;
+        self
+    }
+}
+
 pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
     let serial = dir.join(format!("{}.serial.log", spec.name));
     let mut c = Command::new("qemu-system-x86_64");

@@ -77,20 +77,9 @@ fn main() -> Result<()> {
     }
     let iso = w.join("seeds/kpaas-master.iso");
     let raw = w.join("node.raw");
-    let port = kpaas_testkit::servers::free_port();
     let mut v = vm::start(
         w,
-        &VmSpec {
-            name: "bench",
-            firmware: Firmware::Uefi,
-            disk: &raw,
-            extra: vec![&iso],
-            mac: "52:54:00:12:34:10",
-            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
-            memory_mib: 1024,
-            blank: None,
-            allow_reboot: false,
-        },
+        &VmSpec::node("bench", Firmware::Uefi, &raw, &iso, "52:54:00:12:34:10"),
     )?;
     let wall = v.wait_for("seed registry ready", Duration::from_secs(300))?;
     let console = v.console();

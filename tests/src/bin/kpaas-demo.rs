@@ -109,22 +109,17 @@ fn main() -> Result<()> {
         "--offline",
     ]))?;
     eprintln!("+ booting {out}/node.qcow2 under qemu (TCG, UEFI) with the master's seed...");
-    let port = kpaas_testkit::servers::free_port();
     let disk = std::path::PathBuf::from(format!("{out}/node.qcow2"));
     let seed = std::path::PathBuf::from(format!("{out}/seeds/kpaas-master.iso"));
     let mut vm = kpaas_testkit::vm::start(
         std::path::Path::new(&out),
-        &kpaas_testkit::vm::VmSpec {
-            name: "demo-master",
-            firmware: kpaas_testkit::vm::Firmware::Uefi,
-            disk: &disk,
-            extra: vec![&seed],
-            mac: "52:54:00:12:34:10",
-            netdev: format!("socket,id=n0,listen=127.0.0.1:{port}"),
-            memory_mib: 1024,
-            blank: None,
-            allow_reboot: false,
-        },
+        &kpaas_testkit::vm::VmSpec::node(
+            "demo-master",
+            kpaas_testkit::vm::Firmware::Uefi,
+            &disk,
+            &seed,
+            "52:54:00:12:34:10",
+        ),
     )?;
     let secs = vm.wait_for(
         "registries sent to the seed",
