@@ -112,33 +112,48 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
         c.arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", vars.display()));
     }
-    let fmt = if spec.disk.extension().is_some_and(|e| e == "qcow2") {
-        "qcow2"
-    } else {
-        "raw"
+    // Explicit devices so the boot order is ours, not the firmware's guess:
+    // an install target boots first once something is on it (the firmware
+    // skips it while it is blank), then the medium.
+    let mut drive = |id: &str, opts: String, bootindex: Option<u8>| {
+        c.arg("-drive").arg(format!("if=none,id={id},{opts}"));
+        let boot = bootindex
+            .map(|i| format!(",bootindex={i}"))
+            .unwrap_or_default();
+        c.arg("-device")
+            .arg(format!("virtio-blk-pci,drive={id}{boot}"));
     };
-    c.arg("-drive").arg(format!(
-        "file={},format={fmt},if=virtio,snapshot=on",
-        spec.disk.display()
-    ));
-    for e in &spec.extra {
-        c.arg("-drive").arg(format!(
-            "file={},format=raw,if=virtio,readonly=on",
-            e.display()
-        ));
+    drive(
+        "boot",
+        format!(
+            "file={},format={},snapshot=on",
+            spec.disk.display(),
+            format_of(spec.disk)
+        ),
+        Some(1),
+    );
+    for (i, e) in spec.extra.iter().enumerate() {
+        drive(
+            &format!("extra{i}"),
+            format!("file={},format=raw,readonly=on", e.display()),
+            None,
+        );
+    }
+    if let Some(blank) = spec.blank {
+        drive(
+            "target",
+            format!("file={},format={}", blank.display(), format_of(blank)),
+            Some(0),
+        );
     }
     c.arg("-netdev").arg(&spec.netdev);
     c.arg("-device")
         .arg(format!("virtio-net-pci,netdev=n0,mac={}", spec.mac));
-    c.args([
-        "-display",
-        "none",
-        "-monitor",
-        "none",
-        "-no-reboot",
-        "-serial",
-    ])
-    .arg(format!("file:{}", serial.display()));
+    c.args(["-display", "none", "-monitor", "none"]);
+    if !spec.allow_reboot {
+        c.arg("-no-reboot");
+    }
+    c.arg("-serial").arg(format!("file:{}", serial.display()));
     let log = std::fs::File::create(dir.join(format!("{}.qemu.log", spec.name)))?;
     let child = c
         .stdin(Stdio::null())
@@ -179,6 +194,14 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+fn format_of(disk: &Path) -> &'static str {
+    if disk.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
     }
 }
 
