@@ -15,14 +15,19 @@ setup:
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
     fi
-    # qemu from bookworm-backports (the machine's qemu-utils comes from there and
-    # blocks bookworm's qemu), through a private source list: /etc/apt is untouched.
-    if ! command -v qemu-system-x86_64 >/dev/null; then
+    # From bookworm-backports, through a private source list (/etc/apt is
+    # untouched): qemu (the machine's qemu-utils comes from there and blocks
+    # bookworm's qemu), and e2fsprogs >= 1.47.1, whose `mkfs.ext4 -d` clamps
+    # every inode time to SOURCE_DATE_EPOCH (reproducible images).
+    bpo=""
+    command -v qemu-system-x86_64 >/dev/null || bpo="qemu-system-x86"
+    dpkg --compare-versions "$(dpkg-query -W -f='${Version}' e2fsprogs)" ge 1.47.1 || bpo="$bpo e2fsprogs"
+    if [ -n "$bpo" ]; then
         mkdir -p "$fx/apt-bpo/lists/partial"
         printf 'deb http://deb.debian.org/debian bookworm main\ndeb http://deb.debian.org/debian bookworm-backports main\n' > "$fx/apt-bpo/sources.list"
         o="-o Dir::Etc::sourcelist=$fx/apt-bpo/sources.list -o Dir::Etc::sourceparts=- -o Dir::State::lists=$fx/apt-bpo/lists -o DPkg::Lock::Timeout=600"
         apt-get $o update -qq
-        DEBIAN_FRONTEND=noninteractive apt-get $o install -y -qq --no-install-recommends -t bookworm-backports qemu-system-x86
+        DEBIAN_FRONTEND=noninteractive apt-get $o install -y -qq --no-install-recommends -t bookworm-backports $bpo
     fi
     tests/fetch-arm64-busybox.sh "$fx/arm64"
     # Real Helm (SDK v4 behind helm-python-sdk) and an SPDX validator, for interop tests.

@@ -330,6 +330,15 @@ fn install(root: &Path, disk: &str) -> Result<()> {
         std::io::copy(&mut dec, &mut out).with_context(|| format!("writing {}", dev.display()))?;
         out.sync_all()?;
     }
+    // The image is as small as its contents and the disk is usually larger:
+    // the backup GPT goes to the disk's end and KPAAS-DATA takes the rest
+    // (the bundle, and what the platform's registry adds to it later).
+    for (what, input) in [
+        (vec!["--relocate", "gpt-bak-std"], None),
+        (vec!["--no-reread", "-N", "4"], Some(", +\n")),
+    ] {
+        sh("sfdisk", &what, &dev, input)?;
+    }
     let _ = std::process::Command::new("partx")
         .arg("-u")
         .arg(&dev)
@@ -371,6 +380,32 @@ fn install(root: &Path, disk: &str) -> Result<()> {
     let _ = std::process::Command::new("systemctl")
         .arg("reboot")
         .status();
+    Ok(())
+}
+
+/// Runs `tool args dev` (stdin `input`), failing with what it said.
+fn sh(tool: &str, args: &[&str], dev: &Path, input: Option<&str>) -> Result<()> {
+    use std::io::Write;
+    let mut c = std::process::Command::new(tool);
+    c.args(args)
+        .arg(dev)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().with_context(|| format!("running {tool}"))?;
+    if let Some(mut i) = child.stdin.take() {
+        i.write_all(input.unwrap_or_default().as_bytes())?;
+    }
+    let o = child.wait_with_output()?;
+    if !o.status.success() {
+        bail!(
+            "{tool} {} {} failed with {}: {}",
+            args.join(" "),
+            dev.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
     Ok(())
 }
 

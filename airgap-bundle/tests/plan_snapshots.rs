@@ -10,17 +10,10 @@ use airgap_bundle::cluster::{Cluster, EXAMPLE};
 use airgap_bundle::plan;
 
 fn snapshot(name: &str, got: &str) {
-    let path = format!("{}/tests/snapshots/{name}", env!("CARGO_MANIFEST_DIR"));
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::create_dir_all(format!("{}/tests/snapshots", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        std::fs::write(&path, got).unwrap();
-        return;
-    }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("{path} is missing: run with UPDATE_SNAPSHOTS=1 and review it"));
-    assert!(
-        want == got,
-        "{name} changed; if intended, rerun with UPDATE_SNAPSHOTS=1 and review the diff.\n--- got ---\n{got}"
+    kpaas_testkit::snapshot(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"),
+        name,
+        got,
     );
 }
 

@@ -12,10 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// A fixed build time for mmdebstrap and mkfs. The rootfs tar repeats byte
-/// for byte; whole images do not yet (GRUB's standalone memdisk, FAT and
-/// ext4 metadata still carry build-time state).
-const EPOCH: &str = "1767225600";
+use crate::grub::EPOCH;
 const MIB: u64 = 1 << 20;
 const ROOT_LABEL: &str = "kpaas-root";
 pub const DATA_LABEL: &str = "KPAAS-DATA";
@@ -44,6 +41,13 @@ pub struct Args {
     /// Never download: the rootfs must already be cached.
     #[arg(long)]
     pub offline: bool,
+    /// Where to unpack and assemble the root tree (default: /dev/shm when it
+    /// has room, else beside --out).
+    #[arg(long, env = "KPAAS_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
+    /// Also write the build report (stages, times, sizes, sha256) as JSON.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -172,6 +176,70 @@ StandardError=journal+console
 WantedBy=multi-user.target
 ";
 
+/// A file the image gets from us (not from a package or the bundle).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeFile {
+    File {
+        path: &'static str,
+        mode: u32,
+        text: String,
+    },
+    Link {
+        path: &'static str,
+        target: &'static str,
+    },
+}
+
+/// Every file we lay into a node's tree besides the agent binary, the
+/// bundle's key and the bundle's node binaries: pure, snapshot-tested.
+pub fn node_files() -> Vec<NodeFile> {
+    let f = |path, mode, text: &str| NodeFile::File {
+        path,
+        mode,
+        text: text.to_string(),
+    };
+    let l = |path, target| NodeFile::Link { path, target };
+    vec![
+        f("/etc/systemd/system/kpaas-agent.service", 0o644, AGENT_UNIT),
+        l(
+            "/etc/systemd/system/multi-user.target.wants/kpaas-agent.service",
+            "/etc/systemd/system/kpaas-agent.service",
+        ),
+        // networkd renders cloud-init's network-config (minbase has no ifupdown).
+        l(
+            "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+            "/lib/systemd/system/systemd-networkd.service",
+        ),
+        l(
+            "/etc/systemd/system/sockets.target.wants/systemd-networkd.socket",
+            "/lib/systemd/system/systemd-networkd.socket",
+        ),
+        // Seconds at every boot for nothing a node needs.
+        l("/etc/systemd/system/e2scrub_reap.service", "/dev/null"),
+        f(
+            "/etc/fstab",
+            0o644,
+            &format!(
+                "LABEL={ROOT_LABEL} / ext4 defaults 0 1\nLABEL={DATA_LABEL} /run/kpaas/data ext4 ro,nofail 0 2\n"
+            ),
+        ),
+        f(
+            "/etc/modules-load.d/kpaas.conf",
+            0o644,
+            "overlay\nbr_netfilter\n",
+        ),
+        f(
+            "/etc/sysctl.d/90-kpaas.conf",
+            0o644,
+            "net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\n",
+        ),
+        f("/etc/cloud/cloud.cfg.d/90-kpaas.cfg", 0o644, CLOUD_CFG),
+        f("/etc/hostname", 0o644, "localhost\n"),
+        // Empty machine-id: systemd makes a new one per node at first boot.
+        f("/etc/machine-id", 0o444, ""),
+    ]
+}
+
 /// Lays our files into the tree: agent, unit, key, mounts, kernel settings,
 /// and the bundle's node binaries at their catalog install paths.
 fn customize(
@@ -185,52 +253,13 @@ fn customize(
     let agent_bytes = std::fs::read(agent)
         .with_context(|| format!("reading the agent binary {}", agent.display()))?;
     write(root, "/usr/local/bin/kpaas-agent", &agent_bytes, 0o755)?;
-    write(
-        root,
-        "/etc/systemd/system/kpaas-agent.service",
-        AGENT_UNIT.as_bytes(),
-        0o644,
-    )?;
-    symlink(
-        root,
-        "/etc/systemd/system/multi-user.target.wants/kpaas-agent.service",
-        "/etc/systemd/system/kpaas-agent.service",
-    )?;
-    // networkd renders cloud-init's network-config (minbase has no ifupdown).
-    symlink(
-        root,
-        "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
-        "/lib/systemd/system/systemd-networkd.service",
-    )?;
-    symlink(
-        root,
-        "/etc/systemd/system/sockets.target.wants/systemd-networkd.socket",
-        "/lib/systemd/system/systemd-networkd.socket",
-    )?;
-    // Seconds at every boot for nothing a node needs.
-    symlink(
-        root,
-        "/etc/systemd/system/e2scrub_reap.service",
-        "/dev/null",
-    )?;
     write(root, "/etc/kpaas/bundle.pub", key, 0o644)?;
-    write(root, "/etc/fstab", format!("LABEL={ROOT_LABEL} / ext4 defaults 0 1\nLABEL={DATA_LABEL} /run/kpaas/data ext4 ro,nofail 0 2\n").as_bytes(), 0o644)?;
-    write(
-        root,
-        "/etc/modules-load.d/kpaas.conf",
-        b"overlay\nbr_netfilter\n",
-        0o644,
-    )?;
-    write(root, "/etc/sysctl.d/90-kpaas.conf", b"net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\n", 0o644)?;
-    write(
-        root,
-        "/etc/cloud/cloud.cfg.d/90-kpaas.cfg",
-        CLOUD_CFG.as_bytes(),
-        0o644,
-    )?;
-    write(root, "/etc/hostname", b"localhost\n", 0o644)?;
-    // Empty machine-id: systemd makes a new one per node at first boot.
-    write(root, "/etc/machine-id", b"", 0o444)?;
+    for f in node_files() {
+        match f {
+            NodeFile::File { path, mode, text } => write(root, path, text.as_bytes(), mode)?,
+            NodeFile::Link { path, target } => symlink(root, path, target)?,
+        }
+    }
     let mut installed = Vec::new();
     for a in m.artifacts.iter().filter(|a| a.kind == "file") {
         if a.arch.as_deref().is_some_and(|x| x != arch && x != "any") {
@@ -332,16 +361,81 @@ fn tree_bytes(p: &Path) -> u64 {
     n
 }
 
-fn mkext4(dir: &Path, out: &Path, label: &str, uuid: &str, mib: u64) -> Result<()> {
+/// ext4 features pinned here rather than taken from the host's
+/// /etc/mke2fs.conf: the same image on every build host, and nothing GRUB 2.06
+/// or the guest's e2fsck (1.47.0) cannot read (newer hosts default to
+/// metadata_csum_seed and orphan_file).
+const MKE2FS_CONF: &str = "[defaults]
+\tbase_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+\tdefault_mntopts = acl,user_xattr
+\tenable_periodic_fsck = 0
+\tblocksize = 4096
+\tinode_size = 256
+\tinode_ratio = 16384
+[fs_types]
+\text4 = {
+\t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
+\t}
+";
+
+/// Where the root tree goes. It is tens of thousands of small files: on a
+/// tmpfs unpacking takes a fraction of a second, on some disks many seconds
+/// (0.4 s against 11 s for the Debian tree on the machine this was written
+/// on). /dev/shm is used when it has room for the tree twice over.
+fn tree_dir(asked: Option<&Path>, tar_bytes: u64, fallback: &Path) -> PathBuf {
+    if let Some(d) = asked {
+        return d.to_path_buf();
+    }
+    let shm = Path::new("/dev/shm");
+    let room = nix::sys::statvfs::statvfs(shm)
+        .map(|s| s.blocks_available() * s.fragment_size())
+        .unwrap_or(0);
+    if room > tar_bytes.saturating_mul(2) + 512 * MIB {
+        shm.to_path_buf()
+    } else {
+        fallback.to_path_buf()
+    }
+}
+
+/// An ext4 image of `dir`. e2fsprogs >= 1.47.1 clamps every inode time to
+/// SOURCE_DATE_EPOCH; older ones copy ctime from the build tree (see
+/// `reproducible`).
+fn mkext4(work: &Path, dir: &Path, out: &Path, label: &str, uuid: &str, mib: u64) -> Result<()> {
+    let conf = work.join("mke2fs.conf");
+    if !conf.exists() {
+        std::fs::write(&conf, MKE2FS_CONF)?;
+    }
     run("mkfs.ext4")
-        .args(["-q", "-F", "-b", "4096", "-L", label, "-U", uuid, "-E"])
+        .args(["-q", "-F", "-t", "ext4", "-L", label, "-U", uuid, "-E"])
         .arg(format!("root_owner=0:0,hash_seed={uuid}"))
         .arg("-d")
         .arg(dir)
         .arg(out)
         .arg(format!("{mib}M"))
+        .env("MKE2FS_CONFIG", &conf.to_string_lossy())
         .env("E2FSPROGS_FAKE_TIME", EPOCH)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
         .ok()
+}
+
+/// Whether this host's mkfs.ext4 makes byte-identical images: `None` when it
+/// does, else why not.
+pub fn reproducible() -> Option<String> {
+    let v = run("mke2fs").arg("-V").output_all().unwrap_or_default();
+    let text = String::from_utf8_lossy(&v);
+    let ver = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("unknown")
+        .to_string();
+    let parts: Vec<u32> = ver.split('.').filter_map(|x| x.parse().ok()).collect();
+    if parts.as_slice() >= [1, 47, 1].as_slice() {
+        None
+    } else {
+        Some(format!(
+            "mke2fs {ver} copies inode change times from the build tree (1.47.1 or later clamps them to SOURCE_DATE_EPOCH)"
+        ))
+    }
 }
 
 pub const GRUB_CFG: &str = "set timeout=0
@@ -354,21 +448,129 @@ initrd /initrd.img
 boot
 ";
 
-const GRUB_MODULES: &[&str] = &[
-    "part_gpt",
-    "part_msdos",
-    "fat",
-    "ext2",
-    "normal",
-    "linux",
-    "search",
-    "search_label",
-    "configfile",
-    "serial",
-    "terminal",
-    "echo",
-    "test",
-];
+/// The partition plan: pure, so a change to it shows in a snapshot. GPT with
+/// 1 MiB BIOS-boot, ESP, root and KPAAS-DATA, fixed UUIDs (reproducible
+/// images; every node gets its own machine-id at first boot instead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    pub esp_mib: u64,
+    pub root_mib: u64,
+    pub data_mib: u64,
+}
+
+pub const PART_UUID_PREFIX: &str = "6B706161-7300-4000-8000-00000000000";
+
+impl Layout {
+    pub const BIOS_START_MIB: u64 = 1;
+    pub const ESP_START_MIB: u64 = 2;
+
+    /// Sizes from the profile, else from what goes in: root = used x 1.3 +
+    /// 256 MiB (room for logs, images pulled later live on other disks),
+    /// data = bundle x 1.1 + 64 MiB (ext4 metadata and journal).
+    pub fn plan(p: &crate::profile::Partitions, root_used: u64, bundle: u64) -> Layout {
+        let or = |set: u64, auto: u64| if set > 0 { set } else { auto };
+        Layout {
+            esp_mib: p.esp_mib,
+            root_mib: or(p.root_mib, root_used * 13 / 10 / MIB + 256),
+            data_mib: or(p.data_mib, bundle * 11 / 10 / MIB + 64),
+        }
+    }
+
+    pub fn root_start_mib(&self) -> u64 {
+        Self::ESP_START_MIB + self.esp_mib
+    }
+
+    pub fn data_start_mib(&self) -> u64 {
+        self.root_start_mib() + self.root_mib
+    }
+
+    /// Whole disk, with 1 MiB at the end for the backup GPT.
+    pub fn total_mib(&self) -> u64 {
+        self.data_start_mib() + self.data_mib + 1
+    }
+
+    /// The table as an sfdisk script.
+    pub fn sfdisk_script(&self) -> String {
+        let s = |mib: u64| mib * 2048;
+        let parts = [
+            (
+                Self::BIOS_START_MIB,
+                1,
+                "21686148-6449-6E6F-744E-656564454649",
+                "bios",
+            ),
+            (
+                Self::ESP_START_MIB,
+                self.esp_mib,
+                "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+                "esp",
+            ),
+            (
+                self.root_start_mib(),
+                self.root_mib,
+                "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+                "root",
+            ),
+            (
+                self.data_start_mib(),
+                self.data_mib,
+                "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+                "kpaas-data",
+            ),
+        ];
+        let mut out =
+            format!("label: gpt\nlabel-id: {PART_UUID_PREFIX}0\nunit: sectors\nfirst-lba: 2048\n");
+        for (i, (start, size, ty, name)) in parts.iter().enumerate() {
+            out.push_str(&format!(
+                "start={}, size={}, type={ty}, uuid={PART_UUID_PREFIX}{}, name=\"{name}\"\n",
+                s(*start),
+                s(*size),
+                i + 1
+            ));
+        }
+        out
+    }
+}
+
+/// One step of a build: its time, and the size of what it made.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stage {
+    pub name: String,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub detail: String,
+}
+
+/// Times stages as they finish.
+struct Stages {
+    list: Vec<Stage>,
+    t: Instant,
+}
+
+impl Stages {
+    fn new() -> Stages {
+        Stages {
+            list: Vec::new(),
+            t: Instant::now(),
+        }
+    }
+
+    fn done(&mut self, name: &str, bytes: Option<u64>, detail: String) {
+        self.list.push(Stage {
+            name: name.into(),
+            seconds: self.t.elapsed().as_secs_f64(),
+            bytes,
+            detail,
+        });
+        self.t = Instant::now();
+    }
+}
+
+fn size_of(p: &Path) -> Option<u64> {
+    std::fs::metadata(p).ok().map(|m| m.len())
+}
 
 /// Copies `src` into `dst` at `offset`, leaving all-zero MiBs as holes.
 fn write_at(dst: &mut File, offset: u64, src: &Path) -> Result<()> {
@@ -397,17 +599,14 @@ fn write_at(dst: &mut File, offset: u64, src: &Path) -> Result<()> {
 }
 
 pub struct Built {
-    pub stages: Vec<(String, f64)>,
+    pub stages: Vec<Stage>,
     pub installed: Vec<String>,
 }
 
+/// Sizes the file systems and builds the disk at `out` (for `--format iso`,
+/// the ISO at `out`, carrying the disk compressed as its install image).
 pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Built> {
-    let mut stages = Vec::new();
-    let mut t = Instant::now();
-    let mut lap = |name: &str, t: &mut Instant| {
-        stages.push((name.to_string(), t.elapsed().as_secs_f64()));
-        *t = Instant::now();
-    };
+    let mut st = Stages::new();
     let m = BundleManifest::from_bytes(
         &std::fs::read(a.bundle.join(BUNDLE_JSON))
             .with_context(|| format!("{} is not a bundle directory", a.bundle.display()))?,
@@ -421,16 +620,23 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
         None => std::env::current_exe()?.with_file_name("kpaas-agent"),
     };
     let tar = rootfs(cache, p, a.offline)?;
-    lap("rootfs", &mut t);
+    st.done("rootfs", size_of(&tar), "cached tar".into());
+    let out_dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // Beside the output: the bundle is hard-linked in from there when it
+    // shares the file system, and the result is renamed into place.
     let work = tempfile::Builder::new()
         .prefix(".kpaas-image-")
-        .tempdir_in(
-            out.parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(Path::new(".")),
-        )?;
+        .tempdir_in(out_dir)?;
     let w = work.path();
-    let root = w.join("root");
+    let tree_parent = tree_dir(a.work_dir.as_deref(), size_of(&tar).unwrap_or(0), out_dir);
+    let tree = tempfile::Builder::new()
+        .prefix(".kpaas-root-")
+        .tempdir_in(&tree_parent)
+        .with_context(|| format!("making the work directory in {}", tree_parent.display()))?;
+    let root = tree.path().join("root");
     std::fs::create_dir_all(&root)?;
     run("tar")
         .args(["--numeric-owner", "-xpf"])
@@ -438,162 +644,107 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
         .arg("-C")
         .arg(&root)
         .ok()?;
-    lap("extract", &mut t);
+    st.done("extract", None, format!("into {}", tree_parent.display()));
     let installed = customize(&root, &a.bundle, &m, &agent, &key, &p.architecture)?;
-    lap("customize", &mut t);
-    // Root, sized from the tree unless the profile says.
-    let root_mib = if p.partitions.root_mib > 0 {
-        p.partitions.root_mib
-    } else {
-        tree_bytes(&root) * 13 / 10 / MIB + 256
-    };
-    mkext4(
-        &root,
-        &w.join("root.img"),
-        ROOT_LABEL,
-        "6b706161-7300-4000-8000-000000000003",
-        root_mib,
-    )?;
-    lap("root fs", &mut t);
+    let used = tree_bytes(&root);
+    st.done(
+        "customize",
+        Some(used),
+        format!("{} files from the bundle", installed.len()),
+    );
     // Data: the bundle, linked in (same file system) rather than copied.
     let data = w.join("data");
+    std::fs::create_dir_all(&data)?;
     run("cp")
         .arg("-al")
         .arg(&a.bundle)
         .arg(data.join("bundle"))
         .ok()
         .or_else(|_| {
-            std::fs::create_dir_all(&data)?;
+            // Another file system: copy instead.
+            let _ = std::fs::remove_dir_all(data.join("bundle"));
             run("cp")
                 .arg("-a")
                 .arg(&a.bundle)
                 .arg(data.join("bundle"))
                 .ok()
         })?;
-    let data_mib = if p.partitions.data_mib > 0 {
-        p.partitions.data_mib
-    } else {
-        tree_bytes(&data) * 11 / 10 / MIB + 64
-    };
+    let bundle_bytes = tree_bytes(&data);
+    let layout = Layout::plan(&p.partitions, used, bundle_bytes);
+    mkext4(
+        w,
+        &root,
+        &w.join("root.img"),
+        ROOT_LABEL,
+        &format!("{PART_UUID_PREFIX}3").to_lowercase(),
+        layout.root_mib,
+    )?;
+    st.done(
+        "root fs",
+        Some(layout.root_mib * MIB),
+        format!("ext4, {} MiB used", used / MIB),
+    );
     // The ISO's installer fills the data partition from the ISO's own copy of
     // the bundle: its system image leaves it empty instead of carrying it twice.
     let iso = a.format == "iso";
     if !iso {
         mkext4(
+            w,
             &data,
             &w.join("data.img"),
             DATA_LABEL,
-            "6b706161-7300-4000-8000-000000000004",
-            data_mib,
+            &format!("{PART_UUID_PREFIX}4").to_lowercase(),
+            layout.data_mib,
         )?;
     }
-    lap("data fs", &mut t);
-    // UEFI: a standalone GRUB as the removable-media path; BIOS: core.img in
-    // the BIOS-boot partition, with the same grub.cfg in a memdisk.
-    std::fs::write(w.join("grub.cfg"), GRUB_CFG)?;
-    run("grub-mkstandalone")
-        .args(["-O", "x86_64-efi", "--locales=", "--themes=", "--fonts="])
-        .arg(format!("--modules={}", GRUB_MODULES.join(" ")))
-        .arg("-o")
-        .arg(w.join("BOOTX64.EFI"))
-        .arg(format!(
-            "boot/grub/grub.cfg={}",
-            w.join("grub.cfg").display()
-        ))
-        .ok()?;
-    let esp = w.join("esp.img");
-    run("mkfs.vfat")
-        .args([
-            "-F",
-            "32",
-            "-s",
-            "1",
-            "-n",
-            "ESP",
-            "-i",
-            "4B504141",
-            "--invariant",
-            "-C",
-        ])
-        .arg(&esp)
-        .arg((p.partitions.esp_mib * 1024).to_string())
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .ok()?;
-    run("mmd")
-        .arg("-i")
-        .arg(&esp)
-        .args(["::/EFI", "::/EFI/BOOT"])
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .ok()?;
-    run("mcopy")
-        .arg("-i")
-        .arg(&esp)
-        .arg(w.join("BOOTX64.EFI"))
-        .arg("::/EFI/BOOT/BOOTX64.EFI")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .ok()?;
-    std::fs::create_dir_all(w.join("memdisk/boot/grub"))?;
-    std::fs::copy(w.join("grub.cfg"), w.join("memdisk/boot/grub/grub.cfg"))?;
-    run("tar")
-        .args(["--mtime=@0", "--owner=0", "--group=0", "-C"])
-        .arg(w.join("memdisk"))
-        .arg("-cf")
-        .arg(w.join("memdisk.tar"))
-        .arg("boot")
-        .ok()?;
-    run("grub-mkimage")
-        .args(["-O", "i386-pc", "-p", "(memdisk)/boot/grub", "-m"])
-        .arg(w.join("memdisk.tar"))
-        .arg("-o")
-        .arg(w.join("core.img"))
-        .args(["biosdisk", "memdisk", "tar"])
-        .args(GRUB_MODULES)
-        .ok()?;
-    lap("boot loaders", &mut t);
-    // GPT: 1 MiB BIOS-boot, ESP, root, data; fixed UUIDs for reproducibility.
-    let (bios_start, esp_start): (u64, u64) = (1, 2);
-    let root_start = esp_start + p.partitions.esp_mib;
-    let data_start = root_start + root_mib;
-    let total = data_start + data_mib + 1;
-    let script = format!(
-        "label: gpt\nlabel-id: 6B706161-7300-4000-8000-000000000000\nunit: sectors\nfirst-lba: 2048\n\
-start={}, size={}, type=21686148-6449-6E6F-744E-656564454649, uuid=6B706161-7300-4000-8000-000000000001, name=\"bios\"\n\
-start={}, size={}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B, uuid=6B706161-7300-4000-8000-000000000002, name=\"esp\"\n\
-start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6B706161-7300-4000-8000-000000000003, name=\"root\"\n\
-start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6B706161-7300-4000-8000-000000000004, name=\"kpaas-data\"\n",
-        bios_start * 2048,
-        2048,
-        esp_start * 2048,
-        p.partitions.esp_mib * 2048,
-        root_start * 2048,
-        root_mib * 2048,
-        data_start * 2048,
-        data_mib * 2048
+    st.done(
+        "data fs",
+        Some(layout.data_mib * MIB),
+        format!(
+            "ext4, bundle {} MiB{}",
+            bundle_bytes / MIB,
+            if iso { ", filled at install" } else { "" }
+        ),
     );
+    // UEFI: GRUB as the removable-media path on the ESP; BIOS: core.img in
+    // the BIOS-boot partition. The same grub.cfg in each one's memdisk.
+    let boot = crate::grub::images(w, GRUB_CFG, crate::grub::Bios::Disk)?;
+    let esp = w.join("esp.img");
+    crate::grub::esp(&esp, &boot.efi, p.partitions.esp_mib * 1024, true)?;
+    st.done("boot loaders", size_of(&boot.efi), "GRUB EFI + BIOS".into());
     let partial = w.join("disk.raw");
-    File::create(&partial)?.set_len(total * MIB)?;
+    File::create(&partial)?.set_len(layout.total_mib() * MIB)?;
     run("sfdisk")
         .args(["--quiet", "--no-reread", "--no-tell-kernel"])
         .arg(&partial)
-        .stdin(script)
+        .stdin(layout.sfdisk_script())
         .ok()?;
     let mut disk = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&partial)?;
-    write_at(&mut disk, esp_start * MIB, &esp)?;
-    write_at(&mut disk, root_start * MIB, &w.join("root.img"))?;
+    write_at(&mut disk, Layout::ESP_START_MIB * MIB, &esp)?;
+    write_at(
+        &mut disk,
+        layout.root_start_mib() * MIB,
+        &w.join("root.img"),
+    )?;
     if !iso {
-        write_at(&mut disk, data_start * MIB, &w.join("data.img"))?;
+        write_at(
+            &mut disk,
+            layout.data_start_mib() * MIB,
+            &w.join("data.img"),
+        )?;
     }
     // BIOS: boot.img's code into the MBR (the partition table stays), core.img
     // at the BIOS-boot partition, and the two sector numbers GRUB needs.
-    let mut boot = std::fs::read("/usr/lib/grub/i386-pc/boot.img")
+    let bios_lba = Layout::BIOS_START_MIB * 2048;
+    let mut mbr = std::fs::read("/usr/lib/grub/i386-pc/boot.img")
         .context("reading GRUB's boot.img (grub-pc-bin)")?;
-    boot[0x5c..0x64].copy_from_slice(&(bios_start * 2048).to_le_bytes());
+    mbr[0x5c..0x64].copy_from_slice(&bios_lba.to_le_bytes());
     disk.seek(SeekFrom::Start(0))?;
-    disk.write_all(&boot[..440])?;
-    let mut core = std::fs::read(w.join("core.img"))?;
+    disk.write_all(&mbr[..440])?;
+    let mut core = std::fs::read(&boot.bios)?;
     let sectors = core.len().div_ceil(512) as u16;
     if u64::from(sectors) > 2048 {
         bail!(
@@ -601,14 +752,18 @@ start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6B706161-7300
             core.len()
         );
     }
-    core[0x1f4..0x1fc].copy_from_slice(&(bios_start * 2048 + 1).to_le_bytes());
+    core[0x1f4..0x1fc].copy_from_slice(&(bios_lba + 1).to_le_bytes());
     core[0x1fc..0x1fe].copy_from_slice(&(sectors - 1).to_le_bytes());
     core[0x1fe..0x200].copy_from_slice(&0x820u16.to_le_bytes());
-    disk.seek(SeekFrom::Start(bios_start * MIB))?;
+    disk.seek(SeekFrom::Start(bios_lba * 512))?;
     disk.write_all(&core)?;
     disk.sync_all()?;
     drop(disk);
-    lap("disk", &mut t);
+    st.done(
+        "disk",
+        Some(layout.total_mib() * MIB),
+        "GPT: bios, esp, root, kpaas-data".into(),
+    );
     if iso {
         let zst = w.join("system.raw.zst");
         {
@@ -617,13 +772,43 @@ start={}, size={}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=6B706161-7300
             enc.finish()?.sync_all()?;
         }
         std::fs::remove_file(&partial)?;
-        crate::iso::build(&root, &a.bundle, w, &zst, out)?;
-        lap("iso", &mut t);
-        return Ok(Built { stages, installed });
+        st.done("install image", size_of(&zst), "system.raw.zst".into());
+        crate::iso::build(
+            &root,
+            &a.bundle,
+            w,
+            &zst,
+            out,
+            &mut |name, bytes, detail| st.done(name, bytes, detail),
+        )?;
+        return Ok(Built {
+            stages: st.list,
+            installed,
+        });
     }
     std::fs::rename(&partial, out)
         .with_context(|| format!("moving the image to {}", out.display()))?;
-    Ok(Built { stages, installed })
+    Ok(Built {
+        stages: st.list,
+        installed,
+    })
+}
+
+#[derive(serde::Serialize)]
+struct Report<'a> {
+    image: &'a Path,
+    format: &'a str,
+    profile: &'a str,
+    seconds: f64,
+    /// Apparent size; `allocated` is what a sparse copy takes.
+    bytes: u64,
+    allocated: u64,
+    sha256: String,
+    reproducible: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    not_reproducible_because: Option<String>,
+    stages: &'a [Stage],
+    installed: &'a [String],
 }
 
 pub fn run_cmd(a: Args) -> Result<()> {
@@ -649,13 +834,15 @@ pub fn run_cmd(a: Args) -> Result<()> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
-    let raw_tmp = dir.join(format!(
-        ".{}.raw.partial-{}",
-        a.out.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let built = build_raw(&a, &p, &cache, &raw_tmp);
-    let built = match built {
+    let partial = |what: &str| {
+        dir.join(format!(
+            ".{}.{what}.partial-{}",
+            a.out.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ))
+    };
+    let raw_tmp = partial("raw");
+    let built = match build_raw(&a, &p, &cache, &raw_tmp) {
         Ok(b) => b,
         Err(e) => {
             let _ = std::fs::remove_file(&raw_tmp);
@@ -665,11 +852,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
     let mut stages = built.stages;
     if a.format == "qcow2" {
         let t = Instant::now();
-        let tmp = dir.join(format!(
-            ".{}.partial-{}",
-            a.out.file_name().unwrap_or_default().to_string_lossy(),
-            std::process::id()
-        ));
+        let tmp = partial("qcow2");
         let r = run("qemu-img")
             .args([
                 "convert",
@@ -685,32 +868,170 @@ pub fn run_cmd(a: Args) -> Result<()> {
             .arg(&tmp)
             .ok();
         let _ = std::fs::remove_file(&raw_tmp);
-        r?;
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         std::fs::rename(&tmp, &a.out)?;
-        stages.push(("qcow2".into(), t.elapsed().as_secs_f64()));
+        stages.push(Stage {
+            name: "qcow2".into(),
+            seconds: t.elapsed().as_secs_f64(),
+            bytes: size_of(&a.out),
+            detail: "zstd-compressed clusters".into(),
+        });
     } else {
         std::fs::rename(&raw_tmp, &a.out)?;
     }
-    let size = std::fs::metadata(&a.out)?.len();
-    eprintln!(
-        "image {} ({}, {} MiB apparent): {:.1}s ({})",
-        a.out.display(),
-        a.format,
-        size / MIB,
-        start.elapsed().as_secs_f64(),
-        stages
-            .iter()
-            .map(|(n, s)| format!("{n} {s:.1}s"))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let meta = std::fs::metadata(&a.out)?;
+    let t = Instant::now();
+    // The medium's own digest, for whoever copies or burns it.
+    let sha256 = airgap_bundle::digest::hash_reader(std::io::BufReader::with_capacity(
+        MIB as usize,
+        File::open(&a.out)?,
+    ))?
+    .0
+    .hex()
+    .to_string();
+    stages.push(Stage {
+        name: "sha256".into(),
+        seconds: t.elapsed().as_secs_f64(),
+        bytes: None,
+        detail: String::new(),
+    });
+    let why = reproducible();
+    let report = Report {
+        image: &a.out,
+        format: &a.format,
+        profile: &p.name,
+        seconds: start.elapsed().as_secs_f64(),
+        bytes: meta.len(),
+        allocated: std::os::unix::fs::MetadataExt::blocks(&meta) * 512,
+        sha256,
+        reproducible: why.is_none(),
+        not_reproducible_because: why,
+        stages: &stages,
+        installed: &built.installed,
+    };
+    eprint!("{}", render_report(&report));
+    if let Some(path) = &a.report {
+        airgap_bundle::fsutil::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / MIB as f64)
+}
+
+fn render_report(r: &Report) -> String {
+    let mut s = format!(
+        "image {} ({}, profile {}): {:.1}s, {} ({} allocated), sha256 {}\n",
+        r.image.display(),
+        r.format,
+        r.profile,
+        r.seconds,
+        mib(r.bytes),
+        mib(r.allocated),
+        r.sha256
     );
-    eprintln!(
-        "installed from the bundle: {}",
-        if built.installed.is_empty() {
+    for st in r.stages {
+        s.push_str(&format!(
+            "  {:<14} {:>6.1}s  {:>11}  {}\n",
+            st.name,
+            st.seconds,
+            st.bytes.map(mib).unwrap_or_default(),
+            st.detail
+        ));
+    }
+    match &r.not_reproducible_because {
+        None => s.push_str("reproducible: the same inputs give these bytes again\n"),
+        Some(why) => s.push_str(&format!("NOT reproducible on this host: {why}\n")),
+    }
+    s.push_str(&format!(
+        "installed from the bundle: {}\n",
+        if r.installed.is_empty() {
             "-".into()
         } else {
-            built.installed.join(" ")
+            r.installed.join(" ")
         }
-    );
-    Ok(())
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+
+    /// The node files as text, for review and snapshots.
+    fn render_node_files(files: &[NodeFile]) -> String {
+        let mut s = String::new();
+        for f in files {
+            match f {
+                NodeFile::File { path, mode, text } => {
+                    s.push_str(&format!("=== {path} (mode {mode:04o})\n{text}"));
+                    if !text.is_empty() && !text.ends_with('\n') {
+                        s.push('\n');
+                    }
+                }
+                NodeFile::Link { path, target } => s.push_str(&format!("=== {path} -> {target}\n")),
+            }
+        }
+        s
+    }
+
+    fn snap(name: &str, got: &str) {
+        kpaas_testkit::snapshot(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"),
+            name,
+            got,
+        );
+    }
+
+    #[test]
+    fn the_partition_plan_for_the_debian_profile() {
+        let p =
+            Profile::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../images/debian-12.yaml"))
+                .unwrap();
+        // 400 MiB of root tree, a 13 MiB bundle (the demo's sizes).
+        let l = Layout::plan(&p.partitions, 400 * MIB, 13 * MIB);
+        assert_eq!((l.esp_mib, l.root_mib, l.data_mib), (128, 776, 78));
+        // Contiguous, MiB-aligned, backup GPT room at the end.
+        assert_eq!(l.root_start_mib(), 130);
+        assert_eq!(l.data_start_mib(), 130 + 776);
+        assert_eq!(l.total_mib(), 130 + 776 + 78 + 1);
+        // A size set in the profile wins over the computed one.
+        let mut fixed = p.partitions.clone();
+        fixed.data_mib = 4096;
+        assert_eq!(Layout::plan(&fixed, 400 * MIB, 13 * MIB).data_mib, 4096);
+        snap("disk-layout.sfdisk", &l.sfdisk_script());
+    }
+
+    #[test]
+    fn the_files_we_lay_into_every_node() {
+        let files = node_files();
+        let unit = files
+            .iter()
+            .find_map(|f| match f {
+                NodeFile::File { path, text, .. } if path.ends_with("kpaas-agent.service") => {
+                    Some(text.clone())
+                }
+                _ => None,
+            })
+            .unwrap();
+        // It serves (notify), and waits for cloud-init's init stage only:
+        // cloud-config and cloud-final would add ~15 s before the seed serves.
+        assert!(
+            unit.contains("Type=notify")
+                && unit
+                    .contains("After=local-fs.target systemd-networkd.service cloud-init.service")
+        );
+        assert!(!unit.contains("cloud-final") && !unit.contains("cloud-config.service"));
+        let text = format!(
+            "{}=== grub.cfg (disk)\n{GRUB_CFG}=== grub.cfg (iso)\n{}",
+            render_node_files(&files),
+            crate::iso::GRUB_CFG
+        );
+        snap("node-files.txt", &text);
+    }
 }

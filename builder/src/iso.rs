@@ -1,6 +1,8 @@
 //! The hybrid ISO (BIOS + UEFI, also writable to a USB stick): the node's
 //! whole root tree as a zstd initramfs that runs live from RAM, the kernel,
-//! and the bundle beside them. grub-mkrescue (xorriso) assembles it.
+//! and the bundle beside them. xorriso assembles it the way grub-mkrescue
+//! would, but from our own GRUB images and without its build-time stamps,
+//! so the same inputs give the same ISO.
 
 use crate::runner::run;
 use anyhow::{Context, Result, bail};
@@ -14,10 +16,10 @@ pub const GRUB_CFG: &str = "set timeout=0
 serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
-menuentry 'K-PaaS appliance (live)' {
-  linux /live/vmlinuz rdinit=/sbin/init console=tty0 console=ttyS0,115200 net.ifnames=0
-  initrd /live/initrd.zst
-}
+search --no-floppy --label --set=root KPAAS_LIVE
+linux /live/vmlinuz rdinit=/sbin/init console=tty0 console=ttyS0,115200 net.ifnames=0
+initrd /live/initrd.zst
+boot
 ";
 
 /// newc cpio writer: enough for a root tree (files, dirs, symlinks, devices).
@@ -112,20 +114,26 @@ pub fn initramfs(root: &Path, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds the ISO from a customized root tree and a bundle directory.
-pub fn build(root: &Path, bundle: &Path, work: &Path, system: &Path, out: &Path) -> Result<()> {
+/// Builds the ISO from a customized root tree and a bundle directory;
+/// `stage` hears each finished step (name, size, detail).
+pub fn build(
+    root: &Path,
+    bundle: &Path,
+    work: &Path,
+    system: &Path,
+    out: &Path,
+    stage: &mut dyn FnMut(&str, Option<u64>, String),
+) -> Result<()> {
     // Live: the ISO itself carries the bundle. The agent mounts it (by its
     // volume id, on whichever whole device it is: CD, USB stick, virtual
     // disk), because the hybrid layout's partitions hide it from by-label.
     std::fs::write(root.join("etc/fstab"), b"")?;
     std::fs::write(root.join("etc/kpaas/live"), b"running live from the ISO\n")?;
     let iso = work.join("iso");
-    std::fs::create_dir_all(iso.join("boot/grub"))?;
-    std::fs::create_dir_all(iso.join("live"))?;
-    std::fs::create_dir_all(iso.join("install"))?;
-    std::fs::create_dir_all(iso.join("data"))?;
+    for d in ["boot", "live", "install", "data"] {
+        std::fs::create_dir_all(iso.join(d))?;
+    }
     std::fs::rename(system, iso.join("install/system.raw.zst"))?;
-    std::fs::write(iso.join("boot/grub/grub.cfg"), GRUB_CFG)?;
     let kernel = std::fs::read_dir(root.join("boot"))?
         .flatten()
         .map(|e| e.path())
@@ -136,6 +144,13 @@ pub fn build(root: &Path, bundle: &Path, work: &Path, system: &Path, out: &Path)
         .context("no /boot/vmlinuz-* in the root tree")?;
     std::fs::copy(&kernel, iso.join("live/vmlinuz"))?;
     initramfs(root, &iso.join("live/initrd.zst"))?;
+    stage(
+        "live initrd",
+        std::fs::metadata(iso.join("live/initrd.zst"))
+            .ok()
+            .map(|m| m.len()),
+        "root tree as zstd cpio".into(),
+    );
     if run("cp")
         .arg("-al")
         .arg(bundle)
@@ -149,15 +164,48 @@ pub fn build(root: &Path, bundle: &Path, work: &Path, system: &Path, out: &Path)
             .arg(iso.join("data/bundle"))
             .ok()?;
     }
+    let grub = crate::grub::images(work, GRUB_CFG, crate::grub::Bios::ElTorito)?;
+    std::fs::copy(&grub.bios, iso.join("boot/eltorito.img"))?;
+    // The EFI El Torito image, also exposed as a GPT partition for sticks.
+    crate::grub::esp(&iso.join("boot/efi.img"), &grub.efi, 4096, false)?;
     std::fs::set_permissions(&iso, std::fs::Permissions::from_mode(0o755))?;
-    run("grub-mkrescue")
+    run("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-iso-level", "3", "-r"])
+        .args(["-volid", ISO_LABEL])
+        .args([
+            "-b",
+            "boot/eltorito.img",
+            "-no-emul-boot",
+            "-boot-load-size",
+            "4",
+            "-boot-info-table",
+            "--grub2-boot-info",
+            "--grub2-mbr",
+            "/usr/lib/grub/i386-pc/boot_hybrid.img",
+        ])
+        .args([
+            "--efi-boot",
+            "boot/efi.img",
+            "-efi-boot-part",
+            "--efi-boot-image",
+            "--protective-msdos-label",
+        ])
+        // SOURCE_DATE_EPOCH alone keeps each file's own mtime, which a
+        // copy of the same bundle does not share.
+        .args(["--set_all_file_dates", crate::grub::EPOCH_ISO9660])
         .arg("-o")
         .arg(out)
         .arg(&iso)
-        .args(["--", "-volid", ISO_LABEL])
+        // Volume and file times, and the GPT's GUIDs, from the fixed epoch.
+        .env("SOURCE_DATE_EPOCH", crate::grub::EPOCH)
         .ok()?;
     if !out.is_file() {
-        bail!("grub-mkrescue wrote no {}", out.display());
+        bail!("xorriso wrote no {}", out.display());
     }
+    stage(
+        "iso",
+        std::fs::metadata(out).ok().map(|m| m.len()),
+        "hybrid: El Torito BIOS + UEFI, GPT + MBR".into(),
+    );
     Ok(())
 }

@@ -6,6 +6,7 @@ mod cache;
 mod check_offline;
 mod cluster_cmd;
 mod fetch;
+mod grub;
 mod image;
 mod inspect;
 mod iso;

@@ -55,6 +55,16 @@ impl<'a> Run<'a> {
 
     /// Runs to completion; returns stdout. Fails with the whole story.
     pub fn output(self) -> Result<Vec<u8>> {
+        self.finish().map(|o| o.stdout)
+    }
+
+    /// Stdout then stderr, for tools that print what we want on stderr
+    /// (`mke2fs -V`).
+    pub fn output_all(self) -> Result<Vec<u8>> {
+        self.finish().map(|o| [o.stdout, o.stderr].concat())
+    }
+
+    fn finish(self) -> Result<std::process::Output> {
         use std::io::Write;
         let mut c = Command::new(self.prog);
         c.args(&self.args).stdin(if self.stdin.is_some() {
@@ -90,7 +100,7 @@ impl<'a> Run<'a> {
                 .collect();
             bail!("`{what}` failed with {}:\n{}", o.status, tail.join("\n"));
         }
-        Ok(o.stdout)
+        Ok(o)
     }
 
     pub fn ok(self) -> Result<()> {

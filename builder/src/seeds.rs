@@ -180,21 +180,22 @@ fn renderer() -> Result<handlebars::Handlebars<'static>> {
     Ok(h)
 }
 
-/// Renders one seed directory and its CIDATA images.
-#[allow(clippy::too_many_arguments)]
+/// One seed's files, rendered: what goes on its CIDATA volume.
+pub struct Seed {
+    pub name: String,
+    pub files: Vec<(&'static str, String)>,
+}
+
+/// Renders one seed (pure: the snapshot tests call it with fixed secrets).
 fn render_seed(
     h: &handlebars::Handlebars,
-    out: &Path,
     name: &str,
     c: &Cluster,
     node: Option<&NodeEntry>,
     cfg: &NodeConfig,
     secrets: &[(&str, &[u8])],
     prefix: u8,
-) -> Result<()> {
-    let dir = out.join(name);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+) -> Result<Seed> {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let node_yaml = serde_saphyr::to_string(cfg)?;
     let nics: Vec<serde_json::Value> = match node {
@@ -212,41 +213,113 @@ fn render_seed(
         "secrets": secrets.iter().map(|(n, b)| json!({"name": n, "b64": b64(b)})).collect::<Vec<_>>(),
         "nics": nics,
     });
+    let mut files = Vec::new();
     for t in ["user-data", "meta-data", "network-config"] {
         let text = h
             .render(t, &data)
             .with_context(|| format!("rendering cloud-init/{t}.hbs for {name}"))?;
-        write_secret(&dir.join(t), text.as_bytes())?;
+        files.push((t, text));
     }
     // Without cloud-init the agent reads this straight from the volume.
-    write_secret(
-        &dir.join(airgap_bundle::node::CIDATA_FILE),
-        node_yaml.as_bytes(),
-    )?;
-    let files = [
-        "user-data",
-        "meta-data",
-        "network-config",
-        airgap_bundle::node::CIDATA_FILE,
+    files.push((airgap_bundle::node::CIDATA_FILE, node_yaml));
+    Ok(Seed {
+        name: name.to_string(),
+        files,
+    })
+}
+
+/// Every seed for the cluster: one per node and the universal one. Workers
+/// get the token and the CA hash; only the master (and the universal seed,
+/// which may boot the master) get the CA key and the passwords.
+pub fn plan(
+    c: &Cluster,
+    secrets: &BTreeMap<String, Vec<u8>>,
+    seed_port: u16,
+    verify: VerifyMode,
+) -> Result<Vec<Seed>> {
+    let h = renderer()?;
+    let nodes = inventory(c);
+    let prefix = c.network.node_cidr.map_or(24, |n| n.prefix);
+    let cfg = |node: Option<&NodeEntry>| NodeConfig {
+        config_version: NODE_CONFIG_VERSION,
+        cluster: c.name.clone(),
+        bundle: PathBuf::from("/run/kpaas/data/bundle"),
+        bundle_key: PathBuf::from("/etc/kpaas/bundle.pub"),
+        verify,
+        seed_port,
+        runtime: Runtime::Crio,
+        state_dir: PathBuf::from("/var/lib/kpaas"),
+        node: node.map(|n| n.hostname.clone()),
+        nodes: nodes.clone(),
+        minimums: c.minimums.clone(),
+        install_disk: c.install_disk.clone(),
+    };
+    let get = |k: &str| secrets.get(k).map(Vec::as_slice).unwrap_or_default();
+    let worker: Vec<(&str, &[u8])> = vec![
+        ("bootstrap-token", get("bootstrap-token")),
+        ("ca-cert-hash", get("ca-cert-hash")),
     ];
-    let iso = out.join(format!("{name}.iso"));
+    let mut master = worker.clone();
+    master.extend([
+        ("ca.crt", get("ca.crt")),
+        ("ca.key", get("ca.key")),
+        ("passwords.yaml", get("passwords.yaml")),
+    ]);
+    let mut seeds = Vec::new();
+    for n in &nodes {
+        let sec = if n.role == Role::Master {
+            &master
+        } else {
+            &worker
+        };
+        seeds.push(render_seed(
+            &h,
+            &n.hostname,
+            c,
+            Some(n),
+            &cfg(Some(n)),
+            sec,
+            prefix,
+        )?);
+    }
+    seeds.push(render_seed(
+        &h,
+        "universal",
+        c,
+        None,
+        &cfg(None),
+        &master,
+        prefix,
+    )?);
+    Ok(seeds)
+}
+
+/// Writes a seed's files (0600) and its CIDATA ISO and vfat volumes.
+fn write_seed(out: &Path, seed: &Seed) -> Result<()> {
+    let dir = out.join(&seed.name);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    for (f, text) in &seed.files {
+        write_secret(&dir.join(f), text.as_bytes())?;
+    }
+    let iso = out.join(format!("{}.iso", seed.name));
     let mut x = run("xorriso")
         .args([
             "-as", "mkisofs", "-quiet", "-volid", "CIDATA", "-joliet", "-rock", "-o",
         ])
         .arg(&iso);
-    for f in files {
+    for (f, _) in &seed.files {
         x = x.arg(dir.join(f));
     }
     x.ok()?;
-    let vfat = out.join(format!("{name}.vfat"));
+    let vfat = out.join(format!("{}.vfat", seed.name));
     let _ = std::fs::remove_file(&vfat);
     run("mkfs.vfat")
         .args(["-n", "CIDATA", "-C"])
         .arg(&vfat)
         .arg("2048")
         .ok()?;
-    for f in files {
+    for (f, _) in &seed.files {
         run("mcopy")
             .arg("-i")
             .arg(&vfat)
@@ -270,68 +343,63 @@ pub fn run_cmd(a: Args) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out)?;
     let s = secrets(&a.out.join("secrets"), &c)?;
-    let h = renderer()?;
-    let nodes = inventory(&c);
-    let prefix = c.network.node_cidr.map_or(24, |n| n.prefix);
-    let cfg = |node: Option<&NodeEntry>| NodeConfig {
-        config_version: NODE_CONFIG_VERSION,
-        cluster: c.name.clone(),
-        bundle: PathBuf::from("/run/kpaas/data/bundle"),
-        bundle_key: PathBuf::from("/etc/kpaas/bundle.pub"),
-        verify,
-        seed_port: a.seed_port,
-        runtime: Runtime::Crio,
-        state_dir: PathBuf::from("/var/lib/kpaas"),
-        node: node.map(|n| n.hostname.clone()),
-        nodes: nodes.clone(),
-        minimums: c.minimums.clone(),
-        install_disk: c.install_disk.clone(),
-    };
-    let get = |k: &str| s.get(k).map(Vec::as_slice).unwrap_or_default();
-    // Workers get the token and the CA hash; only the master gets the CA key and passwords.
-    let worker: Vec<(&str, &[u8])> = vec![
-        ("bootstrap-token", get("bootstrap-token")),
-        ("ca-cert-hash", get("ca-cert-hash")),
-    ];
-    let mut master = worker.clone();
-    master.extend([
-        ("ca.crt", get("ca.crt")),
-        ("ca.key", get("ca.key")),
-        ("passwords.yaml", get("passwords.yaml")),
-    ]);
-    for n in &nodes {
-        let sec = if n.role == Role::Master {
-            &master
-        } else {
-            &worker
-        };
-        render_seed(
-            &h,
-            &a.out,
-            &n.hostname,
-            &c,
-            Some(n),
-            &cfg(Some(n)),
-            sec,
-            prefix,
-        )?;
+    let seeds = plan(&c, &s, a.seed_port, verify)?;
+    for seed in &seeds {
+        write_seed(&a.out, seed)?;
     }
-    // The universal medium may boot any node, the master included: it must carry the master's secrets.
-    render_seed(
-        &h,
-        &a.out,
-        "universal",
-        &c,
-        None,
-        &cfg(None),
-        &master,
-        prefix,
-    )?;
     println!(
         "seeds for {} nodes and one universal seed in {} ({{node}}.iso / .vfat, label CIDATA); secrets in {}/secrets (0600)",
-        nodes.len(),
+        seeds.len() - 1,
         a.out.display(),
         a.out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+
+    const LAB: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample admin@site\"]\n";
+
+    #[test]
+    fn rendered_seeds_for_a_two_node_lab() {
+        let c = Cluster::from_yaml(LAB, "lab.yaml").unwrap();
+        // Stand-in secret values: the rendering is what is under test.
+        let secrets: BTreeMap<String, Vec<u8>> = [
+            "bootstrap-token",
+            "ca-cert-hash",
+            "ca.crt",
+            "ca.key",
+            "passwords.yaml",
+        ]
+        .iter()
+        .map(|k| (k.to_string(), format!("<{k}>\n").into_bytes()))
+        .collect();
+        let seeds = plan(&c, &secrets, 5050, VerifyMode::Fast).unwrap();
+        let names: Vec<&str> = seeds.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["kpaas-master", "kpaas-worker1", "universal"]);
+        let user_data = |i: usize| seeds[i].files[0].1.clone();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        // Only the master and the universal seed carry the CA key.
+        assert!(user_data(0).contains(&b64("<ca.key>\n")));
+        assert!(!user_data(1).contains(&b64("<ca.key>\n")));
+        assert!(user_data(1).contains(&b64("<bootstrap-token>\n")));
+        assert!(user_data(2).contains(&b64("<ca.key>\n")));
+        let mut text = String::new();
+        for s in &seeds {
+            for (f, body) in &s.files {
+                text.push_str(&format!("### {}/{f}\n{body}", s.name));
+                if !body.ends_with('\n') {
+                    text.push('\n');
+                }
+            }
+        }
+        kpaas_testkit::snapshot(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"),
+            "seeds-lab.txt",
+            &text,
+        );
+    }
 }

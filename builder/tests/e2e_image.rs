@@ -100,23 +100,30 @@ fn lab_image(t: &Path, cluster: &str, format: &str) -> (PathBuf, PathBuf) {
         &seeds.to_string_lossy(),
     ]);
     let img = t.join(format!("node.{format}"));
-    ok(&[
-        "image",
-        "--profile",
-        &profile(),
-        "--bundle",
-        &b.to_string_lossy(),
-        "--bundle-key",
-        &key.to_string_lossy(),
-        "--format",
-        format,
-        "--out",
-        &img.to_string_lossy(),
-        "--cache-dir",
-        &cache().to_string_lossy(),
-        "--offline",
-    ]);
+    image(&b, &key, format, &img, &[]);
     (img, seeds)
+}
+
+/// `kpaas-builder image` from the cached rootfs; returns what it printed.
+fn image(bundle: &Path, key: &Path, format: &str, out: &Path, extra: &[&str]) -> String {
+    let mut a = vec![
+        "image".to_string(),
+        "--profile".into(),
+        profile(),
+        "--bundle".into(),
+        bundle.to_string_lossy().into(),
+        "--bundle-key".into(),
+        key.to_string_lossy().into(),
+        "--format".into(),
+        format.into(),
+        "--out".into(),
+        out.to_string_lossy().into(),
+        "--cache-dir".into(),
+        cache().to_string_lossy().into(),
+        "--offline".into(),
+    ];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn slice(img: &Path, part: &serde_json::Value, out: &Path) {
@@ -191,26 +198,7 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     );
 
     let raw = t.path().join("node.raw");
-    let args = |fmt: &str, out: &Path| {
-        vec![
-            "image".to_string(),
-            "--profile".into(),
-            profile(),
-            "--bundle".into(),
-            b.to_string_lossy().into(),
-            "--bundle-key".into(),
-            key.to_string_lossy().into(),
-            "--format".into(),
-            fmt.into(),
-            "--out".into(),
-            out.to_string_lossy().into(),
-            "--cache-dir".into(),
-            cache().to_string_lossy().into(),
-            "--offline".into(),
-        ]
-    };
-    let a: Vec<String> = args("raw", &raw);
-    let out = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let out = image(&b, &key, "raw", &raw, &[]);
     assert!(
         out.contains("installed from the bundle: /usr/local/bin/kubeadm"),
         "{out}"
@@ -255,8 +243,7 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
         std::fs::remove_file(&p).unwrap();
     }
     let q = t.path().join("node.qcow2");
-    let a: Vec<String> = args("qcow2", &q);
-    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    image(&b, &key, "qcow2", &q, &[]);
     assert!(
         Command::new("qemu-img")
             .arg("check")
@@ -511,5 +498,105 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
             "the installed system never got ready:\n{after}"
         );
         std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(v);
+    // KPAAS-DATA was grown to the end of the 4 GiB disk, the backup GPT moved
+    // there: sfdisk reads the table clean.
+    let raw = t.path().join("installed.raw");
+    assert!(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&blank)
+            .arg(&raw)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let o = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&raw)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !String::from_utf8_lossy(&o.stderr).contains("GPT PMBR size mismatch"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let parts = j["partitiontable"]["partitions"].as_array().unwrap();
+    let data = &parts[3];
+    assert_eq!(data["name"], "kpaas-data");
+    let end = data["start"].as_u64().unwrap() + data["size"].as_u64().unwrap();
+    let disk_sectors = (4u64 << 30) / 512;
+    assert!(
+        disk_sectors - end < 2048,
+        "kpaas-data ends at sector {end} of {disk_sectors}"
+    );
+}
+
+/// Same inputs, same bytes: two builds of each format, the second from a copy
+/// of the bundle made later (new inodes and times), in another directory.
+#[test]
+fn the_same_inputs_give_the_same_image_bytes() {
+    if !ready("reproducible") {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, key) = bundle(&env, t.path());
+    let copy = t.path().join("copy/bundle");
+    std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(
+        Command::new("cp")
+            .arg("-r")
+            .arg(&b)
+            .arg(&copy)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for fmt in ["raw", "iso"] {
+        let sums: Vec<String> = [(&b, "one"), (&copy, "two")]
+            .iter()
+            .map(|(bundle, dir)| {
+                let out = t.path().join(dir).join(format!("node.{fmt}"));
+                std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+                let report = out.with_extension("json");
+                let printed = image(
+                    bundle,
+                    &key,
+                    fmt,
+                    &out,
+                    &["--report", &report.to_string_lossy()],
+                );
+                assert!(
+                    printed.contains("reproducible: the same inputs"),
+                    "{printed}"
+                );
+                let r: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+                // The report's digest is the file's.
+                let o = Command::new("sha256sum").arg(&out).output().unwrap();
+                let sum = String::from_utf8_lossy(&o.stdout)[..64].to_string();
+                assert_eq!(r["sha256"].as_str().unwrap(), sum);
+                let names: Vec<&str> = r["stages"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s["name"].as_str().unwrap())
+                    .collect();
+                assert!(
+                    names.contains(&"root fs") && names.contains(&"disk"),
+                    "{names:?}"
+                );
+                sum
+            })
+            .collect();
+        assert_eq!(
+            sums[0], sums[1],
+            "{fmt}: two builds from the same inputs differ"
+        );
     }
 }

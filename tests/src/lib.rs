@@ -183,3 +183,24 @@ pub fn demo_bundle(env: &DemoEnv, dir: &std::path::Path) -> anyhow::Result<(Path
     run(&a)?;
     Ok((dir.join("bundle"), dir.join("key.pub")))
 }
+
+/// Compares `got` with the snapshot `<dir>/<name>`; with UPDATE_SNAPSHOTS=1
+/// it rewrites the snapshot instead (then review the diff).
+pub fn snapshot(dir: &std::path::Path, name: &str, got: &str) {
+    let path = dir.join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(dir).expect("creating the snapshot directory");
+        std::fs::write(&path, got).expect("writing the snapshot");
+        return;
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "{} is missing: run with UPDATE_SNAPSHOTS=1 and review it",
+            path.display()
+        )
+    });
+    assert!(
+        want == got,
+        "{name} changed; if intended, rerun with UPDATE_SNAPSHOTS=1 and review the diff.\n--- got ---\n{got}"
+    );
+}
