@@ -415,7 +415,7 @@ fn two_vms_from_one_image_and_one_universal_seed_find_themselves_and_each_other(
 }
 
 #[test]
-fn the_hybrid_iso_has_both_boot_records_and_runs_live_under_uefi() {
+fn the_hybrid_iso_runs_live_from_a_stick_under_uefi_and_from_a_cd_under_bios() {
     if !ready("iso_live") {
         return;
     }
@@ -448,6 +448,25 @@ fn the_hybrid_iso_has_both_boot_records_and_runs_live_under_uefi() {
     let c = v.console();
     assert!(
         c.contains("live: bundle from /dev/vda") && c.contains("identity: kpaas-master (master"),
+        "{c}"
+    );
+    drop(v);
+    // Burnt to a CD, booted by a legacy BIOS (El Torito), the worker's seed.
+    let seed = seeds.join("kpaas-worker1.iso");
+    let mut v = vm::start(
+        t.path(),
+        &VmSpec::node("cd", Firmware::Bios, &iso, &seed, "52:54:00:12:34:11")
+            .memory(2048)
+            .cdrom(),
+    )
+    .unwrap();
+    v.wait_for("registries sent to the seed", Duration::from_secs(400))
+        .unwrap();
+    let c = v.console();
+    assert!(
+        c.contains("live: bundle from /dev/sr0")
+            && c.contains("identity: kpaas-worker1 (worker, 10.10.0.11)")
+            && c.contains("verify: fast: signature by key"),
         "{c}"
     );
 }

@@ -43,6 +43,8 @@ pub struct VmSpec<'a> {
     pub blank: Option<&'a Path>,
     /// Let the guest reboot (installs) instead of exiting on reboot.
     pub allow_reboot: bool,
+    /// Attach the boot disk as a CD-ROM (virtio-scsi) instead of a disk.
+    pub cdrom: bool,
 }
 
 impl<'a> VmSpec<'a> {
@@ -68,6 +70,7 @@ impl<'a> VmSpec<'a> {
             memory_mib: 1024,
             blank: None,
             allow_reboot: false,
+            cdrom: false,
         }
     }
 
@@ -79,6 +82,12 @@ impl<'a> VmSpec<'a> {
     /// Join another guest's socket network instead of starting one.
     pub fn netdev(mut self, netdev: String) -> Self {
         self.netdev = netdev;
+        self
+    }
+
+    /// Boot from the medium as a CD (El Torito) rather than as a stick.
+    pub fn cdrom(mut self) -> Self {
+        self.cdrom = true;
         self
     }
 
@@ -115,25 +124,28 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
     // Explicit devices so the boot order is ours, not the firmware's guess:
     // an install target boots first once something is on it (the firmware
     // skips it while it is blank), then the medium.
-    let mut drive = |id: &str, opts: String, bootindex: Option<u8>| {
-        c.arg("-drive").arg(format!("if=none,id={id},{opts}"));
-        let boot = bootindex
-            .map(|i| format!(",bootindex={i}"))
-            .unwrap_or_default();
-        c.arg("-device")
-            .arg(format!("virtio-blk-pci,drive={id}{boot}"));
-    };
-    drive(
-        "boot",
-        format!(
-            "file={},format={},snapshot=on",
-            spec.disk.display(),
-            format_of(spec.disk)
-        ),
-        Some(1),
-    );
+    if spec.cdrom {
+        c.args(["-device", "virtio-scsi-pci,id=scsi0", "-drive"])
+            .arg(format!(
+                "if=none,id=boot,media=cdrom,readonly=on,format=raw,file={}",
+                spec.disk.display()
+            ))
+            .args(["-device", "scsi-cd,bus=scsi0.0,drive=boot,bootindex=1"]);
+    } else {
+        drive(
+            &mut c,
+            "boot",
+            format!(
+                "file={},format={},snapshot=on",
+                spec.disk.display(),
+                format_of(spec.disk)
+            ),
+            Some(1),
+        );
+    }
     for (i, e) in spec.extra.iter().enumerate() {
         drive(
+            &mut c,
             &format!("extra{i}"),
             format!("file={},format=raw,readonly=on", e.display()),
             None,
@@ -141,6 +153,7 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
     }
     if let Some(blank) = spec.blank {
         drive(
+            &mut c,
             "target",
             format!("file={},format={}", blank.display(), format_of(blank)),
             Some(0),
@@ -195,6 +208,15 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+fn drive(c: &mut Command, id: &str, opts: String, bootindex: Option<u8>) {
+    c.arg("-drive").arg(format!("if=none,id={id},{opts}"));
+    let boot = bootindex
+        .map(|i| format!(",bootindex={i}"))
+        .unwrap_or_default();
+    c.arg("-device")
+        .arg(format!("virtio-blk-pci,drive={id}{boot}"));
 }
 
 fn format_of(disk: &Path) -> &'static str {
