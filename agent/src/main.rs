@@ -93,20 +93,31 @@ enum Cmd {
     },
 }
 
-/// Reads the node config, from cloud-init's file or a CIDATA volume.
+/// Reads the node config: cloud-init's copy when it has written one (every
+/// boot after the first), else the seed volume's own `kpaas-node.yaml`. At
+/// first boot the agent starts before cloud-init's network stage has run
+/// write_files (that stage costs seconds the seed registry need not wait).
 fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
-    let path = if c.config.is_file() {
-        c.config.clone()
-    } else {
-        // cloud-init absent: the NoCloud volume itself, read-only.
-        let dev = c.root.join("dev/disk/by-label/CIDATA");
-        if !dev.exists() {
-            bail!(
-                "{} does not exist and no CIDATA volume is attached",
-                c.config.display()
-            );
-        }
-        let mnt = c.root.join("run/kpaas/cidata");
+    if c.config.is_file() {
+        let text = std::fs::read_to_string(&c.config)
+            .with_context(|| format!("reading {}", c.config.display()))?;
+        return Ok(NodeConfig::from_yaml(
+            &text,
+            &c.config.display().to_string(),
+        )?);
+    }
+    let dev = c.root.join("dev/disk/by-label/CIDATA");
+    if !dev.exists() {
+        bail!(
+            "{} does not exist and no CIDATA volume is attached",
+            c.config.display()
+        );
+    }
+    let mnt = c.root.join("run/kpaas/cidata");
+    let file = mnt.join(node::CIDATA_FILE);
+    // A restart after a crash may find it mounted already.
+    let mounted = file.is_file();
+    if !mounted {
         std::fs::create_dir_all(&mnt)?;
         let st = std::process::Command::new("mount")
             .args(["-o", "ro"])
@@ -121,11 +132,32 @@ fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
                 mnt.display()
             );
         }
-        mnt.join(node::CIDATA_FILE)
-    };
+    }
+    let text = std::fs::read_to_string(&file);
+    // Read once and let go: cloud-init reads the same volume.
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
     let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(NodeConfig::from_yaml(&text, &path.display().to_string())?)
+        text.with_context(|| format!("reading {} on the CIDATA volume", node::CIDATA_FILE))?;
+    Ok(NodeConfig::from_yaml(
+        &text,
+        &format!("{} ({})", node::CIDATA_FILE, dev.display()),
+    )?)
+}
+
+/// Waits (bounded) for the node's address to be on an interface: networkd
+/// applies cloud-init's network config moments after the agent may start.
+/// Preflight reports it if it never comes.
+fn wait_for_address(root: &Path, ip: std::net::IpAddr, max: std::time::Duration) -> bool {
+    let t = std::time::Instant::now();
+    loop {
+        if ip.is_loopback() || facts::local_ips(root).contains(&ip) {
+            return true;
+        }
+        if t.elapsed() > max {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn whoami<'a>(cfg: &'a NodeConfig, root: &Path) -> Result<&'a NodeEntry> {
@@ -447,6 +479,12 @@ async fn run_boot(c: &ConfigArg, no_wait: bool) -> Result<()> {
         j.record("identity", State::Done, &who)?;
     }
     say(&format!("identity: {who}"));
+    if !wait_for_address(&c.root, me.ip, std::time::Duration::from_secs(30)) {
+        say(&format!(
+            "network: {} is not on any interface after 30 s",
+            me.ip
+        ));
+    }
     // Live from the ISO: the bundle's medium is mounted read-only first, so
     // that preflight can measure it.
     let live = match mount_live(&c.root, &cfg.bundle) {

@@ -14,7 +14,7 @@ pub const EPOCH: &str = "1767225600";
 pub const EPOCH_ISO9660: &str = "2026010100000000";
 
 /// What GRUB needs to find a partition or volume by label and boot Linux
-/// from ext4 or ISO 9660, on a serial console.
+/// from ext4 or ISO 9660, on a serial console and a screen.
 const MODULES: &[&str] = &[
     "part_gpt",
     "part_msdos",
@@ -32,6 +32,9 @@ const MODULES: &[&str] = &[
     "test",
     "memdisk",
     "tar",
+    // A framebuffer handed to the kernel on machines with a screen (without
+    // it GRUB boots "blind" and the console stays dark until a DRM driver).
+    "all_video",
 ];
 
 /// The BIOS flavour: a core.img for a BIOS-boot partition (disks) or an

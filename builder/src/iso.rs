@@ -17,7 +17,7 @@ serial --unit=0 --speed=115200
 terminal_input serial console
 terminal_output serial console
 search --no-floppy --label --set=root KPAAS_LIVE
-linux /live/vmlinuz rdinit=/sbin/init console=tty0 console=ttyS0,115200 net.ifnames=0
+linux /live/vmlinuz rdinit=/sbin/init console=tty0 console=ttyS0,115200 net.ifnames=0 quiet
 initrd /live/initrd.zst
 boot
 ";

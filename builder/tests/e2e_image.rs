@@ -357,6 +357,31 @@ fn bad_profiles_and_inputs_write_no_image() {
         0,
         "a failed build left files behind"
     );
+    // A cluster file with mistakes: every one named, no seed written.
+    let cluster = t.path().join("cluster.yaml");
+    std::fs::write(
+        &cluster,
+        "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: Bad_Name, private_ip: 10.10.0.300}\nstorage: {type: nfs}\n",
+    )
+    .unwrap();
+    let seeds = t.path().join("seeds");
+    let o = builder(&[
+        "seeds",
+        "--cluster",
+        &cluster.to_string_lossy(),
+        "--out",
+        &seeds.to_string_lossy(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{e}");
+    for n in ["cluster.yaml", "Bad_Name", "10.10.0.300", "nfs"] {
+        assert!(e.contains(n), "missing {n:?} in:\n{e}");
+    }
+    assert!(
+        !seeds.exists(),
+        "a failed seeds run wrote {}",
+        seeds.display()
+    );
     // The Ubuntu profiles validate here even though their archive is out of reach.
     for p in ["ubuntu-20.04", "ubuntu-22.04"] {
         let o = builder(&[
@@ -617,5 +642,63 @@ fn the_same_inputs_give_the_same_image_bytes() {
             sums[0], sums[1],
             "{fmt}: two builds from the same inputs differ"
         );
+    }
+}
+
+/// A build that fails half-way (root file system too small for the tree)
+/// names the tool and what it said, and leaves nothing behind: no image, no
+/// partial file, no work directory.
+#[test]
+fn a_build_that_fails_midway_leaves_nothing_behind() {
+    if !ready("midway") {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (b, key) = bundle(&env, t.path());
+    let small = t.path().join("small.yaml");
+    let text = std::fs::read_to_string(profile()).unwrap();
+    assert!(text.contains("root_mib: 0"));
+    std::fs::write(&small, text.replace("root_mib: 0", "root_mib: 64")).unwrap();
+    let (out, work) = (t.path().join("out"), t.path().join("work"));
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    for fmt in ["raw", "qcow2", "iso"] {
+        let o = builder(&[
+            "image",
+            "--profile",
+            &small.to_string_lossy(),
+            "--bundle",
+            &b.to_string_lossy(),
+            "--bundle-key",
+            &key.to_string_lossy(),
+            "--format",
+            fmt,
+            "--out",
+            &out.join(format!("node.{fmt}")).to_string_lossy(),
+            "--cache-dir",
+            &cache().to_string_lossy(),
+            "--offline",
+            "--work-dir",
+            &work.to_string_lossy(),
+        ]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success(),
+            "{fmt}: a 64 MiB root took the tree:\n{e}"
+        );
+        assert!(e.contains("mkfs.ext4") && e.contains("64M"), "{fmt}: {e}");
+        for d in [&out, &work] {
+            let left: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .collect();
+            assert!(
+                left.is_empty(),
+                "{fmt}: left behind in {}: {left:?}",
+                d.display()
+            );
+        }
     }
 }
