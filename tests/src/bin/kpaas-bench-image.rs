@@ -92,23 +92,35 @@ fn main() -> Result<()> {
     }
     let iso = w.join("seeds/kpaas-master.iso");
     let raw = w.join("node.raw");
-    let mut v = vm::start(
-        w,
-        &VmSpec::node("bench", Firmware::Uefi, &raw, &iso, "52:54:00:12:34:10"),
-    )?;
-    let wall = v.wait_for("seed registry ready", Duration::from_secs(300))?;
-    let console = v.console();
-    let guest = console
-        .lines()
-        .find(|l| l.contains("seed registry ready"))
-        .and_then(|l| {
-            l.split(']')
-                .next()?
-                .trim_start_matches('[')
-                .trim()
-                .parse::<f64>()
-                .ok()
-        });
+    // Boot times under emulation vary by a second or more between runs:
+    // three boots, the median and the worst reported.
+    let mut boots = Vec::new();
+    for i in 0..3 {
+        let name = format!("bench{i}");
+        let mut v = vm::start(
+            w,
+            &VmSpec::node(&name, Firmware::Uefi, &raw, &iso, "52:54:00:12:34:10"),
+        )?;
+        let wall = v.wait_for("seed registry ready", Duration::from_secs(300))?;
+        let guest = v
+            .console()
+            .lines()
+            .find(|l| l.contains("seed registry ready"))
+            .and_then(|l| {
+                l.split(']')
+                    .next()?
+                    .trim_start_matches('[')
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(f64::NAN);
+        println!("boot {}: {wall:.1}s wall, {guest:.1}s guest uptime", i + 1);
+        boots.push((wall, guest));
+    }
+    boots.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (wall, guest) = boots[1];
+    let worst = boots[2].0;
     println!("seeds: {t_seeds:.2}s");
     for (fmt, secs, size) in &rows {
         let goal = match *fmt {
@@ -122,10 +134,7 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "power-on to \"seed registry ready\" (UEFI, TCG, 2 vCPUs): {wall:.1}s wall, {} guest uptime; goal <= 20 s, ratio {:.2} (wall)",
-        guest
-            .map(|g| format!("{g:.1}s"))
-            .unwrap_or_else(|| "?".into()),
+        "power-on to \"seed registry ready\" (UEFI, TCG, 2 vCPUs), median of 3: {wall:.1}s wall ({guest:.1}s guest uptime), worst {worst:.1}s; goal <= 20 s, ratio {:.2} (median wall)",
         wall / 20.0
     );
     Ok(())
