@@ -601,7 +601,7 @@ fn the_same_inputs_give_the_same_image_bytes() {
             .unwrap()
             .success()
     );
-    for fmt in ["raw", "iso"] {
+    for fmt in ["raw", "qcow2", "iso"] {
         let sums: Vec<String> = [(&b, "one"), (&copy, "two")]
             .iter()
             .map(|(bundle, dir)| {

@@ -101,6 +101,9 @@ impl<'a> VmSpec<'a> {
 
 pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
     let serial = dir.join(format!("{}.serial.log", spec.name));
+    // A console left by an earlier run in the same directory would answer
+    // wait_for before this guest has printed anything.
+    std::fs::write(&serial, b"").context("clearing the serial log")?;
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
         "-M",
