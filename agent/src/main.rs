@@ -363,11 +363,12 @@ fn install(root: &Path, disk: &str) -> Result<()> {
         out.sync_all()?;
     }
     // The image is as small as its contents and the disk is usually larger:
-    // the backup GPT goes to the disk's end and KPAAS-DATA takes the rest
-    // (the bundle, and what the platform's registry adds to it later).
+    // the backup GPT goes to the disk's end and root (the last partition:
+    // container images, etcd, kubelet) takes the rest.
+    let root_no = node::ROOT_PARTITION.to_string();
     for (what, input) in [
         (vec!["--relocate", "gpt-bak-std"], None),
-        (vec!["--no-reread", "-N", "4"], Some(", +\n")),
+        (vec!["--no-reread", "-N", root_no.as_str()], Some(", +\n")),
     ] {
         sh("sfdisk", &what, &dev, input)?;
     }
@@ -379,30 +380,38 @@ fn install(root: &Path, disk: &str) -> Result<()> {
         .arg("--rereadpt")
         .arg(&dev)
         .status();
-    let part = if disk.chars().last().is_some_and(|c| c.is_ascii_digit()) {
-        format!("{disk}p4")
-    } else {
-        format!("{disk}4")
+    let part = |n: u32| {
+        // nvme0n1 -> nvme0n1p3; vda -> vda3
+        let sep = if disk.chars().last().is_some_and(|c| c.is_ascii_digit()) {
+            "p"
+        } else {
+            ""
+        };
+        root.join("dev").join(format!("{disk}{sep}{n}"))
     };
-    let pdev = root.join("dev").join(&part);
+    let (data, sysroot) = (part(node::DATA_PARTITION), part(node::ROOT_PARTITION));
     for _ in 0..50 {
-        if pdev.exists() {
+        if data.exists() && sysroot.exists() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    // resize2fs wants a freshly checked file system before it grows one.
+    sh("e2fsck", &["-fy"], &sysroot, None)?;
+    sh("resize2fs", &[], &sysroot, None)?;
     eprintln!(
-        "kpaas-agent: install: filling {} with the bundle",
-        pdev.display()
+        "kpaas-agent: install: {} grown to the disk's end; filling {} with the bundle",
+        sysroot.display(),
+        data.display()
     );
     let st = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", "KPAAS-DATA", "-d"])
+        .args(["-q", "-F", "-L", node::DATA_LABEL, "-d"])
         .arg(root.join("run/kpaas/iso/data"))
-        .arg(&pdev)
+        .arg(&data)
         .status()
         .context("running mkfs.ext4")?;
     if !st.success() {
-        bail!("mkfs.ext4 -d ... {} failed with {st}", pdev.display());
+        bail!("mkfs.ext4 -d ... {} failed with {st}", data.display());
     }
     let _ = std::process::Command::new("sync").status();
     eprintln!(

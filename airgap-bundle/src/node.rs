@@ -14,6 +14,13 @@ pub const NODE_CONFIG_PATH: &str = "/etc/kpaas/node.yaml";
 /// The name of the file on a CIDATA volume when cloud-init is absent.
 pub const CIDATA_FILE: &str = "kpaas-node.yaml";
 
+/// The node disk's layout, as the builder writes it and the ISO's installer
+/// grows it: GPT partition numbers and file system labels.
+pub const DATA_PARTITION: u32 = 3;
+pub const ROOT_PARTITION: u32 = 4;
+pub const DATA_LABEL: &str = "KPAAS-DATA";
+pub const ROOT_LABEL: &str = "kpaas-root";
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {

@@ -14,8 +14,7 @@ use std::time::Instant;
 
 use crate::grub::EPOCH;
 const MIB: u64 = 1 << 20;
-const ROOT_LABEL: &str = "kpaas-root";
-pub const DATA_LABEL: &str = "KPAAS-DATA";
+use airgap_bundle::node::{DATA_LABEL, DATA_PARTITION, ROOT_LABEL, ROOT_PARTITION};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -146,10 +145,11 @@ fn symlink(root: &Path, link: &str, target: &str) -> Result<()> {
 }
 
 /// Only the cloud-init modules a node needs: no package installs, mirrors or
-/// NTP reaching out, and less time before the node is up.
+/// NTP reaching out, and less time before the node is up. growpart and
+/// resizefs give root the rest of a disk larger than the image.
 pub const CLOUD_CFG: &str = "datasource_list: [ NoCloud, None ]
 ssh_genkeytypes: [ ed25519 ]
-cloud_init_modules: [ seed_random, bootcmd, write_files, set_hostname, update_hostname, update_etc_hosts, users_groups, ssh ]
+cloud_init_modules: [ seed_random, bootcmd, write_files, growpart, resizefs, set_hostname, update_hostname, update_etc_hosts, users_groups, ssh ]
 cloud_config_modules: [ runcmd ]
 cloud_final_modules: [ scripts_user, final_message ]
 ";
@@ -460,8 +460,11 @@ boot
 ";
 
 /// The partition plan: pure, so a change to it shows in a snapshot. GPT with
-/// 1 MiB BIOS-boot, ESP, root and KPAAS-DATA, fixed UUIDs (reproducible
-/// images; every node gets its own machine-id at first boot instead).
+/// 1 MiB BIOS-boot, ESP, KPAAS-DATA and root, fixed UUIDs (reproducible
+/// images; every node gets its own machine-id at first boot instead). Root
+/// is last so it can take the rest of a larger disk: cloud-init's growpart
+/// does that at a VM's first boot and the ISO's installer at install.
+/// Container images, etcd and kubelet state all live on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Layout {
     pub esp_mib: u64,
@@ -476,8 +479,8 @@ impl Layout {
     pub const ESP_START_MIB: u64 = 2;
 
     /// Sizes from the profile, else from what goes in: root = used x 1.3 +
-    /// 256 MiB (room for logs, images pulled later live on other disks),
-    /// data = bundle x 1.1 + 64 MiB (ext4 metadata and journal).
+    /// 256 MiB (it grows with the disk), data = bundle x 1.1 + 64 MiB (ext4
+    /// metadata and journal; the bundle is read-only).
     pub fn plan(p: &crate::profile::Partitions, root_used: u64, bundle: u64) -> Layout {
         let or = |set: u64, auto: u64| if set > 0 { set } else { auto };
         Layout {
@@ -487,17 +490,17 @@ impl Layout {
         }
     }
 
-    pub fn root_start_mib(&self) -> u64 {
+    pub fn data_start_mib(&self) -> u64 {
         Self::ESP_START_MIB + self.esp_mib
     }
 
-    pub fn data_start_mib(&self) -> u64 {
-        self.root_start_mib() + self.root_mib
+    pub fn root_start_mib(&self) -> u64 {
+        self.data_start_mib() + self.data_mib
     }
 
     /// Whole disk, with 1 MiB at the end for the backup GPT.
     pub fn total_mib(&self) -> u64 {
-        self.data_start_mib() + self.data_mib + 1
+        self.root_start_mib() + self.root_mib + 1
     }
 
     /// The table as an sfdisk script.
@@ -517,16 +520,17 @@ impl Layout {
                 "esp",
             ),
             (
-                self.root_start_mib(),
-                self.root_mib,
-                "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
-                "root",
-            ),
-            (
                 self.data_start_mib(),
                 self.data_mib,
                 "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
                 "kpaas-data",
+            ),
+            // The Discoverable Partitions type for an x86-64 root.
+            (
+                self.root_start_mib(),
+                self.root_mib,
+                "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
+                "root",
             ),
         ];
         let mut out =
@@ -687,7 +691,7 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
         &root,
         &w.join("root.img"),
         ROOT_LABEL,
-        &format!("{PART_UUID_PREFIX}3").to_lowercase(),
+        &format!("{PART_UUID_PREFIX}{ROOT_PARTITION}").to_lowercase(),
         layout.root_mib,
     )?;
     st.done(
@@ -704,7 +708,7 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
             &data,
             &w.join("data.img"),
             DATA_LABEL,
-            &format!("{PART_UUID_PREFIX}4").to_lowercase(),
+            &format!("{PART_UUID_PREFIX}{DATA_PARTITION}").to_lowercase(),
             layout.data_mib,
         )?;
     }
@@ -773,7 +777,7 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
     st.done(
         "disk",
         Some(layout.total_mib() * MIB),
-        "GPT: bios, esp, root, kpaas-data".into(),
+        "GPT: bios, esp, kpaas-data, root".into(),
     );
     if iso {
         let zst = w.join("system.raw.zst");
@@ -1008,9 +1012,12 @@ mod tests {
         let l = Layout::plan(&p.partitions, 400 * MIB, 13 * MIB);
         assert_eq!((l.esp_mib, l.root_mib, l.data_mib), (128, 776, 78));
         // Contiguous, MiB-aligned, backup GPT room at the end.
-        assert_eq!(l.root_start_mib(), 130);
-        assert_eq!(l.data_start_mib(), 130 + 776);
-        assert_eq!(l.total_mib(), 130 + 776 + 78 + 1);
+        assert_eq!(l.data_start_mib(), 130);
+        assert_eq!(l.root_start_mib(), 130 + 78);
+        assert_eq!(l.total_mib(), 130 + 78 + 776 + 1);
+        // Root last: it is the one that grows into a larger disk.
+        let script = l.sfdisk_script();
+        assert!(script.trim_end().ends_with("name=\"root\""), "{script}");
         // A size set in the profile wins over the computed one.
         let mut fixed = p.partitions.clone();
         fixed.data_mib = 4096;

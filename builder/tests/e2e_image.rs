@@ -218,7 +218,7 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
         .unwrap()
         .clone();
     let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["bios", "esp", "root", "kpaas-data"]);
+    assert_eq!(names, ["bios", "esp", "kpaas-data", "root"]);
     assert_eq!(parts[1]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
     slice(&raw, &parts[1], &t.path().join("esp.img"));
     let o = Command::new("fsck.vfat")
@@ -231,7 +231,7 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
         "fsck.vfat: {}",
         String::from_utf8_lossy(&o.stdout)
     );
-    for (i, what) in [(2, "root"), (3, "data")] {
+    for (i, what) in [(2, "data"), (3, "root")] {
         let p = t.path().join(format!("{what}.img"));
         slice(&raw, &parts[i], &p);
         let o = Command::new("e2fsck").arg("-fn").arg(&p).output().unwrap();
@@ -253,11 +253,30 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
             .success()
     );
 
-    // UEFI, qcow2, per-node seed: the node is who its seed says.
+    // UEFI, qcow2, per-node seed: the node is who its seed says. The image
+    // sits under a 4 GiB overlay, as a VM's disk larger than the image.
+    let disk = t.path().join("vm-disk.qcow2");
+    assert!(
+        Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&q)
+            .arg(&disk)
+            .arg("4G")
+            .status()
+            .unwrap()
+            .success()
+    );
     let master_iso = seeds.join("kpaas-master.iso");
     let mut m = vm::start(
         t.path(),
-        &VmSpec::node("uefi", Firmware::Uefi, &q, &master_iso, "52:54:00:12:34:10"),
+        &VmSpec::node(
+            "uefi",
+            Firmware::Uefi,
+            &disk,
+            &master_iso,
+            "52:54:00:12:34:10",
+        )
+        .writable(),
     )
     .unwrap();
     let secs = m
@@ -278,7 +297,47 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
         "a unit failed at boot:\n{c}"
     );
     eprintln!("UEFI power-on to seed registry ready: {secs:.1}s");
+    // cloud-init gave root the rest of the disk (growpart, resizefs) while
+    // the agent served; its last stage says when it is done.
+    m.wait_for("Cloud-init v.", Duration::from_secs(300))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while !m.console().contains(" finished at ") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cloud-init never finished:\n{}",
+            m.console()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     drop(m);
+    let grown = t.path().join("vm-disk.raw");
+    assert!(
+        Command::new("qemu-img")
+            .args(["convert", "-O", "raw"])
+            .arg(&disk)
+            .arg(&grown)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let j: serde_json::Value = serde_json::from_slice(
+        &Command::new("sfdisk")
+            .arg("--json")
+            .arg(&grown)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let root = &j["partitiontable"]["partitions"][3];
+    assert_eq!(root["name"], "root");
+    let end = root["start"].as_u64().unwrap() + root["size"].as_u64().unwrap();
+    assert!(
+        (4u64 << 30) / 512 - end < 2048,
+        "root was not grown to the disk's end: {root}"
+    );
+    std::fs::remove_file(&grown).unwrap();
 
     // BIOS, raw, universal seed: the node finds itself by its MAC.
     let uni = seeds.join("universal.iso");
@@ -544,8 +603,8 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
         std::thread::sleep(Duration::from_millis(500));
     }
     drop(v);
-    // KPAAS-DATA was grown to the end of the 4 GiB disk, the backup GPT moved
-    // there: sfdisk reads the table clean.
+    // Root (the last partition) was grown to the end of the 4 GiB disk and
+    // the backup GPT moved there: sfdisk reads the table clean.
     let raw = t.path().join("installed.raw");
     assert!(
         Command::new("qemu-img")
@@ -561,22 +620,34 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
         .arg(&raw)
         .output()
         .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(
-        !String::from_utf8_lossy(&o.stderr).contains("GPT PMBR size mismatch"),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("mismatch"), "{err}");
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let parts = j["partitiontable"]["partitions"].as_array().unwrap();
-    let data = &parts[3];
-    assert_eq!(data["name"], "kpaas-data");
-    let end = data["start"].as_u64().unwrap() + data["size"].as_u64().unwrap();
+    let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["bios", "esp", "kpaas-data", "root"]);
+    let root = &parts[3];
+    let end = root["start"].as_u64().unwrap() + root["size"].as_u64().unwrap();
     let disk_sectors = (4u64 << 30) / 512;
     assert!(
         disk_sectors - end < 2048,
-        "kpaas-data ends at sector {end} of {disk_sectors}"
+        "root ends at sector {end} of {disk_sectors}"
     );
+    // ... and its file system with it, clean.
+    let p = t.path().join("root.img");
+    slice(&raw, root, &p);
+    let o = Command::new("e2fsck").arg("-fn").arg(&p).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = Command::new("dumpe2fs").arg("-h").arg(&p).output().unwrap();
+    let h = String::from_utf8_lossy(&o.stdout);
+    let blocks: u64 = h
+        .lines()
+        .find_map(|l| l.strip_prefix("Block count:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(blocks * 4096 > 3 << 30, "root fs is {blocks} blocks:\n{h}");
 }
 
 /// Same inputs, same bytes: two builds of each format, the second from a copy

@@ -31,7 +31,8 @@ impl Drop for Vm {
 pub struct VmSpec<'a> {
     pub name: &'a str,
     pub firmware: Firmware,
-    /// Boot disk (raw or qcow2), attached with snapshot=on so it stays pristine.
+    /// Boot disk (raw or qcow2), attached with snapshot=on so it stays
+    /// pristine unless `writable`.
     pub disk: &'a Path,
     /// Extra read-only disks (seed ISO or vfat).
     pub extra: Vec<&'a Path>,
@@ -45,6 +46,9 @@ pub struct VmSpec<'a> {
     pub allow_reboot: bool,
     /// Attach the boot disk as a CD-ROM (virtio-scsi) instead of a disk.
     pub cdrom: bool,
+    /// Write to the boot disk itself (an overlay the test made) instead of
+    /// a throw-away snapshot.
+    pub writable: bool,
 }
 
 impl<'a> VmSpec<'a> {
@@ -71,6 +75,7 @@ impl<'a> VmSpec<'a> {
             blank: None,
             allow_reboot: false,
             cdrom: false,
+            writable: false,
         }
     }
 
@@ -82,6 +87,12 @@ impl<'a> VmSpec<'a> {
     /// Join another guest's socket network instead of starting one.
     pub fn netdev(mut self, netdev: String) -> Self {
         self.netdev = netdev;
+        self
+    }
+
+    /// Keep what the guest writes to its boot disk.
+    pub fn writable(mut self) -> Self {
+        self.writable = true;
         self
     }
 
@@ -139,9 +150,10 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
             &mut c,
             "boot",
             format!(
-                "file={},format={},snapshot=on",
+                "file={},format={}{}",
                 spec.disk.display(),
-                format_of(spec.disk)
+                format_of(spec.disk),
+                if spec.writable { "" } else { ",snapshot=on" }
             ),
             Some(1),
         );
