@@ -302,11 +302,20 @@ fn mount_live(root: &Path, bundle: &Path) -> Result<Option<String>> {
     )
 }
 
-/// The disk to install to: the one named, or the only whole disk that is
-/// empty (its first MiB all zeros) and is not the live medium.
+/// The disk to install to: the one named (it must be a whole disk here and
+/// not the live medium; what is on it is overwritten, as asked), or the only
+/// whole disk that is empty (its first MiB all zeros) and is not the live
+/// medium.
 fn install_target(root: &Path, want: &str, live: &str) -> Result<String> {
     if want != "auto" {
-        return Ok(want.trim_start_matches("/dev/").to_string());
+        let name = want.trim_start_matches("/dev/");
+        if name == live {
+            bail!("install_disk {want} is the live medium this system runs from");
+        }
+        if !root.join("sys/block").join(name).exists() {
+            bail!("install_disk {want} is not a whole disk on this machine (see /sys/block)");
+        }
+        return Ok(name.to_string());
     }
     let mut empty = Vec::new();
     for e in std::fs::read_dir(root.join("sys/block"))
@@ -332,6 +341,7 @@ fn install_target(root: &Path, want: &str, live: &str) -> Result<String> {
             empty.push(name);
         }
     }
+    empty.sort();
     match empty.as_slice() {
         [one] => Ok(one.clone()),
         [] => bail!("install_disk is auto, but no empty disk is attached"),
@@ -701,5 +711,56 @@ fn main() {
     if let Err(e) = rt.block_on(real_main()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+
+    /// A root with these whole disks; `true` = first MiB all zeros.
+    fn disks(list: &[(&str, bool)]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for (name, empty) in list {
+            std::fs::create_dir_all(t.path().join("sys/block").join(name)).unwrap();
+            std::fs::create_dir_all(t.path().join("dev")).unwrap();
+            let mut head = vec![0u8; 1 << 20];
+            if !empty {
+                head[510] = 0x55;
+            }
+            std::fs::write(t.path().join("dev").join(name), head).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn the_install_target_is_the_only_empty_disk_or_the_named_one() {
+        let t = disks(&[
+            ("vda", false),
+            ("vdb", true),
+            ("sr0", true),
+            ("loop0", true),
+        ]);
+        // The live medium, CDs and loop devices never count as empty disks.
+        assert_eq!(install_target(t.path(), "auto", "vda").unwrap(), "vdb");
+        let t = disks(&[("vda", false), ("vdb", true), ("vdc", true)]);
+        let e = format!("{:#}", install_target(t.path(), "auto", "vda").unwrap_err());
+        assert!(e.contains("vdb, vdc") && e.contains("name one"), "{e}");
+        let t = disks(&[("vda", false), ("vdb", false)]);
+        let e = format!("{:#}", install_target(t.path(), "auto", "vda").unwrap_err());
+        assert!(e.contains("no empty disk"), "{e}");
+        // Named: taken even when not empty, but never the medium or a ghost.
+        assert_eq!(install_target(t.path(), "/dev/vdb", "vda").unwrap(), "vdb");
+        let e = format!(
+            "{:#}",
+            install_target(t.path(), "/dev/vda", "vda").unwrap_err()
+        );
+        assert!(e.contains("live medium"), "{e}");
+        let e = format!(
+            "{:#}",
+            install_target(t.path(), "/dev/sdz", "vda").unwrap_err()
+        );
+        assert!(e.contains("not a whole disk"), "{e}");
     }
 }
