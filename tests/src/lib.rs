@@ -204,3 +204,13 @@ pub fn snapshot(dir: &std::path::Path, name: &str, got: &str) {
         "{name} changed; if intended, rerun with UPDATE_SNAPSHOTS=1 and review the diff.\n--- got ---\n{got}"
     );
 }
+
+/// The value after `--flag` on this process's command line (the bench and
+/// demo binaries take a few paths and nothing else).
+pub fn flag(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}

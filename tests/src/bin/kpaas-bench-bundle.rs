@@ -25,13 +25,7 @@ fn timed(what: &str, c: &mut Command) -> Result<f64> {
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let builder = args
-        .iter()
-        .position(|a| a == "--builder")
-        .and_then(|i| args.get(i + 1))
-        .context("--builder PATH")?
-        .clone();
+    let builder = kpaas_testkit::flag("--builder").context("--builder PATH")?;
     let images: usize = std::env::var("BENCH_IMAGES")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -8,13 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let builder = args
-        .iter()
-        .position(|a| a == "--builder")
-        .and_then(|i| args.get(i + 1))
-        .context("--builder PATH")?
-        .clone();
+    let builder = kpaas_testkit::flag("--builder").context("--builder PATH")?;
     let fx = kpaas_testkit::fixtures_dir();
     let env = kpaas_testkit::DemoEnv::start()?;
     let work = tempfile::tempdir()?;

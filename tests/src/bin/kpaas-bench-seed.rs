@@ -82,13 +82,7 @@ fn load(
 }
 
 fn main() -> Result<()> {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |f: &str| {
-        args.iter()
-            .position(|a| a == f)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = kpaas_testkit::flag;
     let builder = get("--builder").context("--builder PATH --agent PATH")?;
     let agent = get("--agent").context("--builder PATH --agent PATH")?;
     let n_images = 8;

@@ -7,12 +7,7 @@ use std::process::Command;
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let get = |flag: &str| {
-        args.iter()
-            .position(|a| a == flag)
-            .and_then(|i| args.get(i + 1))
-            .cloned()
-    };
+    let get = kpaas_testkit::flag;
     let builder =
         get("--builder").context("usage: kpaas-demo --builder PATH --out DIR [--print-pins]")?;
     let out = get("--out").unwrap_or_else(|| "target/demo".into());
