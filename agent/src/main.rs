@@ -116,8 +116,7 @@ fn load_config(c: &ConfigArg) -> Result<NodeConfig> {
     let mnt = c.root.join("run/kpaas/cidata");
     let file = mnt.join(node::CIDATA_FILE);
     // A restart after a crash may find it mounted already.
-    let mounted = file.is_file();
-    if !mounted {
+    if !file.is_file() {
         std::fs::create_dir_all(&mnt)?;
         let st = std::process::Command::new("mount")
             .args(["-o", "ro"])
@@ -376,12 +375,13 @@ fn install(root: &Path, disk: &str) -> Result<()> {
     // the backup GPT goes to the disk's end and root (the last partition:
     // container images, etcd, kubelet) takes the rest.
     let root_no = node::ROOT_PARTITION.to_string();
-    for (what, input) in [
-        (vec!["--relocate", "gpt-bak-std"], None),
-        (vec!["--no-reread", "-N", root_no.as_str()], Some(", +\n")),
-    ] {
-        sh("sfdisk", &what, &dev, input)?;
-    }
+    sh("sfdisk", &["--relocate", "gpt-bak-std"], &dev, None)?;
+    sh(
+        "sfdisk",
+        &["--no-reread", "-N", &root_no],
+        &dev,
+        Some(", +\n"),
+    )?;
     let _ = std::process::Command::new("partx")
         .arg("-u")
         .arg(&dev)
@@ -414,15 +414,20 @@ fn install(root: &Path, disk: &str) -> Result<()> {
         sysroot.display(),
         data.display()
     );
-    let st = std::process::Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-L", node::DATA_LABEL, "-d"])
-        .arg(root.join("run/kpaas/iso/data"))
-        .arg(&data)
-        .status()
-        .context("running mkfs.ext4")?;
-    if !st.success() {
-        bail!("mkfs.ext4 -d ... {} failed with {st}", data.display());
-    }
+    let bundle_dir = root.join("run/kpaas/iso/data");
+    sh(
+        "mkfs.ext4",
+        &[
+            "-q",
+            "-F",
+            "-L",
+            node::DATA_LABEL,
+            "-d",
+            &bundle_dir.to_string_lossy(),
+        ],
+        &data,
+        None,
+    )?;
     let _ = std::process::Command::new("sync").status();
     eprintln!(
         "kpaas-agent: install: done; rebooting into {}",

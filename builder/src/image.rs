@@ -583,8 +583,18 @@ impl Stages {
     }
 }
 
-fn size_of(p: &Path) -> Option<u64> {
+pub(crate) fn size_of(p: &Path) -> Option<u64> {
     std::fs::metadata(p).ok().map(|m| m.len())
+}
+
+/// `src` at `dst` as hard links when they share a file system (a bundle of
+/// tens of GB costs nothing), else as a copy.
+pub(crate) fn link_tree(src: &Path, dst: &Path) -> Result<()> {
+    std::fs::create_dir_all(dst.parent().unwrap_or(dst))?;
+    run("cp").arg("-al").arg(src).arg(dst).ok().or_else(|_| {
+        let _ = std::fs::remove_dir_all(dst);
+        run("cp").arg("-a").arg(src).arg(dst).ok()
+    })
 }
 
 /// Copies `src` into `dst` at `offset`, leaving all-zero MiBs as holes.
@@ -667,24 +677,7 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
         Some(used),
         format!("{} files from the bundle", installed.len()),
     );
-    // Data: the bundle, linked in (same file system) rather than copied.
-    let data = w.join("data");
-    std::fs::create_dir_all(&data)?;
-    run("cp")
-        .arg("-al")
-        .arg(&a.bundle)
-        .arg(data.join("bundle"))
-        .ok()
-        .or_else(|_| {
-            // Another file system: copy instead.
-            let _ = std::fs::remove_dir_all(data.join("bundle"));
-            run("cp")
-                .arg("-a")
-                .arg(&a.bundle)
-                .arg(data.join("bundle"))
-                .ok()
-        })?;
-    let bundle_bytes = tree_bytes(&data);
+    let bundle_bytes = tree_bytes(&a.bundle);
     let layout = Layout::plan(&p.partitions, used, bundle_bytes);
     mkext4(
         w,
@@ -703,6 +696,8 @@ pub fn build_raw(a: &Args, p: &Profile, cache: &Path, out: &Path) -> Result<Buil
     // the bundle: its system image leaves it empty instead of carrying it twice.
     let iso = a.format == "iso";
     if !iso {
+        let data = w.join("data");
+        link_tree(&a.bundle, &data.join("bundle"))?;
         mkext4(
             w,
             &data,

@@ -4,6 +4,7 @@
 //! would, but from our own GRUB images and without its build-time stamps,
 //! so the same inputs give the same ISO.
 
+use crate::image::{link_tree, size_of};
 use crate::runner::run;
 use anyhow::{Context, Result, bail};
 use std::io::Write;
@@ -146,24 +147,10 @@ pub fn build(
     initramfs(root, &iso.join("live/initrd.zst"))?;
     stage(
         "live initrd",
-        std::fs::metadata(iso.join("live/initrd.zst"))
-            .ok()
-            .map(|m| m.len()),
+        size_of(&iso.join("live/initrd.zst")),
         "root tree as zstd cpio".into(),
     );
-    if run("cp")
-        .arg("-al")
-        .arg(bundle)
-        .arg(iso.join("data/bundle"))
-        .ok()
-        .is_err()
-    {
-        run("cp")
-            .arg("-a")
-            .arg(bundle)
-            .arg(iso.join("data/bundle"))
-            .ok()?;
-    }
+    link_tree(bundle, &iso.join("data/bundle"))?;
     let grub = crate::grub::images(work, GRUB_CFG, crate::grub::Bios::ElTorito)?;
     std::fs::copy(&grub.bios, iso.join("boot/eltorito.img"))?;
     // The EFI El Torito image, also exposed as a GPT partition for sticks.
@@ -204,7 +191,7 @@ pub fn build(
     }
     stage(
         "iso",
-        std::fs::metadata(out).ok().map(|m| m.len()),
+        size_of(out),
         "hybrid: El Torito BIOS + UEFI, GPT + MBR".into(),
     );
     Ok(())
