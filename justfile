@@ -9,7 +9,7 @@ setup:
     #!/usr/bin/env bash
     set -euo pipefail
     fx="${KPAAS_FIXTURES_DIR:-/var/cache/kpaas-fixtures}"
-    pkgs="docker-registry apache2-utils skopeo busybox-static nginx-light openssl zstd file ca-certificates containerd runc podman conmon catatonit mmdebstrap ovmf grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools e2fsprogs fdisk cpio cloud-init"
+    pkgs="docker-registry apache2-utils skopeo busybox-static nginx-light openssl zstd file ca-certificates containerd runc podman conmon catatonit mmdebstrap ovmf grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools e2fsprogs fdisk cpio cloud-init gcc libc6-dev binutils"
     missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
     if [ -n "$missing" ]; then
         apt-get update -qq
@@ -21,6 +21,8 @@ setup:
     # every inode time to SOURCE_DATE_EPOCH (reproducible images).
     bpo=""
     command -v qemu-system-x86_64 >/dev/null || bpo="qemu-system-x86"
+    # qemu-img (qcow2 images, test disks): a machine may come without it.
+    command -v qemu-img >/dev/null || bpo="$bpo qemu-utils"
     dpkg --compare-versions "$(dpkg-query -W -f='${Version}' e2fsprogs)" ge 1.47.1 || bpo="$bpo e2fsprogs"
     if [ -n "$bpo" ]; then
         mkdir -p "$fx/apt-bpo/lists/partial"
@@ -37,8 +39,14 @@ setup:
     fi
     # The debian-12 base rootfs, built once from Debian's archive and cached:
     # image tests then run with --offline and never reach the network.
-    cargo build -q -p kpaas-builder
+    cargo build -q -p kpaas-builder -p kpaas-testkit
     ./target/debug/kpaas-builder rootfs --profile images/debian-12.yaml --cache-dir "$fx/cache"
+    # The test kit's Kubernetes: upstream programs built from their Go modules
+    # at K-PaaS 1.4.1's versions (cached per component, version and Go
+    # version: a warm setup builds nothing), then their images.
+    tests/go/build.sh "$fx"
+    tests/go/debian-iptables.sh "$fx"
+    ./target/debug/kpaas-kit images
 
 build:
     cargo build --workspace

@@ -503,16 +503,18 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
+    // The demo catalog: 14 kit artifacts (7 node files, 7 images), 2 core
+    // images, 6 apps artifacts.
     assert_eq!(
         kinds.iter().filter(|k| **k == "resolved").count(),
-        9,
+        22,
         "{kinds:?}"
     );
     let summary = events
         .iter()
         .find(|e| e["event"] == "summary")
         .expect("a summary event");
-    assert_eq!(summary["artifacts"], 9);
+    assert_eq!(summary["artifacts"], 22);
     assert!(summary["fetched_bytes"].as_u64().unwrap() > 1_000_000);
     assert_eq!(
         summary["dedup_saved_bytes"].as_u64().unwrap(),
@@ -530,7 +532,7 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .join("\n"),
     )
     .unwrap();
-    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 9);
+    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 22);
 }
 
 #[test]
@@ -614,7 +616,7 @@ fn tls_basic_auth_and_docker_config_credentials() {
     let certs = t.path().join("certs");
     std::fs::create_dir_all(&certs).unwrap();
     std::fs::copy(&ca, certs.join("ca.crt")).unwrap();
-    for (r, dest, format) in &env.demo.pushes {
+    for p in &env.demo.pushes {
         let st = Command::new("skopeo")
             .args([
                 "copy",
@@ -625,9 +627,9 @@ fn tls_basic_auth_and_docker_config_credentials() {
                 "--dest-creds",
                 "kpaas:s3cret",
             ])
-            .args(format.iter().flat_map(|f| ["--format", *f]))
-            .arg(format!("oci:{}:{r}", env.demo.layout.display()))
-            .arg(format!("docker://{}/{dest}", secure.addr))
+            .args(p.format.iter().flat_map(|f| ["--format", *f]))
+            .arg(format!("oci:{}:{}", p.layout.display(), p.r))
+            .arg(format!("docker://{}/{}", secure.addr, p.dest))
             .status()
             .unwrap();
         assert!(st.success());
@@ -648,6 +650,8 @@ fn tls_basic_auth_and_docker_config_credentials() {
         a.extend(s(&[
             "--mirror",
             &format!("registry.demo.kpaas.test={}", secure.addr),
+            "--mirror",
+            &format!("registry.k8s.io={}/registry.k8s.io", secure.addr),
             "--mirror",
             &format!("http://files.demo.kpaas.test=http://{}", env.files.addr),
         ]));
@@ -693,7 +697,7 @@ fn wrong_digests_and_missing_artifacts_fail_hard_without_retries() {
     std::fs::write(
         &cat,
         format!(
-            "schema_version: 1\nplatform: {{name: hard, version: \"1\"}}\ncomponents:\n  - name: a\n    artifacts:\n      - {{kind: file, name: kubeadm, url: 'http://files.demo.kpaas.test/files/v1/amd64/kubeadm', sha256: '{wrong}'}}\n      - {{kind: image, ref: 'registry.demo.kpaas.test/demo/app-a:no-such-tag'}}\n      - {{kind: image, ref: 'registry.demo.kpaas.test/demo/app-b:1.0'}}\n"
+            "schema_version: 1\nplatform: {{name: hard, version: \"1\"}}\ncomponents:\n  - name: a\n    artifacts:\n      - {{kind: file, name: kubeadm, url: 'http://files.demo.kpaas.test/files/v1.25.6/amd64/kubeadm', sha256: '{wrong}'}}\n      - {{kind: image, ref: 'registry.demo.kpaas.test/demo/app-a:no-such-tag'}}\n      - {{kind: image, ref: 'registry.demo.kpaas.test/demo/app-b:1.0'}}\n"
         ),
     )
     .unwrap();
@@ -713,7 +717,7 @@ fn wrong_digests_and_missing_artifacts_fail_hard_without_retries() {
     assert!(
         e.contains("digest mismatch for file files.kpaas.local/kubeadm:any")
             && e.contains(&format!("expected sha256:{wrong}"))
-            && e.contains(&format!("sha256:{}", env.demo.kubeadm_sha256)),
+            && e.contains(&format!("sha256:{}", env.demo.kubeadm_sha256())),
         "{e}"
     );
     assert!(e.contains("app-a:no-such-tag") && e.contains("404"), "{e}");
@@ -778,7 +782,7 @@ fn supplied_artifacts_come_from_local_files_and_are_listed_when_missing() {
     let cat = t.path().join("catalog.yaml");
     std::fs::write(
         &cat,
-        "schema_version: 1\nplatform: {name: vendor, version: \"1\"}\ncomponents:\n  - name: portal\n    artifacts:\n      - {kind: image, ref: 'vendor.k-paas.local/cp-portal-repository/cp-portal-ui:latest', supplied: true, unverified: true}\n      - {kind: chart, name: cp-portal-ui, version: vendor, supplied: true}\n      - {kind: file, name: portal-tool, supplied: true}\n      - {kind: file, name: kubeadm, url: 'http://files.demo.kpaas.test/files/v1/amd64/kubeadm', sha256: '96d89e3b630c8016a7226dec870c1315f6b051eb517b7b1178776cbdf0eb6cfe'}\n",
+        format!("schema_version: 1\nplatform: {{name: vendor, version: \"1\"}}\ncomponents:\n  - name: portal\n    artifacts:\n      - {{kind: image, ref: 'vendor.k-paas.local/cp-portal-repository/cp-portal-ui:latest', supplied: true, unverified: true}}\n      - {{kind: chart, name: cp-portal-ui, version: vendor, supplied: true}}\n      - {{kind: file, name: portal-tool, supplied: true}}\n      - {{kind: file, name: kubeadm, url: 'http://files.demo.kpaas.test/files/v1.25.6/amd64/kubeadm', sha256: '{}'}}\n", env.demo.kubeadm_sha256()),
     )
     .unwrap();
     let base =
@@ -811,7 +815,7 @@ fn supplied_artifacts_come_from_local_files_and_are_listed_when_missing() {
     let tool = t.path().join("portal-tool");
     std::fs::write(&tool, b"#!/bin/sh\necho vendor tool\n").unwrap();
     let mine = t.path().join("my-kubeadm");
-    std::fs::write(&mine, kpaas_testkit::content::KUBEADM_STANDIN).unwrap();
+    std::fs::copy(kpaas_testkit::kit::bin_dir().join("kubeadm"), &mine).unwrap();
     ok(&base(&[
         "--supply",
         &format!(

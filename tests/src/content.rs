@@ -78,9 +78,20 @@ impl Layout {
         arch: &str,
         cmd: &[&str],
     ) -> Result<(Vec<u8>, String)> {
+        self.image_with(layers, arch, json!({"Cmd": cmd, "Env": ["PATH=/bin"]}))
+    }
+
+    /// A single-platform image whose runtime config (Entrypoint, Cmd, Env…)
+    /// is `config`; returns (manifest bytes, digest).
+    pub fn image_with(
+        &self,
+        layers: &[(Vec<u8>, String)],
+        arch: &str,
+        config: serde_json::Value,
+    ) -> Result<(Vec<u8>, String)> {
         let config = json!({
             "architecture": arch, "os": "linux",
-            "config": {"Cmd": cmd, "Env": ["PATH=/bin"]},
+            "config": config,
             "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.1.clone()).collect::<Vec<_>>()},
         });
         let config = serde_json::to_vec(&config)?;
@@ -170,10 +181,6 @@ pub fn chart_tgz(name: &str, version: &str, image: &str) -> Result<(Vec<u8>, ser
     Ok((gz, meta))
 }
 
-/// The stand-in "kubeadm" the demo ships as a file artifact. Clearly named:
-/// it only records its arguments; a real bundle carries the real binary.
-pub const KUBEADM_STANDIN: &[u8] = b"#!/bin/sh\n# kpaas demo STAND-IN for kubeadm: records its arguments, does nothing else.\necho \"kubeadm-standin $*\" >> \"${KPAAS_STANDIN_LOG:-/tmp/kpaas-standin.log}\"\n";
-
 /// Everything the demo platform needs, built into `root`:
 /// `root/oci` (layout to push), `root/www` (files and chart repo for nginx).
 /// The demo's plain manifest: a Deployment using two bundled images (one by
@@ -184,18 +191,39 @@ pub fn demo_manifest(pinned_digest: &str) -> String {
     )
 }
 
+/// One image to push into the demo registry.
+pub struct Push {
+    /// The OCI layout holding it, and its ref name there.
+    pub layout: std::path::PathBuf,
+    pub r: String,
+    /// repository:tag in the registry.
+    pub dest: String,
+    /// skopeo `--format` (`v2s2` = Docker schema 2), or as stored.
+    pub format: Option<&'static str>,
+}
+
 pub struct Demo {
     pub layout: std::path::PathBuf,
     pub www: std::path::PathBuf,
-    /// (layout ref, registry repository:tag, skopeo --format) to push.
-    pub pushes: Vec<(String, String, Option<&'static str>)>,
+    pub pushes: Vec<Push>,
     pub pinned_digest: String,
     pub multi_digest: String,
     pub app_a_digest: String,
     pub chart_tgz_sha256: String,
-    pub kubeadm_sha256: String,
+    /// sha256 of each node file the demo serves (kubeadm, kubelet, …,
+    /// cni-plugins.tgz): the test kit's real builds.
+    pub file_sha256: BTreeMap<String, String>,
     pub manifest_sha256: String,
 }
+
+impl Demo {
+    pub fn kubeadm_sha256(&self) -> &str {
+        self.file_sha256.get("kubeadm").map_or("", |s| s.as_str())
+    }
+}
+
+/// Where the demo's file server has the Kubernetes node files.
+pub const NODE_FILES_URL_DIR: &str = "files/v1.25.6/amd64";
 
 pub fn busybox_layer(busybox: &[u8]) -> Result<(Vec<u8>, String)> {
     let links = ["sh", "ls", "cat", "echo", "sleep", "true"];
@@ -270,7 +298,7 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
     let a_d = digest(&a_m);
     let www = root.join("www");
     std::fs::create_dir_all(www.join("charts"))?;
-    std::fs::create_dir_all(www.join("files/v1/amd64"))?;
+    std::fs::create_dir_all(www.join("files/v1"))?;
     std::fs::write(www.join("charts/demo-app-0.1.0.tgz"), &tgz)?;
     std::fs::write(
         www.join("charts/index.yaml"),
@@ -279,26 +307,46 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
             sha256_hex(&tgz)
         ),
     )?;
-    std::fs::write(www.join("files/v1/amd64/kubeadm"), KUBEADM_STANDIN)?;
     std::fs::write(www.join("files/v1/demo-app.yaml"), demo_manifest(&p_d))?;
+    let file_sha256 = crate::kit::serve_files(&www.join(NODE_FILES_URL_DIR))?;
+    let own = |r: &str, dest: &str, format| Push {
+        layout: l.dir.clone(),
+        r: r.into(),
+        dest: dest.into(),
+        format,
+    };
+    let mut pushes = vec![
+        own("app-a", "demo/app-a:1.0", None),
+        own("app-b", "demo/app-b:1.0", None),
+        own("multi", "demo/multi:1.0", None),
+        own("pinned", "demo/pinned:unlisted", None),
+        own("chart", "charts/demo-app:0.1.0", None),
+        // app-b again as Docker schema 2 (skopeo converts): both manifest
+        // families must bundle and verify.
+        own("app-b", "demo/app-b-docker:1.0", Some("v2s2")),
+    ];
+    // The kit's Kubernetes images, stored in the registry under their
+    // upstream names (registry.k8s.io/...): the builder reaches them with
+    // `--mirror registry.k8s.io=<registry>/registry.k8s.io`, as a real build
+    // reaches registry.k8s.io.
+    let kit = crate::kit::images_layout();
+    for img in crate::kit::IMAGES {
+        pushes.push(Push {
+            layout: kit.clone(),
+            r: img.layout_ref.into(),
+            dest: img.reference.into(),
+            format: None,
+        });
+    }
     Ok(Demo {
         layout: l.dir.clone(),
         www,
-        pushes: vec![
-            ("app-a".into(), "demo/app-a:1.0".into(), None),
-            ("app-b".into(), "demo/app-b:1.0".into(), None),
-            ("multi".into(), "demo/multi:1.0".into(), None),
-            ("pinned".into(), "demo/pinned:unlisted".into(), None),
-            ("chart".into(), "charts/demo-app:0.1.0".into(), None),
-            // app-b again as Docker schema 2 (skopeo converts): both manifest
-            // families must bundle and verify.
-            ("app-b".into(), "demo/app-b-docker:1.0".into(), Some("v2s2")),
-        ],
+        pushes,
         pinned_digest: p_d.clone(),
         multi_digest: idx_d,
         app_a_digest: a_d,
         chart_tgz_sha256: sha256_hex(&tgz),
-        kubeadm_sha256: sha256_hex(KUBEADM_STANDIN),
+        file_sha256,
         manifest_sha256: sha256_hex(demo_manifest(&p_d).as_bytes()),
     })
 }

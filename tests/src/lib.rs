@@ -4,7 +4,9 @@
 //! internet; the demo platform's content comes from here.
 
 pub mod content;
+pub mod control_plane;
 pub mod http;
+pub mod kit;
 pub mod servers;
 pub mod vm;
 
@@ -60,6 +62,9 @@ pub struct DemoEnv {
 /// The catalog's made-up hosts; `--mirror` sends them to the loopback servers.
 pub const DEMO_REGISTRY: &str = "registry.demo.kpaas.test";
 pub const DEMO_FILES: &str = "http://files.demo.kpaas.test";
+/// The kit's Kubernetes images keep their upstream registry's name; the
+/// demo registry holds them under it.
+pub const K8S_REGISTRY: &str = "registry.k8s.io";
 
 impl DemoEnv {
     pub fn start() -> anyhow::Result<DemoEnv> {
@@ -79,8 +84,8 @@ impl DemoEnv {
                 "fill a TLS registry through a plain one; start_with takes plain registries"
             );
         }
-        for (r, dest, format) in &demo.pushes {
-            servers::push_as(&demo.layout, r, &registry.addr, dest, creds, *format)?;
+        for p in &demo.pushes {
+            servers::push_as(&p.layout, &p.r, &registry.addr, &p.dest, creds, p.format)?;
         }
         Ok(DemoEnv {
             demo,
@@ -99,6 +104,8 @@ impl DemoEnv {
         vec![
             "--mirror".into(),
             format!("{DEMO_REGISTRY}={registry}"),
+            "--mirror".into(),
+            format!("{K8S_REGISTRY}={registry}/{K8S_REGISTRY}"),
             "--insecure-registry".into(),
             registry.split('/').next().unwrap_or(registry).into(),
             "--mirror".into(),

@@ -1,27 +1,51 @@
-//! The demo catalog pins digests of content kpaas-testkit builds; they must agree.
+//! The demo catalog pins digests of content kpaas-testkit builds (the kit's
+//! Kubernetes binaries included: Go builds with -trimpath are reproducible
+//! for one Go version); they must agree. `cargo run -p kpaas-testkit --bin
+//! kpaas-kit -- pins` prints the current sums.
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
-use kpaas_testkit::{content, fixtures_dir, have_tools};
+use kpaas_testkit::{content, fixtures_dir, have_tools, kit};
 
 #[test]
 fn demo_catalog_pins_match_the_fixtures() {
     if !have_tools("demo_pins", &["busybox"])
         || !fixtures_dir().join("arm64/busybox").exists()
             && !have_tools("demo_pins", &["no-arm64-busybox-run-just-setup"])
+        || !kit::have_programs("demo_pins", &["kubeadm", "helm", "bridge"])
     {
         return;
     }
     let t = tempfile::tempdir().unwrap();
     let d = content::build_demo(t.path(), &fixtures_dir().join("arm64/busybox")).unwrap();
     let cat = airgap_bundle_catalog();
-    for pin in [
-        &d.pinned_digest[7..],
-        &d.chart_tgz_sha256,
-        &d.kubeadm_sha256,
-    ] {
-        assert!(cat.contains(pin), "demo catalog does not pin {pin}");
+    let mut wrong = Vec::new();
+    for pin in [&d.pinned_digest[7..], &d.chart_tgz_sha256] {
+        if !cat.contains(pin) {
+            wrong.push(format!("demo content {pin}"));
+        }
     }
+    for (name, sum) in &d.file_sha256 {
+        // Each file's pin sits right under its URL in the catalog.
+        let url = format!("/{}/{name}\n", content::NODE_FILES_URL_DIR);
+        let at = cat
+            .find(&url)
+            .unwrap_or_else(|| panic!("no {url:?} in the demo catalog"));
+        let next = &cat[at..];
+        let pinned = next
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("sha256: "))
+            .unwrap_or_default();
+        if pinned != sum {
+            wrong.push(format!("{name}: catalog {pinned}, built {sum}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "the demo catalog and the built content disagree (a different Go or \
+         module version?):\n  {}\nrun `cargo run -p kpaas-testkit --bin kpaas-kit -- pins`",
+        wrong.join("\n  ")
+    );
 }
 
 fn airgap_bundle_catalog() -> String {

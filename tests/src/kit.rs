@@ -1,0 +1,421 @@
+//! The test kit's Kubernetes: the real upstream programs that `just setup`
+//! builds from their Go modules at the versions K-PaaS 1.4.1 pins
+//! (`tests/go/build.sh`, cached under `<fixtures>/go`), and the container
+//! images assembled from them under their upstream names. No Docker daemon
+//! exists here, so images are written as an OCI layout directly; their
+//! digests differ from registry.k8s.io's (the K-PaaS catalog keeps the real
+//! pins).
+
+use crate::content::{Layout, digest, sha256_hex};
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// Where `tests/go/build.sh` links every program it built.
+pub fn bin_dir() -> PathBuf {
+    crate::fixtures_dir().join("go/bin")
+}
+
+/// A built program, or None after saying why (panics under
+/// [`crate::REQUIRE_ENV`], like every missing peer).
+pub fn program(test: &str, name: &str) -> Option<PathBuf> {
+    let p = bin_dir().join(name);
+    if p.is_file() {
+        return Some(p);
+    }
+    let msg = format!(
+        "SKIPPED {test}: {} is not built (run `just setup`)",
+        p.display()
+    );
+    if std::env::var_os(crate::REQUIRE_ENV).is_some() {
+        panic!("{msg}, and {} is set", crate::REQUIRE_ENV);
+    }
+    eprintln!("{msg}");
+    None
+}
+
+/// True when every program is built (otherwise as [`program`]).
+pub fn have_programs(test: &str, names: &[&str]) -> bool {
+    names.iter().all(|n| program(test, n).is_some())
+}
+
+/// The pinned versions, and the command that prints each (checked by a test;
+/// K-PaaS 1.4.1 pins them in `../shared/kpaas/binaries.tsv`).
+pub const VERSIONS: &[(&str, &[&str], &str)] = &[
+    ("kubeadm", &["version", "-o", "short"], "v1.25.6"),
+    ("kubelet", &["--version"], "Kubernetes v1.25.6"),
+    (
+        "kubectl",
+        &["version", "--client", "-o", "yaml"],
+        "gitVersion: v1.25.6",
+    ),
+    ("kube-apiserver", &["--version"], "Kubernetes v1.25.6"),
+    (
+        "kube-controller-manager",
+        &["--version"],
+        "Kubernetes v1.25.6",
+    ),
+    ("kube-scheduler", &["--version"], "Kubernetes v1.25.6"),
+    ("kube-proxy", &["--version"], "Kubernetes v1.25.6"),
+];
+
+/// kwok is a test tool only (fake nodes for the loopback tier), not part of
+/// K-PaaS (tests/go/kwok/go.mod says why this version).
+pub const KWOK_VERSION: &str = "v0.4.0";
+
+/// The node binaries the demo platform carries as file artifacts:
+/// (program, install path on the node).
+pub const NODE_FILES: &[(&str, &str)] = &[
+    ("kubeadm", "/usr/local/bin/kubeadm"),
+    ("kubelet", "/usr/local/bin/kubelet"),
+    ("kubectl", "/usr/local/bin/kubectl"),
+    ("crictl", "/usr/local/bin/crictl"),
+    ("helm", "/usr/local/bin/helm"),
+    ("kustomize", "/usr/local/bin/kustomize"),
+];
+
+/// The CNI plugins packed like upstream's cni-plugins tarball (members at the
+/// top level, unpacked into /opt/cni/bin).
+pub const CNI_PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "portmap"];
+
+/// The CNI tarball's name, as upstream names it.
+pub const CNI_TGZ: &str = "cni-plugins-linux-amd64-v1.2.0.tgz";
+
+/// An image of the kit: the layout's ref name and the upstream reference.
+pub struct KitImage {
+    pub layout_ref: &'static str,
+    pub reference: &'static str,
+}
+
+/// kubeadm v1.25.6's `config images list` (etcd's tag is its default for
+/// 1.25), kube-proxy included.
+pub const IMAGES: &[KitImage] = &[
+    KitImage {
+        layout_ref: "kube-apiserver",
+        reference: "registry.k8s.io/kube-apiserver:v1.25.6",
+    },
+    KitImage {
+        layout_ref: "kube-controller-manager",
+        reference: "registry.k8s.io/kube-controller-manager:v1.25.6",
+    },
+    KitImage {
+        layout_ref: "kube-scheduler",
+        reference: "registry.k8s.io/kube-scheduler:v1.25.6",
+    },
+    KitImage {
+        layout_ref: "kube-proxy",
+        reference: "registry.k8s.io/kube-proxy:v1.25.6",
+    },
+    KitImage {
+        layout_ref: "etcd",
+        reference: "registry.k8s.io/etcd:3.5.6-0",
+    },
+    KitImage {
+        layout_ref: "coredns",
+        reference: "registry.k8s.io/coredns/coredns:v1.9.3",
+    },
+    KitImage {
+        layout_ref: "pause",
+        reference: "registry.k8s.io/pause:3.8",
+    },
+];
+
+/// One tar entry of a layer built from files on disk.
+enum Node {
+    Dir,
+    File(Vec<u8>),
+    Symlink(PathBuf),
+}
+
+/// A gzip'd tar layer with fixed metadata from (path, node, mode) entries;
+/// returns (gz bytes, diff_id). Sorted, owned by root, mtime 0: the same
+/// inputs always give the same digest.
+fn tree_layer(mut entries: Vec<(String, Node, u32)>) -> Result<(Vec<u8>, String)> {
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, node, mode) in &entries {
+        let mut h = tar::Header::new_ustar();
+        h.set_mode(*mode);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        match node {
+            Node::Dir => {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_size(0);
+                b.append_data(&mut h, format!("{path}/"), std::io::empty())?;
+            }
+            Node::File(data) => {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+                b.append_data(&mut h, path, data.as_slice())?;
+            }
+            Node::Symlink(target) => {
+                h.set_entry_type(tar::EntryType::Symlink);
+                h.set_size(0);
+                b.append_link(&mut h, path, target)?;
+            }
+        }
+    }
+    let tar = b.into_inner()?;
+    let diff_id = digest(&tar);
+    let mut gz = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::new(6));
+    gz.write_all(&tar)?;
+    Ok((gz.finish()?, diff_id))
+}
+
+/// Every entry under `root`, as layer entries relative to it.
+fn walk(root: &Path, rel: &str, out: &mut Vec<(String, Node, u32)>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = root.join(rel);
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .collect::<std::io::Result<_>>()?;
+    names.sort_by_key(|e| e.file_name());
+    for e in names {
+        let name = e.file_name().to_string_lossy().to_string();
+        let path = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let md = std::fs::symlink_metadata(e.path())?;
+        let mode = md.permissions().mode() & 0o7777;
+        if md.file_type().is_symlink() {
+            out.push((path, Node::Symlink(std::fs::read_link(e.path())?), 0o777));
+        } else if md.is_dir() {
+            out.push((path.clone(), Node::Dir, mode));
+            walk(root, &path, out)?;
+        } else {
+            let data = std::fs::read(e.path())
+                .with_context(|| format!("reading {}", e.path().display()))?;
+            out.push((path, Node::File(data), mode));
+        }
+    }
+    Ok(())
+}
+
+fn read_program(name: &str) -> Result<Vec<u8>> {
+    let p = bin_dir().join(name);
+    std::fs::read(&p).with_context(|| format!("reading {} (run `just setup`)", p.display()))
+}
+
+/// What a distroless base holds that these programs need: users, name
+/// service order, a world-writable /tmp.
+fn base_layer() -> Result<(Vec<u8>, String)> {
+    tree_layer(vec![
+        ("etc".into(), Node::Dir, 0o755),
+        (
+            "etc/passwd".into(),
+            Node::File(b"root:x:0:0:root:/root:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n".to_vec()),
+            0o644,
+        ),
+        (
+            "etc/group".into(),
+            Node::File(b"root:x:0:\nnogroup:x:65534:\n".to_vec()),
+            0o644,
+        ),
+        (
+            "etc/nsswitch.conf".into(),
+            Node::File(b"hosts: files dns\n".to_vec()),
+            0o644,
+        ),
+        ("tmp".into(), Node::Dir, 0o1777),
+    ])
+}
+
+/// A layer holding programs at `dir/<name>`.
+fn programs_layer(dir: &str, names: &[&str]) -> Result<(Vec<u8>, String)> {
+    let mut e = Vec::new();
+    let mut at = String::new();
+    for part in dir.split('/').filter(|p| !p.is_empty()) {
+        at = if at.is_empty() {
+            part.to_string()
+        } else {
+            format!("{at}/{part}")
+        };
+        e.push((at.clone(), Node::Dir, 0o755));
+    }
+    for n in names {
+        let path = if at.is_empty() {
+            n.to_string()
+        } else {
+            format!("{at}/{n}")
+        };
+        e.push((path, Node::File(read_program(n)?), 0o755));
+    }
+    tree_layer(e)
+}
+
+const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where `tests/go/debian-iptables.sh` unpacks Debian's iptables and conntrack
+/// (and the libraries they load) for the kube-proxy image.
+pub fn iptables_root() -> PathBuf {
+    crate::fixtures_dir().join("debian-iptables/root")
+}
+
+/// Writes the kit's images into an OCI layout at `out` (ref names are
+/// [`KitImage::layout_ref`]); returns (upstream reference, manifest digest).
+pub fn build_images(out: &Path) -> Result<Vec<(String, String)>> {
+    let mut l = Layout::new(out)?;
+    let base = base_layer()?;
+    let mut iptables = Vec::new();
+    walk(&iptables_root(), "", &mut iptables).context(
+        "Debian's iptables for the kube-proxy image (run `just setup`: tests/go/debian-iptables.sh)",
+    )?;
+    let iptables = tree_layer(iptables)?;
+    let mut done = Vec::new();
+    for img in IMAGES {
+        let (layers, config) = match img.layout_ref {
+            "kube-proxy" => (
+                vec![
+                    base.clone(),
+                    iptables.clone(),
+                    programs_layer("usr/local/bin", &["kube-proxy"])?,
+                ],
+                json!({"Env": [PATH_ENV]}),
+            ),
+            "etcd" => (
+                vec![
+                    base.clone(),
+                    programs_layer("usr/local/bin", &["etcd", "etcdctl"])?,
+                ],
+                json!({"Env": [PATH_ENV]}),
+            ),
+            // Upstream's coredns and pause images run their binary at the root
+            // as the entrypoint (kubeadm's CoreDNS Deployment gives only args).
+            "coredns" => (
+                vec![base.clone(), programs_layer("", &["coredns"])?],
+                json!({"Entrypoint": ["/coredns"], "Env": [PATH_ENV]}),
+            ),
+            "pause" => (
+                vec![programs_layer("", &["pause"])?],
+                json!({"Entrypoint": ["/pause"], "User": "65535:65535"}),
+            ),
+            bin => (
+                vec![base.clone(), programs_layer("usr/local/bin", &[bin])?],
+                json!({"Env": [PATH_ENV]}),
+            ),
+        };
+        let (m, d) = l.image_with(&layers, "amd64", config)?;
+        l.tag(
+            img.layout_ref,
+            "application/vnd.oci.image.manifest.v1+json",
+            &m,
+        );
+        done.push((img.reference.to_string(), d));
+    }
+    l.write_index()?;
+    Ok(done)
+}
+
+/// The kit's image layout, built once per set of inputs and cached in the
+/// fixtures directory (`just setup` makes it; tests only read it).
+pub fn images_layout() -> PathBuf {
+    crate::fixtures_dir().join("k8s-images")
+}
+
+/// A key over every input of [`build_images`]: the programs' bytes and the
+/// iptables tree's file list and sizes.
+pub fn images_key() -> Result<String> {
+    let mut h = String::new();
+    for n in [
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kube-proxy",
+        "etcd",
+        "etcdctl",
+        "coredns",
+        "pause",
+    ] {
+        h.push_str(&sha256_hex(&read_program(n)?));
+    }
+    let mut t = Vec::new();
+    walk(&iptables_root(), "", &mut t)?;
+    for (p, n, m) in &t {
+        let len = match n {
+            Node::File(d) => sha256_hex(d),
+            Node::Symlink(s) => s.display().to_string(),
+            Node::Dir => String::new(),
+        };
+        h.push_str(&format!("{p}:{m:o}:{len}\n"));
+    }
+    Ok(sha256_hex(h.as_bytes()))
+}
+
+/// Builds [`images_layout`] unless it already holds the images of these
+/// inputs; writes a fresh layout beside it and renames it into place.
+pub fn ensure_images() -> Result<PathBuf> {
+    let dir = images_layout();
+    let key = images_key()?;
+    let stamp = dir.join("kit-inputs.sha256");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+        return Ok(dir);
+    }
+    let tmp = dir.with_extension("tmp");
+    let _ = std::fs::remove_dir_all(&tmp);
+    build_images(&tmp)?;
+    std::fs::write(tmp.join("kit-inputs.sha256"), &key)?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    std::fs::rename(&tmp, &dir).with_context(|| format!("renaming into {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// The CNI plugins as a deterministic `.tgz` (members at the top level, like
+/// upstream's cni-plugins-linux-amd64 archive).
+pub fn cni_tgz() -> Result<Vec<u8>> {
+    let mut e = Vec::new();
+    for n in CNI_PLUGINS {
+        e.push((format!("./{n}"), Node::File(read_program(n)?), 0o755));
+    }
+    Ok(tree_layer(e)?.0)
+}
+
+/// Lays the kit's node binaries and the CNI tarball into `dir` for the file
+/// server (symlinks to the fixtures cache: nginx follows them, and nothing
+/// of a few hundred MB is copied per test); returns name -> sha256.
+pub fn serve_files(dir: &Path) -> Result<BTreeMap<String, String>> {
+    std::fs::create_dir_all(dir)?;
+    let mut sums = BTreeMap::new();
+    for (name, _) in NODE_FILES {
+        let src = bin_dir().join(name);
+        let bytes = std::fs::read(&src)
+            .with_context(|| format!("reading {} (run `just setup`)", src.display()))?;
+        std::os::unix::fs::symlink(&src, dir.join(name))?;
+        sums.insert(name.to_string(), sha256_hex(&bytes));
+    }
+    let tgz = cni_tgz()?;
+    std::fs::write(dir.join(CNI_TGZ), &tgz)?;
+    sums.insert(CNI_TGZ.to_string(), sha256_hex(&tgz));
+    Ok(sums)
+}
+
+/// Runs `program args` and returns stdout+stderr, failing with both on a
+/// non-zero exit.
+pub fn run(program: &Path, args: &[&str]) -> Result<String> {
+    let o = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", program.display()))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    if !o.status.success() {
+        bail!(
+            "{} {args:?} exited with {}: {text}",
+            program.display(),
+            o.status
+        );
+    }
+    Ok(text)
+}
