@@ -44,6 +44,7 @@ setup:
     # The test kit's Kubernetes: upstream programs built from their Go modules
     # at K-PaaS 1.4.1's versions (cached per component, version and Go
     # version: a warm setup builds nothing), then their images.
+    command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
     tests/go/build.sh "$fx"
     tests/go/debian-iptables.sh "$fx"
     ./target/debug/kpaas-kit images

@@ -936,7 +936,7 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
     ]));
     let line = plan
         .lines()
-        .find(|l| l.contains("image: 5 artifacts, "))
+        .find(|l| l.contains("image: 12 artifacts, "))
         .unwrap_or_default();
     assert!(
         line.ends_with(" MiB") && !plan.contains("unknown until bundled"),
