@@ -174,6 +174,11 @@ Before=crio.service containerd.service kubelet.service
 [Service]
 Type=notify
 NotifyAccess=main
+# READY comes after the ISO installer wrote the system and filled KPAAS-DATA
+# with the bundle: minutes for a large bundle (under emulation, ~2 min for the
+# demo's ~460 MiB). systemd's default 90 s killed it half-way, and the restart
+# then found a disk that was no longer empty and refused to install.
+TimeoutStartSec=infinity
 ExecStart=/usr/local/bin/kpaas-agent run
 Restart=on-failure
 RestartSec=10

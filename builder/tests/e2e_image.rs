@@ -565,8 +565,10 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
     let seed = seeds.join("kpaas-master.iso");
     let mut v = vm::start(
         t.path(),
+        // The live system holds its root tree (now with the Kubernetes node
+        // binaries, ~300 MiB) in RAM while it decompresses the system image.
         &VmSpec::node("install", Firmware::Uefi, &iso, &seed, "52:54:00:12:34:10")
-            .memory(2048)
+            .memory(3072)
             .install_to(&blank),
     )
     .unwrap();
