@@ -28,17 +28,21 @@ k8s_ld() {
     echo "$ld"
 }
 
+start() { # out: false (after linking it) when already built, else a fresh out.tmp
+    if [ -e "$1/.done" ]; then
+        link "$1"
+        echo "cached $1 0"
+        return 1
+    fi
+    rm -rf "$1.tmp"
+    mkdir -p "$1.tmp/bin"
+}
+
 build_go() { # name version moddir ldflags pkg...
     local name=$1 version=$2 moddir=$3 ld=$4
     shift 4
     local out="$fx/go/$name-$version-$gov"
-    if [ -e "$out/.done" ]; then
-        link "$out"
-        echo "cached $out 0"
-        return
-    fi
-    rm -rf "$out.tmp"
-    mkdir -p "$out.tmp/bin"
+    start "$out" || return 0
     local t0=$SECONDS
     # NAME=PKG builds PKG as bin/NAME (a module path ending in /v3 would
     # otherwise name the binary "v3"'s parent); plain packages share one go
@@ -71,13 +75,7 @@ link() { # every program of a finished build, linked from $fx/go/bin
 
 build_pause() {
     local out="$fx/go/pause-3.8-gcc$(gcc -dumpfullversion)"
-    if [ -e "$out/.done" ]; then
-        link "$out"
-        echo "cached $out 0"
-        return
-    fi
-    rm -rf "$out.tmp"
-    mkdir -p "$out.tmp/bin"
+    start "$out" || return 0
     local t0=$SECONDS
     # pause.c ships in the kubernetes module (build/pause/linux); upstream's
     # Makefile builds it the same way, static and small.

@@ -36,12 +36,17 @@ pub fn layer(entries: &[Entry]) -> Result<(Vec<u8>, String)> {
         h.set_cksum();
         b.append(&h, *data)?;
     }
-    let tar = b.into_inner()?;
-    let diff_id = digest(&tar);
+    gzip_layer(&b.into_inner()?)
+}
+
+/// A tar as a gzip'd layer (no name or time in the gzip header); returns
+/// (gz bytes, diff_id).
+pub fn gzip_layer(tar: &[u8]) -> Result<(Vec<u8>, String)> {
+    let diff_id = digest(tar);
     let mut gz = flate2::GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), flate2::Compression::new(6));
-    gz.write_all(&tar)?;
+    gz.write_all(tar)?;
     Ok((gz.finish()?, diff_id))
 }
 

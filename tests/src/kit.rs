@@ -6,11 +6,10 @@
 //! digests differ from registry.k8s.io's (the K-PaaS catalog keeps the real
 //! pins).
 
-use crate::content::{Layout, digest, sha256_hex};
+use crate::content::{Layout, sha256_hex};
 use anyhow::{Context, Result, bail};
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Where `tests/go/build.sh` links every program it built.
@@ -159,13 +158,7 @@ fn tree_layer(mut entries: Vec<(String, Node, u32)>) -> Result<(Vec<u8>, String)
             }
         }
     }
-    let tar = b.into_inner()?;
-    let diff_id = digest(&tar);
-    let mut gz = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::new(6));
-    gz.write_all(&tar)?;
-    Ok((gz.finish()?, diff_id))
+    crate::content::gzip_layer(&b.into_inner()?)
 }
 
 /// Every entry under `root`, as layer entries relative to it.
