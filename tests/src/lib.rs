@@ -122,15 +122,20 @@ pub fn venv_bin(test: &str, tool: &str) -> Option<PathBuf> {
     if p.is_file() {
         return Some(p);
     }
-    let msg = format!(
+    skip(&format!(
         "SKIPPED part of {test}: {} is missing (run `just setup`)",
         p.display()
-    );
+    ));
+    None
+}
+
+/// Says why a test (or part of one) is skipped; panics instead under
+/// [`REQUIRE_ENV`], where every tier must run.
+pub fn skip(msg: &str) {
     if std::env::var_os(REQUIRE_ENV).is_some() {
         panic!("{msg}, and {REQUIRE_ENV} is set");
     }
     eprintln!("{msg}");
-    None
 }
 
 /// A binary of another workspace package, built next to the running test
