@@ -28,7 +28,7 @@ pub struct Needs {
 
 impl Needs {
     /// A lab's lower minimums, where the cluster file sets them.
-    pub fn lowered(mut self, m: Option<&airgap_bundle::cluster::Minimums>) -> Needs {
+    pub fn lowered(mut self, m: Option<&airgap_bundle::node::Minimums>) -> Needs {
         if let Some(m) = m {
             self.cpus = m.cpus.unwrap_or(self.cpus);
             self.memory_mib = m.memory_mib.unwrap_or(self.memory_mib);

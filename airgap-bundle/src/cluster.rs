@@ -2,7 +2,9 @@
 //! `cp-cluster-vars.sh` and the portal variables, and is validated as a whole:
 //! every problem is reported with its field.
 
-use crate::node::{normalize_mac, valid_hostname};
+use crate::ident::{normalize_mac, valid_hostname};
+use crate::node::Minimums;
+use crate::problems::Problems;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -220,37 +222,6 @@ pub struct Cluster {
     pub ssh_authorized_keys: Vec<String>,
 }
 
-/// Overrides of the K-PaaS node minimums, for labs and small VMs; every
-/// preflight report says when they are in force.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Minimums {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cpus: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_mib: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub root_free_mib: Option<u64>,
-}
-
-#[derive(Debug)]
-pub struct ClusterErrors {
-    pub file: String,
-    pub problems: Vec<String>,
-}
-
-impl fmt::Display for ClusterErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} problem(s)", self.file, self.problems.len())?;
-        for p in &self.problems {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ClusterErrors {}
-
 pub const PASSWORD_KEYS: &[&str] = &[
     "harbor_admin",
     "keycloak_admin",
@@ -259,8 +230,8 @@ pub const PASSWORD_KEYS: &[&str] = &[
 ];
 
 impl Cluster {
-    pub fn from_yaml(text: &str, file: &str) -> Result<Cluster, ClusterErrors> {
-        let fail = |problems| ClusterErrors {
+    pub fn from_yaml(text: &str, file: &str) -> Result<Cluster, Problems> {
+        let fail = |problems| Problems {
             file: file.into(),
             problems,
         };

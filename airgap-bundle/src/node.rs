@@ -2,9 +2,10 @@
 //! CIDATA volume) tells the first-boot agent. The builder writes it, the agent
 //! reads it; both validate it here.
 
+use crate::ident::{normalize_mac, valid_hostname};
+use crate::problems::Problems;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -20,6 +21,26 @@ pub const DATA_PARTITION: u32 = 3;
 pub const ROOT_PARTITION: u32 = 4;
 pub const DATA_LABEL: &str = "KPAAS-DATA";
 pub const ROOT_LABEL: &str = "kpaas-root";
+
+/// Where the data partition is mounted (the image's fstab) and the bundle on it.
+pub const DATA_MOUNT: &str = "/run/kpaas/data";
+pub const BUNDLE_DIR: &str = "/run/kpaas/data/bundle";
+/// The bundle's public key, baked into every image.
+pub const BUNDLE_KEY_PATH: &str = "/etc/kpaas/bundle.pub";
+/// The agent's journal and secrets.
+pub const STATE_DIR: &str = "/var/lib/kpaas";
+/// The seed registry's port on every node.
+pub const SEED_PORT: u16 = 5050;
+/// Where the image installs the agent.
+pub const AGENT_PATH: &str = "/usr/local/bin/kpaas-agent";
+
+/// The live ISO: its ISO 9660 volume id (GRUB and the agent look for it),
+/// the marker file that tells the agent it runs live, and, on the medium,
+/// the compressed system image the installer writes and the bundle's tree.
+pub const ISO_VOLUME_ID: &str = "KPAAS_LIVE";
+pub const LIVE_MARKER: &str = "etc/kpaas/live";
+pub const ISO_SYSTEM_IMAGE: &str = "install/system.raw.zst";
+pub const ISO_DATA_DIR: &str = "data";
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -87,79 +108,59 @@ pub struct NodeConfig {
     pub install_disk: Option<String>,
     /// Lower minimums than K-PaaS's (test labs, small VMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub minimums: Option<crate::cluster::Minimums>,
+    pub minimums: Option<Minimums>,
 }
 
-fn default_bundle() -> PathBuf {
-    PathBuf::from("/run/kpaas/data/bundle")
-}
-fn default_key() -> PathBuf {
-    PathBuf::from("/etc/kpaas/bundle.pub")
-}
-fn default_port() -> u16 {
-    5050
-}
-fn default_state() -> PathBuf {
-    PathBuf::from("/var/lib/kpaas")
-}
-
-#[derive(Debug)]
-pub struct ConfigErrors {
-    pub file: String,
-    pub problems: Vec<String>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} problem(s)", self.file, self.problems.len())?;
-        for p in &self.problems {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
-
-/// Normalises a MAC to lowercase colon form; None when it is not one.
-pub fn normalize_mac(m: &str) -> Option<String> {
-    let hex: String = m
-        .chars()
-        .filter(|c| c.is_ascii_hexdigit())
-        .collect::<String>()
-        .to_ascii_lowercase();
-    let seps = m
-        .chars()
-        .filter(|c| !c.is_ascii_hexdigit())
-        .all(|c| c == ':' || c == '-');
-    if hex.len() != 12 || !seps {
-        return None;
-    }
-    Some(
-        hex.as_bytes()
-            .chunks(2)
-            .map(|c| String::from_utf8_lossy(c).to_string())
-            .collect::<Vec<_>>()
-            .join(":"),
-    )
-}
-
-pub fn valid_hostname(h: &str) -> bool {
-    !h.is_empty()
-        && h.len() <= 253
-        && h.split('.').all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        })
+/// Overrides of the K-PaaS node minimums, for labs and small VMs; every
+/// preflight report says when they are in force.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Minimums {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_free_mib: Option<u64>,
 }
 
 impl NodeConfig {
-    pub fn from_yaml(text: &str, file: &str) -> Result<NodeConfig, ConfigErrors> {
-        let fail = |problems| ConfigErrors {
+    /// A config with every default the YAML would get; the builder fills the
+    /// rest. One place, so seeds and the agent cannot drift apart.
+    pub fn with_defaults(cluster: &str, nodes: Vec<NodeEntry>) -> NodeConfig {
+        NodeConfig {
+            config_version: NODE_CONFIG_VERSION,
+            cluster: cluster.into(),
+            bundle: default_bundle(),
+            bundle_key: default_key(),
+            verify: VerifyMode::default(),
+            seed_port: default_port(),
+            runtime: Runtime::default(),
+            state_dir: default_state(),
+            node: None,
+            nodes,
+            install_disk: None,
+            minimums: None,
+        }
+    }
+}
+
+fn default_bundle() -> PathBuf {
+    PathBuf::from(BUNDLE_DIR)
+}
+fn default_key() -> PathBuf {
+    PathBuf::from(BUNDLE_KEY_PATH)
+}
+fn default_port() -> u16 {
+    SEED_PORT
+}
+fn default_state() -> PathBuf {
+    PathBuf::from(STATE_DIR)
+}
+
+impl NodeConfig {
+    pub fn from_yaml(text: &str, file: &str) -> Result<NodeConfig, Problems> {
+        let fail = |problems| Problems {
             file: file.to_string(),
             problems,
         };

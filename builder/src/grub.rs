@@ -3,7 +3,7 @@
 //! ourselves (grub-mkstandalone stamps its memdisk with the build time), and
 //! mtools/mkfs.vfat under SOURCE_DATE_EPOCH.
 
-use crate::runner::run;
+use airgap_bundle::run::run;
 use anyhow::Result;
 use std::path::{Path, PathBuf};
 

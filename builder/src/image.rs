@@ -4,8 +4,8 @@
 //! offsets: no loop devices and no mounts, so it runs in CI and containers.
 
 use crate::profile::Profile;
-use crate::runner::run;
 use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest};
+use airgap_bundle::run::run;
 use anyhow::{Context, Result, bail};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};

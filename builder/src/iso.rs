@@ -5,7 +5,7 @@
 //! so the same inputs give the same ISO.
 
 use crate::image::{link_tree, size_of};
-use crate::runner::run;
+use airgap_bundle::run::run;
 use anyhow::{Context, Result, bail};
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

@@ -16,7 +16,6 @@ mod profile;
 mod progress;
 mod registry;
 mod resolve;
-mod runner;
 mod seeds;
 mod supply;
 mod verify;

@@ -3,9 +3,9 @@
 //! in strict mode, plus one universal seed that serves every node. Cluster
 //! secrets are made here and reach only the nodes that need them.
 
-use crate::runner::run;
 use airgap_bundle::cluster::{Cluster, PASSWORD_KEYS};
-use airgap_bundle::node::{NODE_CONFIG_VERSION, NodeConfig, NodeEntry, Role, Runtime, VerifyMode};
+use airgap_bundle::node::{NodeConfig, NodeEntry, Role, SEED_PORT, VerifyMode};
+use airgap_bundle::run::run;
 use airgap_bundle::{Digest, fsutil};
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -26,7 +26,7 @@ pub struct Args {
     #[arg(long, short)]
     pub out: PathBuf,
     /// Seed registry port on every node.
-    #[arg(long, default_value_t = 5050)]
+    #[arg(long, default_value_t = SEED_PORT)]
     pub seed_port: u16,
     /// Verification at boot: fast (default) or full.
     #[arg(long, default_value = "fast")]
@@ -199,9 +199,9 @@ fn render_seed(
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
     let node_yaml = serde_saphyr::to_string(cfg)?;
     let nics: Vec<serde_json::Value> = match node {
-        Some(n) => vec![json!({"id": "eth0", "mac": n.mac.clone().and_then(|m| airgap_bundle::node::normalize_mac(&m)), "ip": n.ip.to_string(), "prefix": prefix})],
+        Some(n) => vec![json!({"id": "eth0", "mac": n.mac.clone().and_then(|m| airgap_bundle::ident::normalize_mac(&m)), "ip": n.ip.to_string(), "prefix": prefix})],
         // One medium for every node: each finds its address by its MAC.
-        None => cfg.nodes.iter().filter_map(|n| Some(json!({"id": n.hostname.clone(), "mac": airgap_bundle::node::normalize_mac(n.mac.as_deref()?), "ip": n.ip.to_string(), "prefix": prefix}))).collect(),
+        None => cfg.nodes.iter().filter_map(|n| Some(json!({"id": n.hostname.clone(), "mac": airgap_bundle::ident::normalize_mac(n.mac.as_deref()?), "ip": n.ip.to_string(), "prefix": prefix}))).collect(),
     };
     let data = json!({
         "cluster": c.name,
@@ -241,18 +241,12 @@ pub fn plan(
     let nodes = inventory(c);
     let prefix = c.network.node_cidr.map_or(24, |n| n.prefix);
     let cfg = |node: Option<&NodeEntry>| NodeConfig {
-        config_version: NODE_CONFIG_VERSION,
-        cluster: c.name.clone(),
-        bundle: PathBuf::from("/run/kpaas/data/bundle"),
-        bundle_key: PathBuf::from("/etc/kpaas/bundle.pub"),
         verify,
         seed_port,
-        runtime: Runtime::Crio,
-        state_dir: PathBuf::from("/var/lib/kpaas"),
         node: node.map(|n| n.hostname.clone()),
-        nodes: nodes.clone(),
         minimums: c.minimums.clone(),
         install_disk: c.install_disk.clone(),
+        ..NodeConfig::with_defaults(&c.name, nodes.clone())
     };
     let get = |k: &str| secrets.get(k).map(Vec::as_slice).unwrap_or_default();
     let worker: Vec<(&str, &[u8])> = vec![

@@ -1,0 +1,29 @@
+//! The container runtimes' mirrors: every registry the bundle holds images
+//! from is sent to the node's seed registry, with no upstream fallback.
+//! Once: the files stay.
+
+use super::{Ctx, Rerun, Step, StepId};
+use crate::events::Sink;
+use crate::mirrors;
+use anyhow::Result;
+
+pub struct Mirrors;
+
+impl Step for Mirrors {
+    fn id(&self) -> StepId {
+        StepId::Mirrors
+    }
+    fn rerun(&self) -> Rerun {
+        Rerun::Once
+    }
+    fn run(&self, ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
+        let hosts = mirrors::registries(ctx.seed()?.repositories());
+        let seed = format!("127.0.0.1:{}", ctx.cfg.seed_port);
+        let changed = mirrors::write_all(&ctx.root, &hosts, &seed)?;
+        Ok(format!(
+            "{} registries sent to the seed ({} files written)",
+            hosts.len(),
+            changed.len()
+        ))
+    }
+}

@@ -1,0 +1,236 @@
+//! The first boot as a list of steps, one module each, run by one loop that
+//! skips what is done, journals each outcome and emits one event per
+//! transition. A new step is a new module here and a line in [`STEPS`].
+
+pub mod identity;
+mod install;
+mod live;
+mod mirrors;
+pub mod preflight;
+pub mod serve;
+mod step;
+mod verify;
+
+pub use step::{Rerun, Step, StepId};
+
+use crate::events::{Kind, Sink};
+use crate::seed_registry::Seed;
+use airgap_bundle::node::{NodeConfig, NodeEntry};
+use airgap_bundle::run::Runner;
+use anyhow::{Result, anyhow};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// The boot, in order.
+pub const STEPS: &[&dyn Step] = &[
+    &identity::Identity,
+    &live::Live,
+    &preflight::Preflight,
+    &verify::Verify,
+    &install::Install,
+    &serve::Serve,
+    &mirrors::Mirrors,
+];
+
+/// What the steps share: the machine, the config, and what earlier steps of
+/// this boot found. Only every-boot steps leave results here, so a step may
+/// rely on them even when once-steps were skipped.
+pub struct Ctx {
+    /// Root of the system (tests use a prepared tree).
+    pub root: PathBuf,
+    pub cfg: NodeConfig,
+    pub runner: Arc<dyn Runner>,
+    /// The async runtime the seed registry serves on.
+    pub rt: tokio::runtime::Handle,
+    pub me: Option<NodeEntry>,
+    /// The live medium's device name, when running from the ISO.
+    pub live: Option<String>,
+    pub seed: Option<Arc<Seed>>,
+    pub servers: Vec<tokio::task::JoinHandle<()>>,
+    /// Set by a step after which this boot goes no further (the installer
+    /// has asked for a reboot).
+    pub halt: bool,
+}
+
+impl Ctx {
+    pub fn new(
+        root: PathBuf,
+        cfg: NodeConfig,
+        runner: Arc<dyn Runner>,
+        rt: tokio::runtime::Handle,
+    ) -> Ctx {
+        Ctx {
+            root,
+            cfg,
+            runner,
+            rt,
+            me: None,
+            live: None,
+            seed: None,
+            servers: Vec::new(),
+            halt: false,
+        }
+    }
+
+    pub fn me(&self) -> Result<&NodeEntry> {
+        self.me
+            .as_ref()
+            .ok_or_else(|| anyhow!("the identity step has not run at this boot"))
+    }
+
+    pub fn seed(&self) -> Result<&Arc<Seed>> {
+        self.seed
+            .as_ref()
+            .ok_or_else(|| anyhow!("the verify step has not run at this boot"))
+    }
+}
+
+/// Why a boot stopped.
+#[derive(Debug)]
+pub enum Stopped {
+    /// A step failed; its event (console, journal, stream) says why.
+    Step(StepId),
+    /// The journal or the event stream could not be written.
+    Sink(anyhow::Error),
+}
+
+/// Runs `steps` in order: skips once-steps already done, runs the rest,
+/// records each outcome, stops at the first failure.
+pub fn run(ctx: &mut Ctx, events: &mut Sink, steps: &[&dyn Step]) -> Result<(), Stopped> {
+    for s in steps {
+        if !s.applies(ctx) {
+            continue;
+        }
+        let id = s.id();
+        if s.rerun() == Rerun::Once && events.journal().done(id) {
+            events
+                .emit(id, Kind::Skipped, "done at an earlier boot")
+                .map_err(Stopped::Sink)?;
+            continue;
+        }
+        events.emit(id, Kind::Started, "").map_err(Stopped::Sink)?;
+        match s.run(ctx, events) {
+            Ok(detail) => events
+                .emit(id, Kind::Done, &detail)
+                .map_err(Stopped::Sink)?,
+            Err(e) => {
+                events
+                    .emit(id, Kind::Failed, &format!("{e:#}"))
+                    .map_err(Stopped::Sink)?;
+                return Err(Stopped::Step(id));
+            }
+        }
+        if ctx.halt {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+    use crate::events::read_all;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A step that counts its runs and fails while `fail` says so.
+    struct Probe {
+        id: StepId,
+        rerun: Rerun,
+        runs: AtomicUsize,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl Probe {
+        fn new(id: StepId, rerun: Rerun) -> Probe {
+            Probe {
+                id,
+                rerun,
+                runs: AtomicUsize::new(0),
+                fail: false.into(),
+            }
+        }
+    }
+
+    impl Step for Probe {
+        fn id(&self) -> StepId {
+            self.id
+        }
+        fn rerun(&self) -> Rerun {
+            self.rerun
+        }
+        fn run(&self, _: &mut Ctx, _: &mut Sink) -> Result<String> {
+            let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
+            if self.fail.load(Ordering::SeqCst) {
+                anyhow::bail!("{} broke", self.id);
+            }
+            Ok(format!("run {n}"))
+        }
+    }
+
+    #[test]
+    fn the_loop_skips_done_once_steps_reruns_every_boot_ones_and_stops_at_a_failure() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let cfg = NodeConfig::with_defaults("c", Vec::new());
+        let mut ctx = Ctx::new(
+            t.path().into(),
+            cfg,
+            Arc::new(airgap_bundle::run::Recording::new()),
+            rt.handle().clone(),
+        );
+        let a = Probe::new(StepId::Identity, Rerun::EveryBoot);
+        let b = Probe::new(StepId::Preflight, Rerun::Once);
+        let c = Probe::new(StepId::Mirrors, Rerun::Once);
+        c.fail.store(true, Ordering::SeqCst);
+        let steps: [&dyn Step; 3] = [&a, &b, &c];
+        let boot = |ctx: &mut Ctx| {
+            let mut s = Sink::open(t.path()).unwrap().quiet();
+            run(ctx, &mut s, &steps)
+        };
+        // Boot 1: the last step fails; the boot says which.
+        assert!(matches!(
+            boot(&mut ctx),
+            Err(Stopped::Step(StepId::Mirrors))
+        ));
+        // Boot 2: fixed. Identity runs again, preflight is skipped.
+        c.fail.store(false, Ordering::SeqCst);
+        assert!(boot(&mut ctx).is_ok());
+        // Boot 3: nothing left but the every-boot step.
+        assert!(boot(&mut ctx).is_ok());
+        let runs = |p: &Probe| p.runs.load(Ordering::SeqCst);
+        assert_eq!((runs(&a), runs(&b), runs(&c)), (3, 1, 2));
+        let ev: Vec<String> = read_all(t.path())
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {:?} {}", e.step, e.kind, e.detail))
+            .collect();
+        assert_eq!(
+            ev,
+            [
+                "identity Started ",
+                "identity Done run 1",
+                "preflight Started ",
+                "preflight Done run 1",
+                "mirrors Started ",
+                "mirrors Failed mirrors broke",
+                "identity Started ",
+                "identity Done run 2",
+                "preflight Skipped done at an earlier boot",
+                "mirrors Started ",
+                "mirrors Done run 2",
+                "identity Started ",
+                "identity Done run 3",
+                "preflight Skipped done at an earlier boot",
+                "mirrors Skipped done at an earlier boot",
+            ]
+        );
+        // The journal kept identity's first success and mirrors' fix.
+        let j = crate::journal::Journal::open(t.path()).unwrap();
+        assert_eq!(j.steps[&StepId::Identity].detail, "run 1");
+        assert_eq!(j.steps[&StepId::Mirrors].detail, "run 2");
+    }
+}

@@ -1,0 +1,76 @@
+//! The bundle as a read-only OCI registry, on loopback and on the node's
+//! own address (workers pull from the master's). Every boot.
+
+use super::{Ctx, Rerun, Step, StepId};
+use crate::events::Sink;
+use crate::{facts, seed_registry};
+use anyhow::Result;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+pub struct Serve;
+
+impl Step for Serve {
+    fn id(&self) -> StepId {
+        StepId::Serve
+    }
+    fn rerun(&self) -> Rerun {
+        Rerun::EveryBoot
+    }
+    fn run(&self, ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
+        let me = ctx.me()?.ip;
+        let port = ctx.cfg.seed_port;
+        let mut listen = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+        if !me.is_loopback() && facts::local_ips(&ctx.root).contains(&me) {
+            listen.push(SocketAddr::new(me, port));
+        }
+        let seed = ctx.seed()?.clone();
+        let handles = ctx.rt.block_on(seed_registry::serve(seed, &listen))?;
+        ctx.servers.extend(handles);
+        Ok(format!("seed registry ready on {}", list(&listen)))
+    }
+}
+
+pub fn list(addrs: &[SocketAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// systemd Type=notify: tell it we are up (a no-op outside systemd).
+pub fn notify_ready(msg: &str) {
+    if let Some(sock) = std::env::var_os("NOTIFY_SOCKET")
+        && let Ok(s) = std::os::unix::net::UnixDatagram::unbound()
+        && let Err(e) = s.send_to(format!("READY=1\nSTATUS={msg}").as_bytes(), sock)
+    {
+        eprintln!("kpaas-agent: telling systemd we are ready: {e}");
+    }
+}
+
+/// The seed registry without a first boot (benches, tests, by hand).
+pub fn alone(
+    bundle: &Path,
+    listen: &[SocketAddr],
+    full_verify: bool,
+    rt: &tokio::runtime::Runtime,
+) -> Result<()> {
+    let seed = seed_registry::Seed::load(bundle)?;
+    if full_verify {
+        airgap_bundle::verify::verify(bundle, None)?.into_result()?;
+        seed.trust_all();
+    }
+    let handles = rt.block_on(seed_registry::serve(Arc::new(seed), listen))?;
+    let ready = format!("seed registry ready on {}", list(listen));
+    eprintln!("kpaas-agent: {ready}");
+    notify_ready(&ready);
+    rt.block_on(async {
+        for h in handles {
+            // A server task ends only when its listener fails; it said why.
+            let _ = h.await;
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,81 @@
+//! What a first-boot step is: a typed id, a rerun rule, and the work.
+
+use super::Ctx;
+use crate::events::Sink;
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Every step, in the order a boot runs them. The journal, the event stream
+/// and `status` name steps by this id only, so a typo cannot add a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepId {
+    Identity,
+    Live,
+    Preflight,
+    Verify,
+    Install,
+    Serve,
+    Mirrors,
+}
+
+impl StepId {
+    pub const ALL: &[StepId] = &[
+        StepId::Identity,
+        StepId::Live,
+        StepId::Preflight,
+        StepId::Verify,
+        StepId::Install,
+        StepId::Serve,
+        StepId::Mirrors,
+    ];
+
+    /// Steps that only some boots run (live from the ISO, installing):
+    /// `status` lists them only once they have run.
+    pub fn conditional(self) -> bool {
+        matches!(self, StepId::Live | StepId::Install)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StepId::Identity => "identity",
+            StepId::Live => "live",
+            StepId::Preflight => "preflight",
+            StepId::Verify => "verify",
+            StepId::Install => "install",
+            StepId::Serve => "serve",
+            StepId::Mirrors => "mirrors",
+        }
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// When a step runs again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerun {
+    /// Once done, never again (it changed the machine; doing it twice would
+    /// redo or undo work).
+    Once,
+    /// On every boot (it is cheap, or its result lives only in memory: a
+    /// mounted medium, a listening registry). The journal keeps the first
+    /// success, so `status` shows when the node first got there.
+    EveryBoot,
+}
+
+/// One first-boot step. Its `run` returns what "done" records in the
+/// journal and says on the console; progress on the way goes to the sink.
+pub trait Step: Sync {
+    fn id(&self) -> StepId;
+    fn rerun(&self) -> Rerun;
+    /// False when this node has nothing to do in this step at this boot.
+    fn applies(&self, _ctx: &Ctx) -> bool {
+        true
+    }
+    fn run(&self, ctx: &mut Ctx, events: &mut Sink) -> Result<String>;
+}

@@ -1,0 +1,173 @@
+//! One event per step transition, written three ways from the same value:
+//! a console line (systemd sends it to the serial console and the
+//! journal), the first-boot journal (done and failed), and a JSON-lines
+//! stream (`events.jsonl` in the state directory) that status readers and
+//! the coming HTTP status page read. Details never carry secrets: steps put
+//! paths and counts in them, not tokens or keys.
+
+use crate::boot::StepId;
+use crate::journal::{Journal, State};
+use airgap_bundle::fsutil::{now_unix, rfc3339};
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const EVENTS_FILE: &str = "events.jsonl";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Started,
+    /// Something a step wants seen while it works (waiting, writing).
+    Progress,
+    Done,
+    Failed,
+    /// Not run: done at an earlier boot.
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub at: String,
+    pub step: StepId,
+    pub kind: Kind,
+    pub detail: String,
+}
+
+impl Event {
+    /// The console's line; started and skipped steps stay off the console
+    /// (one line per step there).
+    pub fn console_line(&self) -> Option<String> {
+        match self.kind {
+            Kind::Started | Kind::Skipped => None,
+            Kind::Failed => Some(format!(
+                "kpaas-agent: {}: FAILED: {}",
+                self.step, self.detail
+            )),
+            Kind::Progress | Kind::Done => {
+                Some(format!("kpaas-agent: {}: {}", self.step, self.detail))
+            }
+        }
+    }
+}
+
+/// Where events go.
+pub struct Sink {
+    journal: Journal,
+    stream: PathBuf,
+    console: bool,
+}
+
+impl Sink {
+    pub fn open(state_dir: &Path) -> Result<Sink> {
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+        Ok(Sink {
+            journal: Journal::open(state_dir)?,
+            stream: state_dir.join(EVENTS_FILE),
+            console: true,
+        })
+    }
+
+    /// No console lines (unit tests).
+    #[cfg(test)]
+    pub fn quiet(mut self) -> Sink {
+        self.console = false;
+        self
+    }
+
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    pub fn emit(&mut self, step: StepId, kind: Kind, detail: &str) -> Result<()> {
+        let e = Event {
+            at: rfc3339(now_unix()),
+            step,
+            kind,
+            detail: detail.into(),
+        };
+        if self.console
+            && let Some(line) = e.console_line()
+        {
+            eprintln!("{line}");
+        }
+        // One write per line in append mode: readers never see half a line
+        // from us, and a crash loses at most the last event.
+        let mut line = serde_json::to_vec(&e).context("encoding an event")?;
+        line.push(b'\n');
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stream)
+            .and_then(|mut f| f.write_all(&line))
+            .with_context(|| format!("appending to {}", self.stream.display()))?;
+        match kind {
+            // The first success is the one `status` shows: when the node got there.
+            Kind::Done if !self.journal.done(step) => {
+                self.journal.record(step, State::Done, &e.at, detail)
+            }
+            Kind::Failed => self.journal.record(step, State::Failed, &e.at, detail),
+            _ => Ok(()),
+        }
+    }
+
+    pub fn progress(&mut self, step: StepId, detail: &str) -> Result<()> {
+        self.emit(step, Kind::Progress, detail)
+    }
+}
+
+/// Every event recorded in `state_dir`, oldest first.
+pub fn read_all(state_dir: &Path) -> Result<Vec<Event>> {
+    let p = state_dir.join(EVENTS_FILE);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{} line {}", p.display(), i + 1))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+
+    #[test]
+    fn one_event_reaches_the_stream_the_journal_and_the_console_text() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = Sink::open(t.path()).unwrap().quiet();
+        s.emit(StepId::Verify, Kind::Started, "").unwrap();
+        s.emit(StepId::Verify, Kind::Done, "fast: 3 artifacts")
+            .unwrap();
+        // Again at a later boot: streamed, but the journal keeps the first.
+        let first = s.journal().steps[&StepId::Verify].clone();
+        s.emit(StepId::Verify, Kind::Done, "fast: 4 artifacts")
+            .unwrap();
+        assert_eq!(s.journal().steps[&StepId::Verify], first);
+        s.emit(StepId::Serve, Kind::Failed, "port 5050 in use")
+            .unwrap();
+        let ev = read_all(t.path()).unwrap();
+        assert_eq!(ev.len(), 4);
+        assert_eq!(
+            ev.iter().map(|e| e.console_line()).collect::<Vec<_>>(),
+            [
+                None,
+                Some("kpaas-agent: verify: fast: 3 artifacts".into()),
+                Some("kpaas-agent: verify: fast: 4 artifacts".into()),
+                Some("kpaas-agent: serve: FAILED: port 5050 in use".into()),
+            ]
+        );
+        // The journal on disk agrees with the stream.
+        let j = Journal::open(t.path()).unwrap();
+        assert_eq!(j.steps[&StepId::Verify].detail, "fast: 3 artifacts");
+        assert_eq!(j.steps[&StepId::Serve].state, State::Failed);
+        assert_eq!(j.steps[&StepId::Serve].at, ev[3].at);
+    }
+}
