@@ -11,6 +11,7 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 pub const OCI_EMPTY: &str = "application/vnd.oci.empty.v1+json";
 pub const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
 pub const HELM_CHART: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
@@ -146,6 +147,19 @@ pub fn declared_media_type(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<M>(bytes).ok()?.media_type
 }
 
+/// What a manifest that names no `mediaType` is, judged by its shape (OCI
+/// makes the field optional; umoci and older buildah leave it out). Only a
+/// Docker image config tells a Docker schema 2 manifest from an OCI one.
+pub fn media_type_from_shape(bytes: &[u8]) -> Option<&'static str> {
+    let m: AnyManifest = serde_json::from_slice(bytes).ok()?;
+    match (m.manifests, m.config, m.layers) {
+        (Some(_), _, _) => Some(OCI_INDEX),
+        (None, Some(c), Some(_)) if c.media_type == DOCKER_CONFIG => Some(DOCKER_MANIFEST),
+        (None, Some(_), Some(_)) => Some(OCI_MANIFEST),
+        _ => None,
+    }
+}
+
 /// The OCI layout `index.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -207,5 +221,41 @@ mod tests {
             Parsed::Manifest { .. }
         ));
         assert!(parse_manifest(br#"{"schemaVersion":1,"fsLayers":[]}"#, "").is_err());
+    }
+
+    #[test]
+    fn a_manifest_without_media_type_is_known_by_its_shape() {
+        let d = Digest::of(b"x");
+        let desc = |mt: &str| format!(r#"{{"mediaType":"{mt}","digest":"{d}","size":1}}"#);
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{}]}}"#,
+            desc(OCI_MANIFEST)
+        );
+        let image = |config: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"config":{},"layers":[{}]}}"#,
+                desc(config),
+                desc("application/vnd.oci.image.layer.v1.tar+gzip")
+            )
+        };
+        let oci_config = "application/vnd.oci.image.config.v1+json";
+        assert_eq!(media_type_from_shape(index.as_bytes()), Some(OCI_INDEX));
+        assert_eq!(
+            media_type_from_shape(image(oci_config).as_bytes()),
+            Some(OCI_MANIFEST)
+        );
+        assert_eq!(
+            media_type_from_shape(image(DOCKER_CONFIG).as_bytes()),
+            Some(DOCKER_MANIFEST)
+        );
+        // A config alone, schema 1, other JSON and non-JSON are none of these.
+        for other in [
+            format!(r#"{{"schemaVersion":2,"config":{}}}"#, desc(oci_config)),
+            r#"{"schemaVersion":1,"fsLayers":[]}"#.to_string(),
+            "[]".to_string(),
+            "not json".to_string(),
+        ] {
+            assert_eq!(media_type_from_shape(other.as_bytes()), None, "{other}");
+        }
     }
 }

@@ -62,15 +62,29 @@ pub async fn manifest_by_digest(
     d: &Digest,
     artifact: &str,
 ) -> Result<Vec<u8>> {
+    Ok(manifest_and_type_by_digest(net, cache, r, d, artifact)
+        .await?
+        .0)
+}
+
+/// [`manifest_by_digest`] with the registry's Content-Type, which is empty
+/// when the cache answered (the cache keeps bytes, not headers).
+async fn manifest_and_type_by_digest(
+    net: &Net,
+    cache: &Cache,
+    r: &ImageRef,
+    d: &Digest,
+    artifact: &str,
+) -> Result<(Vec<u8>, String)> {
     if cache.has(d) {
-        return cache.read(d);
+        return Ok((cache.read(d)?, String::new()));
     }
     if net.offline() {
         bail!(
             "not in the cache: manifest {d} of {artifact}; run without --offline on a connected machine"
         );
     }
-    let (bytes, _) = net.manifest(r, d.as_str()).await?;
+    let (bytes, ct) = net.manifest(r, d.as_str()).await?;
     let got = Digest::of(&bytes);
     if &got != d {
         return Err(DigestMismatch {
@@ -82,7 +96,34 @@ pub async fn manifest_by_digest(
         .into());
     }
     cache.put(d, &bytes)?;
-    Ok(bytes)
+    Ok((bytes, ct))
+}
+
+/// What a fetched manifest is: its own `mediaType`, else the registry's
+/// Content-Type `ct` (empty when the cache answered), else its shape.
+fn manifest_media_type(bytes: &[u8], ct: String, label: &str) -> Result<String> {
+    let valid = |mt: &str| oci::is_index(mt) || oci::is_manifest(mt);
+    let media_type = match oci::declared_media_type(bytes) {
+        Some(mt) => mt,
+        // OCI makes the field optional (umoci and older buildah leave it
+        // out): the registry's Content-Type then says what it is, and when
+        // there is none (a cached manifest) or it is generic, the shape does.
+        None if valid(&ct) => ct,
+        None => match oci::media_type_from_shape(bytes) {
+            Some(mt) => mt.to_string(),
+            None => bail!(
+                "{label}: the manifest names no mediaType, there is no manifest Content-Type to go by ({ct:?}), and it has neither `manifests` (an index) nor `config` and `layers` (an image manifest); valid media types: {}",
+                oci::MANIFEST_ACCEPT
+            ),
+        },
+    };
+    if !valid(&media_type) {
+        bail!(
+            "{label}: {media_type:?} is not an image manifest or index media type (valid: {})",
+            oci::MANIFEST_ACCEPT
+        );
+    }
+    Ok(media_type)
 }
 
 async fn resolve_image(
@@ -93,11 +134,10 @@ async fn resolve_image(
     label: &str,
 ) -> Result<LockedArtifact> {
     let (bytes, ct, digest) = match pinned.or(r.digest.clone()) {
-        Some(d) => (
-            manifest_by_digest(net, cache, r, &d, label).await?,
-            String::new(),
-            d,
-        ),
+        Some(d) => {
+            let (b, ct) = manifest_and_type_by_digest(net, cache, r, &d, label).await?;
+            (b, ct, d)
+        }
         None => {
             let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
             let (b, ct) = net.manifest(r, &tag).await?;
@@ -106,10 +146,7 @@ async fn resolve_image(
             (b, ct, d)
         }
     };
-    let media_type = oci::declared_media_type(&bytes).unwrap_or(ct);
-    if !(oci::is_index(&media_type) || oci::is_manifest(&media_type)) {
-        bail!("{label}: {media_type:?} is not an image manifest or index media type");
-    }
+    let media_type = manifest_media_type(&bytes, ct, label)?;
     Ok(LockedArtifact {
         digest,
         media_type,
@@ -437,4 +474,38 @@ pub async fn run(args: Args) -> Result<()> {
         lock.artifacts.len()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+
+    #[test]
+    fn the_field_wins_then_the_content_type_then_the_shape() {
+        let image = br#"{"schemaVersion":2,"config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855","size":0},"layers":[]}"#;
+        let typed = |ct: &str| manifest_media_type(image, ct.into(), "image x").unwrap();
+        // A manifest type from the registry beats the shape: the registry
+        // checked the bytes against it at push, and a client pulls it so.
+        assert_eq!(typed(oci::DOCKER_MANIFEST), oci::DOCKER_MANIFEST);
+        for unhelpful in ["", "application/json", "application/octet-stream"] {
+            assert_eq!(typed(unhelpful), oci::OCI_MANIFEST, "{unhelpful}");
+        }
+        let declared = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        assert_eq!(
+            manifest_media_type(declared, oci::OCI_MANIFEST.into(), "image x").unwrap(),
+            oci::OCI_INDEX
+        );
+        let e = manifest_media_type(br#"{"schemaVersion":1}"#, "".into(), "image x")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("image x: the manifest names no mediaType") && e.contains(oci::OCI_INDEX),
+            "{e}"
+        );
+        let e = manifest_media_type(br#"{"mediaType":"text/plain"}"#, "".into(), "image x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"text/plain\" is not an image manifest"), "{e}");
+    }
 }

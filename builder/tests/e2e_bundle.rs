@@ -943,3 +943,162 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
         "{plan}"
     );
 }
+
+/// Sends `body` to `path` on the registry at `addr` and returns the reply,
+/// failing unless the registry answers `want`.
+fn registry_send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+    want: u16,
+) -> kpaas_testkit::http::Reply {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let r = kpaas_testkit::http::raw(addr, &req).unwrap();
+    assert_eq!(
+        r.status,
+        want,
+        "{method} {path}: {}",
+        String::from_utf8_lossy(&r.body)
+    );
+    r
+}
+
+/// Pushes an image whose manifest has no `mediaType` field, as umoci and
+/// older buildah write them. By hand rather than with skopeo, so the registry
+/// holds exactly these bytes under exactly the Content-Type umoci would PUT.
+/// Returns the manifest's digest.
+fn push_manifest_without_media_type(addr: &str, dir: &Path, repo: &str, tag: &str) -> String {
+    let layout = kpaas_testkit::content::Layout::new(dir).unwrap();
+    let layer = kpaas_testkit::content::layer(&[("etc/bare", b"no mediaType\n", 0o644)]).unwrap();
+    let (full, _) = layout.image(&[layer], "amd64", &["/bin/true"]).unwrap();
+    let mut m: serde_json::Value = serde_json::from_slice(&full).unwrap();
+    m.as_object_mut().unwrap().remove("mediaType").unwrap();
+    for d in std::iter::once(&m["config"]).chain(m["layers"].as_array().unwrap()) {
+        let d = d["digest"].as_str().unwrap();
+        let blob = std::fs::read(dir.join("blobs/sha256").join(&d[7..])).unwrap();
+        let start = registry_send(
+            addr,
+            "POST",
+            &format!("/v2/{repo}/blobs/uploads/"),
+            "application/octet-stream",
+            b"",
+            202,
+        );
+        let loc = start.header("Location").unwrap();
+        // distribution answers with an absolute URL; the raw client wants a path.
+        let loc = loc.find("/v2/").map_or(loc, |i| &loc[i..]);
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        registry_send(
+            addr,
+            "PUT",
+            &format!("{loc}{sep}digest={d}"),
+            "application/octet-stream",
+            &blob,
+            201,
+        );
+    }
+    let bytes = serde_json::to_vec(&m).unwrap();
+    registry_send(
+        addr,
+        "PUT",
+        &format!("/v2/{repo}/manifests/{tag}"),
+        "application/vnd.oci.image.manifest.v1+json",
+        &bytes,
+        201,
+    );
+    // The premise: what a client gets back still names no type of its own.
+    let served = kpaas_testkit::http::get(addr, &format!("/v2/{repo}/manifests/{tag}")).unwrap();
+    assert_eq!(served.body, bytes);
+    kpaas_testkit::content::digest(&bytes)
+}
+
+#[test]
+fn a_manifest_without_media_type_bundles_by_tag_by_digest_and_from_the_lock() {
+    if !have_tools("no_media_type", &["docker-registry"]) {
+        return;
+    }
+    let reg = servers::registry(&RegistryOpts::default()).unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let digest =
+        push_manifest_without_media_type(&reg.addr, &t.path().join("src"), "demo/bare", "1.0");
+    let oci_manifest = "application/vnd.oci.image.manifest.v1+json";
+    let image = "registry.demo.kpaas.test/demo/bare";
+    // By tag; by digest from a fresh cache (the registry's Content-Type is all
+    // there is to go on); by digest from the tag run's cache (no header at all,
+    // only the document's shape).
+    for (name, r, cache) in [
+        ("tag", format!("{image}:1.0"), "c1"),
+        ("digest", format!("{image}@{digest}"), "c2"),
+        ("cached", format!("{image}@{digest}"), "c1"),
+    ] {
+        let cat = t.path().join(format!("{name}.yaml"));
+        std::fs::write(
+            &cat,
+            format!("schema_version: 1\nplatform: {{name: {name}, version: \"1\"}}\ncomponents:\n  - name: a\n    artifacts:\n      - {{kind: image, ref: '{r}'}}\n"),
+        )
+        .unwrap();
+        let lock = t.path().join(format!("{name}.lock"));
+        let build = |out: &str, extra: &[&str]| {
+            let mut a = s(&[
+                "bundle",
+                "-q",
+                "--platform",
+                &cat.to_string_lossy(),
+                "--lock",
+                &lock.to_string_lossy(),
+                "--cache-dir",
+                &t.path().join(cache).to_string_lossy(),
+                "--out",
+                &t.path().join(out).to_string_lossy(),
+                "--mirror",
+                &format!("registry.demo.kpaas.test={}", reg.addr),
+                "--insecure-registry",
+                &reg.addr,
+            ]);
+            a.extend(s(extra));
+            ok(&a);
+            t.path().join(out)
+        };
+        let b = build(name, &[]);
+        let out = ok(&s(&["verify", &b.to_string_lossy()]));
+        assert!(out.contains("OK"), "{name}: {out}");
+        let l = airgap_bundle::lock::Lock::read(&lock).unwrap();
+        let la = l.artifacts.values().next().unwrap();
+        assert_eq!(
+            (la.digest.as_str(), la.media_type.as_str()),
+            (digest.as_str(), oci_manifest),
+            "{name}"
+        );
+        let m = bundle_json(&b);
+        let a = &m["artifacts"][0];
+        assert_eq!(
+            (a["digest"].as_str(), a["media_type"].as_str()),
+            (Some(digest.as_str()), Some(oci_manifest)),
+            "{name}"
+        );
+        let index = std::fs::read(b.join("oci/index.json")).unwrap();
+        let idx: serde_json::Value = serde_json::from_slice(&index).unwrap();
+        let top = &idx["manifests"][0];
+        assert_eq!(
+            (top["digest"].as_str(), top["mediaType"].as_str()),
+            (Some(digest.as_str()), Some(oci_manifest)),
+            "{name}"
+        );
+        // Rebuilt from the lock alone: offline, so the registry is not asked
+        // again and the type recorded in the lock is what the layout gets.
+        let again = build(&format!("{name}-again"), &["--offline"]);
+        assert_eq!(
+            std::fs::read(again.join("oci/index.json")).unwrap(),
+            index,
+            "{name}"
+        );
+        ok(&s(&["verify", &again.to_string_lossy()]));
+    }
+}
