@@ -140,10 +140,17 @@ impl Runner for Host {
             .wait_with_output()
             .with_context(|| format!("waiting for `{what}`"))?;
         if !o.status.success() {
+            // What it said: stderr, or stdout for tools that answer errors
+            // there (docker credential helpers).
+            let said = if o.stderr.iter().all(u8::is_ascii_whitespace) {
+                &o.stdout
+            } else {
+                &o.stderr
+            };
             bail!(
                 "`{what}` failed with {}:\n{}",
                 o.status,
-                tail(&String::from_utf8_lossy(&o.stderr), 15)
+                tail(&String::from_utf8_lossy(said), 15)
             );
         }
         Ok(Output {

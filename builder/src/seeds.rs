@@ -4,34 +4,20 @@
 //! secrets are made here and reach only the nodes that need them.
 
 use airgap_bundle::cluster::{Cluster, PASSWORD_KEYS};
-use airgap_bundle::node::{NodeConfig, NodeEntry, Role, SEED_PORT, VerifyMode};
+use airgap_bundle::node::{NodeConfig, NodeEntry, Role, VerifyMode};
 use airgap_bundle::run::run;
 use airgap_bundle::{Digest, fsutil};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use base64::Engine;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 const USER_DATA: &str = include_str!("../../cloud-init/user-data.hbs");
 const META_DATA: &str = include_str!("../../cloud-init/meta-data.hbs");
 const NETWORK_CONFIG: &str = include_str!("../../cloud-init/network-config.hbs");
-
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[arg(long)]
-    pub cluster: PathBuf,
-    #[arg(long, short)]
-    pub out: PathBuf,
-    /// Seed registry port on every node.
-    #[arg(long, default_value_t = SEED_PORT)]
-    pub seed_port: u16,
-    /// Verification at boot: fast (default) or full.
-    #[arg(long, default_value = "fast")]
-    pub verify: String,
-}
 
 fn random_string(n: usize, alphabet: &[u8]) -> Result<String> {
     let mut raw = vec![0u8; n];
@@ -50,7 +36,7 @@ fn write_secret(path: &Path, data: &[u8]) -> Result<()> {
 
 /// The cluster's secrets, made once and kept in `<out>/secrets` (0600) so a
 /// re-render gives every node the same ones.
-fn secrets(dir: &Path, c: &Cluster) -> Result<BTreeMap<String, Vec<u8>>> {
+pub fn secrets(dir: &Path, c: &Cluster) -> Result<BTreeMap<String, Vec<u8>>> {
     std::fs::create_dir_all(dir)?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     let token = dir.join("bootstrap-token");
@@ -289,7 +275,7 @@ pub fn plan(
 }
 
 /// Writes a seed's files (0600) and its CIDATA ISO and vfat volumes.
-fn write_seed(out: &Path, seed: &Seed) -> Result<()> {
+pub fn write_seed(out: &Path, seed: &Seed) -> Result<()> {
     let dir = out.join(&seed.name);
     std::fs::create_dir_all(&dir)?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
@@ -325,28 +311,6 @@ fn write_seed(out: &Path, seed: &Seed) -> Result<()> {
     for p in [&iso, &vfat] {
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
     }
-    Ok(())
-}
-
-pub fn run_cmd(a: Args) -> Result<()> {
-    let c = crate::cluster_cmd::load(&a.cluster)?;
-    let verify = match a.verify.as_str() {
-        "fast" => VerifyMode::Fast,
-        "full" => VerifyMode::Full,
-        v => bail!("--verify {v}: fast or full"),
-    };
-    std::fs::create_dir_all(&a.out)?;
-    let s = secrets(&a.out.join("secrets"), &c)?;
-    let seeds = plan(&c, &s, a.seed_port, verify)?;
-    for seed in &seeds {
-        write_seed(&a.out, seed)?;
-    }
-    println!(
-        "seeds for {} nodes and one universal seed in {} ({{node}}.iso / .vfat, label CIDATA); secrets in {}/secrets (0600)",
-        seeds.len() - 1,
-        a.out.display(),
-        a.out.display()
-    );
     Ok(())
 }
 

@@ -2,8 +2,7 @@
 //! optionally split into volumes. Output appears under its final name only
 //! once complete; blobs are re-hashed on their way out of the cache.
 
-use crate::Ctx;
-use crate::bundle::{Contents, Files};
+use super::ctx::Ctx;
 use airgap_bundle::digest::Hasher;
 use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::reader::VOLUMES_SUFFIX;
@@ -13,6 +12,12 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+
+/// The metadata files, in the order they are written.
+pub type Files = Vec<(String, Vec<u8>)>;
+
+/// Metadata files plus every unique blob (digest → size).
+pub type Contents = (Files, BTreeMap<Digest, u64>);
 
 pub struct Output;
 

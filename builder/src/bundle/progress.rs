@@ -81,10 +81,6 @@ impl Progress {
         }
     }
 
-    pub fn mode(&self) -> Mode {
-        self.mode
-    }
-
     pub fn event(&self, kind: &str, mut fields: serde_json::Value) {
         match self.mode {
             Mode::Json => {

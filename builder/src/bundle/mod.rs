@@ -1,40 +1,43 @@
-//! `kpaas-builder bundle`: catalog + lock → one verified, deduplicated bundle.
+//! The bundle side: catalog + lock -> one verified, deduplicated bundle.
+//! Resolving pins digests, fetching fills the content-addressed cache,
+//! the writer lays out the directory or archive.
 
-use crate::fetch::{Source, Want, fetch_all};
-use crate::progress::{count, human};
-use crate::resolve::{ensure_lock, load_catalog, lock_path, manifest_by_digest};
-use crate::writer::{Output, parse_size};
-use crate::{Common, Ctx};
+use crate::bundle::fetch::{Source, Want, fetch_all};
+use crate::bundle::progress::count;
+use crate::bundle::resolve::{ensure_lock, manifest_by_digest};
+use crate::bundle::writer::{Contents, Files};
 use airgap_bundle::catalog::{Artifact, Catalog, Component};
 use airgap_bundle::lock::LockedArtifact;
 use airgap_bundle::manifest::*;
 use airgap_bundle::oci::{self, Descriptor, LayoutIndex, Parsed};
 use airgap_bundle::{Digest, ImageRef, fsutil, sbom, sign};
 use anyhow::{Context, Result, bail};
-use serde_json::json;
+pub use ctx::{Common, Ctx};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::PathBuf;
 use std::time::Instant;
 
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(flatten)]
-    pub common: Common,
-    /// Where to write: a directory, or a file ending in .tar or .tar.zst.
-    #[arg(long, short)]
+pub mod cache;
+mod ctx;
+pub mod fetch;
+pub mod progress;
+pub mod registry;
+pub mod resolve;
+pub mod supply;
+pub mod writer;
+
+/// What one bundle build writes, and how.
+#[derive(Debug)]
+pub struct Options {
+    pub lock: PathBuf,
+    /// Re-resolve every artifact instead of using the lock.
+    pub update: bool,
     pub out: PathBuf,
-    /// Image architectures to bundle (comma-separated, e.g. amd64,arm64), or `all`.
-    #[arg(long, default_value = "amd64", value_delimiter = ',')]
-    pub arch: Vec<String>,
-    /// Sign bundle.json with this secret key (from `kpaas-builder keygen`).
-    #[arg(long)]
+    /// `os/arch` platforms of images to keep, or `all`.
+    pub platforms: Vec<String>,
     pub sign_key: Option<PathBuf>,
-    /// Split a .tar/.tar.zst into volumes of at most this size (e.g. 4G, 700M).
-    #[arg(long, value_parser = parse_size)]
     pub volume_size: Option<u64>,
-    /// zstd level for .tar.zst output.
-    #[arg(long, default_value_t = 3)]
     pub zstd_level: i32,
 }
 
@@ -47,23 +50,6 @@ struct Planned {
     platforms: Vec<String>,
     /// (digest, size) of every blob, manifests included.
     blobs: Vec<(Digest, u64)>,
-}
-
-fn image_platforms(args: &Args) -> Vec<String> {
-    if args.arch.iter().any(|a| a == "all") {
-        vec!["all".into()]
-    } else {
-        args.arch
-            .iter()
-            .map(|a| {
-                if a.contains('/') {
-                    a.clone()
-                } else {
-                    format!("linux/{a}")
-                }
-            })
-            .collect()
-    }
 }
 
 /// Walks an image (or OCI chart) from its locked digest; returns planned blobs and wanted fetches.
@@ -116,7 +102,7 @@ async fn plan_image(
                 wants.push(Want {
                     digest: d.digest,
                     size: d.size,
-                    source: crate::fetch::Source::Registry(r.clone()),
+                    source: crate::bundle::fetch::Source::Registry(r.clone()),
                     artifact: label.into(),
                 });
             }
@@ -220,16 +206,10 @@ pub struct Built {
     pub phases: [f64; 3],
 }
 
-pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
+pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Options) -> Result<Built> {
     let t0 = Instant::now();
-    let lock = ensure_lock(
-        ctx,
-        catalog,
-        &lock_path(&args.common, catalog),
-        args.common.update,
-    )
-    .await?;
-    let platforms = image_platforms(args);
+    let lock = ensure_lock(ctx, catalog, &args.lock, args.update).await?;
+    let platforms = args.platforms.clone();
     // Phase 1: manifests (small, may need the network), planned per artifact.
     let mut errors: Vec<String> = Vec::new();
     let mut planned: Vec<Option<Planned>> = Vec::new();
@@ -366,7 +346,7 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
     let mtime = fsutil::parse_rfc3339(&created)
         .context("lock `created` is not RFC 3339 (YYYY-MM-DDTHH:MM:SSZ)")?;
     let (manifest, files) = assemble(catalog, &done, &platforms, &created, args)?;
-    crate::writer::write_bundle(
+    crate::bundle::writer::write_bundle(
         ctx,
         &args.out,
         &files,
@@ -387,18 +367,12 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Args) -> Result<Built> {
     })
 }
 
-/// The metadata files, in the order they are written.
-pub type Files = Vec<(String, Vec<u8>)>;
-
-/// Metadata files plus every unique blob (digest → size).
-pub type Contents = (Files, BTreeMap<Digest, u64>);
-
 fn assemble(
     catalog: &Catalog,
     done: &[Planned],
     platforms: &[String],
     created: &str,
-    args: &Args,
+    args: &Options,
 ) -> Result<(BundleManifest, Contents)> {
     let mut unique: BTreeMap<Digest, u64> = BTreeMap::new();
     let mut artifacts = Vec::new();
@@ -508,50 +482,4 @@ fn assemble(
     files.push((LAYOUT_MARKER.into(), oci::OCI_LAYOUT_FILE.to_vec()));
     files.push((LAYOUT_INDEX.into(), layout_bytes));
     Ok((m, (files, unique)))
-}
-
-pub async fn run(args: Args) -> Result<()> {
-    let start = Instant::now();
-    let ctx = Ctx::new(&args.common, args.common.offline)?;
-    let catalog = load_catalog(&args.common.platform)?;
-    let out = args.out.to_string_lossy().to_string();
-    if args.volume_size.is_some() && !Output::is_archive(&out) {
-        bail!("--volume-size needs an archive --out (.tar or .tar.zst), not a directory");
-    }
-    let b = build(&ctx, &catalog, &args).await?;
-    let t = &b.manifest.totals;
-    let summary = json!({
-        "out": args.out,
-        "artifacts": t.artifacts,
-        "blobs": t.blobs,
-        "unique_bytes": t.unique_bytes,
-        "referenced_bytes": t.referenced_bytes,
-        "dedup_saved_bytes": t.referenced_bytes.saturating_sub(t.unique_bytes),
-        "fetched_bytes": b.fetched,
-        "reused_bytes": b.reused,
-        "retries": count(&ctx.progress.retries),
-        "seconds": start.elapsed().as_secs_f64(),
-        "seconds_plan": b.phases[0],
-        "seconds_fetch": b.phases[1],
-        "seconds_write": b.phases[2],
-    });
-    if args.common.json {
-        ctx.progress.event("summary", summary);
-    } else {
-        eprintln!(
-            "bundle {}: {} artifacts, {} blobs, {} on disk ({} saved by dedup); fetched {}, reused {} from cache; {:.2}s (plan {:.2}s, fetch {:.2}s, write {:.2}s)",
-            args.out.display(),
-            t.artifacts,
-            t.blobs,
-            human(t.unique_bytes),
-            human(t.referenced_bytes.saturating_sub(t.unique_bytes)),
-            human(b.fetched),
-            human(b.reused),
-            start.elapsed().as_secs_f64(),
-            b.phases[0],
-            b.phases[1],
-            b.phases[2]
-        );
-    }
-    Ok(())
 }

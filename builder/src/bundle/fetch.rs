@@ -2,9 +2,9 @@
 //! hashed while they stream, resumed with HTTP Range after an interruption,
 //! and renamed into the cache only once their digest is proven.
 
-use crate::cache::Cache;
-use crate::progress::Progress;
-use crate::registry::{Net, backoff, host_of};
+use crate::bundle::cache::Cache;
+use crate::bundle::progress::Progress;
+use crate::bundle::registry::{Net, backoff, host_of};
 use airgap_bundle::digest::Hasher;
 use airgap_bundle::{Digest, ImageRef};
 use anyhow::{Context, Result, bail};

@@ -1,10 +1,10 @@
 //! `kpaas-builder resolve`: pin every catalog artifact to a digest in the lock.
 
-use crate::cache::Cache;
-use crate::fetch::{DigestMismatch, Source, Want, fetch_one};
-use crate::progress::Progress;
-use crate::registry::Net;
-use crate::{Common, Ctx};
+use super::ctx::{Common, Ctx};
+use crate::bundle::cache::Cache;
+use crate::bundle::fetch::{DigestMismatch, Source, Want, fetch_one};
+use crate::bundle::progress::Progress;
+use crate::bundle::registry::Net;
 use airgap_bundle::catalog::{Artifact, Catalog};
 use airgap_bundle::lock::{LOCK_VERSION, Lock, LockedArtifact};
 use airgap_bundle::{Digest, ImageRef, fsutil, oci, platforms};
@@ -13,12 +13,6 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    #[command(flatten)]
-    pub common: Common,
-}
 
 /// A catalog from `--platform`: a built-in name, a catalog file, or a directory holding `catalog.yaml`.
 pub fn load_catalog(platform: &str) -> Result<Catalog> {
@@ -359,8 +353,8 @@ pub async fn ensure_lock(ctx: &Ctx, catalog: &Catalog, path: &Path, update: bool
     let mut unsupplied = Vec::new();
     for (_, a) in catalog.artifacts() {
         // A supply given now wins over the lock: the site brings its own.
-        if let Some(path) = crate::supply::find(&ctx.supplies, a) {
-            let l = crate::supply::supply(&ctx.cache, a, path)?;
+        if let Some(path) = crate::bundle::supply::find(&ctx.supplies, a) {
+            let l = crate::bundle::supply::supply(&ctx.cache, a, path)?;
             ctx.progress.event("supplied", json!({"artifact": a.key(), "digest": l.digest, "message": format!("supplied {} -> {}", a.key(), l.digest.short())}));
             keep.insert(a.key(), l);
             continue;
@@ -461,19 +455,6 @@ pub async fn ensure_lock(ctx: &Ctx, catalog: &Catalog, path: &Path, update: bool
         );
     }
     Ok(lock)
-}
-
-pub async fn run(args: Args) -> Result<()> {
-    let ctx = Ctx::new(&args.common, false)?;
-    let catalog = load_catalog(&args.common.platform)?;
-    let path = lock_path(&args.common, &catalog);
-    let lock = ensure_lock(&ctx, &catalog, &path, args.common.update).await?;
-    println!(
-        "{}: {} artifacts pinned",
-        path.display(),
-        lock.artifacts.len()
-    );
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `kpaas-builder plan`: what the agent will deploy, in which order, with
 //! which values, and what it needs of the machines. Works offline.
 
-use crate::resolve::load_catalog;
+use crate::bundle::resolve::load_catalog;
 use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest};
 use airgap_bundle::reader::BundleSource;
 use anyhow::Result;
@@ -23,7 +23,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let catalog = load_catalog(&a.platform)?;
-    let cluster = crate::cluster_cmd::load(&a.cluster)?;
+    let cluster = crate::cmd::cluster::load(&a.cluster)?;
     let bundle = match &a.bundle {
         Some(b) => Some(BundleManifest::from_bytes(
             &BundleSource::open(b)?.read_file(BUNDLE_JSON)?,

@@ -1,6 +1,6 @@
 //! `kpaas-builder inspect`: what a bundle holds, without verifying it.
 
-use crate::progress::human;
+use crate::bundle::progress::human;
 use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest};
 use airgap_bundle::reader::BundleSource;
 use anyhow::Result;

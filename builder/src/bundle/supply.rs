@@ -3,7 +3,7 @@
 //! cache verified, like anything fetched, and the lock records them as
 //! `local:` sources.
 
-use crate::cache::Cache;
+use crate::bundle::cache::Cache;
 use airgap_bundle::catalog::Artifact;
 use airgap_bundle::lock::LockedArtifact;
 use airgap_bundle::oci::{self, LayoutIndex, Parsed};

@@ -4,6 +4,7 @@
 
 use airgap_bundle::ImageRef;
 use airgap_bundle::oci::MANIFEST_ACCEPT;
+use airgap_bundle::run::run;
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -176,34 +177,20 @@ impl Creds {
 /// Asks `docker-credential-<helper> get` for a host's credentials (the
 /// credential-helper protocol: host on stdin, JSON on stdout).
 fn credential_helper(helper: &str, host: &str) -> Result<Option<(String, String)>> {
-    use std::io::Write;
     let prog = format!("docker-credential-{helper}");
-    let mut child = std::process::Command::new(&prog)
-        .arg("get")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .with_context(|| format!("running credential helper {prog} for {host}"))?;
-    if let Some(mut i) = child.stdin.take() {
-        i.write_all(host.as_bytes())?;
-    }
-    let o = child.wait_with_output()?;
-    if !o.status.success() {
-        let err =
-            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
-        if err.contains("credentials not found") {
-            return Ok(None);
-        }
-        bail!("{prog} get {host} exited with {}: {}", o.status, err.trim());
-    }
+    let out = match run(&prog).arg("get").stdin(host).output() {
+        Ok(o) => o,
+        // The protocol's "no entry" answer, not a failure.
+        Err(e) if format!("{e:#}").contains("credentials not found") => return Ok(None),
+        Err(e) => return Err(e.context(format!("credential helper for {host}"))),
+    };
     #[derive(serde::Deserialize)]
     #[serde(rename_all = "PascalCase")]
     struct Reply {
         username: String,
         secret: String,
     }
-    let r: Reply = serde_json::from_slice(&o.stdout)
+    let r: Reply = serde_json::from_slice(&out)
         .with_context(|| format!("{prog}: reply is not {{\"Username\",\"Secret\"}} JSON"))?;
     Ok(Some((r.username, r.secret)))
 }

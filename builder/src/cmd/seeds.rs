@@ -1,0 +1,42 @@
+//! `kpaas-builder seeds`: per-node and universal NoCloud seeds from a cluster file.
+
+use crate::seeds::{plan, secrets, write_seed};
+use airgap_bundle::node::{SEED_PORT, VerifyMode};
+use anyhow::{Result, bail};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long)]
+    pub cluster: PathBuf,
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Seed registry port on every node.
+    #[arg(long, default_value_t = SEED_PORT)]
+    pub seed_port: u16,
+    /// Verification at boot: fast (default) or full.
+    #[arg(long, default_value = "fast")]
+    pub verify: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let c = crate::cmd::cluster::load(&a.cluster)?;
+    let verify = match a.verify.as_str() {
+        "fast" => VerifyMode::Fast,
+        "full" => VerifyMode::Full,
+        v => bail!("--verify {v}: fast or full"),
+    };
+    std::fs::create_dir_all(&a.out)?;
+    let s = secrets(&a.out.join("secrets"), &c)?;
+    let seeds = plan(&c, &s, a.seed_port, verify)?;
+    for seed in &seeds {
+        write_seed(&a.out, seed)?;
+    }
+    println!(
+        "seeds for {} nodes and one universal seed in {} ({{node}}.iso / .vfat, label CIDATA); secrets in {}/secrets (0600)",
+        seeds.len() - 1,
+        a.out.display(),
+        a.out.display()
+    );
+    Ok(())
+}
