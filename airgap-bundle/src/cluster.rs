@@ -218,6 +218,14 @@ pub struct Cluster {
     /// SSH public keys for the `kpaas` admin user on every node.
     #[serde(default)]
     pub ssh_authorized_keys: Vec<String>,
+    /// The seed registry's port on every node. The plan names it and the
+    /// seeds configure the agent with it, so both agree from one file.
+    #[serde(default = "default_seed_port")]
+    pub seed_port: u16,
+}
+
+fn default_seed_port() -> u16 {
+    5050
 }
 
 /// Overrides of the K-PaaS node minimums, for labs and small VMs; every
@@ -428,6 +436,9 @@ impl Cluster {
                 ));
             }
         }
+        if self.seed_port == 0 {
+            p.push("seed_port: must be 1-65535 (default 5050)".into());
+        }
         if let Some(d) = &self.install_disk
             && d != "auto"
             && !d.starts_with("/dev/")
@@ -493,6 +504,9 @@ portal:
 
 # Optional components: pipeline, source-control, kubeflow-runtimes.
 enable: []
+
+# The seed registry's port on every node (the agent serves the bundle there).
+# seed_port: 5050
 
 # Left out, each password is generated when the seeds are made and never printed.
 passwords: {}

@@ -25,9 +25,9 @@ pub struct Args {
     pub cluster: PathBuf,
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Seed registry port on every node.
-    #[arg(long, default_value_t = 5050)]
-    pub seed_port: u16,
+    /// Seed registry port on every node (default: the cluster file's seed_port)
+    #[arg(long)]
+    pub seed_port: Option<u16>,
     /// Verification at boot: fast (default) or full.
     #[arg(long, default_value = "fast")]
     pub verify: String,
@@ -343,7 +343,7 @@ pub fn run_cmd(a: Args) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out)?;
     let s = secrets(&a.out.join("secrets"), &c)?;
-    let seeds = plan(&c, &s, a.seed_port, verify)?;
+    let seeds = plan(&c, &s, a.seed_port.unwrap_or(c.seed_port), verify)?;
     for seed in &seeds {
         write_seed(&a.out, seed)?;
     }
