@@ -5,6 +5,7 @@
 //! is first read untyped, then each component and artifact is typed on its
 //! own and the semantic checks run over everything that parsed.
 
+use crate::deploy::Deploy;
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use serde::{Deserialize, Serialize};
@@ -38,6 +39,9 @@ pub struct Component {
     pub description: Option<String>,
     #[serde(default)]
     pub artifacts: Vec<Artifact>,
+    /// How the agent deploys it; entries differ by `when`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deploy: Vec<Deploy>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -167,6 +171,8 @@ struct RawComponent {
     description: Option<String>,
     #[serde(default)]
     artifacts: Vec<serde_json::Value>,
+    #[serde(default)]
+    deploy: Vec<serde_json::Value>,
 }
 
 /// Every problem found in one catalog file.
@@ -412,6 +418,28 @@ impl Catalog {
                     Err(e) => problems.push(format!("{here}: {e}{}", quote_hint(&e))),
                 }
             }
+            let mut deploy = Vec::new();
+            for (di, value) in rc.deploy.into_iter().enumerate() {
+                let here = format!("{at}.deploy[{di}]");
+                match serde_json::from_value::<Deploy>(value) {
+                    Ok(d) => {
+                        problems.extend(d.problems().into_iter().map(|p| format!("{here}.{p}")));
+                        deploy.push(d);
+                    }
+                    Err(e) => problems.push(format!("{here}: {e}")),
+                }
+            }
+            // Exactly one entry must apply for any cluster, so the plan never guesses.
+            let whens: Vec<_> = deploy.iter().map(|d| &d.when).collect();
+            if whens.len() > 1 && whens.iter().any(|w| w.is_empty()) {
+                problems.push(format!(
+                    "{at}.deploy: with several entries, each needs a `when`"
+                ));
+            } else if let Some(i) = (1..whens.len()).find(|&i| whens[..i].contains(&whens[i])) {
+                problems.push(format!(
+                    "{at}.deploy[{i}].when: the same as an earlier entry's"
+                ));
+            }
             components.push(Component {
                 name,
                 namespace: rc.namespace,
@@ -419,6 +447,7 @@ impl Catalog {
                 optional: rc.optional,
                 description: rc.description,
                 artifacts,
+                deploy,
             });
         }
         let catalog = Catalog {

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod cluster;
+pub mod deploy;
 pub mod digest;
 pub mod fsutil;
 pub mod lock;
@@ -19,6 +20,7 @@ pub mod reader;
 pub mod reference;
 pub mod sbom;
 pub mod sign;
+pub mod template;
 pub mod verify;
 
 pub use digest::Digest;
