@@ -25,7 +25,7 @@ pub struct Args {
     pub cluster: PathBuf,
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Seed registry port on every node (default: the cluster file's seed_port)
+    /// Seed registry port (default: the cluster file's)
     #[arg(long)]
     pub seed_port: Option<u16>,
     /// Verification at boot: fast (default) or full.
