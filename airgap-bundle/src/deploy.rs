@@ -278,8 +278,7 @@ impl Deploy {
                 "release: {r:?} must be a lowercase DNS label of at most 53 characters (Helm's limit)"
             ));
         }
-        // (field, text, may it name a list?)
-        let mut texts: Vec<(String, &str, bool)> = Vec::new();
+        // (field, JSON form, may its templates name a list?)
         let mut found = Vec::new();
         for (k, v) in &self.values {
             if k.is_empty()
@@ -292,20 +291,20 @@ impl Deploy {
                 ));
             }
             if let Ok(j) = serde_json::to_value(v) {
-                found.push((format!("values.{k}"), j));
+                found.push((format!("values.{k}"), j, true));
             }
         }
-        let values = found.len();
         for (i, r) in self.ready.iter().enumerate() {
             p.extend(r.problems().into_iter().map(|e| format!("ready[{i}].{e}")));
             if let Ok(j) = serde_json::to_value(r) {
-                found.push((format!("ready[{i}]"), j));
+                found.push((format!("ready[{i}]"), j, false));
             }
         }
-        for (i, (at, j)) in found.iter().enumerate() {
+        let mut texts: Vec<(String, &str, bool)> = Vec::new();
+        for (at, j, list_ok) in &found {
             let mut here = Vec::new();
             strings(j, at.clone(), &mut here);
-            texts.extend(here.into_iter().map(|(at, s)| (at, s, i < values)));
+            texts.extend(here.into_iter().map(|(at, s)| (at, s, *list_ok)));
         }
         for (i, n) in self.notes.iter().enumerate() {
             texts.push((format!("notes[{i}]"), n, false));
