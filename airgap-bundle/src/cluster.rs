@@ -220,6 +220,14 @@ pub struct Cluster {
     /// SSH public keys for the `kpaas` admin user on every node.
     #[serde(default)]
     pub ssh_authorized_keys: Vec<String>,
+    /// The seed registry's port on every node. The plan names it and the
+    /// seeds configure the agent with it, so both agree from one file.
+    #[serde(default = "default_seed_port")]
+    pub seed_port: u16,
+}
+
+fn default_seed_port() -> u16 {
+    crate::node::SEED_PORT
 }
 
 pub const PASSWORD_KEYS: &[&str] = &[
@@ -399,6 +407,9 @@ impl Cluster {
                 ));
             }
         }
+        if self.seed_port == 0 {
+            p.push("seed_port: must be 1-65535 (default 5050)".into());
+        }
         if let Some(d) = &self.install_disk
             && d != "auto"
             && !d.starts_with("/dev/")
@@ -464,6 +475,9 @@ portal:
 
 # Optional components: pipeline, source-control, kubeflow-runtimes.
 enable: []
+
+# The seed registry's port on every node (the agent serves the bundle there).
+# seed_port: 5050
 
 # Left out, each password is generated when the seeds are made and never printed.
 passwords: {}

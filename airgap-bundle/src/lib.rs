@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod cluster;
+pub mod deploy;
 pub mod digest;
 pub mod fsutil;
 pub mod ident;
@@ -22,6 +23,7 @@ pub mod reference;
 pub mod run;
 pub mod sbom;
 pub mod sign;
+pub mod template;
 pub mod verify;
 
 pub use digest::Digest;

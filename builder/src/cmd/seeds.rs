@@ -1,7 +1,7 @@
 //! `kpaas-builder seeds`: per-node and universal NoCloud seeds from a cluster file.
 
 use crate::seeds::{plan, secrets, write_seed};
-use airgap_bundle::node::{SEED_PORT, VerifyMode};
+use airgap_bundle::node::VerifyMode;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
@@ -11,9 +11,9 @@ pub struct Args {
     pub cluster: PathBuf,
     #[arg(long, short)]
     pub out: PathBuf,
-    /// Seed registry port on every node.
-    #[arg(long, default_value_t = SEED_PORT)]
-    pub seed_port: u16,
+    /// Seed registry port (default: the cluster file's)
+    #[arg(long)]
+    pub seed_port: Option<u16>,
     /// Verification at boot: fast (default) or full.
     #[arg(long, default_value = "fast")]
     pub verify: String,
@@ -28,7 +28,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out)?;
     let s = secrets(&a.out.join("secrets"), &c)?;
-    let seeds = plan(&c, &s, a.seed_port, verify)?;
+    let seeds = plan(&c, &s, a.seed_port.unwrap_or(c.seed_port), verify)?;
     for seed in &seeds {
         write_seed(&a.out, seed)?;
     }

@@ -1,0 +1,434 @@
+//! What deploying a component means, as data: the catalog's `deploy:`
+//! entries name the release, the values, the readiness checks and where the
+//! appliance differs from upstream. Strings may hold `template` placeholders;
+//! the plan resolves them against the cluster file, so an engine can run the
+//! resolved form and the text plan only renders it.
+
+use crate::cluster::Cluster;
+use crate::template::{Expanded, Template};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// One way to deploy a component; a component with several has them differ
+/// by `when` (storage nfs or rook-ceph), and at most one applies.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Deploy {
+    /// Applies only when the cluster file matches, e.g. `{storage: nfs}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub when: BTreeMap<String, String>,
+    /// The Helm release; absent for plain manifests or several releases.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// What the manifests and charts are rendered with. Secrets never appear:
+    /// `{secret.KEY}` says only whether the site gave one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub values: BTreeMap<String, Value>,
+    /// Checked in order; the next wave starts when all hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ready: Vec<Readiness>,
+    /// Where this appliance deliberately differs from the upstream scripts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+/// A value as YAML writes it; a template naming a list resolves to a list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum Value {
+    Bool(bool),
+    Int(i64),
+    Text(String),
+    List(Vec<Value>),
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Value::Bool(b) => write!(f, "{b}"),
+            Value::Int(i) => write!(f, "{i}"),
+            Value::Text(s) => f.write_str(s),
+            // Comma-joined, as the upstream variables files write lists.
+            Value::List(v) => {
+                let items: Vec<String> = v.iter().map(Value::to_string).collect();
+                f.write_str(&items.join(","))
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+    DaemonSet,
+}
+
+/// Checks no Kubernetes object expresses; the engine implements each.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hook {
+    VaultUnsealed,
+    VaultClusterSecret,
+    HarborHoldsBundle,
+}
+
+/// When a component counts as deployed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "check", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Readiness {
+    NodesReady,
+    Rollout {
+        kind: WorkloadKind,
+        namespace: String,
+        name: String,
+    },
+    JobComplete {
+        namespace: String,
+        name: String,
+    },
+    /// Every Deployment and StatefulSet in these namespaces; `knative-*`
+    /// takes every namespace with that prefix.
+    Workloads {
+        namespaces: Vec<String>,
+    },
+    /// A custom resource's `status.phase`, e.g. a CephFilesystem `Ready`.
+    Phase {
+        resource: String,
+        namespace: String,
+        name: String,
+        phase: String,
+    },
+    DefaultStorageClass {
+        name: String,
+    },
+    Http {
+        url: String,
+        expect_status: u16,
+    },
+    Hook {
+        name: Hook,
+    },
+}
+
+impl fmt::Display for Readiness {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Readiness::NodesReady => write!(f, "every node Ready"),
+            Readiness::Rollout {
+                kind,
+                namespace,
+                name,
+            } => {
+                let kind = format!("{kind:?}").to_lowercase();
+                write!(f, "{namespace}: {kind} {name} Available")
+            }
+            Readiness::JobComplete { namespace, name } => {
+                write!(f, "{namespace}: job {name} Complete")
+            }
+            Readiness::Workloads { namespaces } => match namespaces.as_slice() {
+                [one] => write!(f, "{one}: every Deployment and StatefulSet Available"),
+                all => write!(
+                    f,
+                    "every Deployment and StatefulSet in {} Available",
+                    all.join(", ")
+                ),
+            },
+            Readiness::Phase {
+                resource,
+                namespace,
+                name,
+                phase,
+            } => write!(f, "{namespace}: {resource} {name} {phase}"),
+            Readiness::DefaultStorageClass { name } => {
+                write!(f, "storageclass {name} is default")
+            }
+            Readiness::Http { url, expect_status } => {
+                write!(f, "GET {url} answers {expect_status}")
+            }
+            Readiness::Hook { name } => f.write_str(match name {
+                Hook::VaultUnsealed => "vault: vault-0 Running and unsealed",
+                Hook::VaultClusterSecret => "secret/data/cluster/host-cluster written",
+                Hook::HarborHoldsBundle => {
+                    "every image and chart of the bundle in project cp-portal-repository, digests equal"
+                }
+            }),
+        }
+    }
+}
+
+/// Kubernetes object names (DNS-1123 subdomains).
+fn valid_object_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.'))
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
+}
+
+fn valid_namespace(s: &str) -> bool {
+    s.len() <= 63 && valid_object_name(s) && !s.contains('.')
+}
+
+/// Every string inside a JSON value, with its path below `at`.
+fn strings<'a>(v: &'a serde_json::Value, at: String, out: &mut Vec<(String, &'a str)>) {
+    match v {
+        serde_json::Value::String(s) => out.push((at, s)),
+        serde_json::Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                strings(x, format!("{at}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(o) => {
+            for (k, x) in o {
+                strings(x, format!("{at}.{k}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A template that must give one value (readiness fields, notes).
+fn one(s: &str, c: &Cluster) -> Result<String, String> {
+    match Template::parse(s)?.expand(c)? {
+        Expanded::One(t) => Ok(t),
+        Expanded::Many(_) => Err(format!("{s:?} names a list")),
+    }
+}
+
+/// Resolves every string in place.
+fn resolve_strings(v: &mut serde_json::Value, c: &Cluster) -> Result<(), String> {
+    match v {
+        serde_json::Value::String(s) => *s = one(s, c)?,
+        serde_json::Value::Array(a) => a.iter_mut().try_for_each(|x| resolve_strings(x, c))?,
+        serde_json::Value::Object(o) => o.values_mut().try_for_each(|x| resolve_strings(x, c))?,
+        _ => {}
+    }
+    Ok(())
+}
+
+impl Readiness {
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        // Templated fields are checked as templates only.
+        let plain = |s: &str| !s.contains('{');
+        let namespaces: Vec<(&str, &String)> = match self {
+            Readiness::Rollout { namespace, .. }
+            | Readiness::JobComplete { namespace, .. }
+            | Readiness::Phase { namespace, .. } => vec![("namespace", namespace)],
+            Readiness::Workloads { namespaces } if namespaces.is_empty() => {
+                p.push("namespaces: name at least one".into());
+                vec![]
+            }
+            Readiness::Workloads { namespaces } => {
+                namespaces.iter().map(|n| ("namespaces", n)).collect()
+            }
+            _ => vec![],
+        };
+        for (field, n) in namespaces {
+            // `knative-*` is a prefix; check the part before the star.
+            let bare = match (self, n.strip_suffix("-*")) {
+                (Readiness::Workloads { .. }, Some(prefix)) => prefix,
+                _ => n,
+            };
+            if plain(n) && !valid_namespace(bare) {
+                p.push(format!("{field}: {n:?} is not a Kubernetes namespace"));
+            }
+        }
+        match self {
+            Readiness::Rollout { name, .. }
+            | Readiness::JobComplete { name, .. }
+            | Readiness::Phase { name, .. }
+            | Readiness::DefaultStorageClass { name }
+                if plain(name) && !valid_object_name(name) =>
+            {
+                p.push(format!("name: {name:?} is not a Kubernetes object name"));
+            }
+            Readiness::Http { url, expect_status } => {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    p.push(format!("url: {url:?} must be an http:// or https:// URL"));
+                }
+                if !(100..=599).contains(expect_status) {
+                    p.push(format!(
+                        "expect_status: {expect_status} is not an HTTP status"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        p
+    }
+}
+
+impl Deploy {
+    /// True when the entry applies to a cluster with these settings.
+    pub fn applies(&self, settings: &BTreeMap<String, String>) -> bool {
+        self.when.iter().all(|(k, v)| settings.get(k) == Some(v))
+    }
+
+    /// Every problem, each prefixed with the field it is in.
+    pub fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if let Some(r) = &self.release
+            && (r.len() > 53 || !valid_namespace(r))
+        {
+            p.push(format!(
+                "release: {r:?} must be a lowercase DNS label of at most 53 characters (Helm's limit)"
+            ));
+        }
+        // (field, JSON form, may its templates name a list?)
+        let mut found = Vec::new();
+        for (k, v) in &self.values {
+            if k.is_empty()
+                || !k
+                    .bytes()
+                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'_'))
+            {
+                p.push(format!(
+                    "values.{k}: a value's name is lowercase letters, digits and '_'"
+                ));
+            }
+            if let Ok(j) = serde_json::to_value(v) {
+                found.push((format!("values.{k}"), j, true));
+            }
+        }
+        for (i, r) in self.ready.iter().enumerate() {
+            p.extend(r.problems().into_iter().map(|e| format!("ready[{i}].{e}")));
+            if let Ok(j) = serde_json::to_value(r) {
+                found.push((format!("ready[{i}]"), j, false));
+            }
+        }
+        let mut texts: Vec<(String, &str, bool)> = Vec::new();
+        for (at, j, list_ok) in &found {
+            let mut here = Vec::new();
+            strings(j, at.clone(), &mut here);
+            texts.extend(here.into_iter().map(|(at, s)| (at, s, *list_ok)));
+        }
+        for (i, n) in self.notes.iter().enumerate() {
+            texts.push((format!("notes[{i}]"), n, false));
+        }
+        for (at, s, list_ok) in texts {
+            match Template::parse(s) {
+                Err(e) => p.push(format!("{at}: {e}")),
+                Ok(t) if t.is_list() && !list_ok => {
+                    p.push(format!("{at}: {s:?} names a list; only values may"))
+                }
+                Ok(_) => {}
+            }
+        }
+        p
+    }
+
+    /// This entry with every placeholder replaced by the cluster's value.
+    pub fn resolve(&self, c: &Cluster) -> Result<Deploy, String> {
+        fn value(v: &Value, c: &Cluster) -> Result<Value, String> {
+            Ok(match v {
+                Value::Text(s) => match Template::parse(s)?.expand(c)? {
+                    Expanded::One(t) => Value::Text(t),
+                    Expanded::Many(ts) => Value::List(ts.into_iter().map(Value::Text).collect()),
+                },
+                Value::List(vs) => Value::List(
+                    vs.iter()
+                        .map(|x| value(x, c))
+                        .collect::<Result<_, String>>()?,
+                ),
+                other => other.clone(),
+            })
+        }
+        let values = self
+            .values
+            .iter()
+            .map(|(k, v)| {
+                Ok((
+                    k.clone(),
+                    value(v, c).map_err(|e| format!("values.{k}: {e}"))?,
+                ))
+            })
+            .collect::<Result<_, String>>()?;
+        let ready = self
+            .ready
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let mut j = serde_json::to_value(r).map_err(|e| e.to_string())?;
+                resolve_strings(&mut j, c).map_err(|e| format!("ready[{i}]: {e}"))?;
+                serde_json::from_value(j).map_err(|e| format!("ready[{i}]: {e}"))
+            })
+            .collect::<Result<_, String>>()?;
+        let notes = self
+            .notes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| one(n, c).map_err(|e| format!("notes[{i}]: {e}")))
+            .collect::<Result<_, String>>()?;
+        Ok(Deploy {
+            when: self.when.clone(),
+            release: self.release.clone(),
+            values,
+            ready,
+            notes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_round_trips_through_yaml() {
+        let yaml = r#"
+- {check: nodes-ready}
+- {check: rollout, kind: DaemonSet, namespace: kube-system, name: kube-proxy}
+- {check: job-complete, namespace: ingress-nginx, name: ingress-nginx-admission-create}
+- {check: workloads, namespaces: [istio-system, knative-*]}
+- {check: phase, resource: CephFilesystem, namespace: rook-ceph, name: myfs, phase: Ready}
+- {check: default-storage-class, name: paasta-cp-storageclass}
+- {check: http, url: "http://{cluster.public_ip}:30002/api/v2.0/health", expect_status: 200}
+- {check: hook, name: vault-unsealed}
+"#;
+        let ready: Vec<Readiness> = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(ready.len(), 8);
+        assert_eq!(
+            ready[1],
+            Readiness::Rollout {
+                kind: WorkloadKind::DaemonSet,
+                namespace: "kube-system".into(),
+                name: "kube-proxy".into()
+            }
+        );
+        assert_eq!(
+            ready[1].to_string(),
+            "kube-system: daemonset kube-proxy Available"
+        );
+        assert_eq!(
+            ready[3].to_string(),
+            "every Deployment and StatefulSet in istio-system, knative-* Available"
+        );
+        let again = serde_saphyr::to_string(&ready).unwrap();
+        let back: Vec<Readiness> = serde_saphyr::from_str(&again).unwrap();
+        assert_eq!(back, ready, "{again}");
+        assert!(ready.iter().all(|r| r.problems().is_empty()));
+    }
+
+    #[test]
+    fn unknown_checks_hooks_and_fields_are_refused() {
+        for (bad, named) in [
+            (
+                "{check: rollout, kind: Deployment, namespace: a, name: b, colour: blue}",
+                "colour",
+            ),
+            ("{check: hook, name: make-coffee}", "make-coffee"),
+            (
+                "{check: rollout, kind: ReplicaSet, namespace: a, name: b}",
+                "ReplicaSet",
+            ),
+            ("{check: nodes-are-fine}", "nodes-are-fine"),
+        ] {
+            let e = serde_saphyr::from_str::<Readiness>(bad).unwrap_err();
+            assert!(e.to_string().contains(named), "{bad}: {e}");
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! The deploy plan: from a catalog and a cluster file, the ordered steps the
+//! agent will run: which component, which artifacts, which values, which
+//! readiness checks, in waves that may run in parallel. Every step's data
+//! comes from the catalog's `deploy:` entries with the cluster file's values
+//! filled in, so an engine can execute the plan; the text form only renders
+//! it. Pure: the same inputs give the same plan, so it is snapshot-tested.
+
+mod render;
+
+use crate::catalog::{Artifact, Catalog};
+use crate::cluster::Cluster;
+use crate::deploy::{Deploy, Readiness, Value};
+use crate::manifest::BundleManifest;
+use anyhow::{Result, bail};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub platform: String,
+    pub cluster: String,
+    /// Components in each wave; a wave starts when the previous one is ready.
+    pub waves: Vec<Vec<String>>,
+    pub steps: Vec<Step>,
+    /// Optional components left out, and why.
+    pub skipped: Vec<String>,
+    pub capacity: Capacity,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Step {
+    pub wave: usize,
+    pub component: String,
+    pub namespace: Option<String>,
+    /// The Helm release, when the component is one.
+    pub release: Option<String>,
+    pub depends_on: Vec<String>,
+    pub artifacts: Vec<String>,
+    pub values: BTreeMap<String, Value>,
+    pub readiness: Vec<Readiness>,
+    /// Where this appliance deliberately differs from the upstream scripts.
+    pub notes: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct KindTotal {
+    pub count: usize,
+    /// None until a bundle says (never guessed).
+    pub bytes: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeNeed {
+    pub node: String,
+    pub role: String,
+    pub vcpus: u32,
+    pub memory_gib: u32,
+    pub disk: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Capacity {
+    pub by_kind: BTreeMap<String, KindTotal>,
+    pub bundle_bytes: Option<u64>,
+    pub unverified: usize,
+    pub supplied: usize,
+    pub nodes: Vec<NodeNeed>,
+}
+
+pub fn build(
+    catalog: &Catalog,
+    cluster: &Cluster,
+    bundle: Option<&BundleManifest>,
+) -> Result<Plan> {
+    if cluster.platform != catalog.platform.name {
+        bail!(
+            "cluster file is for platform {:?}, the catalog is {:?}",
+            cluster.platform,
+            catalog.platform.name
+        );
+    }
+    let settings = cluster.settings();
+    let enabled: BTreeSet<&str> = cluster.enable.iter().map(String::as_str).collect();
+    let included: Vec<&crate::catalog::Component> = catalog
+        .components
+        .iter()
+        .filter(|c| !c.optional || enabled.contains(c.name.as_str()))
+        .collect();
+    let names: BTreeSet<&str> = included.iter().map(|c| c.name.as_str()).collect();
+    let skipped = catalog
+        .components
+        .iter()
+        .filter(|c| !names.contains(c.name.as_str()))
+        .map(|c| {
+            format!(
+                "{} (optional; add it to `enable` in the cluster file)",
+                c.name
+            )
+        })
+        .collect();
+    for c in &included {
+        for d in &c.depends_on {
+            if !names.contains(d.as_str()) {
+                bail!("component {} needs {d}, which is not enabled", c.name);
+            }
+        }
+    }
+    // Kahn's levels: a component's wave is one more than its latest dependency's.
+    let mut wave: BTreeMap<&str, usize> = BTreeMap::new();
+    while wave.len() < included.len() {
+        let before = wave.len();
+        for c in &included {
+            if wave.contains_key(c.name.as_str()) {
+                continue;
+            }
+            if c.depends_on.iter().all(|d| wave.contains_key(d.as_str())) {
+                let w = c
+                    .depends_on
+                    .iter()
+                    .map(|d| wave[d.as_str()] + 1)
+                    .max()
+                    .unwrap_or(0);
+                wave.insert(&c.name, w);
+            }
+        }
+        if wave.len() == before {
+            bail!("the components' dependencies form a cycle");
+        }
+    }
+    let sizes: BTreeMap<&str, u64> = bundle
+        .map(|b| {
+            b.artifacts
+                .iter()
+                .map(|a| (a.name.as_str(), a.size))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut by_kind: BTreeMap<String, KindTotal> = BTreeMap::new();
+    let (mut unverified, mut supplied) = (0, 0);
+    let mut steps = Vec::new();
+    for c in &included {
+        let arts: Vec<&Artifact> = c
+            .artifacts
+            .iter()
+            .filter(|a| a.applies(&settings))
+            .collect();
+        for a in &arts {
+            let k = by_kind.entry(a.kind().to_string()).or_default();
+            k.count += 1;
+            // A kind's bytes are known only when every one of its artifacts is.
+            let size = sizes.get(a.ref_name().as_str()).copied();
+            k.bytes = match (k.count, k.bytes, size) {
+                (1, _, s) => s,
+                (_, Some(b), Some(s)) => Some(b + s),
+                _ => None,
+            };
+            unverified += usize::from(a.unverified());
+            supplied += usize::from(a.supplied());
+        }
+        let deploy: Vec<&Deploy> = c.deploy.iter().filter(|d| d.applies(&settings)).collect();
+        let deploy = match deploy.as_slice() {
+            [] => Deploy::default(),
+            [d] => d
+                .resolve(cluster)
+                .map_err(|e| anyhow::anyhow!("component {}: deploy: {e}", c.name))?,
+            _ => bail!(
+                "component {}: {} deploy entries apply to this cluster; their `when`s must tell them apart",
+                c.name,
+                deploy.len()
+            ),
+        };
+        steps.push(Step {
+            wave: wave[c.name.as_str()],
+            component: c.name.clone(),
+            namespace: c.namespace.clone(),
+            release: deploy.release,
+            depends_on: c.depends_on.clone(),
+            artifacts: arts.iter().map(|a| a.key()).collect(),
+            values: deploy.values,
+            readiness: deploy.ready,
+            notes: deploy.notes,
+        });
+    }
+    steps.sort_by(|a, b| a.wave.cmp(&b.wave).then(a.component.cmp(&b.component)));
+    let max = steps.iter().map(|s| s.wave).max().unwrap_or(0);
+    let waves = (0..=max)
+        .map(|w| {
+            steps
+                .iter()
+                .filter(|s| s.wave == w)
+                .map(|s| s.component.clone())
+                .collect()
+        })
+        .collect();
+    let data = match bundle {
+        Some(b) => format!(
+            "data partition >= {} GiB (the bundle) + 20 GiB root",
+            b.totals.unique_bytes.div_ceil(1 << 30)
+        ),
+        None => "data partition >= the bundle's size (unknown until bundled) + 20 GiB root".into(),
+    };
+    let mut nodes = vec![NodeNeed {
+        node: cluster.master.hostname.clone(),
+        role: "master".into(),
+        vcpus: 2,
+        memory_gib: 8,
+        disk: data.clone(),
+    }];
+    for w in &cluster.workers {
+        let disk = match (cluster.storage.kind.as_str(), &cluster.storage.rook_ceph) {
+            ("rook-ceph", Some(r)) => format!(
+                "{data}; raw unused disk(s) {} for Ceph",
+                r.devices.join(", ")
+            ),
+            _ => data.clone(),
+        };
+        nodes.push(NodeNeed {
+            node: w.hostname.clone(),
+            role: "worker".into(),
+            vcpus: 2,
+            memory_gib: 4,
+            disk,
+        });
+    }
+    Ok(Plan {
+        platform: format!("{} {}", catalog.platform.name, catalog.platform.version),
+        cluster: cluster.name.clone(),
+        waves,
+        steps,
+        skipped,
+        capacity: Capacity {
+            by_kind,
+            bundle_bytes: bundle.map(|b| b.totals.unique_bytes),
+            unverified,
+            supplied,
+            nodes,
+        },
+    })
+}
