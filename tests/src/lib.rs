@@ -10,7 +10,7 @@ pub mod kit;
 pub mod servers;
 pub mod vm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// When set (CI does), a missing peer tool fails the test instead of skipping it.
 pub const REQUIRE_ENV: &str = "KPAAS_REQUIRE_ALL_TIERS";
@@ -26,14 +26,10 @@ pub fn have_tools(test: &str, tools: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let msg = format!(
+    skip(&format!(
         "SKIPPED {test}: missing {} (run `just setup`)",
         missing.join(", ")
-    );
-    if std::env::var_os(REQUIRE_ENV).is_some() {
-        panic!("{msg}, and {REQUIRE_ENV} is set");
-    }
-    eprintln!("{msg}");
+    ));
     false
 }
 
@@ -129,6 +125,11 @@ pub fn venv_bin(test: &str, tool: &str) -> Option<PathBuf> {
     None
 }
 
+/// Where [`skip`] also writes its message, one line each, so that `just
+/// test` can list every skip at its end (cargo hides a passing test's
+/// output, and a skipped test passes).
+pub const SKIP_LOG_ENV: &str = "KPAAS_SKIP_LOG";
+
 /// Says why a test (or part of one) is skipped; panics instead under
 /// [`REQUIRE_ENV`], where every tier must run.
 pub fn skip(msg: &str) {
@@ -136,6 +137,24 @@ pub fn skip(msg: &str) {
         panic!("{msg}, and {REQUIRE_ENV} is set");
     }
     eprintln!("{msg}");
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV)
+        && let Err(e) = append_line(Path::new(&log), msg)
+    {
+        eprintln!(
+            "(could not record the skip in {}: {e})",
+            log.to_string_lossy()
+        );
+    }
+}
+
+/// One write in append mode: lines from parallel tests do not interleave.
+fn append_line(log: &Path, msg: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?
+        .write_all(format!("{}\n", msg.replace('\n', " ")).as_bytes())
 }
 
 /// A binary of another workspace package, built next to the running test
@@ -225,4 +244,30 @@ pub fn flag(name: &str) -> Option<String> {
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+
+    #[test]
+    fn skip_lines_from_many_threads_stay_whole() {
+        let t = tempfile::tempdir().unwrap();
+        let log = t.path().join("skipped.log");
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let log = &log;
+                s.spawn(move || append_line(log, &format!("SKIPPED t{i}: missing\nqemu")).unwrap());
+            }
+        });
+        let mut lines: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+        lines.sort();
+        assert_eq!(lines.len(), 8);
+        assert_eq!(lines[3], "SKIPPED t3: missing qemu");
+    }
 }

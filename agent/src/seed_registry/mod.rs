@@ -535,37 +535,4 @@ pub async fn serve(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        let h = |s: &str| HeaderValue::from_str(s).ok();
-        assert_eq!(parse_range(h("bytes=0-9").as_ref(), 100), Ok(Some((0, 9))));
-        assert_eq!(
-            parse_range(h("bytes=90-").as_ref(), 100),
-            Ok(Some((90, 99)))
-        );
-        assert_eq!(
-            parse_range(h("bytes=-10").as_ref(), 100),
-            Ok(Some((90, 99)))
-        );
-        assert_eq!(
-            parse_range(h("bytes=50-500").as_ref(), 100),
-            Ok(Some((50, 99)))
-        );
-        assert_eq!(parse_range(h("bytes=100-").as_ref(), 100), Err(()));
-        assert_eq!(parse_range(h("bytes=9-1").as_ref(), 100), Err(()));
-        assert_eq!(parse_range(h("items=1-2").as_ref(), 100), Err(()));
-        assert_eq!(parse_range(None, 100), Ok(None));
-    }
-
-    #[test]
-    fn names() {
-        assert!(valid_name("registry.k8s.io/ingress-nginx/controller"));
-        assert!(valid_name("127.0.0.1:5000/a/b"));
-        for bad in ["", "a//b", "../etc", "a/../b", "A/b", "a/b/", "a b"] {
-            assert!(!valid_name(bad), "{bad}");
-        }
-    }
-}
+mod tests;

@@ -1,0 +1,183 @@
+//! The seed registry's request handler, called directly on a small layout
+//! written here: what containerd and CRI-O ask of it, and what it refuses.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+use super::*;
+use airgap_bundle::manifest::{LAYOUT_INDEX, LAYOUT_MARKER};
+
+#[test]
+fn ranges() {
+    let h = |s: &str| HeaderValue::from_str(s).ok();
+    assert_eq!(parse_range(h("bytes=0-9").as_ref(), 100), Ok(Some((0, 9))));
+    assert_eq!(
+        parse_range(h("bytes=90-").as_ref(), 100),
+        Ok(Some((90, 99)))
+    );
+    assert_eq!(
+        parse_range(h("bytes=-10").as_ref(), 100),
+        Ok(Some((90, 99)))
+    );
+    assert_eq!(
+        parse_range(h("bytes=50-500").as_ref(), 100),
+        Ok(Some((50, 99)))
+    );
+    assert_eq!(parse_range(h("bytes=100-").as_ref(), 100), Err(()));
+    assert_eq!(parse_range(h("bytes=9-1").as_ref(), 100), Err(()));
+    assert_eq!(parse_range(h("items=1-2").as_ref(), 100), Err(()));
+    assert_eq!(parse_range(None, 100), Ok(None));
+}
+
+#[test]
+fn names() {
+    assert!(valid_name("registry.k8s.io/ingress-nginx/controller"));
+    assert!(valid_name("127.0.0.1:5000/a/b"));
+    for bad in ["", "a//b", "../etc", "a/../b", "A/b", "a/b/", "a b"] {
+        assert!(!valid_name(bad), "{bad}");
+    }
+}
+
+/// A layout with one image, `registry.demo.kpaas.test/demo/app:1.0`: a
+/// config and a 100-byte layer. Returns the manifest's and layer's digests.
+fn layout(dir: &Path) -> (Digest, Digest) {
+    let blobs = dir.join("oci/blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |b: &[u8]| {
+        let d = Digest::of(b);
+        std::fs::write(blobs.join(d.hex()), b).unwrap();
+        d
+    };
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer: Vec<u8> = (0..100u8).collect();
+    let (c, l) = (put(config), put(&layer));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": oci::OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c.as_str(), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l.as_str(), "size": layer.len()}],
+    })
+    .to_string();
+    let m = put(manifest.as_bytes());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": oci::OCI_MANIFEST, "digest": m.as_str(), "size": manifest.len(),
+            "annotations": {oci::ANN_REF_NAME: "registry.demo.kpaas.test/demo/app:1.0"},
+        }],
+    });
+    std::fs::write(dir.join(LAYOUT_INDEX), index.to_string()).unwrap();
+    std::fs::write(dir.join(LAYOUT_MARKER), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    (m, l)
+}
+
+async fn call(
+    seed: &Arc<Seed>,
+    method: &str,
+    uri: &str,
+    range: Option<&str>,
+) -> (u16, HeaderMap, Vec<u8>) {
+    let mut b = Request::builder().method(method).uri(uri);
+    if let Some(r) = range {
+        b = b.header(header::RANGE, r);
+    }
+    let resp = handle(State(seed.clone()), b.body(Body::empty()).unwrap()).await;
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (status, headers, body.to_vec())
+}
+
+#[tokio::test]
+async fn the_handler_serves_what_a_runtime_pulls_and_refuses_the_rest() {
+    let t = tempfile::tempdir().unwrap();
+    let (m, l) = layout(t.path());
+    let seed = Arc::new(Seed::load(t.path()).unwrap());
+    let repo = "/v2/registry.demo.kpaas.test/demo/app";
+    assert_eq!(call(&seed, "GET", "/v2/", None).await.0, 200);
+    // By tag and by digest, GET and HEAD: the digest header, the type, the length.
+    let (s, h, body) = call(&seed, "GET", &format!("{repo}/manifests/1.0"), None).await;
+    assert_eq!(s, 200);
+    assert_eq!(h["docker-content-digest"], m.as_str());
+    assert_eq!(h[header::CONTENT_TYPE], oci::OCI_MANIFEST);
+    assert_eq!(Digest::of(&body), m);
+    let (s, h, body) = call(&seed, "HEAD", &format!("{repo}/manifests/{m}"), None).await;
+    assert_eq!((s, body.len()), (200, 0));
+    assert_eq!(
+        h[header::CONTENT_LENGTH],
+        format!(
+            "{}",
+            std::fs::metadata(t.path().join("oci").join(m.blob_path()))
+                .unwrap()
+                .len()
+        )
+    );
+    // containerd's mirror form: the upstream registry in ?ns=, the path without it.
+    let (s, ..) = call(
+        &seed,
+        "GET",
+        "/v2/demo/app/manifests/1.0?ns=registry.demo.kpaas.test",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200);
+    // A blob, whole and by range; hashed on first read, so it must be intact.
+    let (s, _, body) = call(&seed, "GET", &format!("{repo}/blobs/{l}"), None).await;
+    assert_eq!((s, body.len()), (200, 100));
+    let (s, h, body) = call(
+        &seed,
+        "GET",
+        &format!("{repo}/blobs/{l}"),
+        Some("bytes=10-19"),
+    )
+    .await;
+    assert_eq!((s, body), (206, (10..20u8).collect::<Vec<_>>()));
+    assert_eq!(h[header::CONTENT_RANGE], "bytes 10-19/100");
+    assert_eq!(
+        call(
+            &seed,
+            "GET",
+            &format!("{repo}/blobs/{l}"),
+            Some("bytes=100-")
+        )
+        .await
+        .0,
+        416
+    );
+    // What is not there, and what a read-only registry refuses.
+    for (method, path, status) in [
+        ("GET", format!("{repo}/manifests/2.0"), 404),
+        ("GET", "/v2/other/app/manifests/1.0".to_string(), 404),
+        (
+            "GET",
+            format!("{repo}/blobs/sha256:{}", "0".repeat(64)),
+            404,
+        ),
+        ("GET", format!("{repo}/blobs/sha256:zz"), 400),
+        ("GET", "/v2/a/../b/manifests/1.0".to_string(), 400),
+        ("PUT", format!("{repo}/manifests/1.0"), 405),
+        ("POST", format!("{repo}/blobs/uploads/"), 405),
+        ("GET", "/metrics".to_string(), 404),
+    ] {
+        assert_eq!(
+            call(&seed, method, &path, None).await.0,
+            status,
+            "{method} {path}"
+        );
+    }
+    let (_, _, body) = call(&seed, "PUT", &format!("{repo}/manifests/1.0"), None).await;
+    assert!(String::from_utf8_lossy(&body).contains("read-only"));
+}
+
+#[tokio::test]
+async fn a_corrupt_blob_is_refused_not_served() {
+    let t = tempfile::tempdir().unwrap();
+    let (_, l) = layout(t.path());
+    std::fs::write(t.path().join("oci").join(l.blob_path()), vec![7u8; 100]).unwrap();
+    let seed = Arc::new(Seed::load(t.path()).unwrap());
+    let uri = format!("/v2/registry.demo.kpaas.test/demo/app/blobs/{l}");
+    assert_eq!(call(&seed, "GET", &uri, None).await.0, 500);
+    // And it stays refused on the next read.
+    assert_eq!(call(&seed, "GET", &uri, None).await.0, 500);
+}
