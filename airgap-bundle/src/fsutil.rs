@@ -4,6 +4,18 @@ use anyhow::{Context, Result};
 use std::io::Write;
 use std::path::Path;
 
+/// `create_dir_all`, failing with the path.
+pub fn create_dir(p: &Path) -> Result<()> {
+    std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))
+}
+
+/// Sets `p`'s permission bits, failing with the path.
+pub fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting mode {mode:o} on {}", p.display()))
+}
+
 /// Writes a file so that a reader sees either the old content or the whole
 /// new content: temp file in the same directory, fsync, rename, fsync dir.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {

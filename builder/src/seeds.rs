@@ -21,7 +21,9 @@ const NETWORK_CONFIG: &str = include_str!("../../cloud-init/network-config.hbs")
 
 fn random_string(n: usize, alphabet: &[u8]) -> Result<String> {
     let mut raw = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut raw)?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut raw))
+        .context("reading /dev/urandom")?;
     Ok(raw
         .iter()
         .map(|b| alphabet[*b as usize % alphabet.len()] as char)
@@ -30,15 +32,14 @@ fn random_string(n: usize, alphabet: &[u8]) -> Result<String> {
 
 fn write_secret(path: &Path, data: &[u8]) -> Result<()> {
     fsutil::write_atomic(path, data)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(())
+    fsutil::set_mode(path, 0o600)
 }
 
 /// The cluster's secrets, made once and kept in `<out>/secrets` (0600) so a
 /// re-render gives every node the same ones.
 pub fn secrets(dir: &Path, c: &Cluster) -> Result<BTreeMap<String, Vec<u8>>> {
-    std::fs::create_dir_all(dir)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    fsutil::create_dir(dir)?;
+    fsutil::set_mode(dir, 0o700)?;
     let token = dir.join("bootstrap-token");
     if !token.exists() {
         let a = b"abcdefghijklmnopqrstuvwxyz0123456789";
@@ -277,8 +278,8 @@ pub fn plan(
 /// Writes a seed's files (0600) and its CIDATA ISO and vfat volumes.
 pub fn write_seed(out: &Path, seed: &Seed) -> Result<()> {
     let dir = out.join(&seed.name);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    fsutil::create_dir(&dir)?;
+    fsutil::set_mode(&dir, 0o700)?;
     for (f, text) in &seed.files {
         write_secret(&dir.join(f), text.as_bytes())?;
     }

@@ -2,7 +2,7 @@
 //! then a bounded wait for its address: networkd applies cloud-init's
 //! network config moments after the agent may start. Cheap, so every boot.
 
-use super::{Ctx, Rerun, Step, StepId};
+use super::{Ctx, Rerun, Step, StepId, always};
 use crate::events::Sink;
 use crate::facts;
 use airgap_bundle::node::{self, NodeConfig, NodeEntry};
@@ -11,34 +11,31 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub struct Identity;
-
 /// How long a boot waits for its address; preflight then reports it.
 const ADDRESS_WAIT: Duration = Duration::from_secs(30);
 
-impl Step for Identity {
-    fn id(&self) -> StepId {
-        StepId::Identity
+pub const STEP: Step = Step {
+    id: StepId::Identity,
+    rerun: Rerun::EveryBoot,
+    applies: always,
+    run: work,
+};
+
+fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
+    let me = whoami(&ctx.cfg, &ctx.root)?.clone();
+    let who = format!("{} ({:?}, {})", me.hostname, me.role, me.ip).to_lowercase();
+    if !wait_for_address(&ctx.root, me.ip, ADDRESS_WAIT) {
+        events.progress(
+            StepId::Identity,
+            &format!(
+                "{} is not on any interface after {} s",
+                me.ip,
+                ADDRESS_WAIT.as_secs()
+            ),
+        )?;
     }
-    fn rerun(&self) -> Rerun {
-        Rerun::EveryBoot
-    }
-    fn run(&self, ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
-        let me = whoami(&ctx.cfg, &ctx.root)?.clone();
-        let who = format!("{} ({:?}, {})", me.hostname, me.role, me.ip).to_lowercase();
-        if !wait_for_address(&ctx.root, me.ip, ADDRESS_WAIT) {
-            events.progress(
-                StepId::Identity,
-                &format!(
-                    "{} is not on any interface after {} s",
-                    me.ip,
-                    ADDRESS_WAIT.as_secs()
-                ),
-            )?;
-        }
-        ctx.me = Some(me);
-        Ok(who)
-    }
+    ctx.me = Some(me);
+    Ok(who)
 }
 
 pub fn whoami<'a>(cfg: &'a NodeConfig, root: &Path) -> Result<&'a NodeEntry> {

@@ -10,27 +10,25 @@ use airgap_bundle::run::{Runner, run};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
 
-pub struct Install;
+pub const STEP: Step = Step {
+    id: StepId::Install,
+    rerun: Rerun::Once,
+    applies,
+    run: work,
+};
 
-impl Step for Install {
-    fn id(&self) -> StepId {
-        StepId::Install
-    }
-    fn rerun(&self) -> Rerun {
-        Rerun::Once
-    }
-    fn applies(&self, ctx: &Ctx) -> bool {
-        ctx.live.is_some() && ctx.cfg.install_disk.is_some()
-    }
-    fn run(&self, ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
-        let (Some(live), Some(want)) = (&ctx.live, &ctx.cfg.install_disk) else {
-            bail!("install runs only live from the ISO with install_disk set");
-        };
-        let disk = target(&ctx.root, want, live)?;
-        install(&ctx.root, &disk, ctx.runner.as_ref(), events)?;
-        ctx.halt = true;
-        Ok(format!("installed to /dev/{disk}"))
-    }
+fn applies(ctx: &Ctx) -> bool {
+    ctx.live.is_some() && ctx.cfg.install_disk.is_some()
+}
+
+fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
+    let (Some(live), Some(want)) = (&ctx.live, &ctx.cfg.install_disk) else {
+        bail!("install runs only live from the ISO with install_disk set");
+    };
+    let disk = target(&ctx.root, want, live)?;
+    install(&ctx.root, &disk, ctx.runner.as_ref(), events)?;
+    ctx.halt = true;
+    Ok(format!("installed to /dev/{disk}"))
 }
 
 /// The disk to install to: the one named (it must be a whole disk here and

@@ -11,48 +11,46 @@ use anyhow::{Context, Result, bail};
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-pub struct Live;
-
 /// Where the medium is mounted (below the root).
 pub const ISO_MOUNT: &str = "run/kpaas/iso";
 
-impl Step for Live {
-    fn id(&self) -> StepId {
-        StepId::Live
-    }
-    fn rerun(&self) -> Rerun {
-        Rerun::EveryBoot
-    }
-    fn applies(&self, ctx: &Ctx) -> bool {
-        ctx.root.join(LIVE_MARKER).exists()
-    }
-    fn run(&self, ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
-        let name = find_medium(&ctx.root)?;
-        let dev = ctx.root.join("dev").join(&name);
-        let mnt = ctx.root.join(ISO_MOUNT);
-        let bundle = &ctx.cfg.bundle;
-        let data = bundle.parent().unwrap_or(bundle);
-        // A restart after a crash finds the medium mounted already.
-        if !mnt.join(ISO_DATA_DIR).exists() {
-            std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
-            run("mount")
-                .args(["-t", "iso9660", "-o", "ro"])
-                .arg(&dev)
-                .arg(&mnt)
-                .ok_on(ctx.runner.as_ref())?;
-            if let Some(parent) = data.parent() {
-                std::fs::create_dir_all(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
-            }
-            // The image's empty mount point for the data partition, if any:
-            // live, the data comes from the medium instead.
-            let _ = std::fs::remove_dir(data);
-            std::os::unix::fs::symlink(mnt.join(ISO_DATA_DIR), data)
-                .with_context(|| format!("linking {}", data.display()))?;
+pub const STEP: Step = Step {
+    id: StepId::Live,
+    rerun: Rerun::EveryBoot,
+    applies,
+    run: work,
+};
+
+fn applies(ctx: &Ctx) -> bool {
+    ctx.root.join(LIVE_MARKER).exists()
+}
+
+fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
+    let name = find_medium(&ctx.root)?;
+    let dev = ctx.root.join("dev").join(&name);
+    let mnt = ctx.root.join(ISO_MOUNT);
+    let bundle = &ctx.cfg.bundle;
+    let data = bundle.parent().unwrap_or(bundle);
+    // A restart after a crash finds the medium mounted already.
+    if !mnt.join(ISO_DATA_DIR).exists() {
+        std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
+        run("mount")
+            .args(["-t", "iso9660", "-o", "ro"])
+            .arg(&dev)
+            .arg(&mnt)
+            .ok_on(ctx.runner.as_ref())?;
+        if let Some(parent) = data.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
         }
-        ctx.live = Some(name);
-        Ok(format!("bundle from {}", dev.display()))
+        // The image's empty mount point for the data partition, if any:
+        // live, the data comes from the medium instead.
+        let _ = std::fs::remove_dir(data);
+        std::os::unix::fs::symlink(mnt.join(ISO_DATA_DIR), data)
+            .with_context(|| format!("linking {}", data.display()))?;
     }
+    ctx.live = Some(name);
+    Ok(format!("bundle from {}", dev.display()))
 }
 
 /// The whole device carrying the appliance's ISO 9660 volume id.

@@ -11,7 +11,7 @@ pub mod serve;
 mod step;
 mod verify;
 
-pub use step::{Rerun, Step, StepId};
+pub use step::{Rerun, Step, StepId, always};
 
 use crate::events::{Kind, Sink};
 use crate::seed_registry::Seed;
@@ -22,14 +22,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The boot, in order.
-pub const STEPS: &[&dyn Step] = &[
-    &identity::Identity,
-    &live::Live,
-    &preflight::Preflight,
-    &verify::Verify,
-    &install::Install,
-    &serve::Serve,
-    &mirrors::Mirrors,
+pub const STEPS: &[Step] = &[
+    identity::STEP,
+    live::STEP,
+    preflight::STEP,
+    verify::STEP,
+    install::STEP,
+    serve::STEP,
+    mirrors::STEP,
 ];
 
 /// What the steps share: the machine, the config, and what earlier steps of
@@ -96,20 +96,20 @@ pub enum Stopped {
 
 /// Runs `steps` in order: skips once-steps already done, runs the rest,
 /// records each outcome, stops at the first failure.
-pub fn run(ctx: &mut Ctx, events: &mut Sink, steps: &[&dyn Step]) -> Result<(), Stopped> {
+pub fn run(ctx: &mut Ctx, events: &mut Sink, steps: &[Step]) -> Result<(), Stopped> {
     for s in steps {
-        if !s.applies(ctx) {
+        if !(s.applies)(ctx) {
             continue;
         }
-        let id = s.id();
-        if s.rerun() == Rerun::Once && events.journal().done(id) {
+        let id = s.id;
+        if s.rerun == Rerun::Once && events.journal().done(id) {
             events
                 .emit(id, Kind::Skipped, "done at an earlier boot")
                 .map_err(Stopped::Sink)?;
             continue;
         }
         events.emit(id, Kind::Started, "").map_err(Stopped::Sink)?;
-        match s.run(ctx, events) {
+        match (s.run)(ctx, events) {
             Ok(detail) => events
                 .emit(id, Kind::Done, &detail)
                 .map_err(Stopped::Sink)?,
@@ -132,42 +132,44 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
     use super::*;
     use crate::events::read_all;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    /// A step that counts its runs and fails while `fail` says so.
-    struct Probe {
-        id: StepId,
-        rerun: Rerun,
-        runs: AtomicUsize,
-        fail: std::sync::atomic::AtomicBool,
+    /// Three steps that count their runs; the last fails while told to.
+    static RUNS: [AtomicUsize; 3] = [
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    ];
+    static FAIL: AtomicBool = AtomicBool::new(true);
+
+    fn count(i: usize) -> Result<String> {
+        let n = RUNS[i].fetch_add(1, Ordering::SeqCst) + 1;
+        if i == 2 && FAIL.load(Ordering::SeqCst) {
+            anyhow::bail!("mirrors broke");
+        }
+        Ok(format!("run {n}"))
     }
 
-    impl Probe {
-        fn new(id: StepId, rerun: Rerun) -> Probe {
-            Probe {
-                id,
-                rerun,
-                runs: AtomicUsize::new(0),
-                fail: false.into(),
-            }
-        }
-    }
-
-    impl Step for Probe {
-        fn id(&self) -> StepId {
-            self.id
-        }
-        fn rerun(&self) -> Rerun {
-            self.rerun
-        }
-        fn run(&self, _: &mut Ctx, _: &mut Sink) -> Result<String> {
-            let n = self.runs.fetch_add(1, Ordering::SeqCst) + 1;
-            if self.fail.load(Ordering::SeqCst) {
-                anyhow::bail!("{} broke", self.id);
-            }
-            Ok(format!("run {n}"))
-        }
-    }
+    const PROBES: [Step; 3] = [
+        Step {
+            id: StepId::Identity,
+            rerun: Rerun::EveryBoot,
+            applies: always,
+            run: |_, _| count(0),
+        },
+        Step {
+            id: StepId::Preflight,
+            rerun: Rerun::Once,
+            applies: always,
+            run: |_, _| count(1),
+        },
+        Step {
+            id: StepId::Mirrors,
+            rerun: Rerun::Once,
+            applies: always,
+            run: |_, _| count(2),
+        },
+    ];
 
     #[test]
     fn the_loop_skips_done_once_steps_reruns_every_boot_ones_and_stops_at_a_failure() {
@@ -182,14 +184,9 @@ mod tests {
             Arc::new(airgap_bundle::run::Recording::new()),
             rt.handle().clone(),
         );
-        let a = Probe::new(StepId::Identity, Rerun::EveryBoot);
-        let b = Probe::new(StepId::Preflight, Rerun::Once);
-        let c = Probe::new(StepId::Mirrors, Rerun::Once);
-        c.fail.store(true, Ordering::SeqCst);
-        let steps: [&dyn Step; 3] = [&a, &b, &c];
         let boot = |ctx: &mut Ctx| {
             let mut s = Sink::open(t.path()).unwrap().quiet();
-            run(ctx, &mut s, &steps)
+            run(ctx, &mut s, &PROBES)
         };
         // Boot 1: the last step fails; the boot says which.
         assert!(matches!(
@@ -197,12 +194,12 @@ mod tests {
             Err(Stopped::Step(StepId::Mirrors))
         ));
         // Boot 2: fixed. Identity runs again, preflight is skipped.
-        c.fail.store(false, Ordering::SeqCst);
+        FAIL.store(false, Ordering::SeqCst);
         assert!(boot(&mut ctx).is_ok());
         // Boot 3: nothing left but the every-boot step.
         assert!(boot(&mut ctx).is_ok());
-        let runs = |p: &Probe| p.runs.load(Ordering::SeqCst);
-        assert_eq!((runs(&a), runs(&b), runs(&c)), (3, 1, 2));
+        let runs = |i: usize| RUNS[i].load(Ordering::SeqCst);
+        assert_eq!((runs(0), runs(1), runs(2)), (3, 1, 2));
         let ev: Vec<String> = read_all(t.path())
             .unwrap()
             .iter()

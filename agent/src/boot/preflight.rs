@@ -2,7 +2,7 @@
 //! modules and settings, ports, the bundle's medium). Once: a failure
 //! changes nothing and names every failed check.
 
-use super::{Ctx, Rerun, Step, StepId};
+use super::{Ctx, Rerun, Step, StepId, always};
 use crate::events::Sink;
 use crate::{facts, preflight};
 use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest};
@@ -10,29 +10,26 @@ use airgap_bundle::node::{NodeConfig, NodeEntry};
 use anyhow::{Result, bail};
 use std::path::Path;
 
-pub struct Preflight;
+pub const STEP: Step = Step {
+    id: StepId::Preflight,
+    rerun: Rerun::Once,
+    applies: always,
+    run: work,
+};
 
-impl Step for Preflight {
-    fn id(&self) -> StepId {
-        StepId::Preflight
+fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
+    let all = checks(&ctx.root, &ctx.cfg, ctx.me()?);
+    let failed: Vec<&preflight::Check> = all.iter().filter(|c| !c.ok).collect();
+    if !failed.is_empty() {
+        print_checks(&all, false);
+        let list = failed
+            .iter()
+            .map(|c| format!("{} ({})", c.name, c.measured))
+            .collect::<Vec<_>>()
+            .join(", ");
+        bail!("preflight failed, nothing was changed: {list}");
     }
-    fn rerun(&self) -> Rerun {
-        Rerun::Once
-    }
-    fn run(&self, ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
-        let all = checks(&ctx.root, &ctx.cfg, ctx.me()?);
-        let failed: Vec<&preflight::Check> = all.iter().filter(|c| !c.ok).collect();
-        if !failed.is_empty() {
-            print_checks(&all, false);
-            let list = failed
-                .iter()
-                .map(|c| format!("{} ({})", c.name, c.measured))
-                .collect::<Vec<_>>()
-                .join(", ");
-            bail!("preflight failed, nothing was changed: {list}");
-        }
-        Ok(format!("{} checks passed", all.len()))
-    }
+    Ok(format!("{} checks passed", all.len()))
 }
 
 /// Every check for `me` on this machine (the boot step and `kpaas-agent

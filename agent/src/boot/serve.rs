@@ -1,7 +1,7 @@
 //! The bundle as a read-only OCI registry, on loopback and on the node's
 //! own address (workers pull from the master's). Every boot.
 
-use super::{Ctx, Rerun, Step, StepId};
+use super::{Ctx, Rerun, Step, StepId, always};
 use crate::events::Sink;
 use crate::{facts, seed_registry};
 use anyhow::Result;
@@ -9,27 +9,24 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-pub struct Serve;
+pub const STEP: Step = Step {
+    id: StepId::Serve,
+    rerun: Rerun::EveryBoot,
+    applies: always,
+    run: work,
+};
 
-impl Step for Serve {
-    fn id(&self) -> StepId {
-        StepId::Serve
+fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
+    let me = ctx.me()?.ip;
+    let port = ctx.cfg.seed_port;
+    let mut listen = vec![SocketAddr::from(([127, 0, 0, 1], port))];
+    if !me.is_loopback() && facts::local_ips(&ctx.root).contains(&me) {
+        listen.push(SocketAddr::new(me, port));
     }
-    fn rerun(&self) -> Rerun {
-        Rerun::EveryBoot
-    }
-    fn run(&self, ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
-        let me = ctx.me()?.ip;
-        let port = ctx.cfg.seed_port;
-        let mut listen = vec![SocketAddr::from(([127, 0, 0, 1], port))];
-        if !me.is_loopback() && facts::local_ips(&ctx.root).contains(&me) {
-            listen.push(SocketAddr::new(me, port));
-        }
-        let seed = ctx.seed()?.clone();
-        let handles = ctx.rt.block_on(seed_registry::serve(seed, &listen))?;
-        ctx.servers.extend(handles);
-        Ok(format!("seed registry ready on {}", list(&listen)))
-    }
+    let seed = ctx.seed()?.clone();
+    let handles = ctx.rt.block_on(seed_registry::serve(seed, &listen))?;
+    ctx.servers.extend(handles);
+    Ok(format!("seed registry ready on {}", list(&listen)))
 }
 
 pub fn list(addrs: &[SocketAddr]) -> String {

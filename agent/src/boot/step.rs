@@ -68,14 +68,19 @@ pub enum Rerun {
     EveryBoot,
 }
 
-/// One first-boot step. Its `run` returns what "done" records in the
-/// journal and says on the console; progress on the way goes to the sink.
-pub trait Step: Sync {
-    fn id(&self) -> StepId;
-    fn rerun(&self) -> Rerun;
-    /// False when this node has nothing to do in this step at this boot.
-    fn applies(&self, _ctx: &Ctx) -> bool {
-        true
-    }
-    fn run(&self, ctx: &mut Ctx, events: &mut Sink) -> Result<String>;
+/// One first-boot step: its id, when it runs again, whether it applies to
+/// this node at this boot, and the work. `run` returns what "done" records
+/// in the journal and says on the console; progress on the way goes to the
+/// sink. A table of these, not a trait: each step module declares one
+/// `STEP` and the boot is the list of them.
+pub struct Step {
+    pub id: StepId,
+    pub rerun: Rerun,
+    pub applies: fn(&Ctx) -> bool,
+    pub run: fn(&mut Ctx, &mut Sink) -> Result<String>,
+}
+
+/// For steps every node runs at every boot.
+pub fn always(_: &Ctx) -> bool {
+    true
 }

@@ -3,7 +3,7 @@
 //! blobs hashed on first read; full mode hashes every blob first. Every
 //! boot: media can change between boots.
 
-use super::{Ctx, Rerun, Step, StepId};
+use super::{Ctx, Rerun, Step, StepId, always};
 use crate::events::Sink;
 use crate::seed_registry::Seed;
 use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest, SIGNATURE};
@@ -12,20 +12,17 @@ use airgap_bundle::{Digest, sign};
 use anyhow::{Context, Result, bail};
 use std::sync::Arc;
 
-pub struct Verify;
+pub const STEP: Step = Step {
+    id: StepId::Verify,
+    rerun: Rerun::EveryBoot,
+    applies: always,
+    run: work,
+};
 
-impl Step for Verify {
-    fn id(&self) -> StepId {
-        StepId::Verify
-    }
-    fn rerun(&self) -> Rerun {
-        Rerun::EveryBoot
-    }
-    fn run(&self, ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
-        let (seed, detail) = verify_bundle(&ctx.cfg).context("verifying the bundle")?;
-        ctx.seed = Some(Arc::new(seed));
-        Ok(detail)
-    }
+fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
+    let (seed, detail) = verify_bundle(&ctx.cfg).context("verifying the bundle")?;
+    ctx.seed = Some(Arc::new(seed));
+    Ok(detail)
 }
 
 fn verify_bundle(cfg: &NodeConfig) -> Result<(Seed, String)> {

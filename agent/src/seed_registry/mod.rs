@@ -186,12 +186,12 @@ impl Seed {
             return Err(format!("blob {d} ({who}) failed verification"));
         }
         let p = self.blob_path(d);
-        let r = tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
-            let f = std::fs::File::open(p)?;
-            Ok(
-                airgap_bundle::digest::hash_reader(std::io::BufReader::with_capacity(1 << 20, f))?
-                    .0,
-            )
+        let r = tokio::task::spawn_blocking(move || -> Result<Digest> {
+            let f = std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+            let (d, _) =
+                airgap_bundle::digest::hash_reader(std::io::BufReader::with_capacity(1 << 20, f))
+                    .with_context(|| format!("reading {}", p.display()))?;
+            Ok(d)
         })
         .await
         .map_err(|e| e.to_string())?;
@@ -205,7 +205,7 @@ impl Seed {
             other => {
                 let why = match other {
                     Ok(got) => format!("content hashes to {got}"),
-                    Err(e) => e.to_string(),
+                    Err(e) => format!("{e:#}"),
                 };
                 eprintln!("kpaas-agent: seed registry: REFUSING blob {d} used by {who}: {why}");
                 if let Ok(mut b) = self.bad.lock() {

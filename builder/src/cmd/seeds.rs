@@ -26,7 +26,7 @@ pub fn run(a: Args) -> Result<()> {
         "full" => VerifyMode::Full,
         v => bail!("--verify {v}: fast or full"),
     };
-    std::fs::create_dir_all(&a.out)?;
+    airgap_bundle::fsutil::create_dir(&a.out)?;
     let s = secrets(&a.out.join("secrets"), &c)?;
     let seeds = plan(&c, &s, a.seed_port.unwrap_or(c.seed_port), verify)?;
     for seed in &seeds {

@@ -4,7 +4,7 @@
 //! mtools/mkfs.vfat under SOURCE_DATE_EPOCH.
 
 use airgap_bundle::run::run;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use std::path::{Path, PathBuf};
 
 /// The fixed build time stamped wherever a tool insists on a time:
@@ -55,8 +55,9 @@ pub struct Images {
 /// Both boot loaders, each with `cfg` embedded as (memdisk)/boot/grub/grub.cfg.
 pub fn images(work: &Path, cfg: &str, bios: Bios) -> Result<Images> {
     let md = work.join("grub-memdisk");
-    std::fs::create_dir_all(md.join("boot/grub"))?;
-    std::fs::write(md.join("boot/grub/grub.cfg"), cfg)?;
+    let cfg_path = md.join("boot/grub/grub.cfg");
+    airgap_bundle::fsutil::create_dir(&md.join("boot/grub"))?;
+    std::fs::write(&cfg_path, cfg).with_context(|| format!("writing {}", cfg_path.display()))?;
     let tar = work.join("grub-memdisk.tar");
     run("tar")
         .args([
@@ -96,6 +97,7 @@ pub fn images(work: &Path, cfg: &str, bios: Bios) -> Result<Images> {
 /// A FAT image of `kib` KiB holding `efi` as the removable-media boot path.
 /// mkfs.vfat picks FAT12/16/32 from the size.
 pub fn esp(out: &Path, efi: &Path, kib: u64, fat32: bool) -> Result<()> {
+    // mkfs.vfat -C refuses an existing file; a missing one is the usual case.
     let _ = std::fs::remove_file(out);
     let mut mk = run("mkfs.vfat");
     if fat32 {
