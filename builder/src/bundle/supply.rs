@@ -127,7 +127,9 @@ pub fn supply(cache: &Cache, a: &Artifact, path: &Path) -> Result<LockedArtifact
                     .put_path(&p, Some(&d))
                     .with_context(|| format!("{label}: blob {d}"))?;
                 if oci::is_index(&mt) || oci::is_manifest(&mt) {
-                    match oci::parse_manifest(&std::fs::read(&p)?, &mt)? {
+                    let bytes = std::fs::read(&p)
+                        .with_context(|| format!("{label}: reading {}", p.display()))?;
+                    match oci::parse_manifest(&bytes, &mt)? {
                         Parsed::Index(c) => {
                             stack.extend(c.into_iter().map(|c| (c.digest, c.media_type)))
                         }
