@@ -408,7 +408,10 @@ impl Cluster {
             }
         }
         if self.seed_port == 0 {
-            p.push("seed_port: must be 1-65535 (default 5050)".into());
+            p.push(format!(
+                "seed_port: must be 1-65535 (default {})",
+                crate::node::SEED_PORT
+            ));
         }
         if let Some(d) = &self.install_disk
             && d != "auto"

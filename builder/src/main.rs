@@ -1,5 +1,7 @@
 //! `kpaas-builder`: runs on a connected machine and turns a platform catalog
-//! into an air-gapped bundle (and, later, bootable images and node seeds).
+//! into an air-gapped bundle, bootable node images and per-node seeds. This
+//! file is the command line; `cmd/` holds one file per subcommand, `bundle/`
+//! and `image/` the two sides they drive.
 
 mod bundle;
 mod cmd;

@@ -1,4 +1,4 @@
-//! `kpaas-builder resolve`: pin every catalog artifact to a digest in the lock.
+//! Resolving: every catalog artifact pinned to a digest in the lock.
 
 use super::ctx::{Common, Ctx};
 use crate::bundle::cache::Cache;
