@@ -65,6 +65,7 @@ impl Cache {
         let b =
             std::fs::read(self.path(d)).with_context(|| format!("reading {d} from the cache"))?;
         if &Digest::of(&b) != d {
+            // Best effort: the error below says the entry is corrupt either way.
             let _ = std::fs::remove_file(self.path(d));
             bail!("cache entry {d} was corrupt and has been removed; run again to fetch it anew");
         }
@@ -93,6 +94,7 @@ impl Cache {
         let (got, _) =
             airgap_bundle::digest::hash_reader(std::io::BufReader::with_capacity(1 << 20, f))?;
         if &got != d {
+            // Best effort: the error below says the entry is corrupt either way.
             let _ = std::fs::remove_file(self.path(d));
             bail!(
                 "cache entry {d} was corrupt (content {got}); it has been removed, run again to fetch it anew"
@@ -154,6 +156,8 @@ impl Cache {
     /// Moves a fully verified partial file into place.
     pub fn commit_partial(&self, d: &Digest) -> Result<()> {
         let p = self.partial(d);
+        // Durability only: the content was verified; a failed fsync leaves a
+        // blob the next read re-hashes anyway.
         std::fs::File::open(&p).and_then(|f| f.sync_all()).ok();
         std::fs::rename(&p, self.path(d))
             .with_context(|| format!("moving {} into the cache", p.display()))?;

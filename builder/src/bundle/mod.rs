@@ -6,7 +6,7 @@ use crate::bundle::fetch::{Source, Want, fetch_all};
 use crate::bundle::progress::count;
 use crate::bundle::resolve::{ensure_lock, manifest_by_digest};
 use crate::bundle::writer::{Contents, Files};
-use airgap_bundle::catalog::{Artifact, Catalog, Component};
+use airgap_bundle::catalog::{Artifact, Catalog};
 use airgap_bundle::lock::LockedArtifact;
 use airgap_bundle::manifest::*;
 use airgap_bundle::oci::{self, Descriptor, LayoutIndex, Parsed};
@@ -377,11 +377,6 @@ fn assemble(
     let mut unique: BTreeMap<Digest, u64> = BTreeMap::new();
     let mut artifacts = Vec::new();
     let mut index = Vec::new();
-    let comps: BTreeMap<&str, &Component> = catalog
-        .components
-        .iter()
-        .map(|c| (c.name.as_str(), c))
-        .collect();
     for p in done {
         let mut mine = BTreeMap::new();
         for (d, s) in &p.blobs {
@@ -402,7 +397,6 @@ fn assemble(
             }
             _ => (None, None, None, None),
         };
-        let _ = comps.get(p.component.as_str());
         artifacts.push(BundleArtifact {
             kind: p.artifact.kind().into(),
             component: p.component.clone(),

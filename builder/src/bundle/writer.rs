@@ -126,6 +126,7 @@ pub fn write_bundle(
     let parts = match r {
         Ok(p) => p,
         Err(e) => {
+            // Cleanup on the error path: the error that brought us here matters.
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(e);
         }
@@ -153,6 +154,7 @@ pub fn write_bundle(
         std::fs::rename(p, out)
             .with_context(|| format!("moving the bundle to {}", out.display()))?;
     }
+    // The parts were renamed out of it; what is left is empty scaffolding.
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
@@ -202,6 +204,7 @@ fn write_tar(
         b.append(&h, &mut check)?;
         let got = check.hasher.finish();
         if &got != d {
+            // Best effort: the bundle fails below; the next build re-fetches.
             let _ = std::fs::remove_file(ctx.cache.path(d));
             bail!(
                 "cache entry {d} was corrupt (content {got}); it has been removed, run again to fetch it anew"
@@ -279,6 +282,7 @@ fn write_dir(ctx: &Ctx, out: &Path, files: &Files, blobs: &BTreeMap<Digest, u64>
         Ok(())
     })();
     if let Err(e) = r {
+        // Cleanup on the error path: the error that brought us here matters.
         let _ = std::fs::remove_dir_all(&tmp);
         return Err(e);
     }
