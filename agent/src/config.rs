@@ -25,7 +25,7 @@ pub fn load(config: &Path, root: &Path, r: &dyn Runner) -> Result<NodeConfig> {
     let file = mnt.join(node::CIDATA_FILE);
     // A restart after a crash may find it mounted already.
     if !file.is_file() {
-        std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
+        airgap_bundle::fsutil::create_dir(&mnt)?;
         run("mount")
             .args(["-o", "ro"])
             .arg(&dev)

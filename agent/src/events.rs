@@ -7,9 +7,10 @@
 
 use crate::boot::StepId;
 use crate::journal::{Journal, State};
-use airgap_bundle::fsutil::{now_unix, rfc3339};
+use airgap_bundle::fsutil::{create_dir, now_unix, rfc3339};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -55,17 +56,25 @@ impl Event {
 /// Where events go.
 pub struct Sink {
     journal: Journal,
-    stream: PathBuf,
+    /// events.jsonl, opened once in append mode.
+    stream: File,
+    stream_path: PathBuf,
     console: bool,
 }
 
 impl Sink {
     pub fn open(state_dir: &Path) -> Result<Sink> {
-        std::fs::create_dir_all(state_dir)
-            .with_context(|| format!("creating the state directory {}", state_dir.display()))?;
+        create_dir(state_dir)?;
+        let stream_path = state_dir.join(EVENTS_FILE);
+        let stream = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&stream_path)
+            .with_context(|| format!("opening {}", stream_path.display()))?;
         Ok(Sink {
             journal: Journal::open(state_dir)?,
-            stream: state_dir.join(EVENTS_FILE),
+            stream,
+            stream_path,
             console: true,
         })
     }
@@ -97,12 +106,9 @@ impl Sink {
         // from us, and a crash loses at most the last event.
         let mut line = serde_json::to_vec(&e).context("encoding an event")?;
         line.push(b'\n');
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.stream)
-            .and_then(|mut f| f.write_all(&line))
-            .with_context(|| format!("appending to {}", self.stream.display()))?;
+        self.stream
+            .write_all(&line)
+            .with_context(|| format!("appending to {}", self.stream_path.display()))?;
         match kind {
             // The first success is the one `status` shows: when the node got there.
             Kind::Done if !self.journal.done(step) => {

@@ -124,12 +124,7 @@ fn first_boot(c: &ConfigArg, no_wait: bool, rt: &tokio::runtime::Runtime) -> Res
             ctx.cfg.seed_port,
         )));
     }
-    rt.block_on(async {
-        for h in ctx.servers {
-            // A server task ends only when its listener fails; it said why.
-            let _ = h.await;
-        }
-    });
+    boot::serve::wait(rt, ctx.servers);
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::Sink;
+use airgap_bundle::fsutil::create_dir;
 use airgap_bundle::node::{ISO_DATA_DIR, ISO_VOLUME_ID, LIVE_MARKER};
 use airgap_bundle::run::run;
 use anyhow::{Context, Result, bail};
@@ -33,15 +34,14 @@ fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
     let data = bundle.parent().unwrap_or(bundle);
     // A restart after a crash finds the medium mounted already.
     if !mnt.join(ISO_DATA_DIR).exists() {
-        std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
+        create_dir(&mnt)?;
         run("mount")
             .args(["-t", "iso9660", "-o", "ro"])
             .arg(&dev)
             .arg(&mnt)
             .ok_on(ctx.runner.as_ref())?;
         if let Some(parent) = data.parent() {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
+            create_dir(parent)?;
         }
         // The image's empty mount point for the data partition, if any:
         // live, the data comes from the medium instead.

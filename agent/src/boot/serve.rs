@@ -63,11 +63,16 @@ pub fn alone(
     let ready = format!("seed registry ready on {}", list(listen));
     eprintln!("kpaas-agent: {ready}");
     notify_ready(&ready);
+    wait(rt, handles);
+    Ok(())
+}
+
+/// Serves until every listener has ended.
+pub fn wait(rt: &tokio::runtime::Runtime, servers: Vec<tokio::task::JoinHandle<()>>) {
     rt.block_on(async {
-        for h in handles {
+        for h in servers {
             // A server task ends only when its listener fails; it said why.
             let _ = h.await;
         }
     });
-    Ok(())
 }

@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 use super::*;
-use airgap_bundle::manifest::{LAYOUT_INDEX, LAYOUT_MARKER};
+use kpaas_testkit::content::Layout;
 
 #[test]
 fn ranges() {
@@ -36,38 +36,22 @@ fn names() {
     }
 }
 
-/// A layout with one image, `registry.demo.kpaas.test/demo/app:1.0`: a
-/// config and a 100-byte layer. Returns the manifest's and layer's digests.
+/// A bundle layout with one image, `registry.demo.kpaas.test/demo/app:1.0`:
+/// a config and one 100-byte layer (bytes 0..100, so ranges are easy to
+/// check). Returns the manifest's and the layer's digests.
 fn layout(dir: &Path) -> (Digest, Digest) {
-    let blobs = dir.join("oci/blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |b: &[u8]| {
-        let d = Digest::of(b);
-        std::fs::write(blobs.join(d.hex()), b).unwrap();
-        d
-    };
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let mut l = Layout::new(&dir.join("oci")).unwrap();
     let layer: Vec<u8> = (0..100u8).collect();
-    let (c, l) = (put(config), put(&layer));
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": oci::OCI_MANIFEST,
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": c.as_str(), "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": l.as_str(), "size": layer.len()}],
-    })
-    .to_string();
-    let m = put(manifest.as_bytes());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": oci::OCI_MANIFEST, "digest": m.as_str(), "size": manifest.len(),
-            "annotations": {oci::ANN_REF_NAME: "registry.demo.kpaas.test/demo/app:1.0"},
-        }],
-    });
-    std::fs::write(dir.join(LAYOUT_INDEX), index.to_string()).unwrap();
-    std::fs::write(dir.join(LAYOUT_MARKER), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    (m, l)
+    // The seed serves blobs as they are; the diff id is never looked at.
+    let diff_id = Digest::of(&layer).to_string();
+    let (manifest, m) = l.image(&[(layer.clone(), diff_id)], "amd64", &[]).unwrap();
+    l.tag(
+        "registry.demo.kpaas.test/demo/app:1.0",
+        oci::OCI_MANIFEST,
+        &manifest,
+    );
+    l.write_index().unwrap();
+    (Digest::parse(&m).unwrap(), Digest::of(&layer))
 }
 
 async fn call(
