@@ -50,7 +50,7 @@ pub fn build(
     let installed = iso.join(ISO_SYSTEM_IMAGE);
     let dirs = [iso.join("boot"), iso.join("live"), iso.join(ISO_DATA_DIR)];
     for d in dirs.iter().map(PathBuf::as_path).chain(installed.parent()) {
-        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        airgap_bundle::fsutil::create_dir(d)?;
     }
     std::fs::rename(system, &installed)
         .with_context(|| format!("moving {} to {}", system.display(), installed.display()))?;

@@ -15,6 +15,7 @@ pub mod report;
 pub mod rootfs;
 pub mod tree;
 
+use airgap_bundle::fsutil::create_dir;
 use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest};
 use airgap_bundle::node::{DATA_LABEL, DATA_PARTITION, ROOT_LABEL, ROOT_PARTITION};
 use airgap_bundle::problems::Problems;
@@ -25,7 +26,6 @@ use profile::Profile;
 use report::{Stage, Stages};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 use tree::size_of;
 
 pub const MIB: u64 = 1 << 20;
@@ -71,38 +71,29 @@ struct Checked {
 }
 
 fn check(i: &Inputs) -> Result<Checked> {
-    let mut problems = Vec::new();
     let manifest = std::fs::read(i.bundle.join(BUNDLE_JSON))
         .map_err(anyhow::Error::from)
-        .and_then(|b| BundleManifest::from_bytes(&b))
-        .map_err(|e| {
-            problems.push(format!(
-                "--bundle {}: not a bundle directory ({e:#})",
-                i.bundle.display()
-            ))
-        })
-        .ok();
+        .and_then(|b| BundleManifest::from_bytes(&b));
     let key = std::fs::read(&i.bundle_key)
         .map_err(anyhow::Error::from)
-        .and_then(|k| {
-            airgap_bundle::sign::parse_public(&String::from_utf8_lossy(&k))?;
-            Ok(k)
-        })
-        .map_err(|e| {
-            problems.push(format!(
-                "--bundle-key {}: not a bundle public key ({e:#})",
-                i.bundle_key.display()
-            ))
-        })
-        .ok();
+        .and_then(|k| airgap_bundle::sign::parse_public(&String::from_utf8_lossy(&k)).map(|_| k));
+    let mut problems = Vec::new();
+    if let Err(e) = &manifest {
+        let b = i.bundle.display();
+        problems.push(format!("--bundle {b}: not a bundle directory ({e:#})"));
+    }
+    if let Err(e) = &key {
+        let k = i.bundle_key.display();
+        problems.push(format!("--bundle-key {k}: not a bundle public key ({e:#})"));
+    }
     if !i.agent.is_file() {
+        let a = i.agent.display();
         problems.push(format!(
-            "--agent {}: no such file (build kpaas-agent, or name it)",
-            i.agent.display()
+            "--agent {a}: no such file (build kpaas-agent, or name it)"
         ));
     }
     match (manifest, key) {
-        (Some(manifest), Some(key)) if problems.is_empty() => Ok(Checked { manifest, key }),
+        (Ok(manifest), Ok(key)) if problems.is_empty() => Ok(Checked { manifest, key }),
         _ => Err(Problems {
             file: "kpaas-builder image".into(),
             problems,
@@ -140,7 +131,7 @@ fn tree(p: &Profile, i: &Inputs, c: &Checked, out_dir: &Path, st: &mut Stages) -
         .tempdir_in(&tree_parent)
         .with_context(|| format!("making the work directory in {}", tree_parent.display()))?;
     let root = tree_dir.path().join("root");
-    std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
+    create_dir(&root)?;
     run("tar")
         .args(["--numeric-owner", "-xpf"])
         .arg(&tar)
@@ -254,7 +245,7 @@ pub fn build(format: Format, p: &Profile, i: &Inputs, out: &Path) -> Result<Buil
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_dir(dir)?;
     // Removed on drop, whatever happens: only the final rename publishes.
     let partial = tempfile::Builder::new()
         .prefix(&format!(
@@ -270,19 +261,13 @@ pub fn build(format: Format, p: &Profile, i: &Inputs, out: &Path) -> Result<Buil
         Format::Raw => disk(p, i, &t, true, &result, &mut st)?,
         Format::Qcow2 => {
             disk(p, i, &t, true, &raw, &mut st)?;
-            let start = Instant::now();
             run("qemu-img")
                 .args(["convert", "-f", "raw", "-O", "qcow2", "-c"])
                 .args(["-o", "compression_type=zstd"])
                 .arg(&raw)
                 .arg(&result)
                 .ok()?;
-            st.list.push(Stage {
-                name: "qcow2".into(),
-                seconds: start.elapsed().as_secs_f64(),
-                bytes: size_of(&result),
-                detail: "zstd-compressed clusters".into(),
-            });
+            st.done("qcow2", size_of(&result), "zstd-compressed clusters".into());
         }
         Format::Iso => {
             // The ISO's installer fills the data partition from the ISO's own

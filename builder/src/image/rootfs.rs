@@ -35,7 +35,7 @@ pub fn cached(cache: &Path, p: &Profile, offline: bool) -> Result<PathBuf> {
         );
     }
     let dir = tar.parent().unwrap_or(cache);
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    airgap_bundle::fsutil::create_dir(dir)?;
     let partial = tar.with_extension("tar.partial");
     eprintln!(
         "building the {} rootfs with mmdebstrap (cached as {})",

@@ -3,6 +3,7 @@
 //! bundle's node binaries at their catalog install paths.
 
 use super::MIB;
+use airgap_bundle::fsutil::{create_dir, set_mode};
 use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::node::{AGENT_PATH, BUNDLE_KEY_PATH, DATA_LABEL, DATA_MOUNT, ROOT_LABEL};
 use airgap_bundle::run::run;
@@ -24,19 +25,14 @@ pub const AGENT_UNIT: &str = include_str!("../../../images/files/kpaas-agent.ser
 
 /// The parent directories of `p`.
 fn mkdirs(p: &Path) -> Result<()> {
-    match p.parent() {
-        Some(d) => std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display())),
-        None => Ok(()),
-    }
+    p.parent().map_or(Ok(()), create_dir)
 }
 
 fn write(root: &Path, path: &str, data: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
     let p = root.join(path.trim_start_matches('/'));
     mkdirs(&p)?;
-    std::fs::write(&p, data)
-        .and_then(|_| std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)))
-        .with_context(|| format!("writing {}", p.display()))
+    std::fs::write(&p, data).with_context(|| format!("writing {}", p.display()))?;
+    set_mode(&p, mode)
 }
 
 fn symlink(root: &Path, link: &str, target: &str) -> Result<()> {
