@@ -5,6 +5,7 @@
 //! resolved form and the text plan only renders it.
 
 use crate::cluster::Cluster;
+use crate::ident::valid_hostname;
 use crate::template::{Expanded, Template};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -158,18 +159,10 @@ impl fmt::Display for Readiness {
     }
 }
 
-/// Kubernetes object names (DNS-1123 subdomains).
-fn valid_object_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes()
-            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.'))
-        && s.as_bytes()[0].is_ascii_alphanumeric()
-        && s.as_bytes()[s.len() - 1].is_ascii_alphanumeric()
-}
-
+/// A namespace (and a Helm release) is one DNS-1123 label; other object
+/// names are DNS-1123 subdomains, which is what a hostname is.
 fn valid_namespace(s: &str) -> bool {
-    s.len() <= 63 && valid_object_name(s) && !s.contains('.')
+    !s.contains('.') && valid_hostname(s)
 }
 
 /// Every string inside a JSON value, with its path below `at`.
@@ -242,7 +235,7 @@ impl Readiness {
             | Readiness::JobComplete { name, .. }
             | Readiness::Phase { name, .. }
             | Readiness::DefaultStorageClass { name }
-                if plain(name) && !valid_object_name(name) =>
+                if plain(name) && !valid_hostname(name) =>
             {
                 p.push(format!("name: {name:?} is not a Kubernetes object name"));
             }

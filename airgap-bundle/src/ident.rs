@@ -1,5 +1,6 @@
 //! Machine identities, as both the cluster file and the node config check
-//! them: hostnames (RFC 1123 labels) and MAC addresses.
+//! them: hostnames (RFC 1123 names, which is also what Kubernetes object
+//! names are) and MAC addresses.
 
 /// Normalises a MAC to lowercase colon form; None when it is not one.
 pub fn normalize_mac(m: &str) -> Option<String> {
