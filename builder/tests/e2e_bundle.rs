@@ -954,13 +954,8 @@ fn registry_send(
     body: &[u8],
     want: u16,
 ) -> kpaas_testkit::http::Reply {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    let r = kpaas_testkit::http::raw(addr, &req).unwrap();
+    let r = kpaas_testkit::http::send(addr, method, path, &[("Content-Type", content_type)], body)
+        .unwrap();
     assert_eq!(
         r.status,
         want,

@@ -83,12 +83,38 @@ pub fn raw(addr: &str, raw: &[u8]) -> Result<Reply> {
 }
 
 pub fn request(addr: &str, method: &str, path: &str, extra: &[(&str, &str)]) -> Result<Reply> {
+    exchange(addr, method, path, extra, None)
+}
+
+/// A request with a body, sent with its Content-Length (also when empty).
+pub fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Result<Reply> {
+    exchange(addr, method, path, extra, Some(body))
+}
+
+fn exchange(
+    addr: &str,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Result<Reply> {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if let Some(b) = body {
+        req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
     req.push_str("\r\n");
-    raw(addr, req.as_bytes())
+    let mut req = req.into_bytes();
+    req.extend_from_slice(body.unwrap_or_default());
+    raw(addr, &req)
 }
 
 pub fn get(addr: &str, path: &str) -> Result<Reply> {
