@@ -118,7 +118,8 @@ mod tests {
             .iter()
             .map(|r| format!("{}={}", r.step, r.state))
             .collect();
-        // Live and install did not run: not listed; the rest in boot order.
+        // Live, install, init, cni and join did not run: not listed; the
+        // rest in boot order.
         assert_eq!(
             rows,
             [
@@ -126,7 +127,11 @@ mod tests {
                 "preflight=pending",
                 "verify=failed",
                 "serve=pending",
-                "mirrors=pending"
+                "mirrors=pending",
+                "prepare=pending",
+                "runtime=pending",
+                "kubelet=pending",
+                "ready=pending"
             ]
         );
         // The file names steps by their ids.

@@ -1,14 +1,16 @@
 //! `kpaas-agent`: the first-boot agent on every node. It finds the node in the
 //! inventory, checks the machine, verifies the bundle, serves it as a
-//! read-only seed registry and points the container runtime at it, recording
-//! each step so that a crash or reboot resumes where it stopped. This file is
-//! the command line; the boot's steps live in `boot/`.
+//! read-only seed registry and points the container runtime at it, then
+//! forms the cluster from it (kubeadm init on the master, join on workers),
+//! recording each step so that a crash or reboot resumes where it stopped.
+//! This file is the command line; the boot's steps live in `boot/`.
 
 mod boot;
 mod config;
 mod events;
 mod facts;
 mod journal;
+mod kube;
 mod mirrors;
 mod preflight;
 mod probe;
@@ -47,11 +49,12 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// The first boot: identity, preflight, verify, serve, mirrors (journaled).
+    /// The first boot: identity, preflight, verify, serve, mirrors, then the
+    /// cluster: prepare, runtime, kubelet, init or join, cni, ready (journaled).
     Run {
         #[command(flatten)]
         c: ConfigArg,
-        /// Return once the seed registry is ready instead of serving on.
+        /// Return once the seed registry is ready (no cluster, no serving on).
         #[arg(long)]
         no_wait: bool,
     },
@@ -123,6 +126,22 @@ fn first_boot(c: &ConfigArg, no_wait: bool, rt: &tokio::runtime::Runtime) -> Res
             m.ip,
             ctx.cfg.seed_port,
         )));
+    }
+    if boot::forms_cluster(&ctx) {
+        // A failed cluster step does not stop the seed registry: the node
+        // keeps serving (other nodes may pull from it), the failure is in
+        // the console, the journal and `status`, and the next boot resumes.
+        match boot::run(&mut ctx, &mut sink, boot::CLUSTER_STEPS) {
+            Ok(()) => println!("kpaas-agent: the cluster is formed; serving the seed registry"),
+            Err(boot::Stopped::Step(id)) => println!(
+                "kpaas-agent: the cluster stopped at step {id} (see above); serving the seed registry; the next boot resumes there"
+            ),
+            Err(boot::Stopped::Sink(e)) => return Err(e.context("recording the first boot")),
+        }
+    } else {
+        println!(
+            "kpaas-agent: the node config carries no kubernetes step (a seed for the registry only): no cluster formed"
+        );
     }
     boot::serve::wait(rt, ctx.servers);
     Ok(())

@@ -224,6 +224,10 @@ pub struct Cluster {
     /// seeds configure the agent with it, so both agree from one file.
     #[serde(default = "default_seed_port")]
     pub seed_port: u16,
+    /// The nodes' container runtime (Kubespray's `container_manager`): crio,
+    /// as K-PaaS, or containerd.
+    #[serde(default)]
+    pub container_manager: crate::node::Runtime,
 }
 
 fn default_seed_port() -> u16 {
@@ -481,6 +485,9 @@ enable: []
 
 # The seed registry's port on every node (the agent serves the bundle there).
 # seed_port: 5050
+
+# The nodes' container runtime: crio (K-PaaS's) or containerd.
+# container_manager: crio
 
 # Left out, each password is generated when the seeds are made and never printed.
 passwords: {}

@@ -2,10 +2,11 @@
 //! CIDATA volume) tells the first-boot agent. The builder writes it, the agent
 //! reads it; both validate it here.
 
+use crate::deploy::{Readiness, Value};
 use crate::ident::{normalize_mac, valid_hostname};
 use crate::problems::Problems;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -56,6 +57,23 @@ pub enum Runtime {
     #[default]
     Crio,
     Containerd,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Crio => "crio",
+            Runtime::Containerd => "containerd",
+        }
+    }
+
+    /// The CRI socket kubelet and kubeadm talk to.
+    pub fn socket(self) -> &'static str {
+        match self {
+            Runtime::Crio => "unix:///var/run/crio/crio.sock",
+            Runtime::Containerd => "unix:///run/containerd/containerd.sock",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
@@ -109,6 +127,41 @@ pub struct NodeConfig {
     /// Lower minimums than K-PaaS's (test labs, small VMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimums: Option<Minimums>,
+    /// The plan's `kubernetes` step: `seeds` copies it from the plan, so the
+    /// agent forms the cluster from what `kpaas-builder plan` prints.
+    #[serde(default, skip_serializing_if = "KubernetesStep::is_empty")]
+    pub kubernetes: KubernetesStep,
+}
+
+/// The plan's `kubernetes` step as a node receives it: the values (pod and
+/// service CIDRs, the API server's SAN, the CNI manifest, ...) and the
+/// readiness checks that say the cluster is formed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesStep {
+    #[serde(default)]
+    pub values: BTreeMap<String, Value>,
+    #[serde(default)]
+    pub ready: Vec<Readiness>,
+}
+
+impl KubernetesStep {
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.ready.is_empty()
+    }
+
+    /// A text value, or an error naming the value the plan lacks.
+    pub fn text(&self, key: &str) -> Result<String, String> {
+        match self.values.get(key) {
+            Some(Value::Text(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(v) => Err(format!(
+                "the plan's kubernetes value {key} is {v:?}, not a non-empty text"
+            )),
+            None => Err(format!(
+                "the plan's kubernetes step has no value {key} (the node's seed predates it, or the catalog lacks it)"
+            )),
+        }
+    }
 }
 
 /// Overrides of the K-PaaS node minimums, for labs and small VMs; every
@@ -141,6 +194,7 @@ impl NodeConfig {
             nodes,
             install_disk: None,
             minimums: None,
+            kubernetes: KubernetesStep::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ enum Field {
     ProviderType,
     IaasType,
     Domain,
+    ContainerManager,
     SeedPort,
     SeedEndpoint,
     /// Never the password itself: only whether the site gave one.
@@ -36,6 +37,7 @@ enum Field {
 const FIELDS: &[(&str, Field)] = &[
     ("cluster.name", Field::ClusterName),
     ("cluster.public_ip", Field::PublicIp),
+    ("cluster.container_manager", Field::ContainerManager),
     ("master.hostname", Field::MasterHostname),
     ("master.private_ip", Field::MasterPrivateIp),
     ("network.pod_cidr", Field::PodCidr),
@@ -97,6 +99,7 @@ impl Field {
             Field::IaasType => one(c.portal.iaas_type.clone()),
             Field::Domain => Found::One(c.portal.domain.clone()),
             Field::SeedPort => one(c.seed_port.to_string()),
+            Field::ContainerManager => one(c.container_manager.name().into()),
             Field::SeedEndpoint => one(format!("127.0.0.1:{}", c.seed_port)),
             Field::Secret(k) => one(if c.passwords.contains_key(k) {
                 "given".into()

@@ -3,17 +3,21 @@
 //! in strict mode, plus one universal seed that serves every node. Cluster
 //! secrets are made here and reach only the nodes that need them.
 
+use airgap_bundle::catalog::Catalog;
 use airgap_bundle::cluster::{Cluster, PASSWORD_KEYS};
-use airgap_bundle::node::{NodeConfig, NodeEntry, Role, VerifyMode};
+use airgap_bundle::node::{KubernetesStep, NodeConfig, NodeEntry, Role, VerifyMode};
 use airgap_bundle::run::run;
 use airgap_bundle::{Digest, fsutil};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use base64::Engine;
 use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+
+/// The catalog component that forms the cluster.
+pub const KUBERNETES: &str = "kubernetes";
 
 const USER_DATA: &str = include_str!("../../cloud-init/user-data.hbs");
 const META_DATA: &str = include_str!("../../cloud-init/meta-data.hbs");
@@ -215,11 +219,28 @@ fn render_seed(
     })
 }
 
+/// The plan's `kubernetes` step for this cluster: what the agent forms the
+/// cluster with (the same data `kpaas-builder plan` prints).
+pub fn kubernetes_step(catalog: &Catalog, c: &Cluster) -> Result<KubernetesStep> {
+    let plan = airgap_bundle::plan::build(catalog, c, None)?;
+    match plan.steps.into_iter().find(|s| s.component == KUBERNETES) {
+        Some(s) => Ok(KubernetesStep {
+            values: s.values,
+            ready: s.readiness,
+        }),
+        None => bail!(
+            "platform {}: the catalog has no {KUBERNETES:?} component, so the nodes would not know how to form the cluster",
+            catalog.platform.name
+        ),
+    }
+}
+
 /// Every seed for the cluster: one per node and the universal one. Workers
 /// get the token and the CA hash; only the master (and the universal seed,
 /// which may boot the master) get the CA key and the passwords.
 pub fn plan(
     c: &Cluster,
+    kubernetes: &KubernetesStep,
     secrets: &BTreeMap<String, Vec<u8>>,
     seed_port: u16,
     verify: VerifyMode,
@@ -233,6 +254,8 @@ pub fn plan(
         node: node.map(|n| n.hostname.clone()),
         minimums: c.minimums.clone(),
         install_disk: c.install_disk.clone(),
+        runtime: c.container_manager,
+        kubernetes: kubernetes.clone(),
         ..NodeConfig::with_defaults(&c.name, nodes.clone())
     };
     let get = |k: &str| secrets.get(k).map(Vec::as_slice).unwrap_or_default();
@@ -336,7 +359,11 @@ mod tests {
         .iter()
         .map(|k| (k.to_string(), format!("<{k}>\n").into_bytes()))
         .collect();
-        let seeds = plan(&c, &secrets, 5050, VerifyMode::Fast).unwrap();
+        let catalog =
+            Catalog::from_yaml(airgap_bundle::platforms::builtin("demo").unwrap(), "demo").unwrap();
+        let kube = kubernetes_step(&catalog, &c).unwrap();
+        assert_eq!(kube.text("pod_cidr").unwrap(), "10.233.64.0/18");
+        let seeds = plan(&c, &kube, &secrets, 5050, VerifyMode::Fast).unwrap();
         let names: Vec<&str> = seeds.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["kpaas-master", "kpaas-worker1", "universal"]);
         let user_data = |i: usize| seeds[i].files[0].1.clone();

@@ -1,12 +1,21 @@
 //! The first boot as a list of steps, one module each, run by one loop that
 //! skips what is done, journals each outcome and emits one event per
-//! transition. A new step is a new module here and a line in [`STEPS`].
+//! transition. A new step is a new module here and a line in [`STEPS`] or
+//! [`CLUSTER_STEPS`].
 
+mod cluster;
+mod cni;
 pub mod identity;
+mod init;
 mod install;
+mod join;
+mod kubelet;
 mod live;
 mod mirrors;
 pub mod preflight;
+mod prepare;
+mod ready;
+mod runtime;
 pub mod serve;
 mod step;
 mod verify;
@@ -21,7 +30,7 @@ use anyhow::{Result, anyhow};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The boot, in order.
+/// The boot up to a ready seed registry, in order.
 pub const STEPS: &[Step] = &[
     identity::STEP,
     live::STEP,
@@ -31,6 +40,24 @@ pub const STEPS: &[Step] = &[
     serve::STEP,
     mirrors::STEP,
 ];
+
+/// Then, with the seed serving, the cluster: nothing changes before
+/// `prepare` has checked the seed holds every image kubeadm needs; the
+/// master inits and lays the CNI, a worker joins; both wait for ready.
+pub const CLUSTER_STEPS: &[Step] = &[
+    prepare::STEP,
+    runtime::STEP,
+    kubelet::STEP,
+    init::STEP,
+    cni::STEP,
+    join::STEP,
+    ready::STEP,
+];
+
+/// Whether this node's seed asks it to form a cluster.
+pub fn forms_cluster(ctx: &Ctx) -> bool {
+    cluster::forms_cluster(ctx)
+}
 
 /// What the steps share: the machine, the config, and what earlier steps of
 /// this boot found. Only every-boot steps leave results here, so a step may
@@ -126,6 +153,9 @@ pub fn run(ctx: &mut Ctx, events: &mut Sink, steps: &[Step]) -> Result<(), Stopp
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod cluster_tests;
 
 #[cfg(test)]
 mod tests {

@@ -18,6 +18,13 @@ pub enum StepId {
     Install,
     Serve,
     Mirrors,
+    Prepare,
+    Runtime,
+    Kubelet,
+    Init,
+    Cni,
+    Join,
+    Ready,
 }
 
 impl StepId {
@@ -29,12 +36,23 @@ impl StepId {
         StepId::Install,
         StepId::Serve,
         StepId::Mirrors,
+        StepId::Prepare,
+        StepId::Runtime,
+        StepId::Kubelet,
+        StepId::Init,
+        StepId::Cni,
+        StepId::Join,
+        StepId::Ready,
     ];
 
-    /// Steps that only some boots run (live from the ISO, installing):
-    /// `status` lists them only once they have run.
+    /// Steps that only some boots or roles run (live from the ISO,
+    /// installing; the master's init and CNI, a worker's join): `status`
+    /// lists them only once they have run.
     pub fn conditional(self) -> bool {
-        matches!(self, StepId::Live | StepId::Install)
+        matches!(
+            self,
+            StepId::Live | StepId::Install | StepId::Init | StepId::Cni | StepId::Join
+        )
     }
 
     pub fn name(self) -> &'static str {
@@ -46,6 +64,13 @@ impl StepId {
             StepId::Install => "install",
             StepId::Serve => "serve",
             StepId::Mirrors => "mirrors",
+            StepId::Prepare => "prepare",
+            StepId::Runtime => "runtime",
+            StepId::Kubelet => "kubelet",
+            StepId::Init => "init",
+            StepId::Cni => "cni",
+            StepId::Join => "join",
+            StepId::Ready => "ready",
         }
     }
 }

@@ -155,6 +155,30 @@ impl Seed {
         self.repos.keys()
     }
 
+    /// Whether the seed serves `reference` (`registry/repo:tag` or
+    /// `registry/repo@sha256:…`) as a runtime would ask for it.
+    pub fn holds(&self, reference: &str) -> bool {
+        let Ok(r) = ImageRef::parse(reference) else {
+            return false;
+        };
+        let Some(repo) = self.repos.get(&r.name()) else {
+            return false;
+        };
+        match (&r.digest, &r.tag) {
+            (Some(d), _) => repo.digests.contains(d),
+            (None, Some(t)) => repo.tags.contains_key(t),
+            (None, None) => repo.tags.contains_key("latest"),
+        }
+    }
+
+    /// The tags the seed serves for one repository (`registry/repo`).
+    pub fn tags(&self, repository: &str) -> Vec<String> {
+        self.repos
+            .get(repository)
+            .map(|r| r.tags.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
     fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join(format!("{BLOBS_DIR}{}", d.hex()))
     }

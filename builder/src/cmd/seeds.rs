@@ -1,6 +1,7 @@
 //! `kpaas-builder seeds`: per-node and universal NoCloud seeds from a cluster file.
 
-use crate::seeds::{plan, secrets, write_seed};
+use crate::bundle::resolve::load_catalog;
+use crate::seeds::{kubernetes_step, plan, secrets, write_seed};
 use airgap_bundle::node::VerifyMode;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
@@ -9,6 +10,11 @@ use std::path::PathBuf;
 pub struct Args {
     #[arg(long)]
     pub cluster: PathBuf,
+    /// Platform catalog (a built-in name or a catalog.yaml path) whose plan
+    /// tells the nodes how to form the cluster; default: the cluster file's
+    /// platform.
+    #[arg(long, short)]
+    pub platform: Option<String>,
     #[arg(long, short)]
     pub out: PathBuf,
     /// Seed registry port (default: the cluster file's)
@@ -27,8 +33,10 @@ pub fn run(a: Args) -> Result<()> {
         v => bail!("--verify {v}: fast or full"),
     };
     airgap_bundle::fsutil::create_dir(&a.out)?;
+    let catalog = load_catalog(a.platform.as_deref().unwrap_or(&c.platform))?;
+    let kube = kubernetes_step(&catalog, &c)?;
     let s = secrets(&a.out.join("secrets"), &c)?;
-    let seeds = plan(&c, &s, a.seed_port.unwrap_or(c.seed_port), verify)?;
+    let seeds = plan(&c, &kube, &s, a.seed_port.unwrap_or(c.seed_port), verify)?;
     for seed in &seeds {
         write_seed(&a.out, seed)?;
     }

@@ -1,0 +1,222 @@
+//! What the cluster-forming steps share: whether they apply, the bundle's
+//! Kubernetes tools at their catalog paths, the cluster secrets from the
+//! seed, bounded waits that say what they wait for, and kubectl.
+
+use super::{Ctx, StepId};
+use crate::events::{Kind, Sink};
+use crate::kube::{self, Inputs};
+use airgap_bundle::manifest::{BLOBS_DIR, BUNDLE_JSON, BundleManifest};
+use airgap_bundle::node::{NodeConfig, Role};
+use airgap_bundle::run::run;
+use airgap_bundle::{Digest, fsutil};
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The cluster steps run on nodes whose seed carries the plan's
+/// `kubernetes` step (a seed from an older builder serves the bundle only).
+pub fn forms_cluster(ctx: &Ctx) -> bool {
+    !ctx.cfg.kubernetes.is_empty()
+}
+
+pub fn on_master(ctx: &Ctx) -> bool {
+    forms_cluster(ctx) && ctx.me.as_ref().is_some_and(|m| m.role == Role::Master)
+}
+
+pub fn on_worker(ctx: &Ctx) -> bool {
+    forms_cluster(ctx) && ctx.me.as_ref().is_some_and(|m| m.role == Role::Worker)
+}
+
+/// The repository whose tag is the cluster's Kubernetes version.
+const APISERVER_REPO: &str = "registry.k8s.io/kube-apiserver";
+
+/// The cluster's inputs: the plan's values, this node, and the Kubernetes
+/// version the bundle carries (the API server image's tag).
+pub fn inputs(ctx: &Ctx) -> Result<Inputs> {
+    let tags = ctx.seed()?.tags(APISERVER_REPO);
+    let version = match tags.as_slice() {
+        [one] => one.clone(),
+        [] => bail!("the bundle holds no {APISERVER_REPO} image: it cannot form a cluster"),
+        many => bail!(
+            "the bundle holds {APISERVER_REPO} at {}: one Kubernetes version per bundle",
+            many.join(", ")
+        ),
+    };
+    Inputs::new(&ctx.cfg, ctx.me()?, &version).context("the node config's kubernetes step")
+}
+
+/// The bundle's node binaries, at the paths the catalog installs them to.
+pub struct Tools {
+    pub kubeadm: String,
+    pub kubectl: String,
+    pub kubelet: String,
+    pub crictl: String,
+}
+
+pub fn bundle_manifest(cfg: &NodeConfig) -> Result<BundleManifest> {
+    let p = cfg.bundle.join(BUNDLE_JSON);
+    BundleManifest::from_bytes(
+        &std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?,
+    )
+}
+
+pub fn tools(cfg: &NodeConfig) -> Result<Tools> {
+    let m = bundle_manifest(cfg)?;
+    let path = |name: &str| {
+        m.artifacts
+            .iter()
+            .find(|a| a.kind == "file" && a.name == name)
+            .and_then(|a| a.install_path.clone())
+    };
+    let names = ["kubeadm", "kubectl", "kubelet", "crictl"];
+    let missing: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| path(n).is_none())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "the bundle installs no {} (a file artifact with an install_path): it cannot form a cluster",
+            missing.join(", ")
+        );
+    }
+    let p = |n: &str| path(n).unwrap_or_default();
+    Ok(Tools {
+        kubeadm: p("kubeadm"),
+        kubectl: p("kubectl"),
+        kubelet: p("kubelet"),
+        crictl: p("crictl"),
+    })
+}
+
+/// A file artifact's bytes, from the bundle's blob store, checked against
+/// the digest bundle.json gives it.
+pub fn bundle_file(cfg: &NodeConfig, name: &str) -> Result<Vec<u8>> {
+    let m = bundle_manifest(cfg)?;
+    let Some(d) = m
+        .artifacts
+        .iter()
+        .find(|a| a.kind == "file" && a.name == name)
+        .and_then(|a| a.content_digest.clone())
+    else {
+        bail!("the bundle holds no file {name:?}");
+    };
+    let p = cfg.bundle.join(format!("{BLOBS_DIR}{}", d.hex()));
+    let bytes = std::fs::read(&p).with_context(|| format!("reading {name} ({})", p.display()))?;
+    if Digest::of(&bytes) != d {
+        bail!("{name} ({}) does not match its digest {d}", p.display());
+    }
+    Ok(bytes)
+}
+
+/// Absolute path of a node path under the context's root.
+pub fn at(ctx: &Ctx, rel: &str) -> PathBuf {
+    ctx.root.join(rel)
+}
+
+/// The cluster secrets cloud-init's `write_files` (network stage) lays a
+/// few seconds after the agent starts: waited for, bounded.
+pub fn secrets(ctx: &Ctx, events: &mut Sink, step: StepId, names: &[&str]) -> Result<Vec<String>> {
+    let dir = at(ctx, kube::SECRETS_DIR);
+    wait(events, step, "the cluster secrets from the seed", SECRETS_WAIT, || {
+        let missing: Vec<&str> = names.iter().copied().filter(|n| !dir.join(n).is_file()).collect();
+        if missing.is_empty() {
+            Ok(Some(()))
+        } else {
+            Err(format!("{} has no {}", dir.display(), missing.join(", ")))
+        }
+    })
+    .context("cloud-init's write_files (its network stage) did not lay the cluster secrets; check the node's seed (kpaas-builder seeds) and `cloud-init status --long`")?;
+    names
+        .iter()
+        .map(|n| {
+            let p = dir.join(n);
+            std::fs::read_to_string(&p)
+                .map(|s| s.trim().to_string())
+                .with_context(|| format!("reading {}", p.display()))
+        })
+        .collect()
+}
+
+pub const SECRETS_WAIT: Duration = Duration::from_secs(180);
+/// Between progress lines of a wait.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// Polls `probe` until it gives a value or `limit` passes, with a growing
+/// pause (1 s to 10 s) and a progress line every 30 s saying what it waits
+/// for and why it is not there yet. An error names the wait and the last
+/// reason.
+pub fn wait<T>(
+    events: &mut Sink,
+    step: StepId,
+    what: &str,
+    limit: Duration,
+    mut probe: impl FnMut() -> Result<Option<T>, String>,
+) -> Result<T> {
+    let start = Instant::now();
+    let mut last_line = start;
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let why = match probe() {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => "not yet".to_string(),
+            Err(why) => why,
+        };
+        let waited = start.elapsed();
+        if waited >= limit {
+            bail!("{what}: not there after {} s ({why})", waited.as_secs());
+        }
+        if last_line.elapsed() >= PROGRESS_EVERY {
+            last_line = Instant::now();
+            events.emit(
+                step,
+                Kind::Progress,
+                &format!("waiting for {what} ({} s: {why})", waited.as_secs()),
+            )?;
+        }
+        std::thread::sleep(pause.min(limit.saturating_sub(waited)));
+        pause = (pause * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// `kubectl --kubeconfig <root>/<kubeconfig> args…` through the runner.
+pub fn kubectl(ctx: &Ctx, kubeconfig: &str, args: &[&str]) -> Result<Vec<u8>> {
+    let t = tools(&ctx.cfg)?;
+    run(&t.kubectl)
+        .arg("--kubeconfig")
+        .arg(at(ctx, kubeconfig))
+        .args(args)
+        .output_on(ctx.runner.as_ref())
+}
+
+/// Writes a file 0600 (it may hold a token or a key).
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    fsutil::write_atomic(path, data)?;
+    fsutil::set_mode(path, 0o600)
+}
+
+/// Writes a file unless it already holds exactly that.
+pub fn write_file(path: &Path, data: &str) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == data.as_bytes()) {
+        return Ok(());
+    }
+    fsutil::write_atomic(path, data.as_bytes())
+}
+
+/// The kubeadm config's path: with the agent's state (0700), since it holds
+/// the bootstrap token.
+pub fn kubeadm_config(ctx: &Ctx) -> PathBuf {
+    ctx.cfg.state_dir.join(kube::KUBEADM_CONFIG)
+}
+
+/// The images kubeadm pulls, as the prepare step recorded them.
+pub const IMAGES_FILE: &str = "kubeadm-images.txt";
+
+pub fn pause_image(ctx: &Ctx) -> Result<String> {
+    let p = ctx.cfg.state_dir.join(IMAGES_FILE);
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    text.lines()
+        .find(|l| l.contains("/pause:"))
+        .map(str::to_string)
+        .with_context(|| format!("{} names no pause image", p.display()))
+}

@@ -1,0 +1,377 @@
+//! The cluster steps against a recording runner: the order of what they run
+//! on a master and a worker, what they write, and how they stop (an image
+//! the seed lacks, a refused join, a half-done init found after a power cut).
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+use super::*;
+use crate::events::read_all;
+use airgap_bundle::deploy::{Readiness, Value, WorkloadKind};
+use airgap_bundle::node::{NodeConfig, NodeEntry, Role, Runtime};
+use airgap_bundle::run::{Cmd, Output, Recording};
+use airgap_bundle::{Digest, oci};
+use kpaas_testkit::content::Layout;
+use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+const TOKEN: &str = "abcdef.0123456789abcdef";
+const IMAGES: &str = "registry.k8s.io/kube-apiserver:v1.25.6\nregistry.k8s.io/pause:3.8\n";
+const CNI: &str = "kind: DaemonSet # mounts configMap kube-flannel-cfg\n";
+
+/// A bundle with the two images kubeadm is scripted to ask for, the four
+/// node tools at their install paths, and the CNI manifest.
+fn bundle(dir: &Path) {
+    let mut l = Layout::new(&dir.join("oci")).unwrap();
+    for (i, name) in [
+        "registry.k8s.io/kube-apiserver:v1.25.6",
+        "registry.k8s.io/pause:3.8",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let layer = vec![i as u8; 10];
+        let (m, _) = l
+            .image(
+                &[(layer.clone(), Digest::of(&layer).to_string())],
+                "amd64",
+                &[],
+            )
+            .unwrap();
+        l.tag(name, oci::OCI_MANIFEST, &m);
+    }
+    l.write_index().unwrap();
+    let cni = Digest::of(CNI.as_bytes());
+    std::fs::write(dir.join(format!("oci/blobs/sha256/{}", cni.hex())), CNI).unwrap();
+    let file = |name: &str, path: Option<&str>, d: &Digest| {
+        json!({"kind": "file", "component": "kubernetes", "name": name, "source": "test",
+               "digest": d.to_string(), "media_type": "application/octet-stream", "size": 1,
+               "content_digest": d.to_string(), "install_path": path})
+    };
+    let mut arts: Vec<serde_json::Value> = ["kubeadm", "kubectl", "kubelet", "crictl"]
+        .iter()
+        .map(|n| {
+            file(
+                n,
+                Some(&format!("/usr/local/bin/{n}")),
+                &Digest::of(n.as_bytes()),
+            )
+        })
+        .collect();
+    arts.push(file("cni.yaml", None, &cni));
+    let bj = json!({"bundle_version": 1, "platform": "t", "platform_version": "1", "created": "",
+                    "image_platforms": ["linux/amd64"], "artifacts": arts, "files": {},
+                    "totals": {"artifacts": 5, "blobs": 0, "unique_bytes": 0, "referenced_bytes": 0}});
+    std::fs::write(dir.join("bundle.json"), serde_json::to_vec(&bj).unwrap()).unwrap();
+}
+
+/// Stands in for kubeadm's effects on disk: its kubeconfig phase writes
+/// admin.conf, a join writes kubelet.conf. Everything else is recorded.
+struct Kubeadm {
+    rec: Recording,
+    root: PathBuf,
+}
+
+impl Runner for Kubeadm {
+    fn exec(&self, cmd: &Cmd) -> anyhow::Result<Output> {
+        let out = self.rec.exec(cmd)?;
+        let line = cmd.line();
+        for (when, file) in [
+            ("init phase kubeconfig", "etc/kubernetes/admin.conf"),
+            ("kubeadm join", "etc/kubernetes/kubelet.conf"),
+        ] {
+            if line.contains(when) {
+                fsutil::write_atomic(&self.root.join(file), b"kubeconfig").unwrap();
+            }
+        }
+        Ok(out)
+    }
+}
+
+use airgap_bundle::fsutil;
+
+struct Node {
+    _t: tempfile::TempDir,
+    root: PathBuf,
+    state: PathBuf,
+    runner: Arc<Kubeadm>,
+    ctx: Ctx,
+    rt: tokio::runtime::Runtime,
+}
+
+/// A master or worker of a two-node lab, its runner scripted by `script`
+/// first (answers are matched in order), then with kubeadm's image list,
+/// both nodes Ready and every other kubectl call succeeding.
+fn node(role: Role, script: impl FnOnce(Recording, &Path) -> Recording) -> Node {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (root, state, b) = (
+        t.path().join("root"),
+        t.path().join("state"),
+        t.path().join("bundle"),
+    );
+    bundle(&b);
+    let entry = |h: &str, ip: &str, role| NodeEntry {
+        hostname: h.into(),
+        ip: ip.parse().unwrap(),
+        mac: None,
+        role,
+    };
+    let mut cfg = NodeConfig::with_defaults(
+        "lab",
+        vec![
+            entry("m", "10.10.0.10", Role::Master),
+            entry("w", "10.10.0.11", Role::Worker),
+        ],
+    );
+    cfg.bundle = b.clone();
+    cfg.state_dir = state.clone();
+    cfg.runtime = Runtime::Containerd;
+    for (k, v) in [
+        ("pod_cidr", "10.233.64.0/18"),
+        ("service_cidr", "10.233.0.0/18"),
+        ("apiserver_san", "10.10.0.10"),
+        ("cni_manifest", "cni.yaml"),
+    ] {
+        cfg.kubernetes
+            .values
+            .insert(k.into(), Value::Text(v.into()));
+    }
+    cfg.kubernetes.ready = vec![
+        Readiness::NodesReady,
+        Readiness::Rollout {
+            kind: WorkloadKind::DaemonSet,
+            namespace: "kube-system".into(),
+            name: "kube-proxy".into(),
+        },
+    ];
+    let secrets = root.join("etc/kpaas/secrets");
+    for (f, v) in [
+        ("bootstrap-token", TOKEN),
+        ("ca-cert-hash", "sha256:00"),
+        ("ca.crt", "CERT"),
+        ("ca.key", "KEY"),
+    ] {
+        fsutil::write_atomic(&secrets.join(f), v.as_bytes()).unwrap();
+    }
+    fsutil::write_atomic(
+        &root.join("proc/swaps"),
+        b"Filename Type Size Used Priority\n",
+    )
+    .unwrap();
+    fsutil::write_atomic(&root.join("usr/local/bin/kubelet"), b"").unwrap();
+    let me = cfg.nodes.iter().find(|n| n.role == role).cloned();
+    let nodes = json!({"items": [
+        {"metadata": {"name": "m"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
+        {"metadata": {"name": "w"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]});
+    let kubectl = "/usr/local/bin/kubectl --kubeconfig";
+    let rec = script(Recording::new(), &root)
+        .answer("/usr/local/bin/kubeadm config images list", IMAGES)
+        .answer(
+            &format!(
+                "{kubectl} {} get nodes",
+                root.join("etc/kubernetes/admin.conf").display()
+            ),
+            &nodes.to_string(),
+        )
+        .answer(
+            &format!(
+                "{kubectl} {} get nodes",
+                root.join("etc/kubernetes/kubelet.conf").display()
+            ),
+            &nodes.to_string(),
+        );
+    let runner = Arc::new(Kubeadm {
+        rec,
+        root: root.clone(),
+    });
+    let mut ctx = Ctx::new(root.clone(), cfg, runner.clone(), rt.handle().clone());
+    ctx.me = me;
+    ctx.seed = Some(Arc::new(crate::seed_registry::Seed::load(&b).unwrap()));
+    Node {
+        _t: t,
+        root,
+        state,
+        runner,
+        ctx,
+        rt,
+    }
+}
+
+impl Node {
+    fn boot(&mut self) -> Result<(), Stopped> {
+        let mut s = Sink::open(&self.state).unwrap().quiet();
+        let _g = self.rt.enter();
+        run(&mut self.ctx, &mut s, CLUSTER_STEPS)
+    }
+
+    /// The commands run, with the test's root shown as `/` and the state
+    /// directory as `$STATE`.
+    fn lines(&self) -> Vec<String> {
+        let root = format!("{}/", self.root.display());
+        let state = self.state.display().to_string();
+        self.runner
+            .rec
+            .lines()
+            .iter()
+            .map(|l| l.replace(&state, "$STATE").replace(&root, "/"))
+            .collect()
+    }
+
+    fn events(&self) -> Vec<String> {
+        read_all(&self.state)
+            .unwrap()
+            .iter()
+            .filter(|e| e.kind != crate::events::Kind::Started)
+            .map(|e| format!("{} {:?}: {}", e.step, e.kind, e.detail))
+            .collect()
+    }
+
+    fn mode(&self, rel: &str) -> u32 {
+        std::fs::metadata(self.root.join(rel))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    }
+}
+
+#[test]
+fn a_master_prepares_configures_inits_lays_the_cni_and_waits_for_ready_in_order() {
+    let mut n = node(Role::Master, |r, _| r);
+    n.boot().unwrap();
+    let k = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf";
+    let phase =
+        |p: &str| format!("/usr/local/bin/kubeadm init phase {p} --config $STATE/kubeadm.yaml");
+    let mut want = vec![
+        "/usr/local/bin/kubeadm config images list --config $STATE/kubeadm-cluster.yaml"
+            .to_string(),
+        "modprobe overlay".into(),
+        "modprobe br_netfilter".into(),
+        "sysctl -p /etc/sysctl.d/99-kpaas-kubernetes.conf".into(),
+        "systemctl enable containerd.service".into(),
+        "systemctl restart containerd.service".into(),
+        "/usr/local/bin/crictl --runtime-endpoint unix:///run/containerd/containerd.sock info"
+            .into(),
+        "systemctl daemon-reload".into(),
+        "systemctl enable kubelet.service".into(),
+    ];
+    for p in init::PHASES {
+        want.push(phase(p));
+        if *p == "etcd local" {
+            want.push(format!("{k} get --raw /readyz"));
+        }
+    }
+    want.extend([
+        format!("{k} apply --server-side -f $STATE/cni-settings.yaml"),
+        format!("{k} apply --server-side -f $STATE/cni.yaml"),
+        format!("{k} get nodes -o json"),
+        format!("{k} -n kube-system rollout status daemonset/kube-proxy --timeout=1s"),
+    ]);
+    assert_eq!(n.lines(), want);
+    // The files: the token only in the 0600 config, the CA key 0600, the
+    // runtime's sandbox image from kubeadm's own list.
+    let cfg = std::fs::read_to_string(n.state.join("kubeadm.yaml")).unwrap();
+    assert!(cfg.contains(TOKEN) && cfg.contains("kubernetesVersion: v1.25.6"));
+    assert_eq!(
+        std::fs::metadata(n.state.join("kubeadm.yaml"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    assert_eq!(n.mode("etc/kubernetes/pki/ca.key"), 0o600);
+    assert_eq!(n.mode("root/.kube/config"), 0o600);
+    let toml = std::fs::read_to_string(n.root.join("etc/containerd/config.toml")).unwrap();
+    assert!(toml.contains("sandbox_image = \"registry.k8s.io/pause:3.8\""));
+    let ev = n.events();
+    assert!(ev.iter().all(|e| !e.contains(TOKEN)), "{ev:?}");
+    assert!(
+        ev.last()
+            .unwrap()
+            .starts_with("ready Done: cluster ready: 2 node(s) Ready (m, w)"),
+        "{ev:?}"
+    );
+    // A second boot redoes nothing.
+    let before = n.lines().len();
+    n.boot().unwrap();
+    assert_eq!(n.lines().len(), before);
+}
+
+#[test]
+fn an_image_the_seed_lacks_stops_the_boot_before_anything_changes() {
+    let mut n = node(Role::Master, |r, _| {
+        r.answer(
+            "/usr/local/bin/kubeadm config images list",
+            "registry.k8s.io/kube-apiserver:v1.25.6\nregistry.k8s.io/etcd:3.5.6-0\nregistry.k8s.io/coredns/coredns:v1.9.3\n",
+        )
+    });
+    assert!(matches!(n.boot(), Err(Stopped::Step(StepId::Prepare))));
+    assert_eq!(n.lines().len(), 1, "{:?}", n.lines());
+    let ev = n.events();
+    let failed = ev.iter().find(|e| e.starts_with("prepare Failed")).unwrap();
+    assert!(
+        failed.contains("lacks 2 of the 3 images")
+            && failed.contains("registry.k8s.io/etcd:3.5.6-0")
+            && failed.contains("registry.k8s.io/coredns/coredns:v1.9.3"),
+        "{failed}"
+    );
+    assert!(!n.root.join("etc/containerd/config.toml").exists());
+}
+
+#[test]
+fn a_refused_join_is_reset_and_says_why() {
+    let why = "error execution phase preflight: couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"sha256:11\" are pinned";
+    let mut n = node(Role::Worker, |r, _| {
+        r.fail("/usr/local/bin/kubeadm join", why)
+    });
+    // Something listens where the master's API would be.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    n.ctx.cfg.nodes[0].ip = "127.0.0.1".parse().unwrap();
+    let port = l.local_addr().unwrap().port();
+    n.ctx
+        .cfg
+        .kubernetes
+        .values
+        .insert("apiserver_port".into(), Value::Int(port.into()));
+    assert!(matches!(n.boot(), Err(Stopped::Step(StepId::Join))));
+    let lines = n.lines();
+    let join = lines
+        .iter()
+        .position(|l| l.starts_with("/usr/local/bin/kubeadm join"))
+        .unwrap();
+    assert_eq!(
+        lines[join + 1],
+        "/usr/local/bin/kubeadm reset --force --cri-socket unix:///run/containerd/containerd.sock"
+    );
+    let ev = n.events();
+    let failed = ev.iter().find(|e| e.starts_with("join Failed")).unwrap();
+    assert!(
+        failed.contains("are pinned") && failed.contains("nothing half-joined is left"),
+        "{failed}"
+    );
+}
+
+#[test]
+fn a_half_done_init_is_reset_before_init_runs_again() {
+    let mut n = node(Role::Master, |r, _| r);
+    // A power cut after the control plane's manifests were written, before
+    // kubeconfigs: no admin.conf, so nothing to ask.
+    fsutil::write_atomic(&n.root.join("etc/kubernetes/manifests/etcd.yaml"), b"x").unwrap();
+    n.boot().unwrap();
+    let lines = n.lines();
+    let reset = lines
+        .iter()
+        .position(|l| l.contains("kubeadm reset --force"))
+        .unwrap();
+    let first_phase = lines
+        .iter()
+        .position(|l| l.contains("init phase preflight"))
+        .unwrap();
+    assert!(reset < first_phase, "{lines:?}");
+    assert!(n.events().iter().any(|e| {
+        e.contains("a half-done kubeadm init was found (etc/kubernetes/manifests/etcd.yaml)")
+    }));
+}

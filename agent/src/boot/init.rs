@@ -1,0 +1,195 @@
+//! The master: `kubeadm init` from the rendered config, phase by phase (a
+//! progress line and a time for each), with the seed's CA laid into
+//! /etc/kubernetes/pki first so the hash the workers pin is right; then an
+//! admin kubeconfig for root. Once. A power cut mid-init leaves a half-done
+//! control plane: the next boot finds it, resets it and runs init again; an
+//! init that had finished (its last phase's objects exist) is never redone.
+
+use super::cluster::{self, at, kubeadm_config, kubectl, on_master, tools, wait, write_private};
+use super::{Ctx, Rerun, Step, StepId};
+use crate::events::{Kind, Sink};
+use crate::kube;
+use airgap_bundle::run::run;
+use anyhow::{Context, Result};
+use std::time::{Duration, Instant};
+
+pub const STEP: Step = Step {
+    id: StepId::Init,
+    rerun: Rerun::Once,
+    applies: on_master,
+    run: work,
+};
+
+/// `kubeadm init`'s phases in its own order. kubeadm 1.25 has no phase for
+/// its wait for the control plane: the agent waits for the API server
+/// between `etcd` and `upload-config` itself (bounded, with progress).
+pub const PHASES: &[&str] = &[
+    "preflight",
+    "certs all",
+    "kubeconfig all",
+    "kubelet-start",
+    "control-plane all",
+    "etcd local",
+    "upload-config all",
+    "mark-control-plane",
+    "bootstrap-token",
+    "kubelet-finalize all",
+    "addon all",
+];
+const WAIT_AFTER: &str = "etcd local";
+
+/// The API server's first answer under emulation takes minutes.
+pub const API_WAIT: Duration = Duration::from_secs(15 * 60);
+/// After a reboot, how long an existing control plane gets to answer before
+/// it is judged half-done.
+const RESUME_WAIT: Duration = Duration::from_secs(5 * 60);
+
+/// What a control plane leaves on disk from its first phases on.
+const LEFTOVERS: &[&str] = &[
+    "etc/kubernetes/manifests/kube-apiserver.yaml",
+    "etc/kubernetes/manifests/etcd.yaml",
+    "etc/kubernetes/admin.conf",
+    "etc/kubernetes/kubelet.conf",
+    "var/lib/etcd/member",
+];
+
+fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
+    let start = Instant::now();
+    let i = cluster::inputs(ctx)?;
+    let t = tools(&ctx.cfg)?;
+    let r = ctx.runner.clone();
+    if at(ctx, kube::ADMIN_CONF).exists() {
+        events.emit(
+            StepId::Init,
+            Kind::Progress,
+            "an earlier kubeadm init was found: checking whether it finished",
+        )?;
+        // Finished = its last phase's object exists (kube-proxy's DaemonSet).
+        let finished = wait(
+            events,
+            StepId::Init,
+            "the existing API server",
+            RESUME_WAIT,
+            || match kubectl(
+                ctx,
+                kube::ADMIN_CONF,
+                &[
+                    "-n",
+                    "kube-system",
+                    "get",
+                    "daemonset",
+                    "kube-proxy",
+                    "-o",
+                    "name",
+                ],
+            ) {
+                Ok(_) => Ok(Some(true)),
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    if e.contains("NotFound") || e.contains("not found") {
+                        Ok(Some(false))
+                    } else {
+                        Err(e.lines().last().unwrap_or_default().to_string())
+                    }
+                }
+            },
+        )
+        .unwrap_or(false);
+        if finished {
+            root_kubeconfig(ctx)?;
+            return Ok(format!(
+                "kubeadm init had finished before this boot: not redone; API at {}",
+                i.endpoint()
+            ));
+        }
+    }
+    let left: Vec<&str> = LEFTOVERS
+        .iter()
+        .copied()
+        .filter(|p| at(ctx, p).exists())
+        .collect();
+    if !left.is_empty() {
+        events.emit(
+            StepId::Init,
+            Kind::Progress,
+            &format!(
+                "a half-done kubeadm init was found ({}): resetting it and running init again",
+                left.join(", ")
+            ),
+        )?;
+        run(&t.kubeadm)
+            .args(["reset", "--force", "--cri-socket", i.runtime.socket()])
+            .ok_on(r.as_ref())
+            .context("resetting the half-done kubeadm init")?;
+    }
+    lay_ca(ctx, events)?;
+    let config = kubeadm_config(ctx);
+    for phase in PHASES {
+        let t0 = Instant::now();
+        run(&t.kubeadm)
+            .args(["init", "phase"])
+            .args(phase.split(' '))
+            .arg("--config")
+            .arg(&config)
+            .ok_on(r.as_ref())
+            .with_context(|| format!("kubeadm init phase {phase}"))?;
+        events.emit(
+            StepId::Init,
+            Kind::Progress,
+            &format!(
+                "kubeadm phase {phase}: done in {:.1} s",
+                t0.elapsed().as_secs_f64()
+            ),
+        )?;
+        if *phase == WAIT_AFTER {
+            let t0 = Instant::now();
+            wait(
+                events,
+                StepId::Init,
+                "the API server to answer /readyz",
+                API_WAIT,
+                || {
+                    kubectl(ctx, kube::ADMIN_CONF, &["get", "--raw", "/readyz"])
+                        .map(|_| Some(()))
+                        .map_err(|e| {
+                            format!("{e:#}")
+                                .lines()
+                                .last()
+                                .unwrap_or_default()
+                                .to_string()
+                        })
+                },
+            )?;
+            events.emit(
+                StepId::Init,
+                Kind::Progress,
+                &format!(
+                    "control plane answering: {:.1} s",
+                    t0.elapsed().as_secs_f64()
+                ),
+            )?;
+        }
+    }
+    root_kubeconfig(ctx)?;
+    Ok(format!(
+        "kubeadm init: Kubernetes {} control plane at {} in {:.0} s; root's kubeconfig /root/.kube/config",
+        i.kubernetes_version,
+        i.endpoint(),
+        start.elapsed().as_secs_f64()
+    ))
+}
+
+/// The seed's CA as the cluster's: kubeadm keeps an existing CA, so the
+/// hash the workers' seeds pin is this CA's.
+fn lay_ca(ctx: &Ctx, events: &mut Sink) -> Result<()> {
+    let s = cluster::secrets(ctx, events, StepId::Init, &["ca.crt", "ca.key"])?;
+    let pki = at(ctx, kube::PKI_DIR);
+    cluster::write_file(&pki.join("ca.crt"), &format!("{}\n", s[0]))?;
+    write_private(&pki.join("ca.key"), format!("{}\n", s[1]).as_bytes())
+}
+
+fn root_kubeconfig(ctx: &Ctx) -> Result<()> {
+    let src = at(ctx, kube::ADMIN_CONF);
+    let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
+    write_private(&at(ctx, kube::ROOT_KUBECONFIG), &bytes)
+}

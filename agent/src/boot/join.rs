@@ -1,0 +1,135 @@
+//! A worker: wait for the master's API (bounded backoff, a progress line),
+//! then `kubeadm join` by the bootstrap token with discovery pinned to the
+//! CA hash from the seed, so nothing the network says about the cluster is
+//! trusted unless that CA signed it. A refused join (wrong token, wrong CA
+//! hash) is reset at once, so nothing half-joined stays, and the reason is
+//! the step's failure. Once; a power cut mid-join is reset and rejoined at
+//! the next boot, a finished join is never redone.
+
+use super::cluster::{self, at, kubeadm_config, kubectl, on_worker, tools, wait};
+use super::{Ctx, Rerun, Step, StepId};
+use crate::events::{Kind, Sink};
+use crate::kube;
+use airgap_bundle::run::run;
+use anyhow::{Result, anyhow};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+pub const STEP: Step = Step {
+    id: StepId::Join,
+    rerun: Rerun::Once,
+    applies: on_worker,
+    run: work,
+};
+
+/// Workers may boot long before the master's control plane is up.
+pub const MASTER_WAIT: Duration = Duration::from_secs(45 * 60);
+const RESUME_WAIT: Duration = Duration::from_secs(3 * 60);
+
+/// Why kubeadm refused, from its output: its own `error execution phase`
+/// line when it printed one, else its last line.
+pub fn refusal(kubeadm_error: &str) -> String {
+    let lines: Vec<&str> = kubeadm_error
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("error execution phase"))
+        .or(lines.last())
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "kubeadm gave no reason".into())
+}
+
+fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
+    let start = Instant::now();
+    let i = cluster::inputs(ctx)?;
+    let t = tools(&ctx.cfg)?;
+    let r = ctx.runner.clone();
+    let me = i.me.hostname.clone();
+    if at(ctx, kube::KUBELET_CONF).exists() {
+        let joined = wait(
+            events,
+            StepId::Join,
+            "the cluster to list this node",
+            RESUME_WAIT,
+            || {
+                kubectl(ctx, kube::KUBELET_CONF, &["get", "node", &me, "-o", "name"])
+                    .map(|_| Some(()))
+                    .map_err(|e| {
+                        format!("{e:#}")
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .to_string()
+                    })
+            },
+        )
+        .is_ok();
+        if joined {
+            return Ok(format!(
+                "joined before this boot: not redone; node {me} is in the cluster"
+            ));
+        }
+        events.emit(
+            StepId::Join,
+            Kind::Progress,
+            "a half-done kubeadm join was found: resetting it and joining again",
+        )?;
+        reset(ctx, &t.kubeadm, &i)?;
+    }
+    let api: SocketAddr = i.endpoint().parse()?;
+    // Only whether something listens: trust comes from kubeadm's pinned
+    // discovery, never from this probe.
+    wait(
+        events,
+        StepId::Join,
+        &format!("the master's API at {api}"),
+        MASTER_WAIT,
+        || {
+            TcpStream::connect_timeout(&api, Duration::from_secs(3))
+                .map(|_| Some(()))
+                .map_err(|e| e.to_string())
+        },
+    )?;
+    let joined = run(&t.kubeadm)
+        .args(["join", "--config"])
+        .arg(kubeadm_config(ctx))
+        .ok_on(r.as_ref());
+    if let Err(e) = joined {
+        let why = refusal(&format!("{e:#}"));
+        // Nothing half-joined stays: kubelet's config, certificates, the
+        // static pod directory go; the next boot tries again from clean.
+        let undone = match reset(ctx, &t.kubeadm, &i) {
+            Ok(()) => "the node was reset; nothing half-joined is left".to_string(),
+            Err(e) => format!("resetting the node failed too: {e:#}"),
+        };
+        return Err(anyhow!(
+            "kubeadm join to {api} was refused: {why} ({undone})"
+        ));
+    }
+    Ok(format!(
+        "joined the cluster at {api} as {me} (discovery pinned to the seed's CA hash) in {:.0} s",
+        start.elapsed().as_secs_f64()
+    ))
+}
+
+fn reset(ctx: &Ctx, kubeadm: &str, i: &kube::Inputs) -> Result<()> {
+    run(kubeadm)
+        .args(["reset", "--force", "--cri-socket", i.runtime.socket()])
+        .ok_on(ctx.runner.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_kubeadms_own_error_line() {
+        let out = "`kubeadm join --config x` failed with exit status: 1:\n[preflight] Running pre-flight checks\nerror execution phase preflight: couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"sha256:ab\" are pinned\nTo see the stack trace of this error execute with --v=5 or higher\n";
+        assert!(refusal(out).starts_with("error execution phase preflight: couldn't validate"));
+        assert_eq!(refusal("one\nlast\n"), "last");
+    }
+}

@@ -1,0 +1,452 @@
+//! What the agent writes to make a node a Kubernetes node, rendered as text
+//! from the node config and the plan's `kubernetes` step: the container
+//! runtime's config (containerd or CRI-O), kubelet's unit and kubeadm
+//! drop-in, the kubeadm v1beta3 configs, and the CNI's ConfigMap. Pure, so
+//! every file is a snapshot test; the boot steps write and run them.
+
+use airgap_bundle::deploy::Value;
+use airgap_bundle::node::{NodeConfig, NodeEntry, Role, Runtime};
+use anyhow::{Result, anyhow};
+use std::fmt::Write;
+
+/// Where the files go (relative to the node's root).
+pub const CONTAINERD_CONFIG: &str = "etc/containerd/config.toml";
+pub const CRIO_DROPIN: &str = "etc/crio/crio.conf.d/10-kpaas.conf";
+pub const MODULES_LOAD: &str = "etc/modules-load.d/kpaas-kubernetes.conf";
+pub const SYSCTL: &str = "etc/sysctl.d/99-kpaas-kubernetes.conf";
+pub const KUBELET_UNIT: &str = "etc/systemd/system/kubelet.service";
+pub const KUBELET_DROPIN: &str = "etc/systemd/system/kubelet.service.d/10-kubeadm.conf";
+pub const KUBELET_ENV: &str = "etc/kubernetes/kubelet.env";
+pub const PKI_DIR: &str = "etc/kubernetes/pki";
+pub const ADMIN_CONF: &str = "etc/kubernetes/admin.conf";
+pub const KUBELET_CONF: &str = "etc/kubernetes/kubelet.conf";
+pub const ROOT_KUBECONFIG: &str = "root/.kube/config";
+/// The kubeadm config holds the bootstrap token: it lives with the agent's
+/// state (0700), not in /etc/kubernetes.
+pub const KUBEADM_CONFIG: &str = "kubeadm.yaml";
+/// Where cloud-init's `write_files` puts the cluster secrets.
+pub const SECRETS_DIR: &str = "etc/kpaas/secrets";
+pub const API_PORT: u16 = 6443;
+
+/// Kernel modules and sysctls kubelet, kube-proxy and the CNI need.
+pub const MODULES: &[&str] = &["overlay", "br_netfilter"];
+pub const SYSCTLS: &[(&str, &str)] = &[
+    ("net.bridge.bridge-nf-call-iptables", "1"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+    ("net.ipv4.ip_forward", "1"),
+];
+
+/// What the cluster is formed with: the plan's values, the node, and what
+/// the bundle holds.
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub cluster: String,
+    pub me: NodeEntry,
+    pub master: NodeEntry,
+    pub runtime: Runtime,
+    pub kubernetes_version: String,
+    pub pod_cidr: String,
+    pub service_cidr: String,
+    pub api_san: String,
+    /// The API server's port: the plan's `apiserver_port` when it sets one.
+    pub api_port: u16,
+}
+
+impl Inputs {
+    /// Reads the plan's values; an error lists every value missing at once.
+    pub fn new(cfg: &NodeConfig, me: &NodeEntry, kubernetes_version: &str) -> Result<Inputs> {
+        let plan = &cfg.kubernetes;
+        let master = cfg.nodes.iter().find(|n| n.role == Role::Master);
+        let (pod, svc, san) = (
+            plan.text("pod_cidr"),
+            plan.text("service_cidr"),
+            plan.text("apiserver_san"),
+        );
+        let mut missing: Vec<String> = [&pod, &svc, &san]
+            .iter()
+            .filter_map(|r| r.as_ref().err().cloned())
+            .collect();
+        if master.is_none() {
+            missing.push("the node config names no master".into());
+        }
+        match master {
+            Some(master) if missing.is_empty() => Ok(Inputs {
+                cluster: cfg.cluster.clone(),
+                me: me.clone(),
+                master: master.clone(),
+                runtime: cfg.runtime,
+                kubernetes_version: kubernetes_version.into(),
+                pod_cidr: pod.unwrap_or_default(),
+                service_cidr: svc.unwrap_or_default(),
+                api_san: san.unwrap_or_default(),
+                api_port: match plan.values.get("apiserver_port") {
+                    Some(Value::Int(p)) => u16::try_from(*p).unwrap_or(API_PORT),
+                    _ => API_PORT,
+                },
+            }),
+            _ => Err(anyhow!("{}", missing.join("; "))),
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.master.ip, self.api_port)
+    }
+}
+
+/// containerd 1.6+: CRI with systemd cgroups, the bundle's pause, and the
+/// registry hosts directory the mirrors step already wrote (no `mirrors`
+/// table: those fall back to the source registry).
+pub fn containerd_config(pause: &str) -> String {
+    format!(
+        r#"# Written by kpaas-agent: containerd for kubelet. Images come only from the
+# node's seed registry (certs.d/<registry>/hosts.toml).
+version = 2
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  default_runtime_name = "runc"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+  SystemdCgroup = true
+
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/opt/cni/bin"
+  conf_dir = "/etc/cni/net.d"
+
+[plugins."io.containerd.grpc.v1.cri".registry]
+  config_path = "/etc/containerd/certs.d"
+"#
+    )
+}
+
+/// CRI-O's drop-in, as Kubespray's `crio` role sets it (systemd cgroups,
+/// conmon in the pod's cgroup, runc at Kubespray's path, the pause image);
+/// the registries drop-in is the mirrors step's.
+pub fn crio_dropin(pause: &str) -> String {
+    format!(
+        r#"# Written by kpaas-agent: CRI-O for kubelet. Registries: the mirrors step's
+# /etc/containers/registries.conf.d drop-in (the node's seed registry only).
+[crio.runtime]
+cgroup_manager = "systemd"
+conmon_cgroup = "pod"
+default_runtime = "runc"
+
+[crio.runtime.runtimes.runc]
+runtime_path = "/usr/local/bin/runc"
+runtime_type = "oci"
+runtime_root = "/run/runc"
+
+[crio.image]
+pause_image = "{pause}"
+
+[crio.network]
+network_dir = "/etc/cni/net.d/"
+plugin_dirs = ["/opt/cni/bin"]
+"#
+    )
+}
+
+pub fn modules_load() -> String {
+    let mut s =
+        String::from("# Written by kpaas-agent: for the container runtime and kube-proxy.\n");
+    for m in MODULES {
+        let _ = writeln!(s, "{m}");
+    }
+    s
+}
+
+pub fn sysctl_conf() -> String {
+    let mut s =
+        String::from("# Written by kpaas-agent: kube-proxy and the CNI route pod traffic.\n");
+    for (k, v) in SYSCTLS {
+        let _ = writeln!(s, "{k} = {v}");
+    }
+    s
+}
+
+/// The unit Kubespray installs with kubeadm (`kubelet.service`), the binary
+/// at its catalog path; kubeadm's drop-in gives it its arguments.
+pub fn kubelet_unit(kubelet: &str, runtime: Runtime) -> String {
+    let rt = format!("{}.service", runtime.name());
+    format!(
+        r#"# Written by kpaas-agent (the layout Kubespray uses with kubeadm).
+[Unit]
+Description=Kubernetes Kubelet Server
+Documentation=https://kubernetes.io/docs/reference/command-line-tools-reference/kubelet/
+After={rt}
+Wants={rt}
+
+[Service]
+ExecStart={kubelet}
+Restart=always
+RestartSec=5
+# kubelet refuses to run with swap on; the agent checked it is off.
+
+[Install]
+WantedBy=multi-user.target
+"#
+    )
+}
+
+/// kubeadm's drop-in: the kubeconfigs kubeadm writes, the config it writes,
+/// its flags file, and the node's own environment file.
+pub fn kubelet_dropin(kubelet: &str) -> String {
+    format!(
+        r#"# Written by kpaas-agent: kubeadm's drop-in for kubelet.
+[Service]
+Environment="KUBELET_KUBECONFIG_ARGS=--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf --kubeconfig=/etc/kubernetes/kubelet.conf"
+Environment="KUBELET_CONFIG_ARGS=--config=/var/lib/kubelet/config.yaml"
+# Written by kubeadm init/join at runtime: KUBELET_KUBEADM_ARGS.
+EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env
+# The node's own settings (node IP): KUBELET_EXTRA_ARGS.
+EnvironmentFile=-/etc/kubernetes/kubelet.env
+ExecStart=
+ExecStart={kubelet} $KUBELET_KUBECONFIG_ARGS $KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS
+"#
+    )
+}
+
+pub fn kubelet_env(me: &NodeEntry) -> String {
+    format!(
+        "# Written by kpaas-agent: this node's address from its node config.\nKUBELET_EXTRA_ARGS=--node-ip={}\n",
+        me.ip
+    )
+}
+
+fn node_registration(out: &mut String, i: &Inputs) {
+    let _ = write!(
+        out,
+        r#"nodeRegistration:
+  name: {name}
+  criSocket: {sock}
+  imagePullPolicy: IfNotPresent
+"#,
+        name = i.me.hostname,
+        sock = i.runtime.socket(),
+    );
+}
+
+/// The master's kubeadm config: InitConfiguration with the seed's bootstrap
+/// token, ClusterConfiguration from the plan, and kubelet's configuration.
+pub fn init_config(i: &Inputs, token: &str) -> String {
+    let mut s = format!(
+        r#"# Written by kpaas-agent from the plan's kubernetes step. Holds the
+# bootstrap token: 0600, root only.
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: InitConfiguration
+bootstrapTokens:
+  - token: "{token}"
+    description: "kpaas: the cluster's join token, from the seeds"
+    ttl: 24h0m0s
+    usages: [signing, authentication]
+    groups: ["system:bootstrappers:kubeadm:default-node-token"]
+localAPIEndpoint:
+  advertiseAddress: {ip}
+  bindPort: {port}
+"#,
+        ip = i.me.ip,
+        port = i.api_port,
+    );
+    node_registration(&mut s, i);
+    s.push_str("---\n");
+    s.push_str(&cluster_config(i));
+    s
+}
+
+/// The ClusterConfiguration (and kubelet's): alone, what `kubeadm config
+/// images list --config` reads on any node.
+pub fn cluster_config(i: &Inputs) -> String {
+    let mut sans = vec![i.master.ip.to_string(), i.master.hostname.clone()];
+    if !sans.contains(&i.api_san) {
+        sans.push(i.api_san.clone());
+    }
+    format!(
+        r#"apiVersion: kubeadm.k8s.io/v1beta3
+kind: ClusterConfiguration
+clusterName: {cluster}
+kubernetesVersion: {version}
+controlPlaneEndpoint: "{endpoint}"
+# The images by their upstream names: the runtime's mirrors send
+# registry.k8s.io to the node's seed registry.
+imageRepository: registry.k8s.io
+networking:
+  dnsDomain: cluster.local
+  podSubnet: {pods}
+  serviceSubnet: {svcs}
+apiServer:
+  certSANs: [{sans}]
+  # Under emulation the control plane takes minutes to answer.
+  timeoutForControlPlane: 15m0s
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+failSwapOn: true
+"#,
+        cluster = i.cluster,
+        version = i.kubernetes_version,
+        endpoint = i.endpoint(),
+        pods = i.pod_cidr,
+        svcs = i.service_cidr,
+        sans = sans
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
+
+/// A worker's kubeadm config: discovery by the bootstrap token, pinned to
+/// the CA's public key hash from the seed (nothing the network says about
+/// the CA is trusted unless it matches).
+pub fn join_config(i: &Inputs, token: &str, ca_hash: &str) -> String {
+    let mut s = format!(
+        r#"# Written by kpaas-agent. Holds the bootstrap token: 0600, root only.
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: JoinConfiguration
+discovery:
+  bootstrapToken:
+    apiServerEndpoint: "{endpoint}"
+    token: "{token}"
+    caCertHashes: ["{ca_hash}"]
+  timeout: 5m0s
+"#,
+        endpoint = i.endpoint(),
+    );
+    node_registration(&mut s, i);
+    s
+}
+
+/// The CNI's cluster-specific settings (flannel's `kube-flannel-cfg`): the
+/// pod network is the plan's, so the manifest in the bundle stays static.
+pub fn flannel_config(namespace: &str, pod_cidr: &str) -> String {
+    format!(
+        r#"# Written by kpaas-agent: the CNI's settings from the plan's pod CIDR.
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: kube-flannel-cfg
+  namespace: {namespace}
+  labels:
+    app: flannel
+    tier: node
+data:
+  cni-conf.json: |
+    {{
+      "name": "cbr0",
+      "cniVersion": "0.3.1",
+      "plugins": [
+        {{"type": "flannel", "delegate": {{"hairpinMode": true, "isDefaultGateway": true}}}},
+        {{"type": "portmap", "capabilities": {{"portMappings": true}}}}
+      ]
+    }}
+  net-conf.json: |
+    {{
+      "Network": "{pod_cidr}",
+      "Backend": {{"Type": "host-gw"}}
+    }}
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+    use airgap_bundle::node::Role;
+    use std::path::Path;
+
+    fn node(name: &str, ip: &str, role: Role) -> NodeEntry {
+        NodeEntry {
+            hostname: name.into(),
+            ip: ip.parse().unwrap(),
+            mac: None,
+            role,
+        }
+    }
+
+    fn config(runtime: Runtime) -> NodeConfig {
+        let mut c = NodeConfig::with_defaults(
+            "lab",
+            vec![
+                node("kpaas-master", "10.10.0.10", Role::Master),
+                node("kpaas-worker1", "10.10.0.11", Role::Worker),
+            ],
+        );
+        c.runtime = runtime;
+        for (key, v) in [
+            ("pod_cidr", "10.233.64.0/18"),
+            ("service_cidr", "10.233.0.0/18"),
+            ("apiserver_san", "203.0.113.7"),
+        ] {
+            c.kubernetes
+                .values
+                .insert(key.into(), Value::Text(v.into()));
+        }
+        c
+    }
+
+    #[test]
+    fn rendered_node_files_for_a_master_and_a_worker() {
+        let pause = "registry.k8s.io/pause:3.8";
+        let (mc, wc) = (config(Runtime::Containerd), config(Runtime::Crio));
+        let m = Inputs::new(&mc, &mc.nodes[0], "v1.25.6").unwrap();
+        let w = Inputs::new(&wc, &wc.nodes[1], "v1.25.6").unwrap();
+        let worker = &wc.nodes[1];
+        let token = "abcdef.0123456789abcdef";
+        let hash = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+        let files = [
+            (CONTAINERD_CONFIG, containerd_config(pause)),
+            (CRIO_DROPIN, crio_dropin(pause)),
+            (MODULES_LOAD, modules_load()),
+            (SYSCTL, sysctl_conf()),
+            (
+                KUBELET_UNIT,
+                kubelet_unit("/usr/local/bin/kubelet", Runtime::Containerd),
+            ),
+            (KUBELET_DROPIN, kubelet_dropin("/usr/local/bin/kubelet")),
+            (KUBELET_ENV, kubelet_env(worker)),
+            ("master: var/lib/kpaas/kubeadm.yaml", init_config(&m, token)),
+            (
+                "worker: var/lib/kpaas/kubeadm.yaml",
+                join_config(&w, token, hash),
+            ),
+            (
+                "cni: kube-flannel-cfg",
+                flannel_config("kube-system", &m.pod_cidr),
+            ),
+        ];
+        let mut text = String::new();
+        for (name, body) in files {
+            let _ = write!(text, "### {name}\n{body}");
+        }
+        kpaas_testkit::snapshot(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"),
+            "kube-files.txt",
+            &text,
+        );
+    }
+
+    #[test]
+    fn a_plan_without_the_values_names_each_missing_one() {
+        let mut c = config(Runtime::Crio);
+        c.kubernetes.values.remove("pod_cidr");
+        c.kubernetes
+            .values
+            .insert("service_cidr".into(), Value::Int(3));
+        let me = c.nodes[1].clone();
+        c.nodes.remove(0);
+        let e = Inputs::new(&c, &me, "v1").err().unwrap().to_string();
+        assert!(
+            e.contains("no value pod_cidr")
+                && e.contains("service_cidr is Int(3)")
+                && e.contains("names no master"),
+            "{e}"
+        );
+    }
+}
