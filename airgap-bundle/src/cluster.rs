@@ -100,6 +100,11 @@ pub struct Network {
     /// The nodes' own network; pod and service ranges must stay clear of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_cidr: Option<Cidr>,
+    /// The nodes' default gateway. Kubernetes picks addresses and flannel
+    /// its interface by the default route, so a site without one still
+    /// names a next hop here (it need not lead anywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Ipv4Addr>,
     #[serde(default = "default_pods")]
     pub pod_cidr: Cidr,
     #[serde(default = "default_services")]
@@ -123,6 +128,7 @@ impl Default for Network {
     fn default() -> Self {
         Network {
             node_cidr: None,
+            gateway: None,
             pod_cidr: default_pods(),
             service_cidr: default_services(),
         }
@@ -334,6 +340,13 @@ impl Cluster {
                 net.pod_cidr, net.service_cidr
             ));
         }
+        if let (Some(gw), Some(nc)) = (net.gateway, &net.node_cidr)
+            && !nc.contains(gw)
+        {
+            p.push(format!(
+                "network.gateway: {gw} is outside network.node_cidr {nc}"
+            ));
+        }
         for (name, c) in [
             ("pod_cidr", net.pod_cidr),
             ("service_cidr", net.service_cidr),
@@ -462,6 +475,7 @@ workers:
 # K-PaaS defaults; they must not overlap each other or the node network.
 network:
   node_cidr: 10.10.0.0/24
+  # gateway: 10.10.0.1    # the nodes' default route
   pod_cidr: 10.233.64.0/18
   service_cidr: 10.233.0.0/18
 

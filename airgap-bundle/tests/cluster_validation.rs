@@ -44,6 +44,10 @@ fn each_failure_mode_is_named() {
             "workers[2].private_ip: 10.10.1.13 is outside network.node_cidr 10.10.0.0/24",
         ),
         (
+            "gateway-outside-node-cidr",
+            "network.gateway: 10.10.1.1 is outside network.node_cidr 10.10.0.0/24",
+        ),
+        (
             "cidr-host-bits",
             "has host bits set (the network is 10.233.64.0/18)",
         ),

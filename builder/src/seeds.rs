@@ -188,11 +188,12 @@ fn render_seed(
     prefix: u8,
 ) -> Result<Seed> {
     let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let gateway = c.network.gateway.map(|g| g.to_string());
     let node_yaml = serde_saphyr::to_string(cfg)?;
     let nics: Vec<serde_json::Value> = match node {
-        Some(n) => vec![json!({"id": "eth0", "mac": n.mac.clone().and_then(|m| airgap_bundle::ident::normalize_mac(&m)), "ip": n.ip.to_string(), "prefix": prefix})],
+        Some(n) => vec![json!({"id": "eth0", "mac": n.mac.clone().and_then(|m| airgap_bundle::ident::normalize_mac(&m)), "ip": n.ip.to_string(), "prefix": prefix, "gateway": gateway})],
         // One medium for every node: each finds its address by its MAC.
-        None => cfg.nodes.iter().filter_map(|n| Some(json!({"id": n.hostname.clone(), "mac": airgap_bundle::ident::normalize_mac(n.mac.as_deref()?), "ip": n.ip.to_string(), "prefix": prefix}))).collect(),
+        None => cfg.nodes.iter().filter_map(|n| Some(json!({"id": n.hostname.clone(), "mac": airgap_bundle::ident::normalize_mac(n.mac.as_deref()?), "ip": n.ip.to_string(), "prefix": prefix, "gateway": gateway}))).collect(),
     };
     let data = json!({
         "cluster": c.name,
@@ -343,7 +344,7 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
     use super::*;
 
-    const LAB: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample admin@site\"]\n";
+    const LAB: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.1}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample admin@site\"]\n";
 
     #[test]
     fn rendered_seeds_for_a_two_node_lab() {

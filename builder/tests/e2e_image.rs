@@ -4,122 +4,16 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 
+mod common;
+
+use common::*;
+use kpaas_testkit::DemoEnv;
 use kpaas_testkit::vm::{self, Firmware, VmSpec};
-use kpaas_testkit::{DemoEnv, fixtures_dir, have_tools};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const TOOLS: &[&str] = &[
-    "docker-registry",
-    "nginx",
-    "skopeo",
-    "qemu-system-x86_64",
-    "qemu-img",
-    "grub-mkstandalone",
-    "grub-mkimage",
-    "mkfs.vfat",
-    "mcopy",
-    "sfdisk",
-    "xorriso",
-    "mkfs.ext4",
-    "e2fsck",
-    "fsck.vfat",
-    "openssl",
-];
-
-fn builder(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_kpaas-builder"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = builder(args);
-    assert!(
-        o.status.success(),
-        "kpaas-builder {args:?}:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
-}
-
-fn cache() -> PathBuf {
-    fixtures_dir().join("cache")
-}
-
-fn ready(test: &str) -> bool {
-    if !have_tools(test, TOOLS) {
-        return false;
-    }
-    let have_rootfs = std::fs::read_dir(cache().join("rootfs"))
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.path().extension().is_some_and(|x| x == "tar"))
-        })
-        .unwrap_or(false);
-    if !have_rootfs {
-        kpaas_testkit::skip(&format!(
-            "SKIPPED {test}: no debian-12 rootfs in {} (run `just setup`)",
-            cache().display()
-        ));
-        return false;
-    }
-    true
-}
-
-fn profile() -> String {
-    format!("{}/../images/debian-12.yaml", env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The signed demo bundle as a directory, and its public key.
-fn bundle(env: &DemoEnv, t: &Path) -> (PathBuf, PathBuf) {
-    kpaas_testkit::demo_bundle(env, t).unwrap()
-}
-
 const LAB: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nminimums: {cpus: 1, memory_mib: 700, root_free_mib: 100}\n";
-
-/// The demo bundle, seeds for `cluster` and one image of `format`, built in `t`.
-fn lab_image(t: &Path, cluster: &str, format: &str) -> (PathBuf, PathBuf) {
-    let env = DemoEnv::start().unwrap();
-    let (b, key) = bundle(&env, t);
-    let lab = t.join("lab.yaml");
-    std::fs::write(&lab, cluster).unwrap();
-    let seeds = t.join("seeds");
-    ok(&[
-        "seeds",
-        "--cluster",
-        &lab.to_string_lossy(),
-        "--out",
-        &seeds.to_string_lossy(),
-    ]);
-    let img = t.join(format!("node.{format}"));
-    image(&b, &key, format, &img, &[]);
-    (img, seeds)
-}
-
-/// `kpaas-builder image` from the cached rootfs; returns what it printed.
-fn image(bundle: &Path, key: &Path, format: &str, out: &Path, extra: &[&str]) -> String {
-    let mut a = vec![
-        "image".to_string(),
-        "--profile".into(),
-        profile(),
-        "--bundle".into(),
-        bundle.to_string_lossy().into(),
-        "--bundle-key".into(),
-        key.to_string_lossy().into(),
-        "--format".into(),
-        format.into(),
-        "--out".into(),
-        out.to_string_lossy().into(),
-        "--cache-dir".into(),
-        cache().to_string_lossy().into(),
-        "--offline".into(),
-    ];
-    a.extend(extra.iter().map(|s| s.to_string()));
-    ok(&a.iter().map(String::as_str).collect::<Vec<_>>())
-}
 
 fn slice(img: &Path, part: &serde_json::Value, out: &Path) {
     let (start, size) = (

@@ -7,6 +7,7 @@ pub mod content;
 pub mod control_plane;
 pub mod http;
 pub mod kit;
+pub mod lab;
 pub mod servers;
 pub mod vm;
 

@@ -49,6 +49,21 @@ pub struct VmSpec<'a> {
     /// Write to the boot disk itself (an overlay the test made) instead of
     /// a throw-away snapshot.
     pub writable: bool,
+    /// The host's way in: qemu's user network joined to the guests' network
+    /// through a hub, `restrict=on` so nothing on it reaches outside.
+    pub gateway: Option<Gateway>,
+}
+
+/// qemu's user network (slirp) on the guests' network, as their gateway
+/// address: `restrict=on` drops everything bound outside, and only the
+/// forwarded loopback ports come in.
+pub struct Gateway {
+    /// The guests' network, e.g. 10.10.0.0/24.
+    pub net: String,
+    /// The gateway's address on it, e.g. 10.10.0.2.
+    pub address: String,
+    /// (host loopback port, guest ip:port) pairs.
+    pub forwards: Vec<(u16, String)>,
 }
 
 impl<'a> VmSpec<'a> {
@@ -76,7 +91,14 @@ impl<'a> VmSpec<'a> {
             allow_reboot: false,
             cdrom: false,
             writable: false,
+            gateway: None,
         }
+    }
+
+    /// Put the host's restricted user network on this guest's network.
+    pub fn gateway(mut self, g: Gateway) -> Self {
+        self.gateway = Some(g);
+        self
     }
 
     pub fn memory(mut self, mib: u32) -> Self {
@@ -174,7 +196,30 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
             Some(0),
         );
     }
-    c.arg("-netdev").arg(&spec.netdev);
+    match &spec.gateway {
+        None => {
+            c.arg("-netdev").arg(&spec.netdev);
+        }
+        Some(g) => {
+            // One hub: the NIC, the guests' socket network and the user
+            // network all on it, as one L2 segment.
+            c.arg("-netdev").arg("hubport,id=n0,hubid=0");
+            c.arg("-netdev")
+                .arg(spec.netdev.replacen("id=n0", "id=s0", 1));
+            c.arg("-netdev").arg("hubport,id=h1,hubid=0,netdev=s0");
+            let mut user = format!(
+                "user,id=u0,restrict=on,net={},host={},dhcpstart={}",
+                g.net,
+                g.address,
+                dhcp_start(&g.net)
+            );
+            for (host, guest) in &g.forwards {
+                user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-{guest}"));
+            }
+            c.arg("-netdev").arg(user);
+            c.arg("-netdev").arg("hubport,id=h2,hubid=0,netdev=u0");
+        }
+    }
     c.arg("-device")
         .arg(format!("virtio-net-pci,netdev=n0,mac={}", spec.mac));
     c.args(["-display", "none", "-monitor", "none"]);
@@ -223,6 +268,17 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// slirp's DHCP pool, kept at the top of the network (the nodes' static
+/// addresses are low): x.y.z.200 of a /24.
+fn dhcp_start(net: &str) -> String {
+    let base = net.split('/').next().unwrap_or(net);
+    let mut o: Vec<&str> = base.split('.').collect();
+    if o.len() == 4 {
+        o[3] = "200";
+    }
+    o.join(".")
 }
 
 fn drive(c: &mut Command, id: &str, opts: String, bootindex: Option<u8>) {

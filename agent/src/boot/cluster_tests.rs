@@ -375,3 +375,31 @@ fn a_half_done_init_is_reset_before_init_runs_again() {
         e.contains("a half-done kubeadm init was found (etc/kubernetes/manifests/etcd.yaml)")
     }));
 }
+
+#[test]
+fn a_finished_init_found_after_a_power_cut_is_not_redone() {
+    let mut n = node(Role::Master, |r, _| r);
+    // Power cut after the last phase, before the journal said done.
+    fsutil::write_atomic(&n.root.join("etc/kubernetes/admin.conf"), b"kubeconfig").unwrap();
+    fsutil::write_atomic(
+        &n.root.join("etc/kubernetes/kubelet.conf"),
+        b"client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem",
+    )
+    .unwrap();
+    n.boot().unwrap();
+    let lines = n.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("kubeadm init") || l.contains("kubeadm reset")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.ends_with("-n kube-system get daemonset kube-proxy -o name"))
+    );
+    assert!(n.events().iter().any(|e| {
+        e.starts_with("init Done: kubeadm init had finished before this boot: not redone")
+    }));
+}

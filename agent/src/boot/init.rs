@@ -58,11 +58,11 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let i = cluster::inputs(ctx)?;
     let t = tools(&ctx.cfg)?;
     let r = ctx.runner.clone();
-    if at(ctx, kube::ADMIN_CONF).exists() {
+    if finalized(ctx) {
         events.emit(
             StepId::Init,
             Kind::Progress,
-            "an earlier kubeadm init was found: checking whether it finished",
+            "an earlier kubeadm init got to its last phases: checking whether it finished",
         )?;
         // Finished = its last phase's object exists (kube-proxy's DaemonSet).
         let finished = wait(
@@ -177,6 +177,16 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         i.endpoint(),
         start.elapsed().as_secs_f64()
     ))
+}
+
+/// Whether an init got as far as `kubelet-finalize`, which points
+/// kubelet.conf at the rotated client certificate: only then can it have
+/// finished, and is the API server worth waiting for. Earlier than that, a
+/// half-done init is reset without waiting.
+fn finalized(ctx: &Ctx) -> bool {
+    at(ctx, kube::ADMIN_CONF).exists()
+        && std::fs::read_to_string(at(ctx, kube::KUBELET_CONF))
+            .is_ok_and(|k| k.contains("kubelet-client-current.pem"))
 }
 
 /// The seed's CA as the cluster's: kubeadm keeps an existing CA, so the

@@ -1,0 +1,105 @@
+//! `just bench-cluster`: a master and a worker powered on together under
+//! TCG (2 vCPUs each), from one image and the universal seed: power-on to
+//! master Ready and to worker joined, three runs, the median against the
+//! issue's goal (5 minutes to a two-node Ready cluster), and each run's
+//! timeline of agent steps and kubeadm phases (the time each console line
+//! first appeared). Prints figures; asserts nothing.
+
+use anyhow::{Context, Result};
+use kpaas_testkit::lab::{Lab, overlay};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 3;
+const LIMIT: Duration = Duration::from_secs(45 * 60);
+const GOAL_SECS: f64 = 300.0;
+
+/// Lines of a guest's serial console with the seconds since power-on at
+/// which each first appeared (polled every 100 ms).
+fn watch(serial: PathBuf, start: Instant, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<(f64, String)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        let mut done = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).to_string();
+            // Only whole lines; the last one may still be arriving.
+            let lines: Vec<&str> = text
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .collect();
+            if lines.len() > done {
+                let t = start.elapsed().as_secs_f64();
+                if let Ok(mut s) = seen.lock() {
+                    for l in &lines[done..] {
+                        s.push((t, l.trim_end().to_string()));
+                    }
+                }
+                done = lines.len();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    out
+}
+
+fn first(lines: &Mutex<Vec<(f64, String)>>, marker: &str) -> Option<f64> {
+    lines
+        .lock()
+        .ok()?
+        .iter()
+        .find(|(_, l)| l.contains(marker))
+        .map(|(t, _)| *t)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() -> Result<()> {
+    let work = tempfile::tempdir()?;
+    let lab = Lab::build(work.path()).context("building the lab (demo bundle, seeds, image)")?;
+    let uni = lab.seeds.join("universal.iso");
+    let (mut masters, mut workers) = (Vec::new(), Vec::new());
+    for run in 1..=RUNS {
+        let md = overlay(&lab.raw, &work.path().join(format!("m{run}.qcow2")));
+        let wd = overlay(&lab.raw, &work.path().join(format!("w{run}.qcow2")));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut m = lab.master(&md);
+        std::thread::sleep(Duration::from_millis(300));
+        let w = lab.worker("worker", &wd, &uni);
+        let ml = watch(m.serial.clone(), m.started, stop.clone());
+        let wl = watch(w.serial.clone(), w.started, stop.clone());
+        let res = m.wait_for("kpaas-agent: ready: cluster ready", LIMIT);
+        stop.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        res.with_context(|| format!("run {run}"))?;
+        let ready = first(&ml, "kpaas-agent: ready: cluster ready").unwrap_or_default();
+        let joined = first(&wl, "kpaas-agent: join: joined").unwrap_or_default();
+        println!(
+            "run {run}: power-on -> master Ready (both nodes) {ready:.0} s, -> worker joined {joined:.0} s"
+        );
+        for (who, lines) in [("master", &ml), ("worker", &wl)] {
+            for (t, l) in lines.lock().map(|l| l.clone()).unwrap_or_default() {
+                if let Some(rest) = l.split("kpaas-agent: ").nth(1) {
+                    println!(
+                        "  {who} {t:>7.1} s  {}",
+                        rest.chars().take(110).collect::<String>()
+                    );
+                }
+            }
+        }
+        masters.push(ready);
+        workers.push(joined);
+    }
+    let (m, w) = (median(masters), median(workers));
+    println!(
+        "median of {RUNS}: power-on -> two-node cluster Ready {m:.0} s (goal {GOAL_SECS:.0} s: {:.2}x the goal), -> worker joined {w:.0} s",
+        m / GOAL_SECS
+    );
+    Ok(())
+}

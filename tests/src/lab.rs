@@ -1,0 +1,245 @@
+//! A two-node lab for cluster tests and the cluster bench: the demo bundle,
+//! seeds and one raw image; a master with the host's restricted gateway (its
+//! API forwarded to a loopback port) and workers on a private socket
+//! network; a host kubeconfig signed by the site's CA; a worker seed that
+//! pins the wrong CA.
+
+#![allow(clippy::unwrap_used)] // test tooling: a panic is the failure report
+
+use crate::vm::{self, Firmware, Gateway, Vm, VmSpec};
+use anyhow::{Result, bail};
+use base64::Engine;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The lab: containerd (the image has no CRI-O), a gateway for the default
+/// route Kubernetes and flannel choose addresses by, small-VM minimums.
+pub const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\ncontainer_manager: containerd\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.2}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nminimums: {cpus: 2, memory_mib: 1200, root_free_mib: 100}\n";
+
+pub const MASTER_MAC: &str = "52:54:00:12:34:10";
+pub const WORKER_MAC: &str = "52:54:00:12:34:11";
+
+/// A copy-on-write disk of `base`: what a guest writes survives its power
+/// cut, and the base image stays as built.
+pub fn overlay(base: &Path, out: &Path) -> PathBuf {
+    let st = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .arg(base)
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    out.to_path_buf()
+}
+
+pub struct Lab {
+    pub dir: PathBuf,
+    pub raw: PathBuf,
+    pub seeds: PathBuf,
+    pub bundle: PathBuf,
+    pub net_port: u16,
+    pub api_port: u16,
+}
+
+impl Lab {
+    pub fn build(t: &Path) -> Result<Lab> {
+        let env = crate::DemoEnv::start()?;
+        let (bundle, key) = crate::demo_bundle(&env, t)?;
+        let lab = t.join("lab.yaml");
+        std::fs::write(&lab, CLUSTER)?;
+        let seeds = t.join("seeds");
+        let raw = t.join("node.raw");
+        let s = |p: &Path| p.to_string_lossy().to_string();
+        let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/../images/debian-12.yaml");
+        let cache = s(&crate::fixtures_dir().join("cache"));
+        for args in [
+            vec!["seeds", "--cluster", &s(&lab), "--out", &s(&seeds)],
+            vec![
+                "image",
+                "--profile",
+                profile,
+                "--bundle",
+                &s(&bundle),
+                "--bundle-key",
+                &s(&key),
+                "--format",
+                "raw",
+                "--out",
+                &s(&raw),
+                "--cache-dir",
+                &cache,
+                "--offline",
+            ],
+        ] {
+            let o = Command::new(crate::workspace_bin("kpaas-builder"))
+                .args(&args)
+                .output()?;
+            if !o.status.success() {
+                bail!(
+                    "kpaas-builder {args:?}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
+        Ok(Lab {
+            dir: t.to_path_buf(),
+            raw,
+            seeds,
+            bundle,
+            net_port: crate::servers::free_port(),
+            api_port: crate::servers::free_port(),
+        })
+    }
+
+    /// The master, on its own disk, listening for the guests' network and
+    /// carrying the host's restricted gateway with the API forwarded.
+    pub fn master(&self, disk: &Path) -> Vm {
+        vm::start(
+            &self.dir,
+            &VmSpec::node(
+                "master",
+                Firmware::Uefi,
+                disk,
+                &self.seeds.join("universal.iso"),
+                MASTER_MAC,
+            )
+            .memory(2560)
+            .writable()
+            .netdev(format!("socket,id=n0,listen=127.0.0.1:{}", self.net_port))
+            .gateway(Gateway {
+                net: "10.10.0.0/24".into(),
+                address: "10.10.0.2".into(),
+                forwards: vec![(self.api_port, "10.10.0.10:6443".into())],
+            }),
+        )
+        .unwrap()
+    }
+
+    pub fn worker(&self, name: &str, disk: &Path, seed: &Path) -> Vm {
+        vm::start(
+            &self.dir,
+            &VmSpec::node(name, Firmware::Uefi, disk, seed, WORKER_MAC)
+                .memory(1536)
+                .writable()
+                .netdev(format!("socket,id=n0,connect=127.0.0.1:{}", self.net_port)),
+        )
+        .unwrap()
+    }
+
+    /// A kubeconfig for the host: a client certificate the site's CA (from
+    /// the seeds' secrets) signs for system:masters, the API through the
+    /// forwarded port, the server's name as its certificate says.
+    pub fn kubeconfig(&self) -> PathBuf {
+        let s = self.seeds.join("secrets");
+        let d = self.dir.join("admin");
+        std::fs::create_dir_all(&d).unwrap();
+        let sh = |args: &[&str]| {
+            let o = Command::new("openssl")
+                .args(args)
+                .current_dir(&d)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        sh(&[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "admin.key",
+            "-subj",
+            "/O=system:masters/CN=kpaas-test",
+            "-out",
+            "admin.csr",
+        ]);
+        let ca = s.join("ca.crt");
+        let cakey = s.join("ca.key");
+        sh(&[
+            "x509",
+            "-req",
+            "-in",
+            "admin.csr",
+            "-CA",
+            &ca.to_string_lossy(),
+            "-CAkey",
+            &cakey.to_string_lossy(),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-out",
+            "admin.crt",
+        ]);
+        let b64 =
+            |p: &Path| base64::engine::general_purpose::STANDARD.encode(std::fs::read(p).unwrap());
+        let kc = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: https://127.0.0.1:{}\n    tls-server-name: 10.10.0.10\n    certificate-authority-data: {}\nusers:\n- name: admin\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: lab\n  context: {{cluster: lab, user: admin}}\ncurrent-context: lab\n",
+            self.api_port,
+            b64(&ca),
+            b64(&d.join("admin.crt")),
+            b64(&d.join("admin.key"))
+        );
+        let p = d.join("kubeconfig");
+        std::fs::write(&p, kc).unwrap();
+        p
+    }
+
+    /// A worker's seed whose CA hash pins a CA the cluster does not have.
+    pub fn wrong_ca_seed(&self) -> PathBuf {
+        let src = self.seeds.join("kpaas-worker1");
+        let dir = self.dir.join("wrong-ca");
+        std::fs::create_dir_all(&dir).unwrap();
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let real = std::fs::read_to_string(self.seeds.join("secrets/ca-cert-hash")).unwrap();
+        let wrong = format!("sha256:{}\n", "ab".repeat(32));
+        let mut files = Vec::new();
+        for f in ["user-data", "meta-data", "network-config"] {
+            let mut text = std::fs::read_to_string(src.join(f)).unwrap();
+            if f == "user-data" {
+                assert!(
+                    text.contains(&b64(&real)),
+                    "the worker's seed carries the CA hash"
+                );
+                text = text.replace(&b64(&real), &b64(&wrong));
+            }
+            std::fs::write(dir.join(f), text).unwrap();
+            files.push(dir.join(f));
+        }
+        let iso = self.dir.join("wrong-ca.iso");
+        let st = Command::new("xorriso")
+            .args([
+                "-as", "mkisofs", "-quiet", "-volid", "CIDATA", "-joliet", "-rock", "-o",
+            ])
+            .arg(&iso)
+            .args(&files)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        iso
+    }
+}
+
+pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {
+    let o = Command::new(crate::fixtures_dir().join("go/bin/kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .output()
+        .map_err(|e| e.to_string())?;
+    if o.status.success() {
+        Ok(String::from_utf8_lossy(&o.stdout).to_string())
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).to_string())
+    }
+}
+
+pub fn json(kubeconfig: &Path, args: &[&str]) -> serde_json::Value {
+    let mut a = args.to_vec();
+    a.extend(["-o", "json"]);
+    serde_json::from_str(&kubectl(kubeconfig, &a).unwrap()).unwrap()
+}
