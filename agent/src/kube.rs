@@ -17,6 +17,8 @@ pub const SYSCTL: &str = "etc/sysctl.d/99-kpaas-kubernetes.conf";
 pub const KUBELET_UNIT: &str = "etc/systemd/system/kubelet.service";
 pub const KUBELET_DROPIN: &str = "etc/systemd/system/kubelet.service.d/10-kubeadm.conf";
 pub const KUBELET_ENV: &str = "etc/kubernetes/kubelet.env";
+/// The resolver kubelet gives pods with `dnsPolicy: Default` (CoreDNS).
+pub const KUBELET_RESOLV: &str = "etc/kubernetes/resolv.conf";
 pub const PKI_DIR: &str = "etc/kubernetes/pki";
 pub const ADMIN_CONF: &str = "etc/kubernetes/admin.conf";
 pub const KUBELET_CONF: &str = "etc/kubernetes/kubelet.conf";
@@ -218,6 +220,41 @@ pub fn kubelet_env(me: &NodeEntry) -> String {
     )
 }
 
+/// The upstream resolvers for CoreDNS: the node's own, less loopback ones
+/// (CoreDNS would ask itself and stop on its loop check). An air-gapped
+/// node often has none; CoreDNS refuses to start without one, so the node's
+/// own address stands in: nothing answers there, cluster names still
+/// resolve, outside names fail at once instead of timing out.
+pub fn resolv_conf(host: &str, me: &NodeEntry) -> String {
+    let mut out = String::from("# Written by kpaas-agent: CoreDNS's upstream resolvers.\n");
+    let mut servers = 0;
+    for l in host.lines() {
+        let mut w = l.split_whitespace();
+        match (w.next(), w.next()) {
+            (Some("nameserver"), Some(ip))
+                if ip
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|a| !a.is_loopback()) =>
+            {
+                servers += 1;
+                let _ = writeln!(out, "nameserver {ip}");
+            }
+            (Some("search"), Some(_)) => {
+                let _ = writeln!(out, "{}", l.trim());
+            }
+            _ => {}
+        }
+    }
+    if servers == 0 {
+        let _ = writeln!(
+            out,
+            "# The node has no resolver: its own address, where none answers.\nnameserver {}",
+            me.ip
+        );
+    }
+    out
+}
+
 fn node_registration(out: &mut String, i: &Inputs) {
     let _ = write!(
         out,
@@ -287,6 +324,7 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: systemd
 failSwapOn: true
+resolvConf: /{KUBELET_RESOLV}
 "#,
         cluster = i.cluster,
         version = i.kubernetes_version,
@@ -411,6 +449,14 @@ mod tests {
             ),
             (KUBELET_DROPIN, kubelet_dropin("/usr/local/bin/kubelet")),
             (KUBELET_ENV, kubelet_env(worker)),
+            (
+                "etc/kubernetes/resolv.conf (node without a resolver)",
+                resolv_conf("nameserver 127.0.0.53\n", worker),
+            ),
+            (
+                "etc/kubernetes/resolv.conf (node with one)",
+                resolv_conf("search site.internal\nnameserver 10.10.0.53\n", worker),
+            ),
             ("master: var/lib/kpaas/kubeadm.yaml", init_config(&m, token)),
             (
                 "worker: var/lib/kpaas/kubeadm.yaml",

@@ -49,6 +49,11 @@ fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
         &kube::kubelet_dropin(&kubelet),
     )?;
     write_file(&at(ctx, kube::KUBELET_ENV), &kube::kubelet_env(&me))?;
+    let host = std::fs::read_to_string(at(ctx, "etc/resolv.conf")).unwrap_or_default();
+    write_file(
+        &at(ctx, kube::KUBELET_RESOLV),
+        &kube::resolv_conf(&host, &me),
+    )?;
     let r = ctx.runner.as_ref();
     run("systemctl").arg("daemon-reload").ok_on(r)?;
     run("systemctl")
