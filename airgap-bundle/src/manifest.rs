@@ -74,7 +74,34 @@ pub struct Totals {
     pub referenced_bytes: u64,
 }
 
+/// The ref name a file artifact gets in the layout: its catalog name and
+/// arch (`any` for arch-independent files) under a reserved registry.
+pub fn file_ref_name(name: &str, arch: &str) -> String {
+    format!("{FILES_REGISTRY}/{name}:{arch}")
+}
+
+const FILES_REGISTRY: &str = "files.kpaas.local";
+
+impl BundleArtifact {
+    /// A file artifact's catalog name (`kubeadm`), from its ref name.
+    pub fn file_name(&self) -> Option<&str> {
+        if self.kind != "file" {
+            return None;
+        }
+        let rest = self.name.strip_prefix(FILES_REGISTRY)?.strip_prefix('/')?;
+        Some(rest.rsplit_once(':').map_or(rest, |(n, _)| n))
+    }
+}
+
 impl BundleManifest {
+    /// The file artifact of that catalog name for `arch` (or for any arch).
+    pub fn file(&self, name: &str, arch: &str) -> Option<&BundleArtifact> {
+        self.artifacts.iter().find(|a| {
+            a.file_name() == Some(name)
+                && (a.name.ends_with(&format!(":{arch}")) || a.name.ends_with(":any"))
+        })
+    }
+
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
         v.push(b'\n');

@@ -19,13 +19,16 @@ pub const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\ncontai
 pub const MASTER_MAC: &str = "52:54:00:12:34:10";
 pub const WORKER_MAC: &str = "52:54:00:12:34:11";
 
-/// A copy-on-write disk of `base`: what a guest writes survives its power
-/// cut, and the base image stays as built.
+/// An 8 GiB copy-on-write disk over `base`: what a guest writes survives
+/// its power cut, and the base image stays as built.
 pub fn overlay(base: &Path, out: &Path) -> PathBuf {
     let st = Command::new("qemu-img")
         .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
         .arg(base)
         .arg(out)
+        // Room for the images containerd unpacks: cloud-init's growpart
+        // gives root the rest of the disk at first boot.
+        .arg("8G")
         .status()
         .unwrap();
     assert!(st.success());

@@ -43,7 +43,9 @@ fn bundle(dir: &Path) {
     let cni = Digest::of(CNI.as_bytes());
     std::fs::write(dir.join(format!("oci/blobs/sha256/{}", cni.hex())), CNI).unwrap();
     let file = |name: &str, path: Option<&str>, d: &Digest| {
-        json!({"kind": "file", "component": "kubernetes", "name": name, "source": "test",
+        let arch = if path.is_some() { "amd64" } else { "any" };
+        json!({"kind": "file", "component": "kubernetes",
+               "name": airgap_bundle::manifest::file_ref_name(name, arch), "source": "test",
                "digest": d.to_string(), "media_type": "application/octet-stream", "size": 1,
                "content_digest": d.to_string(), "install_path": path})
     };

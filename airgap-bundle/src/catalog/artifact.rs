@@ -125,7 +125,7 @@ impl Artifact {
                 .map(|r| r.to_string())
                 .unwrap_or_else(|_| i.reference.clone()),
             Artifact::Chart(c) => c.ref_name(),
-            Artifact::File(f) => format!("files.kpaas.local/{}:{}", f.name(), f.arch),
+            Artifact::File(f) => crate::manifest::file_ref_name(&f.name(), &f.arch),
         }
     }
 
