@@ -566,6 +566,87 @@ fn containerd_pulls_through_the_written_hosts_toml_and_runs_the_image() {
         String::from_utf8_lossy(&o.stdout).trim(),
         "hello from app-a"
     );
+    // The kit's flannel images, through docker.io's hosts.toml, run what
+    // flannel's manifest runs in them: flanneld, the iptables it execs, and
+    // the init containers' `cp`.
+    let flannel = "docker.io/flannel/flannel:v0.22.0";
+    let plugin = "docker.io/flannel/flannel-cni-plugin:v1.1.2";
+    for img in [flannel, plugin] {
+        let o = ctr(&[
+            "image",
+            "pull",
+            "--hosts-dir",
+            &hosts_dir.to_string_lossy(),
+            img,
+        ]);
+        assert!(
+            o.status.success(),
+            "ctr pull {img}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // Host directories mounted where the manifest mounts hostPaths.
+    let host = t.path().join("flannel-host");
+    let (cni_bin, net_d, cfg) = (host.join("bin"), host.join("net.d"), host.join("cfg"));
+    for d in [&cni_bin, &net_d, &cfg] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    std::fs::write(cfg.join("cni-conf.json"), "{\"name\": \"cbr0\"}\n").unwrap();
+    let mount = |src: &Path, dst: &str| {
+        format!("type=bind,src={},dst={dst},options=rbind:rw", src.display())
+    };
+    let (m_bin, m_net, m_cfg) = (
+        mount(&cni_bin, "/opt/cni/bin"),
+        mount(&net_d, "/etc/cni/net.d"),
+        mount(&cfg, "/etc/kube-flannel"),
+    );
+    let run = |opts: &[&str], img: &str, id: &str, cmd: &[&str]| {
+        let mut a = vec!["run", "--rm"];
+        a.extend(opts);
+        a.extend([img, id]);
+        a.extend(cmd);
+        let o = ctr(&a);
+        let out =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "ctr {a:?}: {out}");
+        out
+    };
+    let out = run(
+        &[],
+        flannel,
+        "kpaas-fl1",
+        &["/opt/bin/flanneld", "--version"],
+    );
+    assert!(out.contains("v0.22.0"), "{out}");
+    let out = run(&[], flannel, "kpaas-fl2", &["iptables", "--version"]);
+    assert!(out.contains("(nf_tables)"), "{out}");
+    // The init containers, as kube-flannel.yml runs them.
+    run(
+        &["--mount", &m_bin],
+        plugin,
+        "kpaas-fl3",
+        &["cp", "-f", "/flannel", "/opt/cni/bin/flannel"],
+    );
+    run(
+        &["--mount", &m_net, "--mount", &m_cfg],
+        flannel,
+        "kpaas-fl4",
+        &[
+            "cp",
+            "-f",
+            "/etc/kube-flannel/cni-conf.json",
+            "/etc/cni/net.d/10-flannel.conflist",
+        ],
+    );
+    assert_eq!(
+        std::fs::read(cni_bin.join("flannel")).unwrap(),
+        std::fs::read(kpaas_testkit::kit::bin_dir().join("flannel")).unwrap(),
+        "the CNI plugin on the host is the kit's build"
+    );
+    assert_eq!(
+        std::fs::read_to_string(net_d.join("10-flannel.conflist")).unwrap(),
+        "{\"name\": \"cbr0\"}\n"
+    );
     // A name the bundle lacks fails at the seed, never reaching the internet.
     let o = ctr(&[
         "image",

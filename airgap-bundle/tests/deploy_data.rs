@@ -106,7 +106,7 @@ fn the_seed_port_comes_from_the_cluster_file() {
 }
 
 #[test]
-fn the_demo_kubernetes_waits_for_what_kubeadm_deploys() {
+fn the_demo_kubernetes_waits_for_what_kubeadm_and_flannel_deploy() {
     let c = Cluster::from_yaml(
         &EXAMPLE.replace("platform: k-paas-1.4.1", "platform: demo"),
         "c",
@@ -124,8 +124,21 @@ fn the_demo_kubernetes_waits_for_what_kubeadm_deploys() {
         [
             Readiness::NodesReady,
             rollout(WorkloadKind::DaemonSet, "kube-proxy"),
+            rollout(WorkloadKind::DaemonSet, "kube-flannel-ds"),
             rollout(WorkloadKind::Deployment, "coredns"),
         ]
+    );
+    // The agent finds flannel's manifest among the component's file artifacts.
+    assert_eq!(
+        k.values["cni_manifest"],
+        Value::Text("kube-flannel.yml".into())
+    );
+    assert!(
+        k.artifacts
+            .iter()
+            .any(|a| a.starts_with("file:files.kpaas.local/kube-flannel.yml:")),
+        "{:?}",
+        k.artifacts
     );
     assert!(k.notes.is_empty(), "K-PaaS's notes are not the demo's");
     assert_eq!(

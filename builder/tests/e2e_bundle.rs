@@ -503,18 +503,18 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .iter()
         .map(|e| e["event"].as_str().unwrap())
         .collect();
-    // The demo catalog: 14 kit artifacts (7 node files, 7 images), 2 core
-    // images, 6 apps artifacts.
+    // The demo catalog: 17 kit artifacts (7 node files, the flannel
+    // manifest, 9 images), 2 core images, 6 apps artifacts.
     assert_eq!(
         kinds.iter().filter(|k| **k == "resolved").count(),
-        22,
+        25,
         "{kinds:?}"
     );
     let summary = events
         .iter()
         .find(|e| e["event"] == "summary")
         .expect("a summary event");
-    assert_eq!(summary["artifacts"], 22);
+    assert_eq!(summary["artifacts"], 25);
     assert!(summary["fetched_bytes"].as_u64().unwrap() > 1_000_000);
     assert_eq!(
         summary["dedup_saved_bytes"].as_u64().unwrap(),
@@ -532,7 +532,7 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .join("\n"),
     )
     .unwrap();
-    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 22);
+    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 25);
 }
 
 #[test]
@@ -652,6 +652,8 @@ fn tls_basic_auth_and_docker_config_credentials() {
             &format!("registry.demo.kpaas.test={}", secure.addr),
             "--mirror",
             &format!("registry.k8s.io={}/registry.k8s.io", secure.addr),
+            "--mirror",
+            &format!("docker.io={}/docker.io", secure.addr),
             "--mirror",
             &format!("http://files.demo.kpaas.test=http://{}", env.files.addr),
         ]));
@@ -878,8 +880,10 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
         "check-offline",
         &t.path().join("demo.tar.zst").to_string_lossy(),
     ]));
+    // demo-app.yaml's two images, and kube-flannel.yml's three (its
+    // flannel image twice: install-cni and flanneld).
     assert!(
-        out.contains("1 manifest file(s), 2 image reference(s), 0 missing"),
+        out.contains("2 manifest file(s), 5 image reference(s), 0 missing"),
         "{out}"
     );
     // A manifest that uses an image the bundle lacks.
@@ -936,7 +940,7 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
     ]));
     let line = plan
         .lines()
-        .find(|l| l.contains("image: 12 artifacts, "))
+        .find(|l| l.contains("image: 14 artifacts, "))
         .unwrap_or_default();
     assert!(
         line.ends_with(" MiB") && !plan.contains("unknown until bundled"),

@@ -108,6 +108,17 @@ if want cni-plugins; then
         $p/plugins/main/bridge $p/plugins/main/loopback \
         $p/plugins/ipam/host-local $p/plugins/meta/portmap
 fi
+if want flannel; then
+    # flanneld with cgo, as upstream builds it on amd64 (flannel/go.mod says
+    # why); the `flannel` CNI plugin from containernetworking/plugins v0.9.1
+    # (flannel-cni-plugin/go.mod says why not flannel-io/cni-plugin v1.1.2).
+    CGO_ENABLED=1 build_go flannel v0.22.0 flannel \
+        '-s -w -X github.com/flannel-io/flannel/pkg/version.Version=v0.22.0 -extldflags "-static"' \
+        flanneld=github.com/flannel-io/flannel
+    build_go flannel-cni-plugin v0.9.1 flannel-cni-plugin \
+        "-s -w -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=v0.9.1" \
+        flannel=github.com/containernetworking/plugins/plugins/meta/flannel
+fi
 if want etcd; then
     # The etcd main is the server module's root package (its root module
     # replaces sub-modules with local paths, so it cannot be built as is).

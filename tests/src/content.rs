@@ -219,6 +219,8 @@ pub struct Demo {
     /// cni-plugins.tgz): the test kit's real builds.
     pub file_sha256: BTreeMap<String, String>,
     pub manifest_sha256: String,
+    /// sha256 of the flannel manifest the demo serves.
+    pub flannel_manifest_sha256: String,
 }
 
 impl Demo {
@@ -245,10 +247,15 @@ pub fn busybox_layer(busybox: &[u8]) -> Result<(Vec<u8>, String)> {
     layer(&e)
 }
 
+/// The machine's static busybox (Debian's busybox-static, `just setup`
+/// installs it).
+pub fn host_busybox() -> Result<Vec<u8>> {
+    std::fs::read("/bin/busybox").context("reading /bin/busybox (apt-get install busybox-static)")
+}
+
 pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
     let mut l = Layout::new(&root.join("oci"))?;
-    let bb = std::fs::read("/bin/busybox")
-        .context("reading /bin/busybox (apt-get install busybox-static)")?;
+    let bb = host_busybox()?;
     let bb_arm = std::fs::read(arm64_busybox).with_context(|| {
         format!(
             "reading {} (run `just setup` to fetch the arm64 busybox)",
@@ -313,6 +320,11 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         ),
     )?;
     std::fs::write(www.join("files/v1/demo-app.yaml"), demo_manifest(&p_d))?;
+    let flannel = www.join(crate::kit::FLANNEL_MANIFEST_PATH);
+    if let Some(d) = flannel.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::write(&flannel, crate::kit::FLANNEL_MANIFEST)?;
     let file_sha256 = crate::kit::serve_files(&www.join(NODE_FILES_URL_DIR))?;
     let own = |r: &str, dest: &str, format| Push {
         layout: l.dir.clone(),
@@ -330,12 +342,12 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         // families must bundle and verify.
         own("app-b", "demo/app-b-docker:1.0", Some("v2s2")),
     ];
-    // The kit's Kubernetes images, stored in the registry under their
-    // upstream names (registry.k8s.io/...): the builder reaches them with
-    // `--mirror registry.k8s.io=<registry>/registry.k8s.io`, as a real build
-    // reaches registry.k8s.io.
+    // The kit's images, stored in the registry under their upstream names
+    // (registry.k8s.io/..., docker.io/flannel/...): the builder reaches them
+    // with `--mirror registry.k8s.io=<registry>/registry.k8s.io` (docker.io
+    // alike), as a real build reaches registry.k8s.io.
     let kit = crate::kit::images_layout();
-    for img in crate::kit::IMAGES {
+    for img in crate::kit::images() {
         pushes.push(Push {
             layout: kit.clone(),
             r: img.layout_ref.into(),
@@ -353,6 +365,7 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         chart_tgz_sha256: sha256_hex(&tgz),
         file_sha256,
         manifest_sha256: sha256_hex(demo_manifest(&p_d).as_bytes()),
+        flannel_manifest_sha256: sha256_hex(crate::kit::FLANNEL_MANIFEST.as_bytes()),
     })
 }
 

@@ -86,7 +86,7 @@ pub struct KitImage {
 
 /// kubeadm v1.25.6's `config images list` (etcd's tag is its default for
 /// 1.25), kube-proxy included.
-pub const IMAGES: &[KitImage] = &[
+pub const KUBEADM_IMAGES: &[KitImage] = &[
     KitImage {
         layout_ref: "kube-apiserver",
         reference: "registry.k8s.io/kube-apiserver:v1.25.6",
@@ -116,6 +116,31 @@ pub const IMAGES: &[KitImage] = &[
         reference: "registry.k8s.io/pause:3.8",
     },
 ];
+
+/// The CNI the demo deploys: the two images flannel v0.22.0's manifest
+/// names ([`FLANNEL_MANIFEST`]).
+pub const FLANNEL_IMAGES: &[KitImage] = &[
+    KitImage {
+        layout_ref: "flannel",
+        reference: "docker.io/flannel/flannel:v0.22.0",
+    },
+    KitImage {
+        layout_ref: "flannel-cni-plugin",
+        reference: "docker.io/flannel/flannel-cni-plugin:v1.1.2",
+    },
+];
+
+/// Every image of the kit's layout.
+pub fn images() -> impl Iterator<Item = &'static KitImage> {
+    KUBEADM_IMAGES.iter().chain(FLANNEL_IMAGES)
+}
+
+/// flannel v0.22.0's manifest as the demo deploys it (the file says what
+/// differs from upstream's Documentation/kube-flannel.yml).
+pub const FLANNEL_MANIFEST: &str = include_str!("../files/kube-flannel.yml");
+
+/// Where the demo's file server has [`FLANNEL_MANIFEST`].
+pub const FLANNEL_MANIFEST_PATH: &str = "files/flannel/v0.22.0/kube-flannel.yml";
 
 /// One tar entry of a layer built from files on disk.
 enum Node {
@@ -240,6 +265,20 @@ fn programs_layer(dir: &str, names: &[&str]) -> Result<(Vec<u8>, String)> {
     tree_layer(e)
 }
 
+/// Debian's static busybox as `cp`: what flannel's init containers run
+/// (upstream's images are Alpine's, whose `cp` is busybox too).
+fn busybox_cp_layer() -> Result<(Vec<u8>, String)> {
+    tree_layer(vec![
+        ("bin".into(), Node::Dir, 0o755),
+        (
+            "bin/busybox".into(),
+            Node::File(crate::content::host_busybox()?),
+            0o755,
+        ),
+        ("bin/cp".into(), Node::Symlink("busybox".into()), 0o777),
+    ])
+}
+
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Where `tests/go/debian-iptables.sh` unpacks Debian's iptables and conntrack
@@ -258,8 +297,9 @@ pub fn build_images(out: &Path) -> Result<Vec<(String, String)>> {
         "Debian's iptables for the kube-proxy image (run `just setup`: tests/go/debian-iptables.sh)",
     )?;
     let iptables = tree_layer(iptables)?;
+    let busybox = busybox_cp_layer()?;
     let mut done = Vec::new();
-    for img in IMAGES {
+    for img in images() {
         let (layers, config) = match img.layout_ref {
             "kube-proxy" => (
                 vec![
@@ -286,6 +326,23 @@ pub fn build_images(out: &Path) -> Result<Vec<(String, String)>> {
                 vec![programs_layer("", &["pause"])?],
                 json!({"Entrypoint": ["/pause"], "User": "65535:65535"}),
             ),
+            // flanneld execs iptables and iptables-restore for its masquerade
+            // rules (Debian's, nft backend, as kube-proxy's); the install-cni
+            // init container runs `cp` in this image too.
+            "flannel" => (
+                vec![
+                    base.clone(),
+                    iptables.clone(),
+                    busybox.clone(),
+                    programs_layer("opt/bin", &["flanneld"])?,
+                ],
+                json!({"Entrypoint": ["/opt/bin/flanneld"], "Env": [PATH_ENV]}),
+            ),
+            // Only for the init container `cp -f /flannel /opt/cni/bin/flannel`.
+            "flannel-cni-plugin" => (
+                vec![busybox.clone(), programs_layer("", &["flannel"])?],
+                json!({"Env": [PATH_ENV]}),
+            ),
             bin => (
                 vec![base.clone(), programs_layer("usr/local/bin", &[bin])?],
                 json!({"Env": [PATH_ENV]}),
@@ -309,8 +366,8 @@ pub fn images_layout() -> PathBuf {
     crate::fixtures_dir().join("k8s-images")
 }
 
-/// A key over every input of [`build_images`]: the programs' bytes and the
-/// iptables tree's file list and sizes.
+/// A key over every input of [`build_images`]: the programs' and busybox's
+/// bytes, and the iptables tree (paths, modes, contents).
 pub fn images_key() -> Result<String> {
     let mut h = String::new();
     for n in [
@@ -322,9 +379,12 @@ pub fn images_key() -> Result<String> {
         "etcdctl",
         "coredns",
         "pause",
+        "flanneld",
+        "flannel",
     ] {
         h.push_str(&sha256_hex(&read_program(n)?));
     }
+    h.push_str(&sha256_hex(&crate::content::host_busybox()?));
     let mut t = Vec::new();
     walk(&iptables_root(), "", &mut t)?;
     for (p, n, m) in &t {

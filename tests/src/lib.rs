@@ -59,9 +59,9 @@ pub struct DemoEnv {
 /// The catalog's made-up hosts; `--mirror` sends them to the loopback servers.
 pub const DEMO_REGISTRY: &str = "registry.demo.kpaas.test";
 pub const DEMO_FILES: &str = "http://files.demo.kpaas.test";
-/// The kit's Kubernetes images keep their upstream registry's name; the
-/// demo registry holds them under it.
-pub const K8S_REGISTRY: &str = "registry.k8s.io";
+/// The kit's images keep their upstream registry's name (Kubernetes' own,
+/// and Docker Hub for flannel's); the demo registry holds them under it.
+pub const KIT_REGISTRIES: &[&str] = &["registry.k8s.io", "docker.io"];
 
 impl DemoEnv {
     pub fn start() -> anyhow::Result<DemoEnv> {
@@ -98,16 +98,17 @@ impl DemoEnv {
     }
 
     pub fn mirror_args_to(&self, registry: &str, files: &str) -> Vec<String> {
-        vec![
-            "--mirror".into(),
-            format!("{DEMO_REGISTRY}={registry}"),
-            "--mirror".into(),
-            format!("{K8S_REGISTRY}={registry}/{K8S_REGISTRY}"),
+        let mut a = vec!["--mirror".into(), format!("{DEMO_REGISTRY}={registry}")];
+        for r in KIT_REGISTRIES {
+            a.extend(["--mirror".into(), format!("{r}={registry}/{r}")]);
+        }
+        a.extend([
             "--insecure-registry".into(),
             registry.split('/').next().unwrap_or(registry).into(),
             "--mirror".into(),
             format!("{DEMO_FILES}=http://{files}"),
-        ]
+        ]);
+        a
     }
 }
 

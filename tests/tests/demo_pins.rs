@@ -25,9 +25,18 @@ fn demo_catalog_pins_match_the_fixtures() {
             wrong.push(format!("demo content {pin}"));
         }
     }
-    for (name, sum) in &d.file_sha256 {
+    let mut files: Vec<(String, &String)> = d
+        .file_sha256
+        .iter()
+        .map(|(name, sum)| (format!("{}/{name}", content::NODE_FILES_URL_DIR), sum))
+        .collect();
+    files.push((
+        kit::FLANNEL_MANIFEST_PATH.to_string(),
+        &d.flannel_manifest_sha256,
+    ));
+    for (path, sum) in files {
         // Each file's pin sits right under its URL in the catalog.
-        let url = format!("/{}/{name}\n", content::NODE_FILES_URL_DIR);
+        let url = format!("/{path}\n");
         let at = cat
             .find(&url)
             .unwrap_or_else(|| panic!("no {url:?} in the demo catalog"));
@@ -37,7 +46,7 @@ fn demo_catalog_pins_match_the_fixtures() {
             .find_map(|l| l.trim().strip_prefix("sha256: "))
             .unwrap_or_default();
         if pinned != sum {
-            wrong.push(format!("{name}: catalog {pinned}, built {sum}"));
+            wrong.push(format!("{path}: catalog {pinned}, built {sum}"));
         }
     }
     assert!(

@@ -28,6 +28,9 @@ fn kit_programs_print_their_pinned_versions() {
         ("bridge", vec![], "CNI bridge plugin v1.2.0"),
         ("pause", vec!["-v"], "pause.c v3.8"),
         ("kwok", vec!["--version"], kit::KWOK_VERSION),
+        ("flanneld", vec!["--version"], "v0.22.0"),
+        // Built from containernetworking/plugins (tests/go/flannel-cni-plugin/go.mod).
+        ("flannel", vec![], "CNI flannel plugin v0.9.1"),
     ]);
     for (program, args, want) in checks {
         let Some(bin) = kit::program("kit_versions", program) else {
@@ -69,14 +72,14 @@ fn kit_images_are_the_ones_kubeadm_pulls() {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect();
-    let mut want: Vec<&str> = kit::IMAGES.iter().map(|i| i.reference).collect();
+    let mut want: Vec<&str> = kit::KUBEADM_IMAGES.iter().map(|i| i.reference).collect();
     let mut got = listed.clone();
     want.sort();
     got.sort();
     assert_eq!(got, want, "kubeadm config images list printed:\n{out}");
-    // And the cached layout holds each of them under its ref name.
+    // And the cached layout holds each of them (and flannel's) under its ref name.
     let index = std::fs::read_to_string(kit::images_layout().join("index.json")).unwrap();
-    for i in kit::IMAGES {
+    for i in kit::images() {
         assert!(
             index.contains(&format!("\"{}\"", i.layout_ref)),
             "{} missing from the kit's layout",
@@ -114,6 +117,69 @@ fn kubectl_applies_the_demo_manifest_on_a_loopback_control_plane() {
         pods.contains("Running") && pods.contains("kwok-node-"),
         "{pods}"
     );
+}
+
+/// The demo's flannel manifest, with a kube-flannel-cfg ConfigMap of the
+/// shape the first-boot agent makes (upstream's cni-conf.json, net-conf.json
+/// with the pod CIDR), is valid for the v1.25 API: its DaemonSet rolls out on
+/// every node (kwok runs the pods) and its service account may do what
+/// `flanneld --kube-subnet-mgr` does.
+#[test]
+fn the_flannel_manifest_rolls_out_on_a_loopback_control_plane() {
+    let Some(mut cp) = ControlPlane::start("loopback_flannel").unwrap() else {
+        return;
+    };
+    cp.add_nodes(2).unwrap();
+    let cfg = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: kube-flannel-cfg, namespace: kube-system}\ndata:\n  cni-conf.json: '{\"name\": \"cbr0\", \"cniVersion\": \"0.3.1\", \"plugins\": [{\"type\": \"flannel\", \"delegate\": {\"hairpinMode\": true, \"isDefaultGateway\": true}}, {\"type\": \"portmap\", \"capabilities\": {\"portMappings\": true}}]}'\n  net-conf.json: '{\"Network\": \"10.244.0.0/16\", \"Backend\": {\"Type\": \"vxlan\"}}'\n";
+    cp.apply(cfg).unwrap();
+    let out = cp.apply(kit::FLANNEL_MANIFEST).unwrap();
+    for made in [
+        "clusterrole.rbac.authorization.k8s.io/flannel created",
+        "clusterrolebinding.rbac.authorization.k8s.io/flannel created",
+        "serviceaccount/flannel created",
+        "daemonset.apps/kube-flannel-ds created",
+    ] {
+        assert!(out.contains(made), "{out}");
+    }
+    cp.kubectl(&[
+        "rollout",
+        "status",
+        "-n",
+        "kube-system",
+        "daemonset/kube-flannel-ds",
+        "--timeout=180s",
+    ])
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cp.logs()));
+    let ready = cp
+        .kubectl(&[
+            "get",
+            "daemonset",
+            "kube-flannel-ds",
+            "-n",
+            "kube-system",
+            "-o",
+            "jsonpath={.status.numberReady}",
+        ])
+        .unwrap();
+    assert_eq!(ready.trim(), "2");
+    // --kube-subnet-mgr reads nodes and patches their status.
+    let sa = "system:serviceaccount:kube-system:flannel";
+    // (kubectl reads "nodes/status" as the node named status: --subresource.)
+    for (verb, sub) in [("list", ""), ("watch", ""), ("patch", "status")] {
+        let a = [
+            "auth",
+            "can-i",
+            verb,
+            "nodes",
+            "--subresource",
+            sub,
+            "--as",
+            sa,
+        ];
+        // kit::run gives stderr too: kubectl warns that nodes have no namespace.
+        let can = cp.kubectl(&a).unwrap();
+        assert_eq!(can.lines().next(), Some("yes"), "{a:?}: {can}");
+    }
 }
 
 /// The file a bundle holds for `name` (files and charts are blobs of the

@@ -1,7 +1,8 @@
 //! The test kit's Kubernetes, for `just setup` and for whoever updates the
 //! demo catalog:
 //!   kpaas-kit images   assemble the kit's images (cached in the fixtures dir)
-//!   kpaas-kit pins     print the sha256 of every node file the demo serves
+//!   kpaas-kit pins     print the sha256 of every node file the demo serves,
+//!                      and of the flannel manifest
 
 use anyhow::{Result, bail};
 
@@ -21,6 +22,11 @@ fn main() -> Result<()> {
             for (name, sum) in kpaas_testkit::kit::serve_files(t.path())? {
                 println!("{sum}  {name}");
             }
+            println!(
+                "{}  {}",
+                kpaas_testkit::content::sha256_hex(kpaas_testkit::kit::FLANNEL_MANIFEST.as_bytes()),
+                kpaas_testkit::kit::FLANNEL_MANIFEST_PATH
+            );
         }
         _ => bail!("usage: kpaas-kit images|pins"),
     }
