@@ -23,7 +23,13 @@ pub const WORKER_MAC: &str = "52:54:00:12:34:11";
 /// its power cut, and the base image stays as built.
 pub fn overlay(base: &Path, out: &Path) -> PathBuf {
     let st = Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", "-F", "raw", "-b"])
+        .args(["create", "-q", "-f", "qcow2", "-F"])
+        .arg(if base.extension().is_some_and(|e| e == "qcow2") {
+            "qcow2"
+        } else {
+            "raw"
+        })
+        .arg("-b")
         .arg(base)
         .arg(out)
         // Room for the images containerd unpacks: cloud-init's growpart

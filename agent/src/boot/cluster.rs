@@ -175,6 +175,37 @@ pub fn wait<T>(
     }
 }
 
+const CRI_WAIT: Duration = Duration::from_secs(180);
+
+/// Waits until the container runtime answers on its CRI socket. At a boot
+/// after the runtime step (a resumed init or join) systemd starts the
+/// runtime beside the agent, not before it.
+pub fn runtime_up(ctx: &Ctx, events: &mut Sink, step: StepId) -> Result<()> {
+    let rt = ctx.cfg.runtime;
+    let sock = rt.socket();
+    let crictl = tools(&ctx.cfg)?.crictl;
+    wait(
+        events,
+        step,
+        &format!("{} to answer on {sock}", rt.name()),
+        CRI_WAIT,
+        || {
+            run(&crictl)
+                .args(["--runtime-endpoint", sock, "info"])
+                .output_on(ctx.runner.as_ref())
+                .map(|_| Some(()))
+                .map_err(|e| {
+                    format!("{e:#}")
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .to_string()
+                })
+        },
+    )
+    .with_context(|| format!("{}.service did not come up", rt.name()))
+}
+
 /// `kubectl --kubeconfig <root>/<kubeconfig> args…` through the runner.
 pub fn kubectl(ctx: &Ctx, kubeconfig: &str, args: &[&str]) -> Result<Vec<u8>> {
     let t = tools(&ctx.cfg)?;

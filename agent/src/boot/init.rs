@@ -103,6 +103,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             ));
         }
     }
+    cluster::runtime_up(ctx, events, StepId::Init)?;
     let left: Vec<&str> = LEFTOVERS
         .iter()
         .copied()

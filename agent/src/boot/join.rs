@@ -49,6 +49,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let t = tools(&ctx.cfg)?;
     let r = ctx.runner.clone();
     let me = i.me.hostname.clone();
+    cluster::runtime_up(ctx, events, StepId::Join)?;
     if at(ctx, kube::KUBELET_CONF).exists() {
         let joined = wait(
             events,

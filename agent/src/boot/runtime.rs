@@ -3,14 +3,13 @@
 //! bundle's pause image; the registries are the mirrors step's), restarted,
 //! and waited for until its CRI socket answers. Once.
 
-use super::cluster::{self, at, forms_cluster, tools, wait, write_file};
+use super::cluster::{self, at, forms_cluster, write_file};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::Sink;
 use crate::kube;
 use airgap_bundle::node::Runtime;
 use airgap_bundle::run::run;
-use anyhow::{Context, Result, bail};
-use std::time::Duration;
+use anyhow::{Result, bail};
 
 pub const STEP: Step = Step {
     id: StepId::Runtime,
@@ -18,8 +17,6 @@ pub const STEP: Step = Step {
     applies: forms_cluster,
     run: work,
 };
-
-const CRI_WAIT: Duration = Duration::from_secs(120);
 
 fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let r = ctx.runner.as_ref();
@@ -52,28 +49,8 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     }
     run("systemctl").args(["enable", &unit]).ok_on(r)?;
     run("systemctl").args(["restart", &unit]).ok_on(r)?;
-    let crictl = tools(&ctx.cfg)?.crictl;
     let sock = rt.socket();
-    wait(
-        events,
-        StepId::Runtime,
-        &format!("{} to answer on {sock}", rt.name()),
-        CRI_WAIT,
-        || {
-            run(&crictl)
-                .args(["--runtime-endpoint", sock, "info"])
-                .output_on(r)
-                .map(|_| Some(()))
-                .map_err(|e| {
-                    format!("{e:#}")
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .to_string()
-                })
-        },
-    )
-    .with_context(|| format!("{unit} did not come up"))?;
+    cluster::runtime_up(ctx, events, StepId::Runtime)?;
     Ok(format!(
         "{} configured (sandbox {pause}, systemd cgroups, images from the seed) and answering on {sock}",
         rt.name()

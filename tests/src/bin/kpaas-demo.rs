@@ -1,6 +1,9 @@
 //! The demo: start a real registry and file server on loopback, fill them
 //! with content built here, then build the demo bundle with `kpaas-builder`,
-//! verify it and list it. Needs no internet.
+//! verify it and list it; then a node image and a seed, booted under qemu
+//! (TCG) with no route out, to a single-node Kubernetes cluster the agent
+//! forms from the image's own bundle, shown with kubectl from the host.
+//! Needs no internet.
 
 use anyhow::{Context, Result, bail};
 use std::process::Command;
@@ -76,11 +79,12 @@ fn main() -> Result<()> {
         return Ok(());
     }
     // The appliance: a node image with the bundle and the agent, a seed for
-    // the master, and a boot under qemu (software emulation) to a ready node.
+    // the master, and a boot under qemu (software emulation) to a formed
+    // cluster. containerd: the Debian image has no CRI-O.
     let lab = format!("{out}/lab-cluster.yaml");
     std::fs::write(
         &lab,
-        "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\n# a lab VM is smaller than K-PaaS's minimums\nminimums: {cpus: 1, memory_mib: 700, root_free_mib: 100}\n",
+        "cluster_version: 1\nname: lab\nplatform: demo\ncontainer_manager: containerd\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.2}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\n# a lab VM is smaller than K-PaaS's minimums\nminimums: {cpus: 2, memory_mib: 1200, root_free_mib: 100}\n",
     )?;
     run(&s(&[
         "seeds",
@@ -106,26 +110,45 @@ fn main() -> Result<()> {
         &fx.join("cache").to_string_lossy(),
         "--offline",
     ]))?;
-    eprintln!("+ booting {out}/node.qcow2 under qemu (TCG, UEFI) with the master's seed...");
-    let disk = std::path::PathBuf::from(format!("{out}/node.qcow2"));
-    let seed = std::path::PathBuf::from(format!("{out}/seeds/kpaas-master.iso"));
-    let mut vm = kpaas_testkit::vm::start(
-        std::path::Path::new(&out),
-        &kpaas_testkit::vm::VmSpec::node(
-            "demo-master",
-            kpaas_testkit::vm::Firmware::Uefi,
-            &disk,
-            &seed,
-            "52:54:00:12:34:10",
-        ),
-    )?;
-    let secs = vm.wait_for(
+    eprintln!(
+        "+ booting {out}/node.qcow2 under qemu (TCG, UEFI) with the master's seed; no route out (qemu's user network, restricted, is its gateway and carries only the API to the host)..."
+    );
+    let dir = std::path::PathBuf::from(&out);
+    let lab = kpaas_testkit::lab::Lab {
+        dir: dir.clone(),
+        raw: dir.join("node.qcow2"),
+        seeds: dir.join("seeds"),
+        bundle: dir.join("demo-bundle"),
+        net_port: kpaas_testkit::servers::free_port(),
+        api_port: kpaas_testkit::servers::free_port(),
+    };
+    let disk = kpaas_testkit::lab::overlay(&lab.raw, &dir.join("demo-master.qcow2"));
+    let mut vm = lab.master(&disk);
+    let seed_ready = vm.wait_for(
         "registries sent to the seed",
         std::time::Duration::from_secs(300),
     )?;
-    println!("the node's serial console ({secs:.1}s after power-on):");
+    eprintln!(
+        "+ seed registry ready {seed_ready:.0} s after power-on; forming the cluster (minutes under emulation)..."
+    );
+    let secs = vm.wait_for(
+        "kpaas-agent: ready: cluster ready",
+        std::time::Duration::from_secs(30 * 60),
+    )?;
+    println!("the node's serial console ({secs:.0} s from power-on to a ready cluster):");
     for l in vm.console().lines().filter(|l| l.contains("kpaas-agent[")) {
         println!("  {}", l.split("]: ").nth(1).unwrap_or(l).trim());
+    }
+    let kc = lab.kubeconfig();
+    for args in [
+        &["get", "nodes", "-o", "wide"][..],
+        &["-n", "kube-system", "get", "pods"],
+    ] {
+        println!("$ kubectl {}", args.join(" "));
+        print!(
+            "{}",
+            kpaas_testkit::lab::kubectl(&kc, args).map_err(anyhow::Error::msg)?
+        );
     }
     Ok(())
 }
