@@ -175,6 +175,109 @@ pub fn wait<T>(
     }
 }
 
+/// The runtime's containers, one `name=state` each (kubelet's view of the
+/// static pods), or why they cannot be listed.
+pub fn containers(ctx: &Ctx) -> String {
+    let list = tools(&ctx.cfg).and_then(|t| {
+        run(&t.crictl)
+            .args([
+                "--runtime-endpoint",
+                ctx.cfg.runtime.socket(),
+                "ps",
+                "-a",
+                "-o",
+                "json",
+            ])
+            .output_on(ctx.runner.as_ref())
+    });
+    let v: serde_json::Value = match list.map(|o| serde_json::from_slice(&o)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return format!("crictl's list: {e}"),
+        Err(e) => {
+            return format!("{e:#}")
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_string();
+        }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let names: Vec<String> = v["containers"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|c| {
+            let name = c["metadata"]["name"].as_str().unwrap_or("?");
+            let state = c["state"]
+                .as_str()
+                .unwrap_or("?")
+                .trim_start_matches("CONTAINER_")
+                .to_lowercase();
+            // An exited container's last words, once per name.
+            let last = match (state.as_str(), c["id"].as_str()) {
+                ("exited", Some(id)) if seen.insert(name.to_string()) => last_log(ctx, id),
+                _ => String::new(),
+            };
+            format!("{name}={state}{last}")
+        })
+        .collect();
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// A container's last log line (crictl prints the log's streams on its own
+/// stdout and stderr), as " (line)".
+fn last_log(ctx: &Ctx, id: &str) -> String {
+    let Ok(t) = tools(&ctx.cfg) else {
+        return String::new();
+    };
+    match ctx.runner.exec(&run(&t.crictl).args([
+        "--runtime-endpoint",
+        ctx.cfg.runtime.socket(),
+        "logs",
+        "--tail",
+        "1",
+        id,
+    ])) {
+        Ok(o) => {
+            let both = [o.stdout, o.stderr].concat();
+            let line: String = String::from_utf8_lossy(&both)
+                .trim()
+                .chars()
+                .take(200)
+                .collect();
+            format!(" ({line})")
+        }
+        Err(_) => String::new(),
+    }
+}
+
+/// kubelet's last journal lines, for a failure report.
+pub fn kubelet_log(ctx: &Ctx) -> String {
+    match run("journalctl")
+        .args([
+            "-u",
+            "kubelet.service",
+            "-n",
+            "12",
+            "-o",
+            "cat",
+            "--no-pager",
+        ])
+        .output_on(ctx.runner.as_ref())
+    {
+        Ok(o) => format!(
+            "kubelet's last lines:\n{}",
+            String::from_utf8_lossy(&o).trim_end()
+        ),
+        Err(e) => format!("kubelet's journal: {e:#}"),
+    }
+}
+
 const CRI_WAIT: Duration = Duration::from_secs(180);
 
 /// Waits until the container runtime answers on its CRI socket. At a boot

@@ -257,10 +257,10 @@ fn a_master_prepares_configures_inits_lays_the_cni_and_waits_for_ready_in_order(
         "/usr/local/bin/crictl --runtime-endpoint unix:///run/containerd/containerd.sock info"
             .into(),
         "systemctl daemon-reload".into(),
-        "systemctl enable kubelet.service".into(),
         // init waits for the runtime itself: at a resumed boot the runtime
         // step does not run.
-        "/usr/local/bin/crictl --runtime-endpoint unix:///run/containerd/containerd.sock info".into(),
+        "/usr/local/bin/crictl --runtime-endpoint unix:///run/containerd/containerd.sock info"
+            .into(),
     ];
     for p in init::PHASES {
         want.push(phase(p));
@@ -269,6 +269,7 @@ fn a_master_prepares_configures_inits_lays_the_cni_and_waits_for_ready_in_order(
         }
     }
     want.extend([
+        "systemctl enable kubelet.service".into(),
         format!("{k} apply --server-side -f $STATE/cni-settings.yaml"),
         format!("{k} apply --server-side -f $STATE/cni.yaml"),
         format!("{k} get nodes -o json"),

@@ -64,6 +64,10 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             Kind::Progress,
             "an earlier kubeadm init got to its last phases: checking whether it finished",
         )?;
+        // kubelet runs the control plane's static pods.
+        run("systemctl")
+            .args(["start", "kubelet.service"])
+            .ok_on(r.as_ref())?;
         // Finished = its last phase's object exists (kube-proxy's DaemonSet).
         let finished = wait(
             events,
@@ -96,7 +100,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         )
         .unwrap_or(false);
         if finished {
-            root_kubeconfig(ctx)?;
+            finish(ctx)?;
             return Ok(format!(
                 "kubeadm init had finished before this boot: not redone; API at {}",
                 i.endpoint()
@@ -153,14 +157,17 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
                     kubectl(ctx, kube::ADMIN_CONF, &["get", "--raw", "/readyz"])
                         .map(|_| Some(()))
                         .map_err(|e| {
-                            format!("{e:#}")
-                                .lines()
-                                .last()
-                                .unwrap_or_default()
-                                .to_string()
+                            // What the control plane's containers are doing
+                            // says more than the refused connection.
+                            format!(
+                                "{}; containers: {}",
+                                format!("{e:#}").lines().last().unwrap_or_default(),
+                                cluster::containers(ctx)
+                            )
                         })
                 },
-            )?;
+            )
+            .map_err(|e| e.context(cluster::kubelet_log(ctx)))?;
             events.emit(
                 StepId::Init,
                 Kind::Progress,
@@ -171,7 +178,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             )?;
         }
     }
-    root_kubeconfig(ctx)?;
+    finish(ctx)?;
     Ok(format!(
         "kubeadm init: Kubernetes {} control plane at {} in {:.0} s; root's kubeconfig /root/.kube/config",
         i.kubernetes_version,
@@ -197,6 +204,15 @@ fn lay_ca(ctx: &Ctx, events: &mut Sink) -> Result<()> {
     let pki = at(ctx, kube::PKI_DIR);
     cluster::write_file(&pki.join("ca.crt"), &format!("{}\n", s[0]))?;
     write_private(&pki.join("ca.key"), format!("{}\n", s[1]).as_bytes())
+}
+
+/// A formed control plane: kubelet starts at every boot from now on, and
+/// root gets the admin kubeconfig.
+fn finish(ctx: &Ctx) -> Result<()> {
+    run("systemctl")
+        .args(["enable", "kubelet.service"])
+        .ok_on(ctx.runner.as_ref())?;
+    root_kubeconfig(ctx)
 }
 
 fn root_kubeconfig(ctx: &Ctx) -> Result<()> {

@@ -51,6 +51,9 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let me = i.me.hostname.clone();
     cluster::runtime_up(ctx, events, StepId::Join)?;
     if at(ctx, kube::KUBELET_CONF).exists() {
+        run("systemctl")
+            .args(["start", "kubelet.service"])
+            .ok_on(r.as_ref())?;
         let joined = wait(
             events,
             StepId::Join,
@@ -70,6 +73,9 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         )
         .is_ok();
         if joined {
+            run("systemctl")
+                .args(["enable", "kubelet.service"])
+                .ok_on(r.as_ref())?;
             return Ok(format!(
                 "joined before this boot: not redone; node {me} is in the cluster"
             ));
@@ -111,6 +117,10 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             "kubeadm join to {api} was refused: {why} ({undone})"
         ));
     }
+    // In the cluster: kubelet starts at every boot from now on.
+    run("systemctl")
+        .args(["enable", "kubelet.service"])
+        .ok_on(r.as_ref())?;
     Ok(format!(
         "joined the cluster at {api} as {me} (discovery pinned to the seed's CA hash) in {:.0} s",
         start.elapsed().as_secs_f64()

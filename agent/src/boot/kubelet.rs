@@ -1,6 +1,9 @@
 //! kubelet: the bundle's binary at its catalog path, its unit and kubeadm's
 //! drop-in laid as Kubespray lays them, the node IP from the node config,
-//! swap checked off. Enabled, not started: kubeadm starts it. Once.
+//! swap checked off. Neither started nor enabled here: kubeadm starts it,
+//! and init or join enable it once the node is in the cluster, so a power
+//! cut mid-init does not leave kubelet running a half-made control plane
+//! at the next boot, beside the reset that undoes it. Once.
 
 use super::cluster::{at, forms_cluster, tools, write_file};
 use super::{Ctx, Rerun, Step, StepId};
@@ -56,9 +59,6 @@ fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
     )?;
     let r = ctx.runner.as_ref();
     run("systemctl").arg("daemon-reload").ok_on(r)?;
-    run("systemctl")
-        .args(["enable", "kubelet.service"])
-        .ok_on(r)?;
     Ok(format!(
         "{kubelet}: unit and kubeadm drop-in laid, node IP {}, swap off",
         me.ip
