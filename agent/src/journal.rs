@@ -76,7 +76,11 @@ impl Journal {
 
     /// Each step in order with its state (`pending` when not yet run);
     /// conditional steps only once they ran.
+    /// One row per step in boot order. Steps that only some boots or roles
+    /// run are listed once they ran; the cluster stage's steps once it began
+    /// (a node seeded for the registry only never forms a cluster).
     pub fn status(&self) -> Vec<Row> {
+        let cluster = self.steps.keys().any(|s| s.cluster());
         StepId::ALL
             .iter()
             .filter_map(|s| match self.steps.get(s) {
@@ -86,7 +90,7 @@ impl Journal {
                     at: e.at.clone(),
                     detail: e.detail.clone(),
                 }),
-                None if s.conditional() => None,
+                None if s.conditional() || (s.cluster() && !cluster) => None,
                 None => Some(Row {
                     step: *s,
                     state: "pending".into(),
@@ -118,8 +122,8 @@ mod tests {
             .iter()
             .map(|r| format!("{}={}", r.step, r.state))
             .collect();
-        // Live, install, init, cni and join did not run: not listed; the
-        // rest in boot order.
+        // Live and install did not run: not listed, nor the cluster stage,
+        // which has not begun; the rest in boot order.
         assert_eq!(
             rows,
             [
@@ -128,9 +132,26 @@ mod tests {
                 "verify=failed",
                 "serve=pending",
                 "mirrors=pending",
+            ]
+        );
+        // Once the cluster stage began, its steps are listed; a master's
+        // join never is.
+        let mut j = j;
+        j.record(StepId::Init, State::Failed, "t2", "refused")
+            .unwrap();
+        let rows: Vec<String> = j
+            .status()
+            .iter()
+            .filter(|r| r.step.cluster())
+            .map(|r| format!("{}={}", r.step, r.state))
+            .collect();
+        assert_eq!(
+            rows,
+            [
                 "prepare=pending",
                 "runtime=pending",
                 "kubelet=pending",
+                "init=failed",
                 "ready=pending"
             ]
         );

@@ -55,6 +55,11 @@ impl StepId {
         )
     }
 
+    /// Steps of the cluster stage, after the seed registry is up.
+    pub fn cluster(self) -> bool {
+        self >= StepId::Prepare
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             StepId::Identity => "identity",
