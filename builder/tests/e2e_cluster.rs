@@ -15,6 +15,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(40 * 60);
+/// A cluster step that failed: the boot stops there until the next one.
+const STOPPED: &[&str] = &["the cluster stopped at step"];
 
 /// Every image reference a node holds, by tag or by digest, as the node's
 /// status lists them (containerd's image store through kubelet).
@@ -46,16 +48,17 @@ fn a_master_and_a_worker_form_a_cluster_offline_through_a_power_cut_and_a_wrong_
     // Power cut during kubeadm init: the control plane's manifests are
     // written, nothing after.
     let mut m = lab.master(&mdisk);
-    m.wait_for(
+    m.wait_unless(
         "kpaas-agent: init: kubeadm phase control-plane all: done",
+        STOPPED,
         LONG,
     )
     .unwrap();
     drop(m);
     let mut m = lab.master(&mdisk);
-    m.wait_for("a half-done kubeadm init was found", LONG)
+    m.wait_unless("a half-done kubeadm init was found", STOPPED, LONG)
         .unwrap();
-    m.wait_for("kpaas-agent: cni: ", LONG).unwrap();
+    m.wait_unless("kpaas-agent: cni: ", STOPPED, LONG).unwrap();
     assert!(!m.console().contains("cni: FAILED"), "{}", m.console());
     let kc = lab.kubeconfig();
     kubectl(&kc, &["get", "--raw", "/readyz"]).unwrap();
@@ -89,12 +92,20 @@ fn a_master_and_a_worker_form_a_cluster_offline_through_a_power_cut_and_a_wrong_
     // The real worker, from the universal seed.
     let wdisk = overlay(&lab.raw, &t.path().join("worker.qcow2"));
     let mut w = lab.worker("worker", &wdisk, &lab.seeds.join("universal.iso"));
-    w.wait_for("kpaas-agent: join: joined the cluster", LONG)
+    w.wait_unless("kpaas-agent: join: joined the cluster", STOPPED, LONG)
         .unwrap();
-    w.wait_for("kpaas-agent: ready: node kpaas-worker1 Ready", LONG)
-        .unwrap();
-    m.wait_for("kpaas-agent: ready: cluster ready: 2 node(s) Ready", LONG)
-        .unwrap();
+    w.wait_unless(
+        "kpaas-agent: ready: node kpaas-worker1 Ready",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+    m.wait_unless(
+        "kpaas-agent: ready: cluster ready: 2 node(s) Ready",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
 
     // From the host: both nodes Ready, kube-system Running.
     let nodes = json(&kc, &["get", "nodes"]);

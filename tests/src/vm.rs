@@ -248,9 +248,27 @@ impl Vm {
 
     /// Waits until the console shows `marker`; returns the seconds since power-on.
     pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> Result<f64> {
+        self.wait_unless(marker, &[], timeout)
+    }
+
+    /// Waits until the console shows `marker`, failing at once when it
+    /// shows any of `failures` first (a step's FAILED line).
+    pub fn wait_unless(
+        &mut self,
+        marker: &str,
+        failures: &[&str],
+        timeout: Duration,
+    ) -> Result<f64> {
         loop {
-            if self.console().contains(marker) {
+            let console = self.console();
+            if console.contains(marker) {
                 return Ok(self.started.elapsed().as_secs_f64());
+            }
+            if let Some(f) = failures.iter().find(|f| console.contains(*f)) {
+                bail!(
+                    "{f:?} on the console before {marker:?}; console:\n{}",
+                    tail(&console)
+                );
             }
             if let Some(s) = self.child.try_wait()? {
                 bail!(

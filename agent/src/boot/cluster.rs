@@ -256,6 +256,29 @@ fn last_log(ctx: &Ctx, id: &str) -> String {
     }
 }
 
+/// After a power cut: every image the runtime holds is removed, so the next
+/// pull unpacks it again from the seed. containerd writes unpacked layers
+/// without syncing them, and a power cut can leave their files empty: the
+/// control plane's containers then exit at once without a word (seen here).
+/// The seed is on the node, so pulling again costs seconds.
+pub fn forget_images(ctx: &Ctx, events: &mut Sink, step: StepId) -> Result<()> {
+    let t = tools(&ctx.cfg)?;
+    run(&t.crictl)
+        .args([
+            "--runtime-endpoint",
+            ctx.cfg.runtime.socket(),
+            "rmi",
+            "--all",
+        ])
+        .ok_on(ctx.runner.as_ref())
+        .context("removing the images unpacked before the power cut")?;
+    events.emit(
+        step,
+        Kind::Progress,
+        "images unpacked before the power cut removed: they are pulled again from the seed",
+    )
+}
+
 /// kubelet's last journal lines, for a failure report.
 pub fn kubelet_log(ctx: &Ctx) -> String {
     match run("journalctl")

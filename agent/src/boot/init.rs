@@ -126,6 +126,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             .args(["reset", "--force", "--cri-socket", i.runtime.socket()])
             .ok_on(r.as_ref())
             .context("resetting the half-done kubeadm init")?;
+        cluster::forget_images(ctx, events, StepId::Init)?;
     }
     lay_ca(ctx, events)?;
     let config = kubeadm_config(ctx);
@@ -138,6 +139,12 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             .arg(&config)
             .ok_on(r.as_ref())
             .with_context(|| format!("kubeadm init phase {phase}"))?;
+        if *phase == "preflight" {
+            // containerd unpacks the images it pulled without syncing: a
+            // power cut minutes later can leave their files empty. Flushed
+            // now, before anything runs from them.
+            run("sync").ok_on(r.as_ref())?;
+        }
         events.emit(
             StepId::Init,
             Kind::Progress,

@@ -86,6 +86,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             "a half-done kubeadm join was found: resetting it and joining again",
         )?;
         reset(ctx, &t.kubeadm, &i)?;
+        cluster::forget_images(ctx, events, StepId::Join)?;
     }
     let api: SocketAddr = i.endpoint().parse()?;
     // Only whether something listens: trust comes from kubeadm's pinned
