@@ -422,7 +422,10 @@ fn the_hybrid_iso_runs_live_from_a_stick_under_uefi_and_from_a_cd_under_bios() {
     let seed = seeds.join("kpaas-master.iso");
     let mut v = vm::start(
         t.path(),
-        &VmSpec::node("live", Firmware::Uefi, &iso, &seed, "52:54:00:12:34:10").memory(2048),
+        // Live, the whole root is in RAM (the kernel's rootfs gets half of
+        // it): with the node's Kubernetes binaries and containerd that is
+        // ~1 GiB, and preflight wants 100 MiB free.
+        &VmSpec::node("live", Firmware::Uefi, &iso, &seed, "52:54:00:12:34:10").memory(3072),
     )
     .unwrap();
     v.wait_for("registries sent to the seed", Duration::from_secs(400))
@@ -438,7 +441,7 @@ fn the_hybrid_iso_runs_live_from_a_stick_under_uefi_and_from_a_cd_under_bios() {
     let mut v = vm::start(
         t.path(),
         &VmSpec::node("cd", Firmware::Bios, &iso, &seed, "52:54:00:12:34:11")
-            .memory(2048)
+            .memory(3072)
             .cdrom(),
     )
     .unwrap();
