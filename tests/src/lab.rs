@@ -1,23 +1,28 @@
 //! A two-node lab for cluster tests and the cluster bench: the demo bundle,
-//! seeds and one raw image; a master with the host's restricted gateway (its
-//! API forwarded to a loopback port) and workers on a private socket
-//! network; a host kubeconfig signed by the site's CA; a worker seed that
-//! pins the wrong CA.
+//! seeds and one raw image; a master and workers on a private socket
+//! network whose default route leads nowhere, the master with a second NIC
+//! on qemu's restricted user network (its API forwarded to a host loopback
+//! port, nothing out); a host kubeconfig signed by the site's CA; a worker
+//! seed that pins the wrong CA.
 
 #![allow(clippy::unwrap_used)] // test tooling: a panic is the failure report
 
-use crate::vm::{self, Firmware, Gateway, Vm, VmSpec};
+use crate::vm::{self, Firmware, HostLink, Vm, VmSpec};
 use anyhow::{Result, bail};
 use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The lab: containerd (the image has no CRI-O), a gateway for the default
-/// route Kubernetes and flannel choose addresses by, small-VM minimums.
-pub const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\ncontainer_manager: containerd\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.2}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nminimums: {cpus: 2, memory_mib: 1200, root_free_mib: 100}\n";
+/// route Kubernetes and flannel choose addresses by (nothing is at
+/// 10.10.0.1: the route leads nowhere), small-VM minimums.
+pub const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\ncontainer_manager: containerd\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.1}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nminimums: {cpus: 2, memory_mib: 1200, root_free_mib: 100}\n";
 
 pub const MASTER_MAC: &str = "52:54:00:12:34:10";
 pub const WORKER_MAC: &str = "52:54:00:12:34:11";
+/// The master's second NIC, on the host's restricted user network.
+pub const HOST_LINK_MAC: &str = "52:54:00:12:34:99";
+const HOST_LINK_IP: &str = "10.0.2.15";
 
 /// An 8 GiB copy-on-write disk over `base`: what a guest writes survives
 /// its power cut, and the base image stays as built.
@@ -100,8 +105,8 @@ impl Lab {
         })
     }
 
-    /// The master, on its own disk, listening for the guests' network and
-    /// carrying the host's restricted gateway with the API forwarded.
+    /// The master, on its own disk, listening for the guests' network, with
+    /// the host link (the API forwarded to `api_port`).
     pub fn master(&self, disk: &Path) -> Vm {
         vm::start(
             &self.dir,
@@ -109,19 +114,42 @@ impl Lab {
                 "master",
                 Firmware::Uefi,
                 disk,
-                &self.seeds.join("universal.iso"),
+                &self.host_link_seed(),
                 MASTER_MAC,
             )
             .memory(2560)
             .writable()
             .netdev(format!("socket,id=n0,listen=127.0.0.1:{}", self.net_port))
-            .gateway(Gateway {
-                net: "10.10.0.0/24".into(),
-                address: "10.10.0.2".into(),
-                forwards: vec![(self.api_port, "10.10.0.10:6443".into())],
+            .host_link(HostLink {
+                mac: HOST_LINK_MAC.into(),
+                forwards: vec![(self.api_port, format!("{HOST_LINK_IP}:6443"))],
             }),
         )
         .unwrap()
+    }
+
+    /// The universal seed plus an address for the master's host-link NIC: a
+    /// test harness's NIC, not the site's network, so it is added here.
+    pub fn host_link_seed(&self) -> PathBuf {
+        let iso = self.dir.join("universal-host-link.iso");
+        if iso.exists() {
+            return iso;
+        }
+        let dir = self.dir.join("universal-host-link");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut files = Vec::new();
+        for f in ["user-data", "meta-data", "network-config"] {
+            let mut text = std::fs::read_to_string(self.seeds.join("universal").join(f)).unwrap();
+            if f == "network-config" {
+                text.push_str(&format!(
+                    "  host-link:\n    match:\n      macaddress: \"{HOST_LINK_MAC}\"\n    addresses: [\"{HOST_LINK_IP}/24\"]\n"
+                ));
+            }
+            std::fs::write(dir.join(f), text).unwrap();
+            files.push(dir.join(f));
+        }
+        cidata(&files, &iso);
+        iso
     }
 
     pub fn worker(&self, name: &str, disk: &Path, seed: &Path) -> Vm {
@@ -220,17 +248,22 @@ impl Lab {
             files.push(dir.join(f));
         }
         let iso = self.dir.join("wrong-ca.iso");
-        let st = Command::new("xorriso")
-            .args([
-                "-as", "mkisofs", "-quiet", "-volid", "CIDATA", "-joliet", "-rock", "-o",
-            ])
-            .arg(&iso)
-            .args(&files)
-            .status()
-            .unwrap();
-        assert!(st.success());
+        cidata(&files, &iso);
         iso
     }
+}
+
+/// A CIDATA ISO of `files`, as `kpaas-builder seeds` writes them.
+fn cidata(files: &[PathBuf], iso: &Path) {
+    let st = Command::new("xorriso")
+        .args([
+            "-as", "mkisofs", "-quiet", "-volid", "CIDATA", "-joliet", "-rock", "-o",
+        ])
+        .arg(iso)
+        .args(files)
+        .status()
+        .unwrap();
+    assert!(st.success(), "xorriso writing {}", iso.display());
 }
 
 pub fn kubectl(kubeconfig: &Path, args: &[&str]) -> Result<String, String> {

@@ -49,20 +49,20 @@ pub struct VmSpec<'a> {
     /// Write to the boot disk itself (an overlay the test made) instead of
     /// a throw-away snapshot.
     pub writable: bool,
-    /// The host's way in: qemu's user network joined to the guests' network
-    /// through a hub, `restrict=on` so nothing on it reaches outside.
-    pub gateway: Option<Gateway>,
+    /// The host's way in: a second NIC on qemu's user network,
+    /// `restrict=on` (nothing on it reaches outside), with forwarded ports.
+    pub host_link: Option<HostLink>,
 }
 
-/// qemu's user network (slirp) on the guests' network, as their gateway
-/// address: `restrict=on` drops everything bound outside, and only the
-/// forwarded loopback ports come in.
-pub struct Gateway {
-    /// The guests' network, e.g. 10.10.0.0/24.
-    pub net: String,
-    /// The gateway's address on it, e.g. 10.10.0.2.
-    pub address: String,
-    /// (host loopback port, guest ip:port) pairs.
+/// A second NIC on qemu's user network (slirp, 10.0.2.0/24) with
+/// `restrict=on`: only the forwarded loopback ports come in, nothing goes
+/// out. Its own NIC, not a hub port on the guests' network: slirp answers
+/// every TCP SYN it sees that it cannot forward with a reset, so on a shared
+/// segment it would refuse the guests' connections to each other.
+pub struct HostLink {
+    pub mac: String,
+    /// (host loopback port, guest ip:port) pairs; the guest's address is
+    /// on 10.0.2.0/24 (its seed gives the NIC one).
     pub forwards: Vec<(u16, String)>,
 }
 
@@ -91,13 +91,13 @@ impl<'a> VmSpec<'a> {
             allow_reboot: false,
             cdrom: false,
             writable: false,
-            gateway: None,
+            host_link: None,
         }
     }
 
-    /// Put the host's restricted user network on this guest's network.
-    pub fn gateway(mut self, g: Gateway) -> Self {
-        self.gateway = Some(g);
+    /// Give the guest a second NIC on the host's restricted user network.
+    pub fn host_link(mut self, l: HostLink) -> Self {
+        self.host_link = Some(l);
         self
     }
 
@@ -196,32 +196,18 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
             Some(0),
         );
     }
-    match &spec.gateway {
-        None => {
-            c.arg("-netdev").arg(&spec.netdev);
-        }
-        Some(g) => {
-            // One hub: the NIC, the guests' socket network and the user
-            // network all on it, as one L2 segment.
-            c.arg("-netdev").arg("hubport,id=n0,hubid=0");
-            c.arg("-netdev")
-                .arg(spec.netdev.replacen("id=n0", "id=s0", 1));
-            c.arg("-netdev").arg("hubport,id=h1,hubid=0,netdev=s0");
-            let mut user = format!(
-                "user,id=u0,restrict=on,net={},host={},dhcpstart={}",
-                g.net,
-                g.address,
-                dhcp_start(&g.net)
-            );
-            for (host, guest) in &g.forwards {
-                user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-{guest}"));
-            }
-            c.arg("-netdev").arg(user);
-            c.arg("-netdev").arg("hubport,id=h2,hubid=0,netdev=u0");
-        }
-    }
+    c.arg("-netdev").arg(&spec.netdev);
     c.arg("-device")
         .arg(format!("virtio-net-pci,netdev=n0,mac={}", spec.mac));
+    if let Some(l) = &spec.host_link {
+        let mut user = String::from("user,id=u0,restrict=on,net=10.0.2.0/24");
+        for (host, guest) in &l.forwards {
+            user.push_str(&format!(",hostfwd=tcp:127.0.0.1:{host}-{guest}"));
+        }
+        c.arg("-netdev").arg(user);
+        c.arg("-device")
+            .arg(format!("virtio-net-pci,netdev=u0,mac={}", l.mac));
+    }
     c.args(["-display", "none", "-monitor", "none"]);
     if !spec.allow_reboot {
         c.arg("-no-reboot");
@@ -286,17 +272,6 @@ impl Vm {
             std::thread::sleep(Duration::from_millis(200));
         }
     }
-}
-
-/// slirp's DHCP pool, kept at the top of the network (the nodes' static
-/// addresses are low): x.y.z.200 of a /24.
-fn dhcp_start(net: &str) -> String {
-    let base = net.split('/').next().unwrap_or(net);
-    let mut o: Vec<&str> = base.split('.').collect();
-    if o.len() == 4 {
-        o[3] = "200";
-    }
-    o.join(".")
 }
 
 fn drive(c: &mut Command, id: &str, opts: String, bootindex: Option<u8>) {

@@ -84,7 +84,7 @@ fn main() -> Result<()> {
     let lab = format!("{out}/lab-cluster.yaml");
     std::fs::write(
         &lab,
-        "cluster_version: 1\nname: lab\nplatform: demo\ncontainer_manager: containerd\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.2}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\n# a lab VM is smaller than K-PaaS's minimums\nminimums: {cpus: 2, memory_mib: 1200, root_free_mib: 100}\n",
+        "cluster_version: 1\nname: lab\nplatform: demo\ncontainer_manager: containerd\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.1}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\n# a lab VM is smaller than K-PaaS's minimums\nminimums: {cpus: 2, memory_mib: 1200, root_free_mib: 100}\n",
     )?;
     run(&s(&[
         "seeds",
@@ -111,7 +111,7 @@ fn main() -> Result<()> {
         "--offline",
     ]))?;
     eprintln!(
-        "+ booting {out}/node.qcow2 under qemu (TCG, UEFI) with the master's seed; no route out (qemu's user network, restricted, is its gateway and carries only the API to the host)..."
+        "+ booting {out}/node.qcow2 under qemu (TCG, UEFI) with the master's seed; no route out (its gateway leads nowhere; a second NIC on qemu's restricted user network carries only the API to the host)..."
     );
     let dir = std::path::PathBuf::from(&out);
     let lab = kpaas_testkit::lab::Lab {
