@@ -35,7 +35,9 @@ pub fn overlay(base: &Path, out: &Path) -> PathBuf {
             "raw"
         })
         .arg("-b")
-        .arg(base)
+        // qemu-img resolves a relative backing file from the overlay's
+        // directory, not from here.
+        .arg(std::fs::canonicalize(base).unwrap_or_else(|_| base.to_path_buf()))
         .arg(out)
         // Room for the images containerd unpacks: cloud-init's growpart
         // gives root the rest of the disk at first boot.
