@@ -8,6 +8,7 @@ use airgap_bundle::deploy::Value;
 use airgap_bundle::node::{NodeConfig, NodeEntry, Role, Runtime};
 use anyhow::{Result, anyhow};
 use std::fmt::Write;
+use std::path::Path;
 
 /// Where the files go (relative to the node's root).
 pub const CONTAINERD_CONFIG: &str = "etc/containerd/config.toml";
@@ -26,6 +27,8 @@ pub const ROOT_KUBECONFIG: &str = "root/.kube/config";
 /// The kubeadm config holds the bootstrap token: it lives with the agent's
 /// state (0700), not in /etc/kubernetes.
 pub const KUBEADM_CONFIG: &str = "kubeadm.yaml";
+/// In the agent's state directory: kubeadm's patches for the static pods.
+pub const PATCHES_DIR: &str = "kubeadm-patches";
 /// Where cloud-init's `write_files` puts the cluster secrets.
 pub const SECRETS_DIR: &str = "etc/kpaas/secrets";
 pub const API_PORT: u16 = 6443;
@@ -270,7 +273,7 @@ fn node_registration(out: &mut String, i: &Inputs) {
 
 /// The master's kubeadm config: InitConfiguration with the seed's bootstrap
 /// token, ClusterConfiguration from the plan, and kubelet's configuration.
-pub fn init_config(i: &Inputs, token: &str) -> String {
+pub fn init_config(i: &Inputs, token: &str, patches: &Path) -> String {
     let mut s = format!(
         r#"# Written by kpaas-agent from the plan's kubernetes step. Holds the
 # bootstrap token: 0600, root only.
@@ -295,9 +298,30 @@ localAPIEndpoint:
     // rejects: built with today's Go the check fails on every IPv4 cluster.
     // The agent runs kubeadm with no proxy in its environment, so there is
     // nothing for the check to find.
-    s.push_str("  ignorePreflightErrors: [HTTPProxyCIDR]\n---\n");
+    s.push_str("  ignorePreflightErrors: [HTTPProxyCIDR]\n");
+    let _ = write!(s, "patches:\n  directory: {}\n---\n", patches.display());
     s.push_str(&cluster_config(i));
     s
+}
+
+/// kubeadm patches for the control plane's static pods, by file name: more
+/// patience in the probes of the API server and etcd. kubeadm's defaults
+/// restart them after ~4 min of starting and ~2 min of not answering; on a
+/// slow or busy node (a small site server, a VM under emulation) a
+/// restarted API server then starts no faster, and the node never leaves
+/// that loop. Started and answering, they are probed as often as before.
+pub fn control_plane_patches() -> Vec<(String, String)> {
+    ["kube-apiserver", "etcd"]
+        .iter()
+        .map(|c| {
+            (
+                format!("{c}+strategic.yaml"),
+                format!(
+                    "# Written by kpaas-agent: a slow node keeps its {c} (see kube.rs).\nspec:\n  containers:\n    - name: {c}\n      startupProbe:\n        failureThreshold: 60\n      livenessProbe:\n        failureThreshold: 24\n"
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The ClusterConfiguration (and kubelet's): alone, what `kubeadm config
@@ -462,7 +486,10 @@ mod tests {
                 "etc/kubernetes/resolv.conf (node with one)",
                 resolv_conf("search site.internal\nnameserver 10.10.0.53\n", worker),
             ),
-            ("master: var/lib/kpaas/kubeadm.yaml", init_config(&m, token)),
+            (
+                "master: var/lib/kpaas/kubeadm.yaml",
+                init_config(&m, token, Path::new("/var/lib/kpaas/kubeadm-patches")),
+            ),
             (
                 "worker: var/lib/kpaas/kubeadm.yaml",
                 join_config(&w, token, hash),
@@ -475,6 +502,12 @@ mod tests {
         let mut text = String::new();
         for (name, body) in files {
             let _ = write!(text, "### {name}\n{body}");
+        }
+        for (name, body) in control_plane_patches() {
+            let _ = write!(
+                text,
+                "### master: var/lib/kpaas/kubeadm-patches/{name}\n{body}"
+            );
         }
         kpaas_testkit::snapshot(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"),

@@ -140,7 +140,7 @@ fn first_boot(c: &ConfigArg, no_wait: bool, rt: &tokio::runtime::Runtime) -> Res
         }
     } else {
         println!(
-            "kpaas-agent: the node config carries no kubernetes step (a seed for the registry only): no cluster formed"
+            "kpaas-agent: the node config carries no kubernetes step (seeds made with --seed-only): no cluster formed; serving the seed registry"
         );
     }
     boot::serve::wait(rt, ctx.servers);

@@ -88,6 +88,7 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     let seeds = t.path().join("seeds");
     ok(&[
         "seeds",
+        "--seed-only",
         "--cluster",
         &lab.to_string_lossy(),
         "--out",
@@ -208,6 +209,9 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
         "a unit failed at boot:\n{c}"
     );
     eprintln!("UEFI power-on to seed registry ready: {secs:.1}s");
+    // Seeded with --seed-only: the node stops at the registry.
+    m.wait_for("no cluster formed", Duration::from_secs(120))
+        .unwrap();
     // cloud-init gave root the rest of the disk (growpart, resizefs) while
     // the agent served; its last stage says when it is done.
     m.wait_for("Cloud-init v.", Duration::from_secs(300))

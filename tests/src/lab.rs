@@ -199,20 +199,35 @@ impl Lab {
         ]);
         let ca = s.join("ca.crt");
         let cakey = s.join("ca.key");
+        // Signed with `openssl ca` to backdate it: `x509 -req` starts a
+        // certificate at this second, and a guest's clock (set from the RTC
+        // at boot, to the second) can be behind ours, so the API server
+        // would answer 401 to a certificate that is not yet valid for it.
+        std::fs::write(
+            d.join("ca.cnf"),
+            "[ca]\ndefault_ca = lab\n[lab]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\nx509_extensions = client\n[any]\norganizationName = supplied\ncommonName = supplied\n[client]\nkeyUsage = critical, digitalSignature, keyEncipherment\nextendedKeyUsage = clientAuth\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("index.txt"), "").unwrap();
+        std::fs::write(d.join("serial"), "01\n").unwrap();
         sh(&[
-            "x509",
-            "-req",
+            "ca",
+            "-batch",
+            "-config",
+            "ca.cnf",
+            "-cert",
+            &ca.to_string_lossy(),
+            "-keyfile",
+            &cakey.to_string_lossy(),
             "-in",
             "admin.csr",
-            "-CA",
-            &ca.to_string_lossy(),
-            "-CAkey",
-            &cakey.to_string_lossy(),
-            "-CAcreateserial",
-            "-days",
-            "1",
             "-out",
             "admin.crt",
+            "-notext",
+            "-startdate",
+            "20000101000000Z",
+            "-enddate",
+            "20991231000000Z",
         ]);
         let b64 =
             |p: &Path| base64::engine::general_purpose::STANDARD.encode(std::fs::read(p).unwrap());

@@ -209,14 +209,19 @@ pub fn containers(ctx: &Ctx) -> String {
         .iter()
         .map(|c| {
             let name = c["metadata"]["name"].as_str().unwrap_or("?");
-            let state = c["state"]
+            let mut state = c["state"]
                 .as_str()
                 .unwrap_or("?")
                 .trim_start_matches("CONTAINER_")
                 .to_lowercase();
+            // kubelet restarts a static pod's container that fails its
+            // liveness probe: the attempt number shows a crash loop.
+            if let Some(n) = c["metadata"]["attempt"].as_u64().filter(|n| *n > 0) {
+                state.push_str(&format!(" (attempt {n})"));
+            }
             // An exited container's last words, once per name.
-            let last = match (state.as_str(), c["id"].as_str()) {
-                ("exited", Some(id)) if seen.insert(name.to_string()) => last_log(ctx, id),
+            let last = match (state.starts_with("exited"), c["id"].as_str()) {
+                (true, Some(id)) if seen.insert(name.to_string()) => last_log(ctx, id),
                 _ => String::new(),
             };
             format!("{name}={state}{last}")

@@ -172,14 +172,23 @@ fn node(role: Role, script: impl FnOnce(Recording, &Path) -> Recording) -> Node 
         .answer("/usr/local/bin/kubeadm config images list", IMAGES)
         .answer(
             &format!(
-                "{kubectl} {} get nodes",
+                "{kubectl} {} get --raw /api/v1/nodes",
                 root.join("etc/kubernetes/admin.conf").display()
             ),
             &nodes.to_string(),
         )
         .answer(
             &format!(
-                "{kubectl} {} get nodes",
+                "{kubectl} {} get --raw /apis/apps/v1/namespaces/kube-system/daemonsets/",
+                root.join("etc/kubernetes/admin.conf").display()
+            ),
+            &json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1,
+                "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 2}})
+            .to_string(),
+        )
+        .answer(
+            &format!(
+                "{kubectl} {} get --raw /api/v1/nodes",
                 root.join("etc/kubernetes/kubelet.conf").display()
             ),
             &nodes.to_string(),
@@ -275,8 +284,8 @@ fn a_master_prepares_configures_inits_lays_the_cni_and_waits_for_ready_in_order(
         "systemctl enable kubelet.service".into(),
         format!("{k} apply --server-side -f $STATE/cni-settings.yaml"),
         format!("{k} apply --server-side -f $STATE/cni.yaml"),
-        format!("{k} get nodes -o json"),
-        format!("{k} -n kube-system rollout status daemonset/kube-proxy --timeout=1s"),
+        format!("{k} get --raw /api/v1/nodes"),
+        format!("{k} get --raw /apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy"),
     ]);
     assert_eq!(n.lines(), want);
     // The files: the token only in the 0600 config, the CA key 0600, the
@@ -292,6 +301,16 @@ fn a_master_prepares_configures_inits_lays_the_cni_and_waits_for_ready_in_order(
         0o600
     );
     assert_eq!(n.mode("etc/kubernetes/pki/ca.key"), 0o600);
+    // kubeadm.yaml names the patches that give the control plane patience.
+    assert!(cfg.contains(&format!(
+        "directory: {}",
+        n.state.join("kubeadm-patches").display()
+    )));
+    assert!(
+        n.state
+            .join("kubeadm-patches/kube-apiserver+strategic.yaml")
+            .exists()
+    );
     assert_eq!(n.mode("root/.kube/config"), 0o600);
     let toml = std::fs::read_to_string(n.root.join("etc/containerd/config.toml")).unwrap();
     assert!(toml.contains("sandbox_image = \"registry.k8s.io/pause:3.8\""));

@@ -168,7 +168,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
                             // says more than the refused connection.
                             format!(
                                 "{}; containers: {}",
-                                format!("{e:#}").lines().last().unwrap_or_default(),
+                                readyz_failure(&format!("{e:#}")),
                                 cluster::containers(ctx)
                             )
                         })
@@ -226,4 +226,40 @@ fn root_kubeconfig(ctx: &Ctx) -> Result<()> {
     let src = at(ctx, kube::ADMIN_CONF);
     let bytes = std::fs::read(&src).with_context(|| format!("reading {}", src.display()))?;
     write_private(&at(ctx, kube::ROOT_KUBECONFIG), &bytes)
+}
+
+/// The part of a failed `/readyz` worth a progress line: the checks that
+/// failed (kubectl prints the whole report on one line, its newlines
+/// escaped), else the error's last line (a refused or timed-out connection).
+fn readyz_failure(err: &str) -> String {
+    let failed: Vec<&str> = err
+        .split(['\n', '"'])
+        .flat_map(|l| l.split("\\n"))
+        .filter_map(|c| c.trim().strip_prefix("[-]"))
+        .collect();
+    if failed.is_empty() {
+        err.lines().last().unwrap_or_default().to_string()
+    } else {
+        format!("readyz failing: {}", failed.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readyz_failure;
+
+    #[test]
+    fn a_failed_readyz_is_summed_up_by_its_failing_checks() {
+        let e = "running kubectl\nError from server (InternalError): an error on the server (\"[+]ping ok\\n[+]etcd ok\\n[-]poststarthook/rbac/bootstrap-roles failed: reason withheld\\n[+]shutdown ok\\nreadyz check failed\") has prevented the request from succeeding";
+        assert_eq!(
+            readyz_failure(e),
+            "readyz failing: poststarthook/rbac/bootstrap-roles failed: reason withheld"
+        );
+        assert_eq!(
+            readyz_failure(
+                "running kubectl\nUnable to connect to the server: net/http: TLS handshake timeout"
+            ),
+            "Unable to connect to the server: net/http: TLS handshake timeout"
+        );
+    }
 }

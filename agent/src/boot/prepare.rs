@@ -32,7 +32,13 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     };
     let got = cluster::secrets(ctx, events, StepId::Prepare, names)?;
     let config = match role {
-        Role::Master => kube::init_config(&i, &got[0]),
+        Role::Master => {
+            let dir = ctx.cfg.state_dir.join(kube::PATCHES_DIR);
+            for (name, body) in kube::control_plane_patches() {
+                cluster::write_file(&dir.join(name), &body)?;
+            }
+            kube::init_config(&i, &got[0], &dir)
+        }
         Role::Worker => kube::join_config(&i, &got[0], &got[1]),
     };
     let path = kubeadm_config(ctx);

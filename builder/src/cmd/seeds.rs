@@ -2,7 +2,7 @@
 
 use crate::bundle::resolve::load_catalog;
 use crate::seeds::{kubernetes_step, plan, secrets, write_seed};
-use airgap_bundle::node::VerifyMode;
+use airgap_bundle::node::{KubernetesStep, VerifyMode};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
@@ -23,6 +23,12 @@ pub struct Args {
     /// Verification at boot: fast (default) or full.
     #[arg(long, default_value = "fast")]
     pub verify: String,
+    /// The nodes verify the bundle, serve the seed registry and point their
+    /// mirrors at it, then stop: no cluster is formed (staging media, a lab
+    /// that only needs the registry, a site that forms its cluster by other
+    /// means). The node configs then carry no kubernetes step.
+    #[arg(long)]
+    pub seed_only: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -34,7 +40,11 @@ pub fn run(a: Args) -> Result<()> {
     };
     airgap_bundle::fsutil::create_dir(&a.out)?;
     let catalog = load_catalog(a.platform.as_deref().unwrap_or(&c.platform))?;
-    let kube = kubernetes_step(&catalog, &c)?;
+    let kube = if a.seed_only {
+        KubernetesStep::default()
+    } else {
+        kubernetes_step(&catalog, &c)?
+    };
     let s = secrets(&a.out.join("secrets"), &c)?;
     let seeds = plan(&c, &kube, &s, a.seed_port.unwrap_or(c.seed_port), verify)?;
     for seed in &seeds {

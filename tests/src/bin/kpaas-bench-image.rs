@@ -34,6 +34,7 @@ fn main() -> Result<()> {
     let s = |p: &std::path::Path| p.to_string_lossy().to_string();
     let t_seeds = run(&[
         "seeds",
+        "--seed-only",
         "--cluster",
         &s(&lab),
         "--out",
