@@ -347,6 +347,49 @@ pub fn kubectl(ctx: &Ctx, kubeconfig: &str, args: &[&str]) -> Result<Vec<u8>> {
         .output_on(ctx.runner.as_ref())
 }
 
+/// Whether a kubectl failure is the API server being busy or away (it comes
+/// back; the same request then succeeds) rather than a refusal of the
+/// request itself.
+pub fn transient(err: &str) -> bool {
+    [
+        "Unable to connect to the server",
+        "TLS handshake timeout",
+        "connection refused",
+        "Client.Timeout exceeded",
+        "i/o timeout",
+        "the server is currently unable to handle the request",
+        "etcdserver: request timed out",
+        "context deadline exceeded",
+        "the server was unable to return a response in the time allotted",
+    ]
+    .iter()
+    .any(|m| err.contains(m))
+}
+
+/// How long a server-side apply waits out an API server that is busy or
+/// restarting (right after init, under load, it can be away a minute).
+pub const APPLY_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// `kubectl apply --server-side -f path` with the admin's kubeconfig,
+/// again while the API server is away (server-side apply is idempotent); a
+/// refusal of the objects themselves fails at once.
+pub fn apply(ctx: &Ctx, events: &mut Sink, step: StepId, path: &Path) -> Result<()> {
+    let p = path.to_string_lossy();
+    let what = format!("the API server to take {p}");
+    let outcome = wait(events, step, &what, APPLY_WAIT, || {
+        match kubectl(ctx, kube::ADMIN_CONF, &["apply", "--server-side", "-f", &p]) {
+            Ok(_) => Ok(Some(Ok(()))),
+            Err(e) if transient(&format!("{e:#}")) => Err(format!("{e:#}")
+                .lines()
+                .last()
+                .unwrap_or_default()
+                .to_string()),
+            Err(e) => Ok(Some(Err(e))),
+        }
+    })?;
+    outcome.with_context(|| format!("applying {p}"))
+}
+
 /// Writes a file 0600 (it may hold a token or a key).
 pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
     fsutil::write_atomic(path, data)?;

@@ -427,3 +427,18 @@ fn a_finished_init_found_after_a_power_cut_is_not_redone() {
         e.starts_with("init Done: kubeadm init had finished before this boot: not redone")
     }));
 }
+
+#[test]
+fn a_busy_api_server_is_waited_out_and_a_refusal_is_not() {
+    use super::cluster::transient;
+    assert!(transient(
+        "running kubectl\nUnable to connect to the server: net/http: request canceled (Client.Timeout exceeded while awaiting headers)"
+    ));
+    assert!(transient(
+        "Error from server: etcdserver: request timed out"
+    ));
+    assert!(!transient(
+        "Error from server (Invalid): error when creating \"cni.yaml\": DaemonSet.apps \"x\" is invalid"
+    ));
+    assert!(!transient("Error from server (Forbidden): forbidden"));
+}

@@ -3,11 +3,11 @@
 //! in the seed), applied with the bundle's kubectl, after its
 //! cluster-specific settings (the plan's pod CIDR). Once.
 
-use super::cluster::{self, bundle_file, kubectl, on_master, write_file};
+use super::cluster::{self, bundle_file, on_master, write_file};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::Sink;
 use crate::kube;
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 pub const STEP: Step = Step {
     id: StepId::Cni,
@@ -16,7 +16,7 @@ pub const STEP: Step = Step {
     run: work,
 };
 
-fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
+fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let i = cluster::inputs(ctx)?;
     let name = ctx
         .cfg
@@ -38,9 +38,7 @@ fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
     let body = dir.join(&name);
     write_file(&body, &text)?;
     for f in [&settings, &body] {
-        let p = f.to_string_lossy();
-        kubectl(ctx, kube::ADMIN_CONF, &["apply", "--server-side", "-f", &p])
-            .with_context(|| format!("applying {p}"))?;
+        cluster::apply(ctx, events, StepId::Cni, f)?;
     }
     Ok(format!(
         "{name} applied (flannel, pod network {}, host-gw)",
