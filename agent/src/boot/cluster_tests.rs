@@ -442,3 +442,41 @@ fn a_busy_api_server_is_waited_out_and_a_refusal_is_not() {
     ));
     assert!(!transient("Error from server (Forbidden): forbidden"));
 }
+
+#[test]
+fn a_join_timed_out_on_a_busy_master_is_reset_and_tried_again() {
+    let why = "error execution phase kubelet-start: error uploading crisocket: error patching node \"w\" through apiserver: Patch \"https://10.10.0.10:6443/api/v1/nodes/w?timeout=10s\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)";
+    let mut n = node(Role::Worker, |r, _| {
+        r.fail("/usr/local/bin/kubeadm join", why)
+    });
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    n.ctx.cfg.nodes[0].ip = "127.0.0.1".parse().unwrap();
+    let port = l.local_addr().unwrap().port();
+    n.ctx
+        .cfg
+        .kubernetes
+        .values
+        .insert("apiserver_port".into(), Value::Int(port.into()));
+    assert!(matches!(n.boot(), Err(Stopped::Step(StepId::Join))));
+    let lines = n.lines();
+    let joins: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.starts_with("/usr/local/bin/kubeadm join"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(joins.len(), 5, "{lines:?}");
+    for j in joins {
+        assert!(lines[j + 1].starts_with("/usr/local/bin/kubeadm reset --force"));
+    }
+    let ev = n.events();
+    assert!(
+        ev.iter()
+            .any(|e| e.contains("join attempt 1 of 5 timed out on a busy master"))
+    );
+    let failed = ev.iter().find(|e| e.starts_with("join Failed")).unwrap();
+    assert!(
+        failed.contains("timed out 5 times") && !failed.contains("refused"),
+        "{failed}"
+    );
+}

@@ -25,6 +25,14 @@ pub const STEP: Step = Step {
 /// Workers may boot long before the master's control plane is up.
 pub const MASTER_WAIT: Duration = Duration::from_secs(45 * 60);
 const RESUME_WAIT: Duration = Duration::from_secs(3 * 60);
+/// Joins that time out on a busy master are tried this often in all.
+const JOIN_ATTEMPTS: u32 = 5;
+/// Between them: the master catches its breath (none in unit tests).
+const JOIN_PAUSE: Duration = if cfg!(test) {
+    Duration::ZERO
+} else {
+    Duration::from_secs(15)
+};
 
 /// Why kubeadm refused, from its output: its own `error execution phase`
 /// line when it printed one, else its last line.
@@ -102,18 +110,41 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
                 .map_err(|e| e.to_string())
         },
     )?;
-    let joined = run(&t.kubeadm)
-        .args(["join", "--config"])
-        .arg(kubeadm_config(ctx))
-        .ok_on(r.as_ref());
-    if let Err(e) = joined {
+    let mut attempt = 1;
+    loop {
+        let Err(e) = run(&t.kubeadm)
+            .args(["join", "--config"])
+            .arg(kubeadm_config(ctx))
+            .ok_on(r.as_ref())
+        else {
+            break;
+        };
         let why = refusal(&format!("{e:#}"));
         // Nothing half-joined stays: kubelet's config, certificates, the
-        // static pod directory go; the next boot tries again from clean.
+        // static pod directory go; a next attempt or boot starts clean.
         let undone = match reset(ctx, &t.kubeadm, &i) {
             Ok(()) => "the node was reset; nothing half-joined is left".to_string(),
             Err(e) => format!("resetting the node failed too: {e:#}"),
         };
+        // A master too busy to answer within kubeadm's own timeouts (one
+        // request of the join timed out) is not a refusal: join again.
+        if cluster::transient(&why) && attempt < JOIN_ATTEMPTS {
+            events.emit(
+                StepId::Join,
+                Kind::Progress,
+                &format!(
+                    "join attempt {attempt} of {JOIN_ATTEMPTS} timed out on a busy master ({why}); {undone}; joining again"
+                ),
+            )?;
+            attempt += 1;
+            std::thread::sleep(JOIN_PAUSE);
+            continue;
+        }
+        if cluster::transient(&why) {
+            return Err(anyhow!(
+                "kubeadm join to {api} timed out {attempt} times on a busy master: {why} ({undone})"
+            ));
+        }
         return Err(anyhow!(
             "kubeadm join to {api} was refused: {why} ({undone})"
         ));
