@@ -169,9 +169,11 @@ impl Lab {
     /// the seeds' secrets) signs for system:masters, the API through the
     /// forwarded port, the server's name as its certificate says.
     pub fn kubeconfig(&self) -> PathBuf {
-        let s = self.seeds.join("secrets");
         let d = self.dir.join("admin");
         std::fs::create_dir_all(&d).unwrap();
+        // openssl runs in `d`: the CA's paths must not be relative (the
+        // demo's output directory is).
+        let s = std::fs::canonicalize(self.seeds.join("secrets")).unwrap();
         let sh = |args: &[&str]| {
             let o = Command::new("openssl")
                 .args(args)
