@@ -349,13 +349,9 @@ fn an_image_the_seed_lacks_stops_the_boot_before_anything_changes() {
     assert!(!n.root.join("etc/containerd/config.toml").exists());
 }
 
-#[test]
-fn a_refused_join_is_reset_and_says_why() {
-    let why = "error execution phase preflight: couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"sha256:11\" are pinned";
-    let mut n = node(Role::Worker, |r, _| {
-        r.fail("/usr/local/bin/kubeadm join", why)
-    });
-    // Something listens where the master's API would be.
+/// Something listens where the worker looks for the master's API (the
+/// join step waits for it before kubeadm runs); kept open while returned.
+fn master_listening(n: &mut Node) -> std::net::TcpListener {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     n.ctx.cfg.nodes[0].ip = "127.0.0.1".parse().unwrap();
     let port = l.local_addr().unwrap().port();
@@ -364,6 +360,16 @@ fn a_refused_join_is_reset_and_says_why() {
         .kubernetes
         .values
         .insert("apiserver_port".into(), Value::Int(port.into()));
+    l
+}
+
+#[test]
+fn a_refused_join_is_reset_and_says_why() {
+    let why = "error execution phase preflight: couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"sha256:11\" are pinned";
+    let mut n = node(Role::Worker, |r, _| {
+        r.fail("/usr/local/bin/kubeadm join", why)
+    });
+    let _api = master_listening(&mut n);
     assert!(matches!(n.boot(), Err(Stopped::Step(StepId::Join))));
     let lines = n.lines();
     let join = lines
@@ -449,14 +455,7 @@ fn a_join_timed_out_on_a_busy_master_is_reset_and_tried_again() {
     let mut n = node(Role::Worker, |r, _| {
         r.fail("/usr/local/bin/kubeadm join", why)
     });
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    n.ctx.cfg.nodes[0].ip = "127.0.0.1".parse().unwrap();
-    let port = l.local_addr().unwrap().port();
-    n.ctx
-        .cfg
-        .kubernetes
-        .values
-        .insert("apiserver_port".into(), Value::Int(port.into()));
+    let _api = master_listening(&mut n);
     assert!(matches!(n.boot(), Err(Stopped::Step(StepId::Join))));
     let lines = n.lines();
     let joins: Vec<usize> = lines
