@@ -194,11 +194,7 @@ pub fn containers(ctx: &Ctx) -> String {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => return format!("crictl's list: {e}"),
         Err(e) => {
-            return format!("{e:#}")
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .to_string();
+            return last_line(&e);
         }
     };
     let mut seen = std::collections::BTreeSet::new();
@@ -325,13 +321,7 @@ pub fn runtime_up(ctx: &Ctx, events: &mut Sink, step: StepId) -> Result<()> {
                 .args(["--runtime-endpoint", sock, "info"])
                 .output_on(ctx.runner.as_ref())
                 .map(|_| Some(()))
-                .map_err(|e| {
-                    format!("{e:#}")
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .to_string()
-                })
+                .map_err(|e| last_line(&e))
         },
     )
     .with_context(|| format!("{}.service did not come up", rt.name()))
@@ -345,6 +335,16 @@ pub fn kubectl(ctx: &Ctx, kubeconfig: &str, args: &[&str]) -> Result<Vec<u8>> {
         .arg(at(ctx, kubeconfig))
         .args(args)
         .output_on(ctx.runner.as_ref())
+}
+
+/// The last line of an error with its causes: for a failed command, the
+/// program's own last words (what a progress line or status should show).
+pub fn last_line(e: &anyhow::Error) -> String {
+    format!("{e:#}")
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// Whether a kubectl failure is the API server being busy or away (it comes
@@ -379,11 +379,7 @@ pub fn apply(ctx: &Ctx, events: &mut Sink, step: StepId, path: &Path) -> Result<
     let outcome = wait(events, step, &what, APPLY_WAIT, || {
         match kubectl(ctx, kube::ADMIN_CONF, &["apply", "--server-side", "-f", &p]) {
             Ok(_) => Ok(Some(Ok(()))),
-            Err(e) if transient(&format!("{e:#}")) => Err(format!("{e:#}")
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .to_string()),
+            Err(e) if transient(&format!("{e:#}")) => Err(last_line(&e)),
             Err(e) => Ok(Some(Err(e))),
         }
     })?;

@@ -349,9 +349,13 @@ fn an_image_the_seed_lacks_stops_the_boot_before_anything_changes() {
     assert!(!n.root.join("etc/containerd/config.toml").exists());
 }
 
-/// Something listens where the worker looks for the master's API (the
-/// join step waits for it before kubeadm runs); kept open while returned.
-fn master_listening(n: &mut Node) -> std::net::TcpListener {
+/// A worker whose `kubeadm join` fails with `why`, booted until the join
+/// step stops it. Something listens where it looks for the master's API
+/// (the step waits for that before kubeadm runs).
+fn worker_whose_join_fails(why: &str) -> Node {
+    let mut n = node(Role::Worker, |r, _| {
+        r.fail("/usr/local/bin/kubeadm join", why)
+    });
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     n.ctx.cfg.nodes[0].ip = "127.0.0.1".parse().unwrap();
     let port = l.local_addr().unwrap().port();
@@ -360,17 +364,14 @@ fn master_listening(n: &mut Node) -> std::net::TcpListener {
         .kubernetes
         .values
         .insert("apiserver_port".into(), Value::Int(port.into()));
-    l
+    assert!(matches!(n.boot(), Err(Stopped::Step(StepId::Join))));
+    n
 }
 
 #[test]
 fn a_refused_join_is_reset_and_says_why() {
     let why = "error execution phase preflight: couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"sha256:11\" are pinned";
-    let mut n = node(Role::Worker, |r, _| {
-        r.fail("/usr/local/bin/kubeadm join", why)
-    });
-    let _api = master_listening(&mut n);
-    assert!(matches!(n.boot(), Err(Stopped::Step(StepId::Join))));
+    let n = worker_whose_join_fails(why);
     let lines = n.lines();
     let join = lines
         .iter()
@@ -452,11 +453,7 @@ fn a_busy_api_server_is_waited_out_and_a_refusal_is_not() {
 #[test]
 fn a_join_timed_out_on_a_busy_master_is_reset_and_tried_again() {
     let why = "error execution phase kubelet-start: error uploading crisocket: error patching node \"w\" through apiserver: Patch \"https://10.10.0.10:6443/api/v1/nodes/w?timeout=10s\": context deadline exceeded (Client.Timeout exceeded while awaiting headers)";
-    let mut n = node(Role::Worker, |r, _| {
-        r.fail("/usr/local/bin/kubeadm join", why)
-    });
-    let _api = master_listening(&mut n);
-    assert!(matches!(n.boot(), Err(Stopped::Step(StepId::Join))));
+    let n = worker_whose_join_fails(why);
     let lines = n.lines();
     let joins: Vec<usize> = lines
         .iter()

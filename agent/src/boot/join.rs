@@ -70,13 +70,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             || {
                 kubectl(ctx, kube::KUBELET_CONF, &["get", "node", &me, "-o", "name"])
                     .map(|_| Some(()))
-                    .map_err(|e| {
-                        format!("{e:#}")
-                            .lines()
-                            .last()
-                            .unwrap_or_default()
-                            .to_string()
-                    })
+                    .map_err(|e| cluster::last_line(&e))
             },
         )
         .is_ok();

@@ -103,13 +103,7 @@ fn workload_path(kind: WorkloadKind, namespace: &str, name: &str) -> String {
 /// One readiness check now: None when it holds, else what is missing.
 fn pending(ctx: &Ctx, check: &Readiness, nodes: &[String], kubeconfig: &str) -> Option<String> {
     let get = |path: &str| {
-        kubectl(ctx, kubeconfig, &["get", "--raw", path]).map_err(|e| {
-            format!("{e:#}")
-                .lines()
-                .last()
-                .unwrap_or_default()
-                .to_string()
-        })
+        kubectl(ctx, kubeconfig, &["get", "--raw", path]).map_err(|e| cluster::last_line(&e))
     };
     match check {
         Readiness::NodesReady => {
