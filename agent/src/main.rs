@@ -7,6 +7,7 @@
 
 mod boot;
 mod config;
+mod deploy;
 mod events;
 mod facts;
 mod journal;
@@ -91,6 +92,19 @@ enum Cmd {
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
+    /// Deploy the platform's waves now (the master does at first boot):
+    /// resumes after the last finished release; --from re-runs waves.
+    Deploy {
+        #[command(flatten)]
+        c: ConfigArg,
+        /// Run this wave and every later one again (Helm upgrades,
+        /// manifests re-applied), whatever the journal says.
+        #[arg(long)]
+        from: Option<usize>,
+        /// How long one component's readiness may take, in seconds.
+        #[arg(long, default_value_t = deploy::READY_LIMIT.as_secs())]
+        timeout: u64,
+    },
     /// Show each first-boot step's state.
     Status {
         #[arg(long, default_value = node::STATE_DIR)]
@@ -132,7 +146,10 @@ fn first_boot(c: &ConfigArg, no_wait: bool, rt: &tokio::runtime::Runtime) -> Res
         // keeps serving (other nodes may pull from it), the failure is in
         // the console, the journal and `status`, and the next boot resumes.
         match boot::run(&mut ctx, &mut sink, boot::CLUSTER_STEPS) {
-            Ok(()) => println!("kpaas-agent: the cluster is formed; serving the seed registry"),
+            Ok(()) if ctx.cfg.platform.is_empty() || ctx.me()?.role == Role::Worker => {
+                println!("kpaas-agent: the cluster is formed; serving the seed registry")
+            }
+            Ok(()) => println!("kpaas-agent: the platform is deployed; serving the seed registry"),
             Err(boot::Stopped::Step(id)) => println!(
                 "kpaas-agent: the cluster stopped at step {id} (see above); serving the seed registry; the next boot resumes there"
             ),
@@ -174,6 +191,30 @@ fn dispatch(cmd: Cmd, rt: &tokio::runtime::Runtime) -> Result<()> {
                 println!("wrote {}", p.display());
             }
             Ok(())
+        }
+        Cmd::Deploy { c, from, timeout } => {
+            let cfg = config::load(&c.config, &c.root, &Host)?;
+            if cfg.platform.is_empty() {
+                bail!(
+                    "{}: the node config carries no platform steps (seeds made with --cluster-only or --seed-only): nothing to deploy",
+                    c.config.display()
+                );
+            }
+            let mut sink = events::Sink::open(&cfg.state_dir)?;
+            let mut engine = deploy::Engine::new(&c.root, cfg, Arc::new(Host))?;
+            engine.limit = std::time::Duration::from_secs(timeout);
+            sink.emit(boot::StepId::Deploy, events::Kind::Started, "by hand")?;
+            match engine.run(&mut sink, deploy::Options { from }) {
+                Ok(detail) => sink.emit(boot::StepId::Deploy, events::Kind::Done, &detail),
+                Err(e) => {
+                    sink.emit(
+                        boot::StepId::Deploy,
+                        events::Kind::Failed,
+                        &format!("{e:#}"),
+                    )?;
+                    bail!("the deploy stopped (see above); `kpaas-agent deploy` resumes it")
+                }
+            }
         }
         Cmd::Status {
             state_dir,

@@ -26,12 +26,131 @@ pub struct Deploy {
     /// `{secret.KEY}` says only whether the site gave one.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub values: BTreeMap<String, Value>,
+    /// How the agent puts it on the cluster, in order; each item is one
+    /// release it journals. Absent: images only, nothing to apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub install: Vec<Install>,
     /// Checked in order; the next wave starts when all hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ready: Vec<Readiness>,
     /// Where this appliance deliberately differs from the upstream scripts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+}
+
+/// One thing the agent applies for a component, read from the component's
+/// own bundled artifacts (never fetched).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Install {
+    /// `helm upgrade --install` of one of the component's charts.
+    Chart(ChartInstall),
+    /// One of the component's file artifacts (YAML documents), applied
+    /// server-side.
+    Manifest(String),
+    /// A kustomization inside one of the component's `.tar.gz` file
+    /// artifacts, rendered with the bundled kustomize, applied server-side.
+    Kustomize(KustomizeInstall),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ChartInstall {
+    /// The chart artifact's name (`name:` or the last part of `oci:`).
+    pub chart: String,
+    pub release: String,
+    pub namespace: String,
+    /// Chart values by dotted path (`controller.replicas: 1`); strings may
+    /// hold the catalog's placeholders.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub set: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KustomizeInstall {
+    /// The file artifact's name.
+    pub file: String,
+    /// The kustomization's directory inside the archive.
+    pub path: String,
+}
+
+impl Install {
+    /// What the journal calls it: unique within a component.
+    pub fn name(&self) -> String {
+        match self {
+            Install::Chart(c) => c.release.clone(),
+            Install::Manifest(f) => f.clone(),
+            Install::Kustomize(k) => format!("{}/{}", k.file, k.path),
+        }
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        match self {
+            Install::Chart(c) => {
+                if c.release.len() > 53 || !valid_namespace(&c.release) {
+                    p.push(format!(
+                        "release: {:?} must be a lowercase DNS label of at most 53 characters (Helm's limit)",
+                        c.release
+                    ));
+                }
+                if !valid_namespace(&c.namespace) {
+                    p.push(format!(
+                        "namespace: {:?} is not a Kubernetes namespace",
+                        c.namespace
+                    ));
+                }
+                for k in c.set.keys() {
+                    if k.is_empty() || k.split('.').any(str::is_empty) {
+                        p.push(format!(
+                            "set.{k}: a chart value's path is names joined by '.'"
+                        ));
+                    }
+                }
+            }
+            Install::Manifest(f) if f.is_empty() => p.push("a file artifact's name".into()),
+            Install::Kustomize(k) => {
+                if k.path.starts_with('/') || k.path.split('/').any(|s| s == "..") {
+                    p.push(format!(
+                        "path: {:?} must be relative and inside the archive",
+                        k.path
+                    ));
+                }
+            }
+            Install::Manifest(_) => {}
+        }
+        p
+    }
+}
+
+/// Chart values from dotted paths: `{a.b: 1, a.c: x}` → `{a: {b: 1, c: x}}`.
+pub fn chart_values(set: &BTreeMap<String, Value>) -> serde_json::Value {
+    let mut root = serde_json::Map::new();
+    for (path, v) in set {
+        let parts: Vec<&str> = path.split('.').collect();
+        let Some((last, parents)) = parts.split_last() else {
+            continue;
+        };
+        let mut at = &mut root;
+        for part in parents {
+            let next = at
+                .entry(part.to_string())
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if !next.is_object() {
+                *next = serde_json::Value::Object(serde_json::Map::new());
+            }
+            let serde_json::Value::Object(m) = next else {
+                unreachable!("made an object just above")
+            };
+            at = m;
+        }
+        at.insert(
+            last.to_string(),
+            serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
+        );
+    }
+    serde_json::Value::Object(root)
 }
 
 /// A value as YAML writes it; a template naming a list resolves to a list.
@@ -287,6 +406,27 @@ impl Deploy {
                 found.push((format!("values.{k}"), j, true));
             }
         }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, x) in self.install.iter().enumerate() {
+            p.extend(
+                x.problems()
+                    .into_iter()
+                    .map(|e| format!("install[{i}].{e}")),
+            );
+            if !names.insert(x.name()) {
+                p.push(format!(
+                    "install[{i}]: {:?} is installed twice in this entry",
+                    x.name()
+                ));
+            }
+            if let Install::Chart(c) = x {
+                for (k, v) in &c.set {
+                    if let Ok(j) = serde_json::to_value(v) {
+                        found.push((format!("install[{i}].set.{k}"), j, true));
+                    }
+                }
+            }
+        }
         for (i, r) in self.ready.iter().enumerate() {
             p.extend(r.problems().into_iter().map(|e| format!("ready[{i}].{e}")));
             if let Ok(j) = serde_json::to_value(r) {
@@ -340,6 +480,27 @@ impl Deploy {
                 ))
             })
             .collect::<Result<_, String>>()?;
+        let install = self
+            .install
+            .iter()
+            .enumerate()
+            .map(|(i, x)| match x {
+                Install::Chart(ch) => {
+                    let set = ch
+                        .set
+                        .iter()
+                        .map(|(k, v)| {
+                            Ok((
+                                k.clone(),
+                                value(v, c).map_err(|e| format!("install[{i}].set.{k}: {e}"))?,
+                            ))
+                        })
+                        .collect::<Result<_, String>>()?;
+                    Ok(Install::Chart(ChartInstall { set, ..ch.clone() }))
+                }
+                other => Ok(other.clone()),
+            })
+            .collect::<Result<_, String>>()?;
         let ready = self
             .ready
             .iter()
@@ -360,6 +521,7 @@ impl Deploy {
             when: self.when.clone(),
             release: self.release.clone(),
             values,
+            install,
             ready,
             notes,
         })

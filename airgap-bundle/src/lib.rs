@@ -20,6 +20,7 @@ pub mod platforms;
 pub mod problems;
 pub mod reader;
 pub mod reference;
+pub mod render;
 pub mod run;
 pub mod sbom;
 pub mod sign;

@@ -74,6 +74,30 @@ pub struct Totals {
     pub referenced_bytes: u64,
 }
 
+impl BundleArtifact {
+    /// The blob holding the file or the chart archive: its content digest,
+    /// or for a chart stored as an OCI artifact, the chart layer its
+    /// manifest names (`read` gives a blob's bytes by digest).
+    pub fn content_blob(&self, read: impl FnOnce(&Digest) -> Result<Vec<u8>>) -> Result<Digest> {
+        if let Some(d) = &self.content_digest {
+            return Ok(d.clone());
+        }
+        if self.kind != "chart" {
+            anyhow::bail!("{} is not a file or a chart", self.name);
+        }
+        let m: serde_json::Value = serde_json::from_slice(&read(&self.digest)?)
+            .with_context(|| format!("{}: its manifest is not JSON", self.name))?;
+        let layer = m["layers"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["mediaType"] == crate::oci::HELM_CHART))
+            .and_then(|l| l["digest"].as_str())
+            .with_context(|| format!("{}: its manifest has no Helm chart layer", self.name))?;
+        layer
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: chart layer digest {layer}: {e}", self.name))
+    }
+}
+
 /// The ref name a file artifact gets in the layout: its catalog name and
 /// arch (`any` for arch-independent files) under a reserved registry.
 pub fn file_ref_name(name: &str, arch: &str) -> String {

@@ -131,6 +131,10 @@ pub struct NodeConfig {
     /// agent forms the cluster from what `kpaas-builder plan` prints.
     #[serde(default, skip_serializing_if = "KubernetesStep::is_empty")]
     pub kubernetes: KubernetesStep,
+    /// The plan's other steps, in wave order: what the master deploys once
+    /// the cluster is ready (`seeds` copies them from the plan).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platform: Vec<crate::plan::Step>,
 }
 
 /// The plan's `kubernetes` step as a node receives it: the values (pod and
@@ -195,6 +199,7 @@ impl NodeConfig {
             install_disk: None,
             minimums: None,
             kubernetes: KubernetesStep::default(),
+            platform: Vec::new(),
         }
     }
 }

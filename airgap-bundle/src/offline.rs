@@ -58,7 +58,13 @@ pub fn image_refs(yaml: &str) -> Result<Vec<(String, String)>> {
         }
     }
     for (i, d) in docs.iter().enumerate() {
-        walk(d, format!("doc[{i}]"), &mut out);
+        // Named by the object when it says what it is (a report then reads
+        // `Deployment/web.spec…`), else by its place in the file.
+        let at = match (d["kind"].as_str(), d["metadata"]["name"].as_str()) {
+            (Some(k), Some(n)) => format!("{k}/{n}"),
+            _ => format!("doc[{i}]"),
+        };
+        walk(d, at, &mut out);
     }
     Ok(out)
 }
@@ -68,18 +74,80 @@ fn is_manifest_name(n: &str) -> bool {
     n.ends_with(".yaml") || n.ends_with(".yml")
 }
 
-pub fn check(src: &BundleSource) -> Result<Report> {
-    let m = BundleManifest::from_bytes(&src.read_file(BUNDLE_JSON)?)?;
-    // What the bundle can serve: name:tag and name@digest.
-    let mut have: BTreeSet<String> = BTreeSet::new();
-    for a in m.artifacts.iter().filter(|a| a.kind == "image") {
-        if let Ok(r) = ImageRef::parse(&a.name) {
-            if let Some(t) = &r.tag {
-                have.insert(format!("{}:{t}", r.name()));
+/// What a bundle can serve, by `name:tag` and `name@digest`.
+pub struct Held(BTreeSet<String>);
+
+impl Held {
+    pub fn of(m: &BundleManifest) -> Held {
+        let mut have = BTreeSet::new();
+        for a in m.artifacts.iter().filter(|a| a.kind == "image") {
+            if let Ok(r) = ImageRef::parse(&a.name) {
+                if let Some(t) = &r.tag {
+                    have.insert(format!("{}:{t}", r.name()));
+                }
+                have.insert(format!("{}@{}", r.name(), a.digest));
             }
-            have.insert(format!("{}@{}", r.name(), a.digest));
+        }
+        Held(have)
+    }
+
+    /// Why `image` (as a manifest writes it) cannot be served, or None.
+    pub fn why_missing(&self, image: &str) -> Option<String> {
+        match ImageRef::parse(image) {
+            Err(_) => {
+                Some("not a plain image reference (templated?); it cannot be checked".to_string())
+            }
+            Ok(r) => {
+                let by_digest = r
+                    .digest
+                    .as_ref()
+                    .is_some_and(|d| self.0.contains(&format!("{}@{d}", r.name())));
+                let by_tag = r.digest.is_none()
+                    && r.tag
+                        .as_ref()
+                        .is_some_and(|t| self.0.contains(&format!("{}:{t}", r.name())));
+                (!by_digest && !by_tag)
+                    .then(|| "not in the bundle: the site would need the internet".to_string())
+            }
         }
     }
+
+    /// Every image reference in `yaml` the bundle cannot serve, as findings
+    /// of `file`; a file that is not YAML is one finding.
+    pub fn findings(&self, file: &str, yaml: &str) -> (usize, Vec<Finding>) {
+        match image_refs(yaml) {
+            Err(e) => (
+                0,
+                vec![Finding {
+                    file: file.to_string(),
+                    at: "-".into(),
+                    image: "-".into(),
+                    why: format!("{e:#}"),
+                }],
+            ),
+            Ok(refs) => {
+                let n = refs.len();
+                let missing = refs
+                    .into_iter()
+                    .filter_map(|(at, image)| {
+                        let why = self.why_missing(&image)?;
+                        Some(Finding {
+                            file: file.to_string(),
+                            at,
+                            image,
+                            why,
+                        })
+                    })
+                    .collect();
+                (n, missing)
+            }
+        }
+    }
+}
+
+pub fn check(src: &BundleSource) -> Result<Report> {
+    let m = BundleManifest::from_bytes(&src.read_file(BUNDLE_JSON)?)?;
+    let held = Held::of(&m);
     let wanted: BTreeMap<String, String> = m
         .artifacts
         .iter()
@@ -107,46 +175,9 @@ pub fn check(src: &BundleSource) -> Result<Report> {
         missing: Vec::new(),
     };
     for (file, text) in texts {
-        let refs = match image_refs(&text) {
-            Ok(r) => r,
-            Err(e) => {
-                report.missing.push(Finding {
-                    file,
-                    at: "-".into(),
-                    image: "-".into(),
-                    why: format!("{e:#}"),
-                });
-                continue;
-            }
-        };
-        for (at, image) in refs {
-            report.references += 1;
-            let why = match ImageRef::parse(&image) {
-                Err(_) => Some(
-                    "not a plain image reference (templated?); it cannot be checked".to_string(),
-                ),
-                Ok(r) => {
-                    let by_digest = r
-                        .digest
-                        .as_ref()
-                        .is_some_and(|d| have.contains(&format!("{}@{d}", r.name())));
-                    let by_tag = r.digest.is_none()
-                        && r.tag
-                            .as_ref()
-                            .is_some_and(|t| have.contains(&format!("{}:{t}", r.name())));
-                    (!by_digest && !by_tag)
-                        .then(|| "not in the bundle: the site would need the internet".to_string())
-                }
-            };
-            if let Some(why) = why {
-                report.missing.push(Finding {
-                    file: file.clone(),
-                    at,
-                    image,
-                    why,
-                });
-            }
-        }
+        let (n, missing) = held.findings(&file, &text);
+        report.references += n;
+        report.missing.extend(missing);
     }
     Ok(report)
 }

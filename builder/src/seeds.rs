@@ -220,20 +220,36 @@ fn render_seed(
     })
 }
 
-/// The plan's `kubernetes` step for this cluster: what the agent forms the
-/// cluster with (the same data `kpaas-builder plan` prints).
-pub fn kubernetes_step(catalog: &Catalog, c: &Cluster) -> Result<KubernetesStep> {
+/// What the nodes are told to do after the seed registry serves: form the
+/// cluster with the plan's `kubernetes` step, then (the master) deploy the
+/// plan's other steps. Empty: stop at the registry.
+#[derive(Debug, Default)]
+pub struct NodePlan {
+    pub kubernetes: KubernetesStep,
+    pub platform: Vec<airgap_bundle::plan::Step>,
+}
+
+/// The plan for this cluster as the nodes receive it (the same data
+/// `kpaas-builder plan` prints); `platform: false` stops at a ready cluster.
+pub fn node_plan(catalog: &Catalog, c: &Cluster, platform: bool) -> Result<NodePlan> {
     let plan = airgap_bundle::plan::build(catalog, c, None)?;
-    match plan.steps.into_iter().find(|s| s.component == KUBERNETES) {
-        Some(s) => Ok(KubernetesStep {
-            values: s.values,
-            ready: s.readiness,
-        }),
-        None => bail!(
+    let (kube, rest): (Vec<_>, Vec<_>) = plan
+        .steps
+        .into_iter()
+        .partition(|s| s.component == KUBERNETES);
+    let Some(k) = kube.into_iter().next() else {
+        bail!(
             "platform {}: the catalog has no {KUBERNETES:?} component, so the nodes would not know how to form the cluster",
             catalog.platform.name
-        ),
-    }
+        );
+    };
+    Ok(NodePlan {
+        kubernetes: KubernetesStep {
+            values: k.values,
+            ready: k.readiness,
+        },
+        platform: if platform { rest } else { Vec::new() },
+    })
 }
 
 /// Every seed for the cluster: one per node and the universal one. Workers
@@ -241,7 +257,7 @@ pub fn kubernetes_step(catalog: &Catalog, c: &Cluster) -> Result<KubernetesStep>
 /// which may boot the master) get the CA key and the passwords.
 pub fn plan(
     c: &Cluster,
-    kubernetes: &KubernetesStep,
+    node_plan: &NodePlan,
     secrets: &BTreeMap<String, Vec<u8>>,
     seed_port: u16,
     verify: VerifyMode,
@@ -256,7 +272,8 @@ pub fn plan(
         minimums: c.minimums.clone(),
         install_disk: c.install_disk.clone(),
         runtime: c.container_manager,
-        kubernetes: kubernetes.clone(),
+        kubernetes: node_plan.kubernetes.clone(),
+        platform: node_plan.platform.clone(),
         ..NodeConfig::with_defaults(&c.name, nodes.clone())
     };
     let get = |k: &str| secrets.get(k).map(Vec::as_slice).unwrap_or_default();
@@ -362,9 +379,17 @@ mod tests {
         .collect();
         let catalog =
             Catalog::from_yaml(airgap_bundle::platforms::builtin("demo").unwrap(), "demo").unwrap();
-        let kube = kubernetes_step(&catalog, &c).unwrap();
-        assert_eq!(kube.text("pod_cidr").unwrap(), "10.233.64.0/18");
-        let seeds = plan(&c, &kube, &secrets, 5050, VerifyMode::Fast).unwrap();
+        let todo = node_plan(&catalog, &c, true).unwrap();
+        assert_eq!(todo.kubernetes.text("pod_cidr").unwrap(), "10.233.64.0/18");
+        // Every other component, in wave order, for the master to deploy.
+        let comps: Vec<&str> = todo.platform.iter().map(|s| s.component.as_str()).collect();
+        assert!(
+            !comps.contains(&KUBERNETES) && !comps.is_empty(),
+            "{comps:?}"
+        );
+        assert!(todo.platform.windows(2).all(|w| w[0].wave <= w[1].wave));
+        assert!(node_plan(&catalog, &c, false).unwrap().platform.is_empty());
+        let seeds = plan(&c, &todo, &secrets, 5050, VerifyMode::Fast).unwrap();
         let names: Vec<&str> = seeds.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["kpaas-master", "kpaas-worker1", "universal"]);
         let user_data = |i: usize| seeds[i].files[0].1.clone();

@@ -886,6 +886,29 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
         out.contains("2 manifest file(s), 5 image reference(s), 0 missing"),
         "{out}"
     );
+    // Without the plan, both bundled copies of the chart (repository and
+    // OCI) with their defaults: a Deployment and a hook Job each.
+    assert!(
+        out.contains("2 chart(s) and kustomization(s) rendered, 4 image reference(s), 0 missing"),
+        "{out}"
+    );
+    // With the plan: the chart with its values and the kustomization.
+    let cluster = t.path().join("cluster.yaml");
+    std::fs::write(
+        &cluster,
+        airgap_bundle::cluster::EXAMPLE.replace("platform: k-paas-1.4.1", "platform: demo"),
+    )
+    .unwrap();
+    let out = ok(&s(&[
+        "check-offline",
+        &t.path().join("demo.tar.zst").to_string_lossy(),
+        "--cluster",
+        &cluster.to_string_lossy(),
+    ]));
+    assert!(
+        out.contains("2 chart(s) and kustomization(s) rendered, 3 image reference(s), 0 missing"),
+        "{out}"
+    );
     // A manifest that uses an image the bundle lacks.
     std::fs::write(
         env.demo.www.join("files/v1/leaky.yaml"),
@@ -895,7 +918,7 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
     let cat = t.path().join("leaky.yaml");
     std::fs::write(
         &cat,
-        "schema_version: 1\nplatform: {name: leaky, version: \"1\"}\ncomponents:\n  - name: a\n    artifacts:\n      - {kind: image, ref: 'registry.demo.kpaas.test/demo/app-a:1.0'}\n      - {kind: file, name: leaky.yaml, url: 'http://files.demo.kpaas.test/files/v1/leaky.yaml', unverified: true}\n",
+        "schema_version: 1\nplatform: {name: leaky, version: \"1\"}\ncomponents:\n  - name: a\n    deploy:\n      - install:\n          - chart: {chart: demo-app, release: leaky, namespace: web, set: {image: 'docker.io/library/nginx:1.23.2-alpine'}}\n    artifacts:\n      - {kind: image, ref: 'registry.demo.kpaas.test/demo/app-a:1.0'}\n      - {kind: file, name: leaky.yaml, url: 'http://files.demo.kpaas.test/files/v1/leaky.yaml', unverified: true}\n      - {kind: file, name: helm, url: 'http://files.demo.kpaas.test/files/v1.25.6/amd64/helm', arch: amd64, unverified: true}\n      - {kind: chart, repo: 'http://files.demo.kpaas.test/charts', name: demo-app, version: 0.1.0, unverified: true}\n",
     )
     .unwrap();
     let a = args_for(
@@ -922,13 +945,36 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
         e.contains("2 image reference(s) are not in the bundle"),
         "{e}"
     );
-    // The plan reads real sizes from a bundle.
-    let cluster = t.path().join("cluster.yaml");
+    // The plan's values put an image the bundle lacks into the chart's
+    // objects: the rendered chart names chart, object and image.
+    let leaky_cluster = t.path().join("leaky-cluster.yaml");
     std::fs::write(
-        &cluster,
-        airgap_bundle::cluster::EXAMPLE.replace("platform: k-paas-1.4.1", "platform: demo"),
+        &leaky_cluster,
+        airgap_bundle::cluster::EXAMPLE.replace("platform: k-paas-1.4.1", "platform: leaky"),
     )
     .unwrap();
+    let e = fail(&s(&[
+        "check-offline",
+        &t.path().join("leaky").to_string_lossy(),
+        "--cluster",
+        &leaky_cluster.to_string_lossy(),
+        "--platform",
+        &cat.to_string_lossy(),
+    ]));
+    for object in [
+        "Deployment/leaky.spec.template.spec.containers[0].image",
+        "Job/leaky-pre-install.spec.template.spec.containers[0].image",
+    ] {
+        let want = format!(
+            "MISSING docker.io/library/nginx:1.23.2-alpine in a: chart files.demo.kpaas.test/charts/demo-app:0.1.0 as web/leaky at {object}"
+        );
+        assert!(e.contains(&want), "{want}\nin:\n{e}");
+    }
+    assert!(
+        e.contains("4 image reference(s) are not in the bundle"),
+        "{e}"
+    );
+    // The plan reads real sizes from a bundle.
     let plan = ok(&s(&[
         "plan",
         "--platform",

@@ -42,7 +42,7 @@ fn a_master_and_a_worker_form_a_cluster_offline_through_a_power_cut_and_a_wrong_
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let lab = Lab::build(t.path()).unwrap();
+    let lab = Lab::build(t.path(), false).unwrap();
     let mdisk = overlay(&lab.raw, &t.path().join("master.qcow2"));
 
     // Power cut during kubeadm init: the control plane's manifests are

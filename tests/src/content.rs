@@ -163,23 +163,29 @@ impl Layout {
     }
 }
 
-/// A Helm chart `.tgz` (deterministic) whose deployment runs `image`.
+/// A Helm chart `.tgz` (deterministic) whose deployment runs `image`
+/// (busybox's `sleep`, so it keeps running on a real node), after a
+/// pre-install/pre-upgrade hook Job with the same image has completed.
 pub fn chart_tgz(name: &str, version: &str, image: &str) -> Result<(Vec<u8>, serde_json::Value)> {
     let chart_yaml = format!(
         "apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"1.0\"\ndescription: kpaas demo chart\ntype: application\n"
     );
-    let values = format!("image: {image}\nreplicas: 1\n");
-    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: {{ .Values.replicas }}\n  selector:\n    matchLabels: {app: {{ .Release.Name }}}\n  template:\n    metadata:\n      labels: {app: {{ .Release.Name }}}\n    spec:\n      containers:\n        - name: app\n          image: {{ .Values.image }}\n";
+    let values =
+        format!("image: {image}\nreplicas: 1\ncommand: [/bin/sleep, \"2147483647\"]\nhook: true\n");
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: {{ .Values.replicas }}\n  selector:\n    matchLabels: {app: {{ .Release.Name }}}\n  template:\n    metadata:\n      labels: {app: {{ .Release.Name }}}\n    spec:\n      containers:\n        - name: app\n          image: {{ .Values.image }}\n          command: {{ toJson .Values.command }}\n";
+    let hook = "{{- if .Values.hook }}\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-pre-install\n  annotations:\n    helm.sh/hook: pre-install,pre-upgrade\n    helm.sh/hook-delete-policy: before-hook-creation\nspec:\n  backoffLimit: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: hook\n          image: {{ .Values.image }}\n          command: [/bin/true]\n{{- end }}\n";
     let p = |f: &str| format!("{name}/{f}");
-    let (a, b, c) = (
+    let (a, b, c, d) = (
         p("Chart.yaml"),
         p("values.yaml"),
         p("templates/deployment.yaml"),
+        p("templates/hook.yaml"),
     );
     let (gz, _) = layer(&[
         (&a, chart_yaml.as_bytes(), 0o644),
         (&b, values.as_bytes(), 0o644),
         (&c, deploy.as_bytes(), 0o644),
+        (&d, hook.as_bytes(), 0o644),
     ])?;
     let meta = json!({"apiVersion": "v2", "name": name, "version": version, "appVersion": "1.0",
                       "description": "kpaas demo chart", "type": "application"});
@@ -194,6 +200,37 @@ pub fn demo_manifest(pinned_digest: &str) -> String {
     format!(
         "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: demo-app, namespace: demo}}\nspec:\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec:\n      initContainers:\n        - {{name: pinned, image: 'registry.demo.kpaas.test/demo/pinned@{pinned_digest}'}}\n      containers:\n        - {{name: app, image: 'registry.demo.kpaas.test/demo/app-a:1.0'}}\n"
     )
+}
+
+/// Where the demo serves its kustomization archive (Kubeflow's place).
+pub const KUSTOMIZE_FILE: &str = "files/v1/demo-kustomize.tar.gz";
+
+/// A kustomization as K-PaaS's Kubeflow comes: a base and an overlay in a
+/// source archive (`demo-kustomize/overlays/demo` builds it). The overlay
+/// names the namespace, a prefix and the image (by tag), so what the agent
+/// applies differs from the base: kustomize really ran.
+pub fn demo_kustomization() -> Result<Vec<u8>> {
+    let base_k = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [deployment.yaml]\n";
+    let base_d = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: pipeline}\nspec:\n  selector: {matchLabels: {app: pipeline}}\n  template:\n    metadata: {labels: {app: pipeline}}\n    spec:\n      containers:\n        - name: app\n          image: app-b-placeholder\n          command: [/bin/sleep, \"2147483647\"]\n";
+    let overlay = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: ml\nnamePrefix: demo-\nresources: [../../base]\nimages:\n  - {name: app-b-placeholder, newName: registry.demo.kpaas.test/demo/app-b, newTag: \"1.0\"}\n";
+    let (gz, _) = layer(&[
+        (
+            "demo-kustomize/base/kustomization.yaml",
+            base_k.as_bytes(),
+            0o644,
+        ),
+        (
+            "demo-kustomize/base/deployment.yaml",
+            base_d.as_bytes(),
+            0o644,
+        ),
+        (
+            "demo-kustomize/overlays/demo/kustomization.yaml",
+            overlay.as_bytes(),
+            0o644,
+        ),
+    ])?;
+    Ok(gz)
 }
 
 /// One image to push into the demo registry.
@@ -215,6 +252,7 @@ pub struct Demo {
     pub multi_digest: String,
     pub app_a_digest: String,
     pub chart_tgz_sha256: String,
+    pub kustomize_sha256: String,
     /// sha256 of each node file the demo serves (kubeadm, kubelet, …,
     /// cni-plugins.tgz): the test kit's real builds.
     pub file_sha256: BTreeMap<String, String>,
@@ -320,6 +358,8 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         ),
     )?;
     std::fs::write(www.join("files/v1/demo-app.yaml"), demo_manifest(&p_d))?;
+    let kustomization = demo_kustomization()?;
+    std::fs::write(www.join(KUSTOMIZE_FILE), &kustomization)?;
     let flannel = www.join(crate::kit::FLANNEL_MANIFEST_PATH);
     if let Some(d) = flannel.parent() {
         std::fs::create_dir_all(d)?;
@@ -365,6 +405,7 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         chart_tgz_sha256: sha256_hex(&tgz),
         file_sha256,
         manifest_sha256: sha256_hex(demo_manifest(&p_d).as_bytes()),
+        kustomize_sha256: sha256_hex(&kustomization),
         flannel_manifest_sha256: sha256_hex(crate::kit::FLANNEL_MANIFEST.as_bytes()),
     })
 }

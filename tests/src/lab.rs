@@ -58,7 +58,9 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub fn build(t: &Path) -> Result<Lab> {
+    /// `platform`: the master deploys the platform's waves once the cluster
+    /// is ready; else the nodes stop there (`seeds --cluster-only`).
+    pub fn build(t: &Path, platform: bool) -> Result<Lab> {
         let env = crate::DemoEnv::start()?;
         let (bundle, key) = crate::demo_bundle(&env, t)?;
         let lab = t.join("lab.yaml");
@@ -68,8 +70,13 @@ impl Lab {
         let s = |p: &Path| p.to_string_lossy().to_string();
         let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/../images/debian-12.yaml");
         let cache = s(&crate::fixtures_dir().join("cache"));
+        let (lab_s, seeds_s) = (s(&lab), s(&seeds));
+        let mut seed_args = vec!["seeds", "--cluster", &lab_s, "--out", &seeds_s];
+        if !platform {
+            seed_args.push("--cluster-only");
+        }
         for args in [
-            vec!["seeds", "--cluster", &s(&lab), "--out", &s(&seeds)],
+            seed_args,
             vec![
                 "image",
                 "--profile",

@@ -34,6 +34,7 @@ fn demo_catalog_pins_match_the_fixtures() {
         kit::FLANNEL_MANIFEST_PATH.to_string(),
         &d.flannel_manifest_sha256,
     ));
+    files.push((content::KUSTOMIZE_FILE.to_string(), &d.kustomize_sha256));
     for (path, sum) in files {
         // Each file's pin sits right under its URL in the catalog.
         let url = format!("/{path}\n");

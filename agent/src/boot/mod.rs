@@ -3,8 +3,9 @@
 //! transition. A new step is a new module here and a line in [`STEPS`] or
 //! [`CLUSTER_STEPS`].
 
-mod cluster;
+pub mod cluster;
 mod cni;
+mod deploy;
 pub mod identity;
 mod init;
 mod install;
@@ -14,7 +15,7 @@ mod live;
 mod mirrors;
 pub mod preflight;
 mod prepare;
-mod ready;
+pub mod ready;
 mod runtime;
 pub mod serve;
 mod step;
@@ -43,7 +44,8 @@ pub const STEPS: &[Step] = &[
 
 /// Then, with the seed serving, the cluster: nothing changes before
 /// `prepare` has checked the seed holds every image kubeadm needs; the
-/// master inits and lays the CNI, a worker joins; both wait for ready.
+/// master inits and lays the CNI, a worker joins; both wait for ready; the
+/// master then deploys the platform.
 pub const CLUSTER_STEPS: &[Step] = &[
     prepare::STEP,
     runtime::STEP,
@@ -52,6 +54,7 @@ pub const CLUSTER_STEPS: &[Step] = &[
     cni::STEP,
     join::STEP,
     ready::STEP,
+    deploy::STEP,
 ];
 
 /// Whether this node's seed asks it to form a cluster.

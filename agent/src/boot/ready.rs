@@ -91,7 +91,7 @@ pub fn rolled_out(kind: WorkloadKind, json: &[u8]) -> Result<(), String> {
 /// The API path of a workload: read with `kubectl get --raw`, which skips
 /// the API discovery every plain `kubectl get` does first (dozens of
 /// requests a poll, a real load on a control plane under emulation).
-fn workload_path(kind: WorkloadKind, namespace: &str, name: &str) -> String {
+pub fn workload_path(kind: WorkloadKind, namespace: &str, name: &str) -> String {
     let plural = match kind {
         WorkloadKind::Deployment => "deployments",
         WorkloadKind::StatefulSet => "statefulsets",

@@ -25,6 +25,7 @@ pub enum StepId {
     Cni,
     Join,
     Ready,
+    Deploy,
 }
 
 impl StepId {
@@ -43,6 +44,7 @@ impl StepId {
         StepId::Cni,
         StepId::Join,
         StepId::Ready,
+        StepId::Deploy,
     ];
 
     /// Steps that only some boots or roles run (live from the ISO,
@@ -51,7 +53,12 @@ impl StepId {
     pub fn conditional(self) -> bool {
         matches!(
             self,
-            StepId::Live | StepId::Install | StepId::Init | StepId::Cni | StepId::Join
+            StepId::Live
+                | StepId::Install
+                | StepId::Init
+                | StepId::Cni
+                | StepId::Join
+                | StepId::Deploy
         )
     }
 
@@ -76,6 +83,7 @@ impl StepId {
             StepId::Cni => "cni",
             StepId::Join => "join",
             StepId::Ready => "ready",
+            StepId::Deploy => "deploy",
         }
     }
 }

@@ -9,7 +9,7 @@ mod artifact;
 
 pub use artifact::{ARCHES, Artifact, ChartArtifact, FileArtifact, ImageArtifact};
 
-use crate::deploy::Deploy;
+use crate::deploy::{Deploy, Install};
 use crate::problems::Problems;
 use artifact::artifact_problems;
 use serde::{Deserialize, Serialize};
@@ -194,6 +194,11 @@ impl Catalog {
                 match serde_json::from_value::<Deploy>(value) {
                     Ok(d) => {
                         problems.extend(d.problems().into_iter().map(|p| format!("{here}.{p}")));
+                        for (ii, x) in d.install.iter().enumerate() {
+                            if let Err(e) = install_artifact(x, &artifacts) {
+                                problems.push(format!("{here}.install[{ii}]: {e}"));
+                            }
+                        }
                         deploy.push(d);
                     }
                     Err(e) => problems.push(format!("{here}: {e}")),
@@ -348,6 +353,46 @@ impl Catalog {
             .iter()
             .flat_map(|c| c.artifacts.iter().map(move |a| (c, a)))
     }
+}
+
+/// The artifact an install item reads: one of its own component's (a
+/// component deploys only what it bundles, so the offline check and the
+/// image check see everything it applies). Several with the name (a chart
+/// from a repository and from OCI): the first.
+pub fn install_artifact<'a>(
+    x: &Install,
+    artifacts: &'a [Artifact],
+) -> Result<&'a Artifact, String> {
+    let (kind, name) = match x {
+        Install::Chart(c) => ("chart", c.chart.as_str()),
+        Install::Manifest(f) => ("file", f.as_str()),
+        Install::Kustomize(k) => ("file", k.file.as_str()),
+    };
+    artifacts
+        .iter()
+        .find(|a| match (a, kind) {
+            (Artifact::Chart(c), "chart") => c.chart_name() == name,
+            (Artifact::File(f), "file") => f.name() == name,
+            _ => false,
+        })
+        .ok_or_else(|| {
+            let have: Vec<String> = artifacts
+                .iter()
+                .filter_map(|a| match (a, kind) {
+                    (Artifact::Chart(c), "chart") => Some(c.chart_name()),
+                    (Artifact::File(f), "file") => Some(f.name()),
+                    _ => None,
+                })
+                .collect();
+            format!(
+                "names {kind} {name:?}, which this component does not bundle (its {kind}s: {})",
+                if have.is_empty() {
+                    "none".to_string()
+                } else {
+                    have.join(", ")
+                }
+            )
+        })
 }
 
 #[cfg(test)]

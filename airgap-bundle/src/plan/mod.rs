@@ -7,12 +7,12 @@
 
 mod render;
 
-use crate::catalog::{Artifact, Catalog};
+use crate::catalog::{Artifact, Catalog, install_artifact};
 use crate::cluster::Cluster;
-use crate::deploy::{Deploy, Readiness, Value};
+use crate::deploy::{Deploy, Install, Readiness, Value, chart_values};
 use crate::manifest::BundleManifest;
 use anyhow::{Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Serialize)]
@@ -27,7 +27,7 @@ pub struct Plan {
     pub capacity: Capacity,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Step {
     pub wave: usize,
     pub component: String,
@@ -37,9 +37,75 @@ pub struct Step {
     pub depends_on: Vec<String>,
     pub artifacts: Vec<String>,
     pub values: BTreeMap<String, Value>,
+    /// What the agent applies, in order, each journaled on its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub releases: Vec<Release>,
     pub readiness: Vec<Readiness>,
     /// Where this appliance deliberately differs from the upstream scripts.
     pub notes: Vec<String>,
+}
+
+/// One thing the agent applies and journals, resolved to the bundle
+/// artifact (`bundle.json` name) it reads.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Release {
+    /// `helm upgrade --install RELEASE CHART -n NAMESPACE -f values`.
+    Chart {
+        release: String,
+        namespace: String,
+        artifact: String,
+        values: serde_json::Value,
+    },
+    /// YAML documents, applied server-side.
+    Manifest { file: String, artifact: String },
+    /// `kustomize build PATH` inside the archive, applied server-side.
+    Kustomize {
+        file: String,
+        path: String,
+        artifact: String,
+    },
+}
+
+impl Release {
+    /// Its name in the journal and in every report: unique in a component.
+    pub fn name(&self) -> String {
+        match self {
+            Release::Chart { release, .. } => release.clone(),
+            Release::Manifest { file, .. } => file.clone(),
+            Release::Kustomize { file, path, .. } => format!("{file}/{path}"),
+        }
+    }
+
+    /// One line for the text plan and the agent's reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Release::Chart {
+                release,
+                namespace,
+                artifact,
+                values,
+            } => {
+                let v = match values.as_object() {
+                    Some(o) if !o.is_empty() => format!(" with {values}"),
+                    _ => String::new(),
+                };
+                format!("helm release {namespace}/{release} from {artifact}{v}")
+            }
+            Release::Manifest { file, .. } => format!("apply {file} (server-side)"),
+            Release::Kustomize { file, path, .. } => {
+                format!("apply kustomize build {path} of {file} (server-side)")
+            }
+        }
+    }
+
+    pub fn artifact(&self) -> &str {
+        match self {
+            Release::Chart { artifact, .. }
+            | Release::Manifest { artifact, .. }
+            | Release::Kustomize { artifact, .. } => artifact,
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Default)]
@@ -169,6 +235,35 @@ pub fn build(
                 deploy.len()
             ),
         };
+        let own: Vec<Artifact> = arts.iter().map(|a| (*a).clone()).collect();
+        let releases = deploy
+            .install
+            .iter()
+            .map(|x| {
+                let artifact = install_artifact(x, &own)
+                    .map_err(|e| {
+                        anyhow::anyhow!("component {}: install {}: {e}", c.name, x.name())
+                    })?
+                    .ref_name();
+                Ok(match x {
+                    Install::Chart(ch) => Release::Chart {
+                        release: ch.release.clone(),
+                        namespace: ch.namespace.clone(),
+                        artifact,
+                        values: chart_values(&ch.set),
+                    },
+                    Install::Manifest(f) => Release::Manifest {
+                        file: f.clone(),
+                        artifact,
+                    },
+                    Install::Kustomize(k) => Release::Kustomize {
+                        file: k.file.clone(),
+                        path: k.path.clone(),
+                        artifact,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
         steps.push(Step {
             wave: wave[c.name.as_str()],
             component: c.name.clone(),
@@ -177,6 +272,7 @@ pub fn build(
             depends_on: c.depends_on.clone(),
             artifacts: arts.iter().map(|a| a.key()).collect(),
             values: deploy.values,
+            releases,
             readiness: deploy.ready,
             notes: deploy.notes,
         });

@@ -36,6 +36,9 @@ impl Plan {
             for (k, v) in &st.values {
                 s.push_str(&format!("  {k} = {v}\n"));
             }
+            for r in &st.releases {
+                s.push_str(&format!("  {}\n", r.describe()));
+            }
             for r in &st.readiness {
                 s.push_str(&format!("  ready when: {r}\n"));
             }

@@ -1,8 +1,8 @@
 //! `kpaas-builder seeds`: per-node and universal NoCloud seeds from a cluster file.
 
 use crate::bundle::resolve::load_catalog;
-use crate::seeds::{kubernetes_step, plan, secrets, write_seed};
-use airgap_bundle::node::{KubernetesStep, VerifyMode};
+use crate::seeds::{NodePlan, node_plan, plan, secrets, write_seed};
+use airgap_bundle::node::VerifyMode;
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
@@ -29,6 +29,11 @@ pub struct Args {
     /// means). The node configs then carry no kubernetes step.
     #[arg(long)]
     pub seed_only: bool,
+    /// The nodes form the cluster and stop once it is ready: the master
+    /// deploys none of the platform's waves (`kpaas-agent deploy` can,
+    /// later). The node configs then carry no platform steps.
+    #[arg(long, conflicts_with = "seed_only")]
+    pub cluster_only: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -40,13 +45,13 @@ pub fn run(a: Args) -> Result<()> {
     };
     airgap_bundle::fsutil::create_dir(&a.out)?;
     let catalog = load_catalog(a.platform.as_deref().unwrap_or(&c.platform))?;
-    let kube = if a.seed_only {
-        KubernetesStep::default()
+    let todo = if a.seed_only {
+        NodePlan::default()
     } else {
-        kubernetes_step(&catalog, &c)?
+        node_plan(&catalog, &c, !a.cluster_only)?
     };
     let s = secrets(&a.out.join("secrets"), &c)?;
-    let seeds = plan(&c, &kube, &s, a.seed_port.unwrap_or(c.seed_port), verify)?;
+    let seeds = plan(&c, &todo, &s, a.seed_port.unwrap_or(c.seed_port), verify)?;
     for seed in &seeds {
         write_seed(&a.out, seed)?;
     }

@@ -67,7 +67,8 @@ fn main() -> Result<()> {
         None => RUNS,
     };
     let work = tempfile::tempdir()?;
-    let lab = Lab::build(work.path()).context("building the lab (demo bundle, seeds, image)")?;
+    let lab =
+        Lab::build(work.path(), false).context("building the lab (demo bundle, seeds, image)")?;
     let uni = lab.seeds.join("universal.iso");
     let (mut masters, mut workers) = (Vec::new(), Vec::new());
     for run in 1..=runs {

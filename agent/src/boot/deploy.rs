@@ -1,0 +1,25 @@
+//! On the master, once the cluster is ready: the platform's waves from the
+//! node config, through the deploy engine (`crate::deploy`), which journals
+//! each release on its own: this step is "once", and a boot after a failure
+//! or a power cut runs it again, the engine skipping what it finished.
+
+use super::cluster::on_master;
+use super::{Ctx, Rerun, Step, StepId};
+use crate::deploy::{Engine, Options};
+use crate::events::Sink;
+use anyhow::Result;
+
+pub const STEP: Step = Step {
+    id: StepId::Deploy,
+    rerun: Rerun::Once,
+    applies: deploys,
+    run: work,
+};
+
+fn deploys(ctx: &Ctx) -> bool {
+    on_master(ctx) && !ctx.cfg.platform.is_empty()
+}
+
+fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
+    Engine::new(&ctx.root, ctx.cfg.clone(), ctx.runner.clone())?.run(events, Options::default())
+}

@@ -1,0 +1,297 @@
+//! The plan's readiness checks, judged from what the API returns. Objects
+//! are read by path (`kubectl get --raw`: no API discovery per poll); each
+//! check says what it still waits for, or that waiting is pointless (a Job
+//! that failed).
+
+use super::Kube;
+use crate::boot::ready::{nodes_ready, rolled_out, workload_path};
+use airgap_bundle::deploy::{Readiness, WorkloadKind};
+use std::io::{Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+/// A check's state now.
+#[derive(Debug, PartialEq)]
+pub enum Outcome {
+    Holds,
+    /// Not yet: what is missing.
+    Waiting(String),
+    /// It will not hold by waiting (a Job failed): why.
+    Failed(String),
+}
+
+/// Checks the engine cannot run; reported before anything is applied.
+pub fn unsupported(r: &Readiness) -> Option<String> {
+    match r {
+        Readiness::Hook { .. } => Some(format!(
+            "{r}: a named hook this agent does not implement yet"
+        )),
+        Readiness::Http { url, .. } if !url.starts_with("http://") => Some(format!(
+            "{r}: only plain http:// health checks are implemented"
+        )),
+        _ => None,
+    }
+}
+
+/// One check now. `nodes`: every node of the cluster, for `nodes-ready`.
+pub fn check(kube: &Kube, r: &Readiness, nodes: &[String]) -> Outcome {
+    match judge(kube, r, nodes) {
+        Ok(o) => o,
+        Err(why) => Outcome::Waiting(why),
+    }
+}
+
+fn judge(kube: &Kube, r: &Readiness, nodes: &[String]) -> Result<Outcome, String> {
+    let waiting = |what: String| Ok(Outcome::Waiting(what));
+    match r {
+        Readiness::NodesReady => {
+            let missing = nodes_ready(&kube.raw("/api/v1/nodes")?, nodes)?;
+            if missing.is_empty() {
+                Ok(Outcome::Holds)
+            } else {
+                waiting(format!("node(s) not Ready: {}", missing.join(", ")))
+            }
+        }
+        Readiness::Rollout {
+            kind,
+            namespace,
+            name,
+        } => Ok(rollout(kube, *kind, namespace, name)),
+        Readiness::JobComplete { namespace, name } => {
+            let v = kube.json(&format!(
+                "/apis/batch/v1/namespaces/{namespace}/jobs/{name}"
+            ))?;
+            Ok(job(&v, &format!("{namespace}/job/{name}")))
+        }
+        Readiness::Workloads { namespaces } => {
+            let mut short = Vec::new();
+            for ns in matching_namespaces(kube, namespaces)? {
+                for kind in [WorkloadKind::Deployment, WorkloadKind::StatefulSet] {
+                    let list = kube.json(workload_path(kind, &ns, "").trim_end_matches('/'))?;
+                    for item in list["items"].as_array().map_or(&[][..], |a| a.as_slice()) {
+                        let name = item["metadata"]["name"].as_str().unwrap_or("?");
+                        let bytes = serde_json::to_vec(item).unwrap_or_default();
+                        if let Err(e) = rolled_out(kind, &bytes) {
+                            short.push(format!("{ns}/{}/{name} ({e})", kind_name(kind)));
+                        }
+                    }
+                }
+            }
+            if short.is_empty() {
+                Ok(Outcome::Holds)
+            } else {
+                waiting(format!("not rolled out: {}", short.join(", ")))
+            }
+        }
+        Readiness::Phase {
+            resource,
+            namespace,
+            name,
+            phase,
+        } => {
+            let out = kube.run(&[
+                "get",
+                resource,
+                name,
+                "-n",
+                namespace,
+                "-o",
+                "jsonpath={.status.phase}",
+            ])?;
+            let now = String::from_utf8_lossy(&out).trim().to_string();
+            if &now == phase {
+                Ok(Outcome::Holds)
+            } else {
+                waiting(format!(
+                    "{namespace}/{resource}/{name} is {now:?}, not {phase}"
+                ))
+            }
+        }
+        Readiness::DefaultStorageClass { name } => {
+            let v = kube.json(&format!("/apis/storage.k8s.io/v1/storageclasses/{name}"))?;
+            let default =
+                v["metadata"]["annotations"]["storageclass.kubernetes.io/is-default-class"]
+                    .as_str()
+                    == Some("true");
+            if default {
+                Ok(Outcome::Holds)
+            } else {
+                waiting(format!("storageclass {name} is not marked default"))
+            }
+        }
+        Readiness::Http { url, expect_status } => match http_status(url) {
+            Ok(s) if s == *expect_status => Ok(Outcome::Holds),
+            Ok(s) => waiting(format!("GET {url} answered {s}, not {expect_status}")),
+            Err(e) => waiting(format!("GET {url}: {e}")),
+        },
+        Readiness::Hook { .. } => Ok(Outcome::Failed(
+            unsupported(r).unwrap_or_else(|| r.to_string()),
+        )),
+    }
+}
+
+fn kind_name(k: WorkloadKind) -> String {
+    format!("{k:?}").to_lowercase()
+}
+
+fn rollout(kube: &Kube, kind: WorkloadKind, namespace: &str, name: &str) -> Outcome {
+    let what = format!("{namespace}/{}/{name}", kind_name(kind));
+    match kube.raw(&workload_path(kind, namespace, name)) {
+        Ok(out) => match rolled_out(kind, &out) {
+            Ok(()) => Outcome::Holds,
+            Err(e) => Outcome::Waiting(format!("{what} not rolled out ({e})")),
+        },
+        Err(e) => Outcome::Waiting(format!("{what}: {e}")),
+    }
+}
+
+/// A Job by its conditions: Complete holds, Failed will not get better.
+pub fn job(v: &serde_json::Value, what: &str) -> Outcome {
+    let conds = v["status"]["conditions"]
+        .as_array()
+        .map_or(&[][..], |a| a.as_slice());
+    let has = |t: &str| {
+        conds
+            .iter()
+            .find(|c| c["type"] == t && c["status"] == "True")
+    };
+    if has("Complete").is_some() {
+        return Outcome::Holds;
+    }
+    if let Some(c) = has("Failed") {
+        return Outcome::Failed(format!(
+            "{what} failed: {} {}",
+            c["reason"].as_str().unwrap_or(""),
+            c["message"].as_str().unwrap_or("")
+        ));
+    }
+    let n = |k: &str| v["status"][k].as_i64().unwrap_or(0);
+    Outcome::Waiting(format!(
+        "{what} not complete ({} active, {} succeeded, {} failed)",
+        n("active"),
+        n("succeeded"),
+        n("failed")
+    ))
+}
+
+/// The namespaces a `workloads` check names; `prefix-*` takes every
+/// namespace with that prefix (listed from the API).
+fn matching_namespaces(kube: &Kube, wanted: &[String]) -> Result<Vec<String>, String> {
+    if !wanted.iter().any(|w| w.ends_with("-*")) {
+        return Ok(wanted.to_vec());
+    }
+    let all = kube.json("/api/v1/namespaces")?;
+    let names: Vec<String> = all["items"]
+        .as_array()
+        .map_or(&[][..], |a| a.as_slice())
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    Ok(wanted
+        .iter()
+        .flat_map(|w| match w.strip_suffix('*') {
+            Some(prefix) => names
+                .iter()
+                .filter(|n| n.starts_with(prefix))
+                .cloned()
+                .collect(),
+            None => vec![w.clone()],
+        })
+        .collect())
+}
+
+/// The status code of `GET url` (plain HTTP/1.1, 5 s timeouts): enough for a
+/// health endpoint, without an HTTP client in the agent.
+pub fn http_status(url: &str) -> Result<u16, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| "only http:// is implemented".to_string())?;
+    let (hostport, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
+    let addr_text = if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:80")
+    };
+    let addr = addr_text
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {addr_text}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr_text} resolves to nothing"))?;
+    let t = Duration::from_secs(5);
+    let mut s = TcpStream::connect_timeout(&addr, t).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(t)).map_err(|e| e.to_string())?;
+    // One write: a request split over several segments is legal, but some
+    // small health servers read only the first.
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: kpaas-agent\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+    let mut head = [0u8; 64];
+    let n = s.read(&mut head).map_err(|e| e.to_string())?;
+    let line = String::from_utf8_lossy(&head[..n]);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| {
+            format!(
+                "not an HTTP answer: {:?}",
+                line.lines().next().unwrap_or("")
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+
+    #[test]
+    fn jobs_complete_fail_or_wait() {
+        let j = |conds: &str| -> serde_json::Value {
+            serde_json::from_str(&format!(
+                r#"{{"status":{{"active":1,"conditions":{conds}}}}}"#
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            job(&j(r#"[{"type":"Complete","status":"True"}]"#), "x"),
+            Outcome::Holds
+        );
+        assert!(matches!(
+            job(&j(r#"[{"type":"Failed","status":"True","reason":"BackoffLimitExceeded","message":"Job has reached the specified backoff limit"}]"#), "ns/job/x"),
+            Outcome::Failed(m) if m.contains("BackoffLimitExceeded") && m.contains("ns/job/x")
+        ));
+        assert_eq!(
+            job(&j("[]"), "ns/job/x"),
+            Outcome::Waiting("ns/job/x not complete (1 active, 0 succeeded, 0 failed)".into())
+        );
+    }
+
+    #[test]
+    fn http_health_reads_the_status_line() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for code in ["200 OK", "503 Service Unavailable"] {
+                let (mut c, _) = l.accept().unwrap();
+                let mut buf = [0u8; 512];
+                let n = c.read(&mut buf).unwrap();
+                assert!(
+                    String::from_utf8_lossy(&buf[..n]).starts_with("GET /api/v2.0/health HTTP/1.1")
+                );
+                write!(c, "HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").unwrap();
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}/api/v2.0/health");
+        assert_eq!(http_status(&url).unwrap(), 200);
+        assert_eq!(http_status(&url).unwrap(), 503);
+        server.join().unwrap();
+        // Nothing listening: an error, not a status.
+        drop(std::net::TcpListener::bind("127.0.0.1:0"));
+        assert!(http_status("http://127.0.0.1:1/x").is_err());
+        assert!(http_status("https://127.0.0.1/x").is_err());
+    }
+}

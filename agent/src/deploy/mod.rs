@@ -1,0 +1,587 @@
+//! The deploy engine: the plan's platform steps (the node config's
+//! `platform`, copied from `kpaas-builder plan`) applied wave by wave from
+//! the node's own bundle. Each release (a Helm chart through the bundled
+//! helm's `upgrade --install`, a manifest or a kustomization applied
+//! server-side with the bundled kubectl) is journaled when it is applied and
+//! each component when its readiness holds, so a run after kill -9 or a
+//! power cut resumes at the first unfinished release. Before anything of a
+//! wave is applied, every object it would create is rendered and every image
+//! they name is checked against the bundle: a wave that would need the
+//! internet is refused whole.
+//!
+//! kubectl rather than kube-rs for applying: the bundle carries it at the
+//! cluster's version, server-side apply through it handles any kind
+//! (CRDs included) without typed models, and the agent stays free of a
+//! Kubernetes client's build weight.
+
+mod checks;
+pub mod journal;
+mod report;
+
+use crate::boot::StepId;
+use crate::boot::cluster::{self, last_line, transient, wait};
+use crate::events::{Kind, Sink};
+use crate::kube;
+use airgap_bundle::manifest::{BLOBS_DIR, BundleManifest};
+use airgap_bundle::node::NodeConfig;
+use airgap_bundle::offline::{Finding, Held};
+use airgap_bundle::plan::{Release, Step};
+use airgap_bundle::run::{Runner, run};
+use airgap_bundle::{Digest, fsutil, render};
+use anyhow::{Context, Result, bail};
+use checks::Outcome;
+use journal::DeployJournal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long one component's readiness may take by default (a wave of
+/// images unpacked under emulation takes minutes).
+pub const READY_LIMIT: Duration = Duration::from_secs(30 * 60);
+
+/// kubectl with the admin's kubeconfig.
+pub struct Kube {
+    runner: Arc<dyn Runner>,
+    kubectl: String,
+    kubeconfig: PathBuf,
+}
+
+impl Kube {
+    pub fn exec(&self, args: &[&str]) -> Result<Vec<u8>> {
+        run(&self.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output_on(self.runner.as_ref())
+    }
+
+    /// As [`Kube::exec`], the error as its last line (for progress lines).
+    pub fn run(&self, args: &[&str]) -> Result<Vec<u8>, String> {
+        self.exec(args).map_err(|e| last_line(&e))
+    }
+
+    /// An object or list by API path.
+    pub fn raw(&self, path: &str) -> Result<Vec<u8>, String> {
+        self.run(&["get", "--raw", path])
+    }
+
+    pub fn json(&self, path: &str) -> Result<serde_json::Value, String> {
+        serde_json::from_slice(&self.raw(path)?).map_err(|e| format!("{path}: {e}"))
+    }
+}
+
+/// Whether an apply failure goes away by trying again: the API server busy
+/// or away, or a custom resource applied in the same run as its CRD, which
+/// the API serves a moment later (Kubeflow's manifests; upstream loops
+/// `kustomize build | kubectl apply` until it passes).
+fn retryable(err: &str) -> bool {
+    transient(err)
+        || err.contains("ensure CRDs are installed first")
+        || err.contains("no matches for kind")
+}
+
+pub struct Engine {
+    cfg: NodeConfig,
+    runner: Arc<dyn Runner>,
+    kube: Kube,
+    helm: String,
+    kustomize: String,
+    manifest: BundleManifest,
+    /// Where charts, values and rendered objects are written (state dir).
+    work: PathBuf,
+    /// Per component, for its readiness.
+    pub limit: Duration,
+}
+
+/// What a run does besides resuming.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Options {
+    /// Forget the journal from this wave on: those waves run again (Helm
+    /// releases are upgraded, manifests re-applied).
+    pub from: Option<usize>,
+}
+
+impl Engine {
+    pub fn new(root: &Path, cfg: NodeConfig, runner: Arc<dyn Runner>) -> Result<Engine> {
+        let manifest = cluster::bundle_manifest(&cfg)?;
+        let tool = |name: &str| -> Result<String> {
+            let a = manifest
+                .file(name, "amd64")
+                .and_then(|a| a.install_path.clone())
+                .with_context(|| {
+                    format!("the bundle installs no {name} (a file artifact with an install_path): it cannot deploy the platform")
+                })?;
+            Ok(root
+                .join(a.trim_start_matches('/'))
+                .to_string_lossy()
+                .to_string())
+        };
+        let kube = Kube {
+            runner: runner.clone(),
+            kubectl: tool("kubectl")?,
+            kubeconfig: root.join(kube::ADMIN_CONF),
+        };
+        Ok(Engine {
+            helm: tool("helm")?,
+            kustomize: tool("kustomize")?,
+            work: cfg.state_dir.join("deploy"),
+            cfg,
+            runner,
+            kube,
+            manifest,
+            limit: READY_LIMIT,
+        })
+    }
+
+    fn steps_in(&self, wave: usize) -> Vec<&Step> {
+        self.cfg
+            .platform
+            .iter()
+            .filter(|s| s.wave == wave)
+            .collect()
+    }
+
+    /// Every wave in order; returns the summary "done" records.
+    pub fn run(&self, events: &mut Sink, opts: Options) -> Result<String> {
+        let start = Instant::now();
+        let mut j = DeployJournal::open(&self.cfg.state_dir)?;
+        if let Some(from) = opts.from {
+            let n = j.forget_from(from)?;
+            events.emit(
+                StepId::Deploy,
+                Kind::Progress,
+                &format!("--from {from}: {n} journal record(s) of wave {from} and later forgotten; they run again"),
+            )?;
+        }
+        // Every check the plan asks for must be one this agent runs: said
+        // before anything is applied, all at once.
+        let unsupported: Vec<String> = self
+            .cfg
+            .platform
+            .iter()
+            .flat_map(|s| {
+                s.readiness.iter().filter_map(move |r| {
+                    checks::unsupported(r).map(|e| format!("{}: {e}", s.component))
+                })
+            })
+            .collect();
+        if !unsupported.is_empty() {
+            bail!(
+                "the plan asks for readiness checks this agent cannot run, so nothing was deployed:\n  {}",
+                unsupported.join("\n  ")
+            );
+        }
+        fsutil::create_dir(&self.work)?;
+        let waves = self.cfg.platform.iter().map(|s| s.wave).max();
+        let mut summary = Vec::new();
+        for wave in self.cfg.platform.iter().map(|s| s.wave).min().unwrap_or(0)..=waves.unwrap_or(0)
+        {
+            let steps = self.steps_in(wave);
+            if steps.is_empty() {
+                continue;
+            }
+            let names: Vec<&str> = steps.iter().map(|s| s.component.as_str()).collect();
+            if steps.iter().all(|s| j.is_ready(&s.component)) {
+                events.emit(
+                    StepId::Deploy,
+                    Kind::Progress,
+                    &format!(
+                        "wave {wave} ({}): ready at an earlier run",
+                        names.join(", ")
+                    ),
+                )?;
+                continue;
+            }
+            let t = Instant::now();
+            events.emit(
+                StepId::Deploy,
+                Kind::Progress,
+                &format!("wave {wave}: {}", names.join(", ")),
+            )?;
+            let rendered = self.render_wave(&steps, &j, opts.from.is_some())?;
+            for s in &steps {
+                if j.is_ready(&s.component) {
+                    continue;
+                }
+                self.component(events, &mut j, s, &rendered, opts.from.is_some())?;
+            }
+            summary.push(format!("wave {wave} {:.0} s", t.elapsed().as_secs_f64()));
+        }
+        Ok(format!(
+            "platform ready: {} component(s) in {} wave(s) ({}) in {:.0} s",
+            self.cfg.platform.len(),
+            summary.len(),
+            summary.join(", "),
+            start.elapsed().as_secs_f64()
+        ))
+    }
+
+    /// Renders every release of the wave still to apply and checks every
+    /// image the objects name against the bundle; refuses the wave, naming
+    /// each release, object and image, before anything of it is applied.
+    fn render_wave(
+        &self,
+        steps: &[&Step],
+        j: &DeployJournal,
+        redo: bool,
+    ) -> Result<Vec<(String, String, PathBuf)>> {
+        let held = Held::of(&self.manifest);
+        let mut out = Vec::new();
+        let mut missing: Vec<Finding> = Vec::new();
+        for s in steps {
+            for r in &s.releases {
+                if !redo && j.applied(&s.component, &r.name()).is_some() {
+                    continue;
+                }
+                let file = self
+                    .render(s, r)
+                    .with_context(|| format!("{}: rendering {}", s.component, r.describe()))?;
+                let yaml = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                let (_, m) = held.findings(&format!("{}/{}", s.component, r.name()), &yaml);
+                missing.extend(m);
+                out.push((s.component.clone(), r.name(), file));
+            }
+        }
+        if !missing.is_empty() {
+            let lines: Vec<String> = missing
+                .iter()
+                .map(|f| format!("{}: {} names {} ({})", f.file, f.at, f.image, f.why))
+                .collect();
+            bail!(
+                "wave refused before anything of it was applied: {} image reference(s) the seed does not hold:\n  {}",
+                missing.len(),
+                lines.join("\n  ")
+            );
+        }
+        Ok(out)
+    }
+
+    /// An artifact's bytes from the bundle's blob store, checked against
+    /// the digest bundle.json gives it.
+    fn artifact(&self, name: &str) -> Result<Vec<u8>> {
+        let a = self
+            .manifest
+            .artifacts
+            .iter()
+            .find(|a| a.name == name)
+            .with_context(|| format!("the bundle holds no artifact {name}"))?;
+        let blob = |d: &Digest| -> Result<Vec<u8>> {
+            let p = self.cfg.bundle.join(format!("{BLOBS_DIR}{}", d.hex()));
+            let bytes =
+                std::fs::read(&p).with_context(|| format!("reading {name} ({})", p.display()))?;
+            if Digest::of(&bytes) != *d {
+                bail!("{name} ({}) does not match its digest {d}", p.display());
+            }
+            Ok(bytes)
+        };
+        blob(&a.content_blob(blob)?)
+    }
+
+    fn helm(&self) -> airgap_bundle::run::Cmd {
+        render::helm_cmd(&self.helm, &self.work.join("helm"))
+            .arg("--kubeconfig")
+            .arg(&self.kube.kubeconfig)
+    }
+
+    /// Writes what a release applies and returns the rendered objects' file.
+    fn render(&self, s: &Step, r: &Release) -> Result<PathBuf> {
+        let dir = self.work.join(&s.component);
+        fsutil::create_dir(&dir)?;
+        let out = dir.join(format!("{}.yaml", r.name().replace('/', "_")));
+        let yaml = match r {
+            Release::Chart {
+                release,
+                namespace,
+                artifact,
+                values,
+            } => {
+                let (tgz, vals) = self.chart_files(s, release, artifact, values)?;
+                render::chart(
+                    self.runner.as_ref(),
+                    &self.helm,
+                    &self.work.join("helm"),
+                    release,
+                    namespace,
+                    &tgz,
+                    &vals,
+                )?
+            }
+            Release::Manifest { artifact, .. } => self.artifact(artifact)?,
+            Release::Kustomize {
+                artifact,
+                path,
+                file,
+            } => {
+                let tgz = dir.join(file);
+                fsutil::write_atomic(&tgz, &self.artifact(artifact)?)?;
+                render::kustomization(
+                    self.runner.as_ref(),
+                    &self.kustomize,
+                    &tgz,
+                    &dir.join(format!("{file}.d")),
+                    path,
+                )?
+            }
+        };
+        let mut yaml = yaml;
+        // Plain objects land in the component's namespace: make it first.
+        if let (Release::Manifest { .. } | Release::Kustomize { .. }, Some(ns)) = (r, &s.namespace)
+        {
+            let mut with =
+                format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n")
+                    .into_bytes();
+            with.extend(yaml);
+            yaml = with;
+        }
+        fsutil::write_atomic(&out, &yaml)?;
+        Ok(out)
+    }
+
+    /// The chart archive and its values file (0600: values may carry a
+    /// site's password one day) in the work directory.
+    fn chart_files(
+        &self,
+        s: &Step,
+        release: &str,
+        artifact: &str,
+        values: &serde_json::Value,
+    ) -> Result<(PathBuf, PathBuf)> {
+        let dir = self.work.join(&s.component);
+        let tgz = dir.join(format!("{release}.tgz"));
+        fsutil::write_atomic(&tgz, &self.artifact(artifact)?)?;
+        let vals = dir.join(format!("{release}.values.json"));
+        cluster::write_private(&vals, &serde_json::to_vec_pretty(values)?)?;
+        Ok((tgz, vals))
+    }
+
+    /// Applies the component's releases not yet applied, then waits for its
+    /// readiness; journals each.
+    fn component(
+        &self,
+        events: &mut Sink,
+        j: &mut DeployJournal,
+        s: &Step,
+        rendered: &[(String, String, PathBuf)],
+        redo: bool,
+    ) -> Result<()> {
+        let t = Instant::now();
+        for r in &s.releases {
+            let name = r.name();
+            if !redo && let Some(rec) = j.applied(&s.component, &name) {
+                events.emit(
+                    StepId::Deploy,
+                    Kind::Progress,
+                    &format!(
+                        "{}: {name} applied at an earlier run ({})",
+                        s.component, rec.detail
+                    ),
+                )?;
+                continue;
+            }
+            let Some((_, _, file)) = rendered
+                .iter()
+                .find(|(c, n, _)| c == &s.component && n == &name)
+            else {
+                bail!("{}: {name} was not rendered", s.component);
+            };
+            let detail = match self.apply(events, s, r, file, redo) {
+                Ok(d) => d,
+                // What the cluster says about it helps more than the
+                // tool's last words alone (a hook Job that never ran).
+                Err(e) => bail!(
+                    "{}: {}: {e:#}\n{}",
+                    s.component,
+                    r.describe(),
+                    report::report(&self.kube, s)
+                ),
+            };
+            j.mark_applied(&s.component, &name, s.wave, &detail)?;
+            events.emit(
+                StepId::Deploy,
+                Kind::Progress,
+                &format!("{}: {detail}", s.component),
+            )?;
+        }
+        self.await_ready(events, s)
+            .map_err(|e| anyhow::anyhow!("{}: {e:#}", s.component))?;
+        let detail = format!(
+            "ready in {:.0} s{}",
+            t.elapsed().as_secs_f64(),
+            if s.readiness.is_empty() {
+                " (the plan names no check)".to_string()
+            } else {
+                format!(
+                    ": {}",
+                    s.readiness
+                        .iter()
+                        .map(|r| r.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            }
+        );
+        j.mark_ready(&s.component, s.wave, &detail)?;
+        events.emit(
+            StepId::Deploy,
+            Kind::Progress,
+            &format!("{}: {detail}", s.component),
+        )
+    }
+
+    fn apply(
+        &self,
+        events: &mut Sink,
+        s: &Step,
+        r: &Release,
+        file: &Path,
+        redo: bool,
+    ) -> Result<String> {
+        let what = format!("{}: the API server to take {}", s.component, r.name());
+        wait(events, StepId::Deploy, &what, cluster::APPLY_WAIT, || {
+            let tried = match r {
+                Release::Chart {
+                    release,
+                    namespace,
+                    artifact,
+                    values,
+                } => self.helm_release(s, release, namespace, artifact, values, redo),
+                _ => self
+                    .kube
+                    .exec(&[
+                        "apply",
+                        "--server-side",
+                        "--force-conflicts",
+                        "--field-manager=kpaas-agent",
+                        "-f",
+                        &file.to_string_lossy(),
+                    ])
+                    .map(|out| {
+                        let n = String::from_utf8_lossy(&out).lines().count();
+                        format!("{} applied server-side ({n} object(s))", r.name())
+                    }),
+            };
+            match tried {
+                Ok(d) => Ok(Some(Ok(d))),
+                Err(e) if retryable(&format!("{e:#}")) => Err(last_line(&e)),
+                Err(e) => Ok(Some(Err(e))),
+            }
+        })?
+    }
+
+    /// `helm upgrade --install`, after clearing what an interrupted run
+    /// left: a release stuck `pending-install` (power cut during install) is
+    /// uninstalled and installed again, one stuck `pending-upgrade` rolled
+    /// back first; a release already `deployed` that the journal missed
+    /// (cut between Helm's end and the journal's write) is not installed a
+    /// second time unless `redo`.
+    fn helm_release(
+        &self,
+        s: &Step,
+        release: &str,
+        namespace: &str,
+        artifact: &str,
+        values: &serde_json::Value,
+        redo: bool,
+    ) -> Result<String> {
+        let status = self
+            .helm()
+            .args([
+                "status",
+                release,
+                "--namespace",
+                namespace,
+                "--output",
+                "json",
+            ])
+            .output_on(self.runner.as_ref());
+        let (state, revision) = match &status {
+            Ok(out) => {
+                let v: serde_json::Value = serde_json::from_slice(out).unwrap_or_default();
+                (
+                    v["info"]["status"].as_str().unwrap_or("").to_string(),
+                    v["version"].as_i64().unwrap_or(0),
+                )
+            }
+            Err(e) if format!("{e:#}").contains("release: not found") => (String::new(), 0),
+            Err(e) => return Err(anyhow::anyhow!("{e:#}")).context("reading the release's state"),
+        };
+        match state.as_str() {
+            "deployed" if !redo => {
+                return Ok(format!(
+                    "helm release {namespace}/{release} found deployed (revision {revision}); not installed again"
+                ));
+            }
+            "pending-install" | "failed" if revision <= 1 => {
+                self.helm()
+                    .args(["uninstall", release, "--namespace", namespace, "--wait"])
+                    .ok_on(self.runner.as_ref())
+                    .context("removing the release an interrupted install left")?;
+            }
+            "pending-upgrade" | "pending-rollback" => {
+                self.helm()
+                    .args(["rollback", release, "--namespace", namespace, "--wait"])
+                    .ok_on(self.runner.as_ref())
+                    .context("rolling back the upgrade an interrupted run left")?;
+            }
+            _ => {}
+        }
+        let (tgz, vals) = self.chart_files(s, release, artifact, values)?;
+        let out = self
+            .helm()
+            .args(["upgrade", "--install", release])
+            .arg(&tgz)
+            .args(["--namespace", namespace, "--create-namespace", "--values"])
+            .arg(&vals)
+            // A hook (a pre-install Job) runs inside `helm upgrade`: Helm
+            // waits for it as long as a component may take.
+            .args([
+                "--timeout",
+                &format!("{}s", self.limit.as_secs()),
+                "--output",
+                "json",
+            ])
+            .output_on(self.runner.as_ref())?;
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+        Ok(format!(
+            "helm release {namespace}/{release} {} (revision {})",
+            v["info"]["status"].as_str().unwrap_or("?"),
+            v["version"].as_i64().unwrap_or(0)
+        ))
+    }
+
+    /// Every readiness check of the step, bounded by `limit`; a failure
+    /// carries the report (the object, its events, the failing pod's log).
+    fn await_ready(&self, events: &mut Sink, s: &Step) -> Result<()> {
+        if s.readiness.is_empty() {
+            return Ok(());
+        }
+        let nodes: Vec<String> = self.cfg.nodes.iter().map(|n| n.hostname.clone()).collect();
+        let what = format!("{} to be ready", s.component);
+        let mut failed: Option<String> = None;
+        let r = wait(events, StepId::Deploy, &what, self.limit, || {
+            let mut short = Vec::new();
+            for c in &s.readiness {
+                match checks::check(&self.kube, c, &nodes) {
+                    Outcome::Holds => {}
+                    Outcome::Waiting(w) => short.push(w),
+                    Outcome::Failed(f) => {
+                        failed = Some(f.clone());
+                        return Ok(Some(()));
+                    }
+                }
+            }
+            if short.is_empty() {
+                Ok(Some(()))
+            } else {
+                Err(short.join("; "))
+            }
+        });
+        let why = match (r, failed) {
+            (Ok(()), None) => return Ok(()),
+            (_, Some(f)) => f,
+            (Err(e), None) => format!("{e:#}"),
+        };
+        bail!("{why}\n{}", report::report(&self.kube, s))
+    }
+}

@@ -1,0 +1,378 @@
+//! The deploy engine against a real control plane on loopback (the kit's
+//! etcd, kube-apiserver, controller-manager and scheduler; kwok runs the
+//! pods of two fake nodes, completing Job pods): `kpaas-agent deploy` with
+//! the demo bundle's own helm, kubectl and kustomize, on the demo plan's
+//! waves. Order, the image check before a wave, a bounded wait that fails
+//! with a report, resume after kill -9, no release installed twice, and
+//! `--from`.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+use airgap_bundle::catalog::Catalog;
+use airgap_bundle::cluster::Cluster;
+use airgap_bundle::deploy::Readiness;
+use airgap_bundle::node::{NodeConfig, NodeEntry, Role};
+use airgap_bundle::plan::{Release, Step};
+use kpaas_testkit::control_plane::ControlPlane;
+use kpaas_testkit::{DemoEnv, have_tools};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10}\nnetwork: {node_cidr: 10.10.0.0/24}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\n";
+
+/// The demo plan's platform steps (everything after the cluster).
+fn platform() -> Vec<Step> {
+    let cat =
+        Catalog::from_yaml(airgap_bundle::platforms::builtin("demo").unwrap(), "demo").unwrap();
+    let c = Cluster::from_yaml(CLUSTER, "lab.yaml").unwrap();
+    let plan = airgap_bundle::plan::build(&cat, &c, None).unwrap();
+    plan.steps
+        .into_iter()
+        .filter(|s| s.component != "kubernetes")
+        .collect()
+}
+
+struct Node {
+    root: PathBuf,
+    state: PathBuf,
+    config: PathBuf,
+    bundle: PathBuf,
+}
+
+impl Node {
+    /// A node tree: the bundle's tools at their install paths, the admin
+    /// kubeconfig of the loopback control plane, a node config.
+    fn new(t: &Path, bundle: &Path, cp: &ControlPlane) -> Node {
+        let root = t.join("root");
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
+        for tool in ["kubectl", "helm", "kustomize"] {
+            let a = m["artifacts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| {
+                    a["kind"] == "file"
+                        && a["name"]
+                            .as_str()
+                            .unwrap()
+                            .contains(&format!("/{tool}:amd64"))
+                })
+                .unwrap();
+            let blob = bundle
+                .join("oci/blobs/sha256")
+                .join(&a["content_digest"].as_str().unwrap()[7..]);
+            let to = root.join(a["install_path"].as_str().unwrap().trim_start_matches('/'));
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(blob, &to).unwrap();
+            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .unwrap();
+        }
+        std::fs::create_dir_all(root.join("etc/kubernetes")).unwrap();
+        std::fs::copy(&cp.kubeconfig, root.join("etc/kubernetes/admin.conf")).unwrap();
+        let n = Node {
+            state: t.join("state"),
+            config: t.join("node.yaml"),
+            root,
+            bundle: bundle.to_path_buf(),
+        };
+        n.plan(platform());
+        n
+    }
+
+    fn plan(&self, platform: Vec<Step>) {
+        let master = NodeEntry {
+            hostname: "kpaas-master".into(),
+            ip: "10.10.0.10".parse().unwrap(),
+            mac: None,
+            role: Role::Master,
+        };
+        let cfg = NodeConfig {
+            bundle: self.bundle.clone(),
+            state_dir: self.state.clone(),
+            platform,
+            ..NodeConfig::with_defaults("lab", vec![master])
+        };
+        std::fs::write(&self.config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
+    }
+
+    fn deploy_cmd(&self, extra: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"));
+        c.arg("deploy")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--root")
+            .arg(&self.root)
+            .args(extra);
+        c
+    }
+
+    fn deploy(&self, extra: &[&str]) -> Output {
+        self.deploy_cmd(extra).output().unwrap()
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.state.join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// The details of the deploy events after the `n`th one.
+    fn details_since(&self, n: usize) -> Vec<String> {
+        self.events()[n..]
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {}",
+                    e["kind"].as_str().unwrap(),
+                    e["detail"].as_str().unwrap()
+                )
+            })
+            .collect()
+    }
+
+    fn journal(&self) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(self.state.join("deploy.json")).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    fn helm(&self, args: &[&str]) -> String {
+        let o = Command::new(self.root.join("usr/local/bin/helm"))
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(self.root.join("etc/kubernetes/admin.conf"))
+            .env("HELM_CACHE_HOME", self.state.join("t-helm"))
+            .env("HELM_CONFIG_HOME", self.state.join("t-helm"))
+            .env("HELM_DATA_HOME", self.state.join("t-helm"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+
+    /// The demo release's revision and status.
+    fn release(&self) -> (i64, String) {
+        let l: serde_json::Value =
+            serde_json::from_str(&self.helm(&["list", "-n", "demo", "-a", "-o", "json"])).unwrap();
+        let r = &l[0];
+        (
+            r["revision"].as_str().unwrap_or("0").parse().unwrap(),
+            r["status"].as_str().unwrap_or("").to_string(),
+        )
+    }
+}
+
+fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+#[test]
+fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resumes() {
+    if !have_tools(
+        "deploy_engine",
+        &["docker-registry", "nginx", "skopeo", "busybox"],
+    ) {
+        return;
+    }
+    let Some(mut cp) = ControlPlane::start("deploy_engine").unwrap() else {
+        return;
+    };
+    cp.add_nodes(2).unwrap();
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let (bundle, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
+    let node = Node::new(t.path(), &bundle, &cp);
+
+    // 1. A chart whose rendered Deployment names an image the seed does not
+    //    hold: the wave is refused before anything of it is applied.
+    let mut bad = platform();
+    let apps = bad.iter_mut().find(|s| s.component == "apps").unwrap();
+    for r in &mut apps.releases {
+        if let Release::Chart { values, .. } = r {
+            values["image"] = "registry.demo.kpaas.test/demo/not-bundled:1.0".into();
+        }
+    }
+    node.plan(bad);
+    let o = node.deploy(&["--timeout", "60"]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("wave refused before anything of it was applied")
+            && out.contains("apps/demo: Deployment/demo.spec.template.spec.containers[0].image names registry.demo.kpaas.test/demo/not-bundled:1.0"),
+        "the refusal names release, object and image:\n{out}"
+    );
+    assert!(
+        node.helm(&["list", "-A", "-a", "-q"]).trim().is_empty(),
+        "nothing installed"
+    );
+    assert!(
+        cp.kubectl(&["get", "namespace", "demo"]).is_err(),
+        "not even the namespace"
+    );
+
+    // 2. Nodes that take no pods: the hook Job never runs. The wait is
+    //    bounded and the failure says what the cluster says.
+    node.plan(platform());
+    cp.kubectl(&["taint", "nodes", "--all", "kpaas-test=hold:NoSchedule"])
+        .unwrap();
+    let o = node.deploy(&["--timeout", "20"]);
+    let out = text(&o);
+    assert!(!o.status.success(), "{out}");
+    let failed = node
+        .events()
+        .into_iter()
+        .rfind(|e| e["kind"] == "failed")
+        .unwrap();
+    let why = failed["detail"].as_str().unwrap();
+    for want in [
+        "apps: helm release demo/demo",
+        "pod demo-pre-install",
+        "untolerated taint",
+        "FailedScheduling",
+    ] {
+        assert!(
+            why.contains(want),
+            "the failure should name {want:?}:\n{why}"
+        );
+    }
+    let status = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+        .args(["status", "--json", "--state-dir"])
+        .arg(&node.state)
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("\"deploy\"") && status.contains("failed"),
+        "{status}"
+    );
+
+    // 3. Pods run again; a readiness check the test holds back keeps the
+    //    wave waiting; the agent is killed (-9) once both of its releases
+    //    are applied.
+    cp.kubectl(&["taint", "nodes", "--all", "kpaas-test-"])
+        .unwrap();
+    let mut held = platform();
+    held.iter_mut()
+        .find(|s| s.component == "apps")
+        .unwrap()
+        .readiness
+        .push(Readiness::DefaultStorageClass {
+            name: "demo-sc".into(),
+        });
+    node.plan(held);
+    let mut child = node.deploy_cmd(&["--timeout", "300"]).spawn().unwrap();
+    let start = Instant::now();
+    loop {
+        let j = node.journal();
+        if j["releases"]["apps/demo"].is_object() && j["releases"]["apps/demo-app.yaml"].is_object()
+        {
+            break;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the deploy ended early:\n{:#?}",
+            node.details_since(0)
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(240),
+            "releases not applied: {j}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // The interrupted install left a failed release (step 2): it was
+    // replaced, not upgraded.
+    assert_eq!(node.release(), (1, "deployed".to_string()));
+    assert!(!node.journal()["ready"]["apps"].is_object());
+    cp.apply("apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata:\n  name: demo-sc\n  annotations: {storageclass.kubernetes.io/is-default-class: \"true\"}\nprovisioner: kubernetes.io/no-provisioner\n").unwrap();
+    let seen = node.events().len();
+    let o = node.deploy(&["--timeout", "300"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let again = node.details_since(seen);
+    for want in [
+        "apps: demo applied at an earlier run",
+        "apps: demo-app.yaml applied at an earlier run",
+    ] {
+        assert!(
+            again.iter().any(|d| d.contains(want)),
+            "{want:?} in {again:#?}"
+        );
+    }
+    assert_eq!(
+        node.release(),
+        (1, "deployed".to_string()),
+        "nothing installed twice"
+    );
+    // Waves in order; the kustomization ran (its overlay's prefix, namespace and image).
+    let apps_at = again
+        .iter()
+        .position(|d| d.contains("wave 2: apps"))
+        .unwrap();
+    let pipes_at = again
+        .iter()
+        .position(|d| d.contains("wave 3: pipelines"))
+        .unwrap();
+    assert!(apps_at < pipes_at, "{again:#?}");
+    let image = cp
+        .kubectl(&[
+            "get",
+            "deployment",
+            "demo-pipeline",
+            "-n",
+            "ml",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}",
+        ])
+        .unwrap();
+    assert_eq!(image, "registry.demo.kpaas.test/demo/app-b:1.0");
+    let job = cp
+        .kubectl(&[
+            "get",
+            "job",
+            "demo-pre-install",
+            "-n",
+            "demo",
+            "-o",
+            "jsonpath={.status.succeeded}",
+        ])
+        .unwrap();
+    assert_eq!(job, "1", "the hook Job ran");
+    let done = node
+        .events()
+        .into_iter()
+        .rfind(|e| e["kind"] == "done")
+        .unwrap();
+    assert!(
+        done["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("platform ready"),
+        "{done}"
+    );
+
+    // 4. A run with everything done changes nothing; --from re-runs from a
+    //    wave: the chart's wave upgrades the release (revision 2).
+    let seen = node.events().len();
+    assert!(node.deploy(&[]).status.success());
+    let d = node.details_since(seen);
+    assert!(
+        d.iter()
+            .any(|x| x.contains("wave 3 (pipelines): ready at an earlier run")),
+        "{d:#?}"
+    );
+    assert_eq!(node.release().0, 1);
+    let o = node.deploy(&["--from", "3"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(node.release().0, 1, "wave 2 is before --from 3");
+    let o = node.deploy(&["--from", "2"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        node.release(),
+        (2, "deployed".to_string()),
+        "--from 2 upgrades it"
+    );
+}
