@@ -504,17 +504,18 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     // The demo catalog: 17 kit artifacts (7 node files, the flannel
-    // manifest, 9 images), 2 core images, 6 apps artifacts.
+    // manifest, 9 images), 2 core images, 6 apps artifacts, the
+    // pipelines' kustomization archive.
     assert_eq!(
         kinds.iter().filter(|k| **k == "resolved").count(),
-        25,
+        26,
         "{kinds:?}"
     );
     let summary = events
         .iter()
         .find(|e| e["event"] == "summary")
         .expect("a summary event");
-    assert_eq!(summary["artifacts"], 25);
+    assert_eq!(summary["artifacts"], 26);
     assert!(summary["fetched_bytes"].as_u64().unwrap() > 1_000_000);
     assert_eq!(
         summary["dedup_saved_bytes"].as_u64().unwrap(),
@@ -532,7 +533,7 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .join("\n"),
     )
     .unwrap();
-    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 25);
+    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 26);
 }
 
 #[test]

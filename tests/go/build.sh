@@ -156,3 +156,10 @@ if want kwok; then
         "-s -w -X $c.Version=v0.4.0 -X $c.KubeVersion=v1.28.0 -X $c.ImagePrefix=registry.k8s.io/kwok -X $c.PreRelease=GA" \
         sigs.k8s.io/kwok/cmd/kwok
 fi
+if want vault; then
+    # Without the web UI (-tags ui needs a yarn build); see vault/go.mod.
+    v=github.com/hashicorp/vault/sdk/version
+    build_go vault v1.11.3 vault \
+        "-s -w -X $v.Version=1.11.3 -X $v.GitCommit=17250b25303c6418c283c95b1d5a9c9f16174fe8 -X $v.BuildDate=2022-08-26T17:27:10Z" \
+        vault=github.com/hashicorp/vault
+fi

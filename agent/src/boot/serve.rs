@@ -24,9 +24,17 @@ fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
         listen.push(SocketAddr::new(me, port));
     }
     let seed = ctx.seed()?.clone();
-    let handles = ctx.rt.block_on(seed_registry::serve(seed, &listen))?;
+    let handles = ctx.rt.block_on(seed_registry::serve(
+        seed,
+        &listen,
+        Some(&ctx.cfg.state_dir),
+    ))?;
     ctx.servers.extend(handles);
-    Ok(format!("seed registry ready on {}", list(&listen)))
+    Ok(format!(
+        "seed registry ready on {}; status on http://{}/status",
+        list(&listen),
+        listen[listen.len() - 1]
+    ))
 }
 
 pub fn list(addrs: &[SocketAddr]) -> String {
@@ -59,7 +67,7 @@ pub fn alone(
         airgap_bundle::verify::verify(bundle, None)?.into_result()?;
         seed.trust_all();
     }
-    let handles = rt.block_on(seed_registry::serve(Arc::new(seed), listen))?;
+    let handles = rt.block_on(seed_registry::serve(Arc::new(seed), listen, None))?;
     let ready = format!("seed registry ready on {}", list(listen));
     eprintln!("kpaas-agent: {ready}");
     notify_ready(&ready);

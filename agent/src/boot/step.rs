@@ -90,7 +90,8 @@ impl StepId {
 
 impl fmt::Display for StepId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        // pad: `status` lines up its columns with `{:<10}`.
+        f.pad(self.name())
     }
 }
 

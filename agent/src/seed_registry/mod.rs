@@ -538,17 +538,61 @@ pub fn router(seed: Arc<Seed>) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(seed)
 }
 
+/// The node's status page beside the registry: `/status` (text) and
+/// `/status.json`, read-only, built from the state directory at each
+/// request (nothing secret is in it: see `crate::status`).
+fn status_routes(state_dir: std::path::PathBuf) -> axum::Router {
+    let page = |dir: std::path::PathBuf, as_json: bool| async move {
+        let snap = tokio::task::spawn_blocking(move || crate::status::snapshot(&dir)).await;
+        let (ctype, body) = match snap {
+            Ok(Ok(s)) if as_json => (
+                "application/json",
+                serde_json::to_string_pretty(&s).unwrap_or_default(),
+            ),
+            Ok(Ok(s)) => ("text/plain; charset=utf-8", crate::status::text(&s)),
+            Ok(Err(e)) => (
+                "text/plain; charset=utf-8",
+                format!("status unreadable: {e:#}\n"),
+            ),
+            Err(e) => (
+                "text/plain; charset=utf-8",
+                format!("status unreadable: {e}\n"),
+            ),
+        };
+        Response::builder()
+            .header(header::CONTENT_TYPE, ctype)
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Body::from(body))
+            .unwrap_or_default()
+    };
+    let (a, b) = (state_dir.clone(), state_dir);
+    axum::Router::new()
+        .route(
+            "/status",
+            axum::routing::get(move || page(a.clone(), false)),
+        )
+        .route(
+            "/status.json",
+            axum::routing::get(move || page(b.clone(), true)),
+        )
+}
+
 /// Serves on every address until the process ends; returns once all listen.
+/// With a state directory, the node's status page too.
 pub async fn serve(
     seed: Arc<Seed>,
     listen: &[std::net::SocketAddr],
+    state_dir: Option<&std::path::Path>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut handles = Vec::new();
     for a in listen {
         let l = tokio::net::TcpListener::bind(a)
             .await
             .with_context(|| format!("seed registry: listening on {a}"))?;
-        let app = router(seed.clone());
+        let app = match state_dir {
+            Some(d) => status_routes(d.to_path_buf()).merge(router(seed.clone())),
+            None => router(seed.clone()),
+        };
         handles.push(tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
                 eprintln!("kpaas-agent: seed registry stopped: {e}");

@@ -165,3 +165,76 @@ async fn a_corrupt_blob_is_refused_not_served() {
     // And it stays refused on the next read.
     assert_eq!(call(&seed, "GET", &uri, None).await.0, 500);
 }
+
+/// The status page is served beside the registry, read-only, from the
+/// state directory of the moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_is_served_beside_the_registry() {
+    use std::io::{Read, Write};
+    let t = tempfile::tempdir().unwrap();
+    layout(t.path());
+    let state = t.path().join("state");
+    let mut sink = crate::events::Sink::open(&state).unwrap().quiet();
+    sink.emit(
+        crate::boot::StepId::Deploy,
+        crate::events::Kind::Started,
+        "",
+    )
+    .unwrap();
+    sink.emit(
+        crate::boot::StepId::Deploy,
+        crate::events::Kind::Progress,
+        "wave 2: apps",
+    )
+    .unwrap();
+    let seed = Arc::new(Seed::load(t.path()).unwrap());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let handles = serve(seed, &[addr], Some(&state)).await.unwrap();
+    let get = move |path: &'static str, method: &'static str| {
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(
+                format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .join()
+        .unwrap()
+    };
+    let json = tokio::task::spawn_blocking(move || get("/status.json", "GET"))
+        .await
+        .unwrap();
+    assert!(json.starts_with("HTTP/1.1 200"), "{json}");
+    let body: serde_json::Value =
+        serde_json::from_str(json.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["now"]["step"], "deploy");
+    assert_eq!(body["now"]["doing"], "wave 2: apps");
+    let page = tokio::task::spawn_blocking(move || get("/status", "GET"))
+        .await
+        .unwrap();
+    assert!(
+        page.contains("now: deploy for ") && page.contains("text/plain"),
+        "{page}"
+    );
+    // The registry still answers on the same port; the page takes no writes.
+    let v2 = tokio::task::spawn_blocking(move || get("/v2/", "GET"))
+        .await
+        .unwrap();
+    assert!(v2.starts_with("HTTP/1.1 200"), "{v2}");
+    let post = tokio::task::spawn_blocking(move || get("/status", "POST"))
+        .await
+        .unwrap();
+    assert!(post.starts_with("HTTP/1.1 405"), "{post}");
+    for h in handles {
+        h.abort();
+    }
+}
