@@ -10,6 +10,7 @@ mod config;
 mod deploy;
 mod events;
 mod facts;
+mod fill;
 mod journal;
 mod kube;
 mod mirrors;
@@ -82,6 +83,25 @@ enum Cmd {
         #[arg(long)]
         full_verify: bool,
     },
+    /// Push every image and chart of a bundle into a registry (the Harbor
+    /// hand-off, by hand): skips blobs it has, mounts across repositories,
+    /// reads every manifest back. Prints the report as JSON.
+    Fill {
+        #[arg(long)]
+        bundle: PathBuf,
+        /// The registry's plain-HTTP endpoint, host:port.
+        #[arg(long)]
+        registry: String,
+        #[arg(long, default_value = "cp-portal-repository")]
+        project: String,
+        /// Harbor: make the project first, as admin with the password in
+        /// $KPAAS_HARBOR_PASSWORD (never on the command line).
+        #[arg(long)]
+        harbor: bool,
+        /// Blobs sent at once.
+        #[arg(long, default_value_t = 4)]
+        jobs: usize,
+    },
     /// Write the runtime mirror configuration for a bundle.
     Mirrors {
         #[arg(long)]
@@ -89,6 +109,10 @@ enum Cmd {
         /// The seed registry as host:port (default: loopback, the seed port).
         #[arg(long)]
         seed: Option<String>,
+        /// The platform's registry as host:port/project, tried before the
+        /// seed (after the Harbor hand-off).
+        #[arg(long)]
+        platform: Option<String>,
         #[arg(long, default_value = "/")]
         root: PathBuf,
     },
@@ -183,11 +207,46 @@ fn dispatch(cmd: Cmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             listen,
             full_verify,
         } => boot::serve::alone(&bundle, &listen, full_verify, rt),
-        Cmd::Mirrors { bundle, seed, root } => {
+        Cmd::Fill {
+            bundle,
+            registry,
+            project,
+            harbor,
+            jobs,
+        } => {
+            let auth = if harbor {
+                let pw = std::env::var("KPAAS_HARBOR_PASSWORD").map_err(|_| {
+                    anyhow::anyhow!(
+                        "--harbor: set KPAAS_HARBOR_PASSWORD to Harbor's admin password"
+                    )
+                })?;
+                Some(("admin".to_string(), pw))
+            } else {
+                None
+            };
+            let t = fill::Target {
+                base: format!("http://{registry}"),
+                project,
+                auth,
+            };
+            if harbor {
+                rt.block_on(fill::ensure_project(&t))?;
+            }
+            let r = rt.block_on(fill::fill(&bundle, &t, jobs))?;
+            eprintln!("kpaas-agent: fill: {}", r.summary());
+            println!("{}", serde_json::to_string_pretty(&r)?);
+            Ok(())
+        }
+        Cmd::Mirrors {
+            bundle,
+            seed,
+            platform,
+            root,
+        } => {
             let s = seed_registry::Seed::load(&bundle)?;
             let hosts = mirrors::registries(s.repositories());
             let seed = seed.unwrap_or_else(|| format!("127.0.0.1:{}", node::SEED_PORT));
-            for p in mirrors::write_all(&root, &hosts, &seed)? {
+            for p in mirrors::write_all(&root, &hosts, &seed, platform.as_deref())? {
                 println!("wrote {}", p.display());
             }
             Ok(())

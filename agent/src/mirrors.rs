@@ -34,22 +34,59 @@ pub fn registries<'a>(from_bundle: impl Iterator<Item = &'a String>) -> BTreeSet
     s
 }
 
-pub fn containerd_hosts_toml(host: &str, seed: &str) -> String {
+/// containerd's `hosts.toml` for `host`: the platform's registry first when
+/// there is one (`host:port/project`, after the Harbor hand-off), then the
+/// seed; `server` (the last resort) is the seed too, so nothing falls
+/// through to the internet.
+pub fn containerd_hosts_toml(host: &str, seed: &str, platform: Option<&str>) -> String {
     // override_path: containerd must not add its own /v2 (the path names the
-    // source registry); `server` is the seed too, so nothing falls through.
-    format!(
-        "# Written by kpaas-agent: {host} is served by the node's seed registry only.\nserver = \"http://{seed}/v2/{host}\"\noverride_path = true\n\n[host.\"http://{seed}/v2/{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n"
-    )
+    // source registry).
+    let mut s = match platform {
+        None => format!(
+            "# Written by kpaas-agent: {host} is served by the node's seed registry only.\n"
+        ),
+        Some(p) => format!(
+            "# Written by kpaas-agent: {host} is served by the platform's registry ({p}), the node's seed registry behind it.\n"
+        ),
+    };
+    s.push_str(&format!(
+        "server = \"http://{seed}/v2/{host}\"\noverride_path = true\n"
+    ));
+    if let Some(p) = platform {
+        let (addr, project) = p.split_once('/').unwrap_or((p, ""));
+        s.push_str(&format!(
+            "\n[host.\"http://{addr}/v2/{project}/{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n"
+        ));
+    }
+    s.push_str(&format!(
+        "\n[host.\"http://{seed}/v2/{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  override_path = true\n"
+    ));
+    s
 }
 
-pub fn crio_registries_conf(hosts: &BTreeSet<String>, seed: &str) -> String {
-    let mut s = String::from(
-        "# Written by kpaas-agent: every image comes from the node's seed registry.\n",
-    );
+/// CRI-O's drop-in: each source registry rewritten to the seed; after the
+/// hand-off the platform's registry is its mirror, which CRI-O tries first
+/// and falls back from to `location`, the seed (never the internet).
+pub fn crio_registries_conf(
+    hosts: &BTreeSet<String>,
+    seed: &str,
+    platform: Option<&str>,
+) -> String {
+    let mut s = String::from(match platform {
+        None => "# Written by kpaas-agent: every image comes from the node's seed registry.\n",
+        Some(_) => {
+            "# Written by kpaas-agent: every image comes from the platform's registry, the node's seed registry behind it.\n"
+        }
+    });
     for h in hosts {
         s.push_str(&format!(
             "\n[[registry]]\nprefix = \"{h}\"\nlocation = \"{seed}/{h}\"\ninsecure = true\n"
         ));
+        if let Some(p) = platform {
+            s.push_str(&format!(
+                "\n[[registry.mirror]]\nlocation = \"{p}/{h}\"\ninsecure = true\n"
+            ));
+        }
     }
     s
 }
@@ -63,17 +100,23 @@ fn write_if_changed(path: &Path, data: &str) -> Result<bool> {
     Ok(true)
 }
 
-/// Writes both runtimes' configuration under `root` (`/` on a node).
-pub fn write_all(root: &Path, hosts: &BTreeSet<String>, seed: &str) -> Result<Vec<PathBuf>> {
+/// Writes both runtimes' configuration under `root` (`/` on a node), each
+/// file atomically (a pull reads the old file or the new one, never half).
+pub fn write_all(
+    root: &Path,
+    hosts: &BTreeSet<String>,
+    seed: &str,
+    platform: Option<&str>,
+) -> Result<Vec<PathBuf>> {
     let mut changed = Vec::new();
     for h in hosts {
         let p = root.join(CONTAINERD_CERTS_D).join(h).join("hosts.toml");
-        if write_if_changed(&p, &containerd_hosts_toml(h, seed))? {
+        if write_if_changed(&p, &containerd_hosts_toml(h, seed, platform))? {
             changed.push(p);
         }
     }
     let p = root.join(CRIO_DROPIN);
-    if write_if_changed(&p, &crio_registries_conf(hosts, seed))? {
+    if write_if_changed(&p, &crio_registries_conf(hosts, seed, platform))? {
         changed.push(p);
     }
     Ok(changed)
@@ -89,20 +132,48 @@ mod tests {
         let names = ["registry.demo.test/a/b".to_string()];
         let hosts = registries(names.iter());
         assert!(hosts.contains("registry.demo.test") && hosts.contains("docker.io"));
-        let first = write_all(t.path(), &hosts, "127.0.0.1:5050").unwrap();
+        let first = write_all(t.path(), &hosts, "127.0.0.1:5050", None).unwrap();
         assert_eq!(first.len(), hosts.len() + 1);
         assert!(
-            write_all(t.path(), &hosts, "127.0.0.1:5050")
+            write_all(t.path(), &hosts, "127.0.0.1:5050", None)
                 .unwrap()
                 .is_empty()
         );
-        let changed = write_all(t.path(), &hosts, "127.0.0.1:5051").unwrap();
+        let changed = write_all(t.path(), &hosts, "127.0.0.1:5051", None).unwrap();
         assert_eq!(changed.len(), hosts.len() + 1);
         let crio = std::fs::read_to_string(t.path().join(CRIO_DROPIN)).unwrap();
         assert!(crio.contains("prefix = \"docker.io\"\nlocation = \"127.0.0.1:5051/docker.io\""));
         assert!(
             !crio.contains("mirror"),
             "a mirror entry would fall back to the internet"
+        );
+        // The hand-off: the platform's registry first, the seed behind it,
+        // nothing upstream; every file rewritten.
+        let p = Some("10.10.0.10:30002/cp-portal-repository");
+        let changed = write_all(t.path(), &hosts, "127.0.0.1:5051", p).unwrap();
+        assert_eq!(changed.len(), hosts.len() + 1);
+        let toml = std::fs::read_to_string(
+            t.path()
+                .join(CONTAINERD_CERTS_D)
+                .join("docker.io/hosts.toml"),
+        )
+        .unwrap();
+        let platform = toml
+            .find("[host.\"http://10.10.0.10:30002/v2/cp-portal-repository/docker.io\"]")
+            .unwrap();
+        let seed = toml
+            .find("[host.\"http://127.0.0.1:5051/v2/docker.io\"]")
+            .unwrap();
+        assert!(platform < seed, "{toml}");
+        assert!(
+            toml.contains("server = \"http://127.0.0.1:5051/v2/docker.io\""),
+            "{toml}"
+        );
+        let crio = std::fs::read_to_string(t.path().join(CRIO_DROPIN)).unwrap();
+        assert!(crio.contains("prefix = \"docker.io\"\nlocation = \"127.0.0.1:5051/docker.io\"\ninsecure = true\n\n[[registry.mirror]]\nlocation = \"10.10.0.10:30002/cp-portal-repository/docker.io\""), "{crio}");
+        assert!(
+            !crio.contains("docker.io\"\nlocation = \"docker.io"),
+            "{crio}"
         );
     }
 }

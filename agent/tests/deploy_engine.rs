@@ -10,8 +10,8 @@
 
 use airgap_bundle::catalog::Catalog;
 use airgap_bundle::cluster::Cluster;
-use airgap_bundle::deploy::Readiness;
-use airgap_bundle::node::{NodeConfig, NodeEntry, Role};
+use airgap_bundle::deploy::{Hook, Readiness};
+use airgap_bundle::node::{NodeConfig, NodeEntry, Role, Runtime};
 use airgap_bundle::plan::{Release, Step};
 use kpaas_testkit::control_plane::ControlPlane;
 use kpaas_testkit::{DemoEnv, have_tools};
@@ -92,6 +92,9 @@ impl Node {
             bundle: self.bundle.clone(),
             state_dir: self.state.clone(),
             platform,
+            // As the demo's lab: the hand-off's mirror switch then needs
+            // no CRI-O reload (no systemd here).
+            runtime: Runtime::Containerd,
             ..NodeConfig::with_defaults("lab", vec![master])
         };
         std::fs::write(&self.config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
@@ -261,6 +264,27 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         .push(Readiness::DefaultStorageClass {
             name: "demo-sc".into(),
         });
+    // And a last wave, Harbor's place: the hand-off into a real registry
+    // (distribution), checked by the `harbor-holds-bundle` hook.
+    let registry = kpaas_testkit::servers::registry(&Default::default()).unwrap();
+    held.push(Step {
+        wave: 4,
+        component: "harbor".into(),
+        namespace: None,
+        release: None,
+        depends_on: vec!["pipelines".into()],
+        artifacts: Vec::new(),
+        values: Default::default(),
+        releases: vec![Release::Fill {
+            registry: registry.addr.clone(),
+            project: "cp-portal-repository".into(),
+            harbor_api: false,
+        }],
+        readiness: vec![Readiness::Hook {
+            name: Hook::HarborHoldsBundle,
+        }],
+        notes: Vec::new(),
+    });
     node.plan(held);
     let mut child = node.deploy_cmd(&["--timeout", "300"]).spawn().unwrap();
     let start = Instant::now();

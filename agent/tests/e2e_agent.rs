@@ -728,3 +728,206 @@ fn podman_pulls_through_the_written_registries_conf() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// The Harbor hand-off against a real registry (distribution, which Harbor
+/// runs as its registry): every image and chart of the bundle pushed under
+/// the project with the seed's naming, shared blobs mounted rather than
+/// sent twice, every manifest read back equal; a second run sends nothing;
+/// a damaged blob is never pushed. Then containerd, pointed at the registry
+/// first and at a seed that is not running, pulls and runs an image: it
+/// came through the registry.
+#[test]
+fn the_hand_off_fills_a_real_registry_and_containerd_pulls_through_it() {
+    if !have_tools(
+        "hand_off",
+        &[
+            "docker-registry",
+            "nginx",
+            "skopeo",
+            "containerd",
+            "ctr",
+            "runc",
+        ],
+    ) {
+        return;
+    }
+    let (env, t, b) = demo();
+    drop(env);
+    let target = kpaas_testkit::servers::registry(&Default::default()).unwrap();
+    let fill = |bundle: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+            .args([
+                "fill",
+                "--bundle",
+                &bundle.to_string_lossy(),
+                "--registry",
+                &target.addr,
+            ])
+            .output()
+            .unwrap()
+    };
+    let o = fill(&b);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let bj = bundle_json(&b);
+    let pushed: Vec<&serde_json::Value> = bj["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "image" || a["kind"] == "chart")
+        .collect();
+    assert_eq!(r["artifacts"], pushed.len(), "{r}");
+    assert!(r["blobs_sent"].as_u64().unwrap() > 0, "{r}");
+    // app-a, app-b and multi share busybox's layer: mounted, not resent.
+    assert!(r["blobs_mounted"].as_u64().unwrap() > 0, "{r}");
+    // Every artifact reads back from the registry with the bundle's digest
+    // (skopeo, an independent client, asked by tag or by digest).
+    for a in &pushed {
+        let name = a["name"].as_str().unwrap();
+        let r = airgap_bundle::ImageRef::parse(name).unwrap();
+        let reference = match &r.tag {
+            Some(tag) => format!("{}/cp-portal-repository/{}:{tag}", target.addr, r.name()),
+            None => format!(
+                "{}/cp-portal-repository/{}@{}",
+                target.addr,
+                r.name(),
+                a["digest"].as_str().unwrap()
+            ),
+        };
+        let o = skopeo(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{reference}"),
+        ]);
+        assert!(
+            o.status.success(),
+            "{reference}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            airgap_bundle::Digest::of(&o.stdout).as_str(),
+            a["digest"].as_str().unwrap(),
+            "{reference}"
+        );
+    }
+    // Again: everything is there, nothing is sent.
+    let o = fill(&b);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let again: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(again["blobs_sent"], 0, "{again}");
+    assert_eq!(again["blobs_mounted"], 0, "{again}");
+    // A damaged copy of the bundle, into a fresh project: the blob is
+    // refused before the registry has it.
+    let damaged = t.path().join("damaged");
+    copy_tree(&b, &damaged);
+    let layer = first_layer(&damaged, "registry.demo.kpaas.test/demo/app-a:1.0");
+    let p = damaged.join("oci/blobs/sha256").join(&layer[7..]);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&p, bytes).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+        .args([
+            "fill",
+            "--bundle",
+            &damaged.to_string_lossy(),
+            "--registry",
+            &target.addr,
+            "--project",
+            "damaged",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.contains("the bundle is damaged") && err.contains(&layer[7..]),
+        "{err}"
+    );
+    let head = http::send(
+        &target.addr,
+        "HEAD",
+        &format!("/v2/damaged/registry.demo.kpaas.test/demo/app-a/blobs/{layer}"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(head.status, 404);
+
+    // The mirror switch: the registry first, the seed behind it. No seed
+    // runs, so a pull that works came through the registry.
+    let root = t.path().join("root");
+    let o = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+        .args([
+            "mirrors",
+            "--bundle",
+            &b.to_string_lossy(),
+            "--seed",
+            &format!("127.0.0.1:{}", free_port()),
+            "--platform",
+            &format!("{}/cp-portal-repository", target.addr),
+            "--root",
+            &root.to_string_lossy(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let hosts_dir = root.join("etc/containerd/certs.d");
+    let c = containerd(&t.path().join("ctrd"));
+    let ctr = |args: &[&str]| {
+        Command::new("ctr")
+            .args(["--address", &c.sock.to_string_lossy()])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let img = "registry.demo.kpaas.test/demo/app-a:1.0";
+    let o = ctr(&[
+        "image",
+        "pull",
+        "--hosts-dir",
+        &hosts_dir.to_string_lossy(),
+        img,
+    ]);
+    assert!(
+        o.status.success(),
+        "ctr pull: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = ctr(&["run", "--rm", img, "kpaas-handoff"]);
+    assert!(
+        o.status.success(),
+        "ctr run: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "hello from app-a"
+    );
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    let o = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+}
+
+/// The first layer of a bundled image (its manifest read from the layout).
+fn first_layer(bundle: &Path, name: &str) -> String {
+    let a = bundle_json(bundle)["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap()
+        .clone();
+    let d = a["digest"].as_str().unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("oci/blobs/sha256").join(&d[7..])).unwrap(),
+    )
+    .unwrap();
+    m["layers"][0]["digest"].as_str().unwrap().to_string()
+}

@@ -51,6 +51,23 @@ pub enum Install {
     /// A kustomization inside one of the component's `.tar.gz` file
     /// artifacts, rendered with the bundled kustomize, applied server-side.
     Kustomize(KustomizeInstall),
+    /// The Harbor hand-off: every image and chart of the bundle pushed into
+    /// the platform's registry, then every node's runtime mirrors switched
+    /// to it (the seed behind it).
+    Fill(FillInstall),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FillInstall {
+    /// `host:port` of the registry's plain-HTTP endpoint (a NodePort);
+    /// may hold placeholders (`{cluster.public_ip}:30002`).
+    pub registry: String,
+    /// The project (Harbor) or path prefix every repository goes under.
+    pub project: String,
+    /// Harbor: make the project with its API, as its admin, first.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub harbor_api: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -82,6 +99,7 @@ impl Install {
             Install::Chart(c) => c.release.clone(),
             Install::Manifest(f) => f.clone(),
             Install::Kustomize(k) => format!("{}/{}", k.file, k.path),
+            Install::Fill(_) => "fill".into(),
         }
     }
 
@@ -119,6 +137,20 @@ impl Install {
                 }
             }
             Install::Manifest(_) => {}
+            Install::Fill(f) => {
+                if f.registry.is_empty() || f.registry.contains('/') {
+                    p.push(format!(
+                        "registry: {:?} must be host:port (the project goes in `project`)",
+                        f.registry
+                    ));
+                }
+                if !valid_namespace(&f.project) {
+                    p.push(format!(
+                        "project: {:?} must be a lowercase DNS label (a Harbor project name)",
+                        f.project
+                    ));
+                }
+            }
         }
         p
     }
@@ -426,6 +458,13 @@ impl Deploy {
                     }
                 }
             }
+            if let Install::Fill(f) = x {
+                found.push((
+                    format!("install[{i}].registry"),
+                    serde_json::Value::String(f.registry.clone()),
+                    false,
+                ));
+            }
         }
         for (i, r) in self.ready.iter().enumerate() {
             p.extend(r.problems().into_iter().map(|e| format!("ready[{i}].{e}")));
@@ -498,6 +537,11 @@ impl Deploy {
                         .collect::<Result<_, String>>()?;
                     Ok(Install::Chart(ChartInstall { set, ..ch.clone() }))
                 }
+                Install::Fill(f) => Ok(Install::Fill(FillInstall {
+                    registry: one(&f.registry, c)
+                        .map_err(|e| format!("install[{i}].registry: {e}"))?,
+                    ..f.clone()
+                })),
                 other => Ok(other.clone()),
             })
             .collect::<Result<_, String>>()?;

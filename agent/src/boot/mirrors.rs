@@ -17,7 +17,7 @@ pub const STEP: Step = Step {
 fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
     let hosts = mirrors::registries(ctx.seed()?.repositories());
     let seed = format!("127.0.0.1:{}", ctx.cfg.seed_port);
-    let changed = mirrors::write_all(&ctx.root, &hosts, &seed)?;
+    let changed = mirrors::write_all(&ctx.root, &hosts, &seed, None)?;
     Ok(format!(
         "{} registries sent to the seed ({} files written)",
         hosts.len(),

@@ -6,6 +6,7 @@
 pub mod cluster;
 mod cni;
 mod deploy;
+mod handoff;
 pub mod identity;
 mod init;
 mod install;
@@ -55,6 +56,7 @@ pub const CLUSTER_STEPS: &[Step] = &[
     join::STEP,
     ready::STEP,
     deploy::STEP,
+    handoff::STEP,
 ];
 
 /// Whether this node's seed asks it to form a cluster.

@@ -26,6 +26,7 @@ pub enum StepId {
     Join,
     Ready,
     Deploy,
+    Handoff,
 }
 
 impl StepId {
@@ -45,6 +46,7 @@ impl StepId {
         StepId::Join,
         StepId::Ready,
         StepId::Deploy,
+        StepId::Handoff,
     ];
 
     /// Steps that only some boots or roles run (live from the ISO,
@@ -59,6 +61,7 @@ impl StepId {
                 | StepId::Cni
                 | StepId::Join
                 | StepId::Deploy
+                | StepId::Handoff
         )
     }
 
@@ -84,6 +87,7 @@ impl StepId {
             StepId::Join => "join",
             StepId::Ready => "ready",
             StepId::Deploy => "deploy",
+            StepId::Handoff => "handoff",
         }
     }
 }

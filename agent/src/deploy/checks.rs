@@ -5,7 +5,7 @@
 
 use super::Kube;
 use crate::boot::ready::{nodes_ready, rolled_out, workload_path};
-use airgap_bundle::deploy::{Readiness, WorkloadKind};
+use airgap_bundle::deploy::{Hook, Readiness, WorkloadKind};
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
@@ -23,6 +23,10 @@ pub enum Outcome {
 /// Checks the engine cannot run; reported before anything is applied.
 pub fn unsupported(r: &Readiness) -> Option<String> {
     match r {
+        // The engine runs it itself (it needs the step's hand-off).
+        Readiness::Hook {
+            name: Hook::HarborHoldsBundle,
+        } => None,
         Readiness::Hook { .. } => Some(format!(
             "{r}: a named hook this agent does not implement yet"
         )),

@@ -26,6 +26,11 @@ pub struct DeployJournal {
     pub releases: BTreeMap<String, Record>,
     /// component → every readiness check held.
     pub ready: BTreeMap<String, Record>,
+    /// `host:port/project` once the hand-off filled the platform's
+    /// registry: the master's mirrors point there, and workers read it from
+    /// the master's status page to point theirs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<String>,
     #[serde(skip)]
     path: PathBuf,
 }
@@ -86,6 +91,11 @@ impl DeployJournal {
     pub fn mark_ready(&mut self, component: &str, wave: usize, detail: &str) -> Result<()> {
         self.ready
             .insert(component.to_string(), Self::record(wave, detail));
+        self.save()
+    }
+
+    pub fn set_registry(&mut self, registry: &str) -> Result<()> {
+        self.registry = Some(registry.to_string());
         self.save()
     }
 

@@ -21,7 +21,8 @@ mod report;
 use crate::boot::StepId;
 use crate::boot::cluster::{self, last_line, transient, wait};
 use crate::events::{Kind, Sink};
-use crate::kube;
+use crate::{fill, kube, mirrors};
+use airgap_bundle::deploy::{Hook, Readiness};
 use airgap_bundle::manifest::{BLOBS_DIR, BundleManifest};
 use airgap_bundle::node::NodeConfig;
 use airgap_bundle::offline::{Finding, Held};
@@ -34,6 +35,9 @@ use journal::DeployJournal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Blobs pushed at once by the hand-off.
+const FILL_JOBS: usize = 4;
 
 /// How long one component's readiness may take by default (a wave of
 /// images unpacked under emulation takes minutes).
@@ -81,6 +85,8 @@ fn retryable(err: &str) -> bool {
 }
 
 pub struct Engine {
+    /// The system's root (`/` on a node; tests use a tree).
+    root: PathBuf,
     cfg: NodeConfig,
     runner: Arc<dyn Runner>,
     kube: Kube,
@@ -125,6 +131,7 @@ impl Engine {
             helm: tool("helm")?,
             kustomize: tool("kustomize")?,
             work: cfg.state_dir.join("deploy"),
+            root: root.to_path_buf(),
             cfg,
             runner,
             kube,
@@ -308,6 +315,8 @@ impl Engine {
                 )?
             }
             Release::Manifest { artifact, .. } => self.artifact(artifact)?,
+            // The hand-off applies no objects.
+            Release::Fill { .. } => Vec::new(),
             Release::Kustomize {
                 artifact,
                 path,
@@ -397,6 +406,12 @@ impl Engine {
                 ),
             };
             j.mark_applied(&s.component, &name, s.wave, &detail)?;
+            if let Release::Fill {
+                registry, project, ..
+            } = r
+            {
+                j.set_registry(&format!("{registry}/{project}"))?;
+            }
             events.emit(
                 StepId::Deploy,
                 Kind::Progress,
@@ -437,6 +452,14 @@ impl Engine {
         file: &Path,
         redo: bool,
     ) -> Result<String> {
+        if let Release::Fill {
+            registry,
+            project,
+            harbor_api,
+        } = r
+        {
+            return self.hand_off(events, registry, project, *harbor_api);
+        }
         let what = format!("{}: the API server to take {}", s.component, r.name());
         wait(events, StepId::Deploy, &what, cluster::APPLY_WAIT, || {
             let tried = match r {
@@ -446,6 +469,7 @@ impl Engine {
                     artifact,
                     values,
                 } => self.helm_release(s, release, namespace, artifact, values, redo),
+                // Manifests and kustomizations (the hand-off returned above).
                 _ => self
                     .kube
                     .exec(&[
@@ -562,7 +586,13 @@ impl Engine {
         let r = wait(events, StepId::Deploy, &what, self.limit, || {
             let mut short = Vec::new();
             for c in &s.readiness {
-                match checks::check(&self.kube, c, &nodes) {
+                let now = match c {
+                    Readiness::Hook {
+                        name: Hook::HarborHoldsBundle,
+                    } => self.holds_bundle(s),
+                    _ => checks::check(&self.kube, c, &nodes),
+                };
+                match now {
                     Outcome::Holds => {}
                     Outcome::Waiting(w) => short.push(w),
                     Outcome::Failed(f) => {
@@ -583,5 +613,116 @@ impl Engine {
             (Err(e), None) => format!("{e:#}"),
         };
         bail!("{why}\n{}", report::report(&self.kube, s))
+    }
+
+    /// The site's password for `key` (the seed's `passwords.yaml`, 0600 on
+    /// the master); never logged.
+    fn password(&self, key: &str) -> Result<String> {
+        let p = self.root.join(kube::SECRETS_DIR).join("passwords.yaml");
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let all: std::collections::BTreeMap<String, String> =
+            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        all.get(key)
+            .cloned()
+            .with_context(|| format!("{} has no {key}", p.display()))
+    }
+
+    fn target(&self, registry: &str, project: &str, harbor_api: bool) -> Result<fill::Target> {
+        Ok(fill::Target {
+            base: format!("http://{registry}"),
+            project: project.to_string(),
+            auth: if harbor_api {
+                Some(("admin".into(), self.password("harbor_admin")?))
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The hand-off: waits for the registry, (Harbor) makes the project,
+    /// pushes the bundle, then points this node's runtime at the registry,
+    /// the seed behind it.
+    fn hand_off(
+        &self,
+        events: &mut Sink,
+        registry: &str,
+        project: &str,
+        harbor_api: bool,
+    ) -> Result<String> {
+        let t = self.target(registry, project, harbor_api)?;
+        wait(
+            events,
+            StepId::Deploy,
+            &format!("the registry at {registry} to answer"),
+            self.limit,
+            || match checks::http_status(&format!("{}/v2/", t.base)) {
+                Ok(200 | 401) => Ok(Some(())),
+                Ok(s) => Err(format!("/v2/ answered {s}")),
+                Err(e) => Err(e),
+            },
+        )?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime for the hand-off")?;
+        if harbor_api {
+            rt.block_on(fill::ensure_project(&t))?;
+        }
+        let report = rt.block_on(fill::fill(&self.cfg.bundle, &t, FILL_JOBS))?;
+        let hosts = mirrors::registries(
+            self.manifest
+                .artifacts
+                .iter()
+                .filter(|a| a.kind == "image")
+                .map(|a| &a.name),
+        );
+        let seed = format!("127.0.0.1:{}", self.cfg.seed_port);
+        let platform = format!("{registry}/{project}");
+        let changed = mirrors::write_all(&self.root, &hosts, &seed, Some(&platform))?;
+        if self.cfg.runtime == airgap_bundle::node::Runtime::Crio {
+            // CRI-O reads registries.conf at start and on reload.
+            run("systemctl")
+                .args(["reload", "crio"])
+                .ok_on(self.runner.as_ref())?;
+        }
+        Ok(format!(
+            "hand-off: {}; this node's mirrors now {platform} first, the seed behind it ({} file(s))",
+            report.summary(),
+            changed.len()
+        ))
+    }
+
+    /// `harbor-holds-bundle`: every image and chart of the bundle reads back
+    /// from the step's hand-off registry with the bundle's digest.
+    fn holds_bundle(&self, s: &Step) -> Outcome {
+        let Some((registry, project, harbor_api)) = s.releases.iter().find_map(|r| match r {
+            Release::Fill {
+                registry,
+                project,
+                harbor_api,
+            } => Some((registry, project, *harbor_api)),
+            _ => None,
+        }) else {
+            return Outcome::Failed(format!(
+                "{}: the hook harbor-holds-bundle needs a `fill` install item in the same component",
+                s.component
+            ));
+        };
+        let checked = self.target(registry, project, harbor_api).and_then(|t| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(fill::verify(&self.cfg.bundle, &t))
+        });
+        match checked {
+            Ok(w) if w.is_empty() => Outcome::Holds,
+            Ok(w) => Outcome::Waiting(format!(
+                "{} artifact(s) not in {registry}/{project} as bundled: {}",
+                w.len(),
+                w.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            )),
+            Err(e) => Outcome::Waiting(last_line(&e)),
+        }
     }
 }

@@ -358,15 +358,16 @@ impl Catalog {
 /// The artifact an install item reads: one of its own component's (a
 /// component deploys only what it bundles, so the offline check and the
 /// image check see everything it applies). Several with the name (a chart
-/// from a repository and from OCI): the first.
+/// from a repository and from OCI): the first. The hand-off reads none.
 pub fn install_artifact<'a>(
     x: &Install,
     artifacts: &'a [Artifact],
-) -> Result<&'a Artifact, String> {
+) -> Result<Option<&'a Artifact>, String> {
     let (kind, name) = match x {
         Install::Chart(c) => ("chart", c.chart.as_str()),
         Install::Manifest(f) => ("file", f.as_str()),
         Install::Kustomize(k) => ("file", k.file.as_str()),
+        Install::Fill(_) => return Ok(None),
     };
     artifacts
         .iter()
@@ -375,6 +376,7 @@ pub fn install_artifact<'a>(
             (Artifact::File(f), "file") => f.name() == name,
             _ => false,
         })
+        .map(Some)
         .ok_or_else(|| {
             let have: Vec<String> = artifacts
                 .iter()

@@ -65,6 +65,13 @@ pub enum Release {
         path: String,
         artifact: String,
     },
+    /// The bundle pushed into the platform's registry (`host:port`) under
+    /// `project`, then the runtimes' mirrors switched to it.
+    Fill {
+        registry: String,
+        project: String,
+        harbor_api: bool,
+    },
 }
 
 impl Release {
@@ -74,6 +81,7 @@ impl Release {
             Release::Chart { release, .. } => release.clone(),
             Release::Manifest { file, .. } => file.clone(),
             Release::Kustomize { file, path, .. } => format!("{file}/{path}"),
+            Release::Fill { .. } => "fill".into(),
         }
     }
 
@@ -96,14 +104,28 @@ impl Release {
             Release::Kustomize { file, path, .. } => {
                 format!("apply kustomize build {path} of {file} (server-side)")
             }
+            Release::Fill {
+                registry,
+                project,
+                harbor_api,
+            } => format!(
+                "push the bundle's images and charts into {registry}/{project}{}, then switch the nodes' mirrors to it",
+                if *harbor_api {
+                    " (Harbor project made first)"
+                } else {
+                    ""
+                }
+            ),
         }
     }
 
-    pub fn artifact(&self) -> &str {
+    /// The bundle artifact it reads (none for the hand-off).
+    pub fn artifact(&self) -> Option<&str> {
         match self {
             Release::Chart { artifact, .. }
             | Release::Manifest { artifact, .. }
-            | Release::Kustomize { artifact, .. } => artifact,
+            | Release::Kustomize { artifact, .. } => Some(artifact),
+            Release::Fill { .. } => None,
         }
     }
 }
@@ -244,7 +266,8 @@ pub fn build(
                     .map_err(|e| {
                         anyhow::anyhow!("component {}: install {}: {e}", c.name, x.name())
                     })?
-                    .ref_name();
+                    .map(Artifact::ref_name)
+                    .unwrap_or_default();
                 Ok(match x {
                     Install::Chart(ch) => Release::Chart {
                         release: ch.release.clone(),
@@ -260,6 +283,11 @@ pub fn build(
                         file: k.file.clone(),
                         path: k.path.clone(),
                         artifact,
+                    },
+                    Install::Fill(f) => Release::Fill {
+                        registry: f.registry.clone(),
+                        project: f.project.clone(),
+                        harbor_api: f.harbor_api,
                     },
                 })
             })

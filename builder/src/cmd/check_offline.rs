@@ -125,7 +125,7 @@ fn releases(a: &Args, m: &BundleManifest) -> Result<Todo> {
                 let c = s.component;
                 s.releases
                     .into_iter()
-                    .filter(|r| !matches!(r, Release::Manifest { .. }))
+                    .filter(|r| matches!(r, Release::Chart { .. } | Release::Kustomize { .. }))
                     .map(move |r| (c.clone(), r))
             })
             .collect(),
@@ -158,7 +158,10 @@ fn render_releases(a: &Args, src: &BundleSource) -> Result<RenderReport> {
     if kustomize {
         want.push(tool("kustomize")?);
     }
-    want.extend(todo.iter().map(|(_, r)| r.artifact().to_string()));
+    want.extend(
+        todo.iter()
+            .filter_map(|(_, r)| r.artifact().map(str::to_string)),
+    );
     let dir = tempfile::tempdir()?;
     let paths = extract(src, &m, &want, dir.path())?;
     let path = |name: &str| -> Result<&PathBuf> {
@@ -213,7 +216,7 @@ fn render_releases(a: &Args, src: &BundleSource) -> Result<RenderReport> {
                     .with_context(|| format!("{component}: rendering {label}"))?;
                 (label, out)
             }
-            Release::Manifest { .. } => continue,
+            Release::Manifest { .. } | Release::Fill { .. } => continue,
         };
         let (n, missing) = held.findings(
             &format!("{component}: {label}"),

@@ -2,12 +2,21 @@
 // the module root, as the binary `vault`) from the module proxy.
 // Upstream's go.mod replaces its sibling modules with local paths (./api,
 // ./api/auth/{approle,kubernetes,userpass}, ./sdk), which do not resolve outside
-// its repository; here each is replaced by the published version that the
-// v1.11.3 go.mod itself requires: api v1.7.2, api/auth/approle v0.1.0,
-// api/auth/kubernetes v0.2.0, api/auth/userpass v0.1.0 and
-// sdk v0.5.3-0.20220803145622-430daff0f040 (the proxy serves no pseudo-version
-// at the v1.11.3 commit itself; that sdk's version/version_base.go already reads
-// Version = "1.11.3"). Upstream's other replace (etcd client/pkg) is copied.
+// its repository; here each is replaced by a published version: the ones the
+// v1.11.3 go.mod itself requires for api v1.7.2, api/auth/approle v0.1.0,
+// api/auth/kubernetes v0.2.0 and api/auth/userpass v0.1.0. Upstream's other
+// replace (etcd client/pkg) is copied.
+//
+// The sdk is the exception: the proxy serves no pseudo-version at the v1.11.3
+// commit, and the sdk v1.11.3 requires (v0.5.3-0.20220803145622-430daff0f040)
+// predates the tag: it lacks framework.Path.TakesArbitraryInput, which
+// vault/logical_system_paths.go uses ("unknown field TakesArbitraryInput").
+// The sdk pinned instead, v0.5.3-0.20220826205147-7caf353e8124, is the one the
+// v1.11.4 go.mod requires: release/1.11.x three hours after the v1.11.3 tag.
+// It differs from the older one only by that field (framework/path.go, its use
+// in framework/backend.go) and version/version_base.go, bumped to "1.11.4" for
+// the next release; -X ...sdk/version.Version=1.11.3 below (upstream's own
+// release flag) sets the version back, so `vault version` reads v1.11.3.
 //
 // One deviation from upstream's pins, for Go >= 1.23: upstream's
 // golang.org/x/net v0.0.0-20220127200216-cd36cc0744dd pulls syscall.recvmsg and
@@ -387,6 +396,6 @@ replace github.com/hashicorp/vault/api/auth/kubernetes => github.com/hashicorp/v
 
 replace github.com/hashicorp/vault/api/auth/userpass => github.com/hashicorp/vault/api/auth/userpass v0.1.0
 
-replace github.com/hashicorp/vault/sdk => github.com/hashicorp/vault/sdk v0.5.3-0.20220803145622-430daff0f040
+replace github.com/hashicorp/vault/sdk => github.com/hashicorp/vault/sdk v0.5.3-0.20220826205147-7caf353e8124
 
 replace go.etcd.io/etcd/client/pkg/v3 v3.5.0 => go.etcd.io/etcd/client/pkg/v3 v3.0.0-20210928084031-3df272774672

@@ -1,0 +1,593 @@
+//! The Harbor hand-off: every image and chart of the bundle pushed from the
+//! node's own bundle (the seed's storage) into the platform's registry,
+//! under the K-PaaS project and the seed's naming (`<project>/<source
+//! registry>/<repository>`, so one runtime mirror path per source registry
+//! serves from either), with the distribution API only:
+//! - a blob the registry has is skipped (HEAD), so a second run after a
+//!   crash sends only what is missing;
+//! - a blob already sent to another repository is mounted from there
+//!   (`POST …/blobs/uploads/?mount=&from=`) instead of sent again;
+//! - blobs are read from disk, hashed while read (a corrupt one is never
+//!   pushed) and sent whole, or in chunks when large (bounded memory);
+//! - manifests are sent byte for byte (their digests must hold), children
+//!   before their index, and each is read back: the registry's digest must
+//!   be the bundle's.
+//!
+//! Harbor's one extra call (make the project) is in [`ensure_project`]; plain
+//! distribution has no projects.
+
+use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest, LAYOUT_INDEX};
+use airgap_bundle::oci::{self, LayoutIndex, Parsed};
+use airgap_bundle::{Digest, ImageRef};
+use anyhow::{Context, Result, bail};
+use reqwest::StatusCode;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::AsyncReadExt;
+
+/// Blobs up to this size go in one PUT; larger ones in PATCH chunks of it.
+const CHUNK: u64 = 32 << 20;
+
+/// Where to push.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `http://host:port` (the in-cluster registry's NodePort).
+    pub base: String,
+    /// The K-PaaS project every repository goes under.
+    pub project: String,
+    /// Basic credentials (Harbor's admin); none for plain distribution.
+    pub auth: Option<(String, String)>,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct Report {
+    pub artifacts: usize,
+    pub manifests: usize,
+    pub blobs_sent: usize,
+    pub blobs_present: usize,
+    pub blobs_mounted: usize,
+    pub bytes_sent: u64,
+    pub secs: f64,
+}
+
+impl Report {
+    pub fn summary(&self) -> String {
+        format!(
+            "{} image(s)/chart(s), {} manifest(s) read back equal; blobs: {} sent ({:.1} MiB, {:.1} MiB/s), {} mounted, {} already there; {:.0} s",
+            self.artifacts,
+            self.manifests,
+            self.blobs_sent,
+            self.bytes_sent as f64 / (1 << 20) as f64,
+            self.bytes_sent as f64 / (1 << 20) as f64 / self.secs.max(0.001),
+            self.blobs_mounted,
+            self.blobs_present,
+            self.secs
+        )
+    }
+}
+
+/// One artifact to push: its repository in the target, the tag (None for
+/// digest-only references), its top manifest, and every manifest and blob
+/// below it.
+#[derive(Debug)]
+struct Plan {
+    repo: String,
+    tag: Option<String>,
+    top: Digest,
+    /// Children first, the top last: (digest, media type).
+    manifests: Vec<(Digest, String)>,
+    blobs: Vec<(Digest, u64)>,
+}
+
+/// The repository an artifact gets: `<project>/<registry>/<path>`.
+pub fn target_repo(project: &str, r: &ImageRef) -> String {
+    format!("{project}/{}", r.name())
+}
+
+fn plans(bundle: &Path, project: &str) -> Result<Vec<Plan>> {
+    let m = BundleManifest::from_bytes(
+        &std::fs::read(bundle.join(BUNDLE_JSON)).context("reading bundle.json")?,
+    )?;
+    let keep: BTreeSet<&str> = m
+        .artifacts
+        .iter()
+        .filter(|a| a.kind == "image" || a.kind == "chart")
+        .map(|a| a.name.as_str())
+        .collect();
+    let idx: LayoutIndex = serde_json::from_slice(
+        &std::fs::read(bundle.join(LAYOUT_INDEX)).context("reading the layout index")?,
+    )?;
+    let mut out = Vec::new();
+    for d in &idx.manifests {
+        let Some(name) = d.annotations.get(oci::ANN_REF_NAME) else {
+            continue;
+        };
+        if !keep.contains(name.as_str()) {
+            continue;
+        }
+        let r = ImageRef::parse(name).with_context(|| format!("bundle artifact {name}"))?;
+        let mut manifests = Vec::new();
+        let mut blobs = Vec::new();
+        walk(bundle, &d.digest, &d.media_type, &mut manifests, &mut blobs)
+            .with_context(|| format!("walking {name}"))?;
+        out.push(Plan {
+            repo: target_repo(project, &r),
+            tag: r.tag.clone(),
+            top: d.digest.clone(),
+            manifests,
+            blobs,
+        });
+    }
+    Ok(out)
+}
+
+fn blob_path(bundle: &Path, d: &Digest) -> PathBuf {
+    bundle.join("oci").join(d.blob_path())
+}
+
+fn walk(
+    bundle: &Path,
+    d: &Digest,
+    media_type: &str,
+    manifests: &mut Vec<(Digest, String)>,
+    blobs: &mut Vec<(Digest, u64)>,
+) -> Result<()> {
+    let bytes =
+        std::fs::read(blob_path(bundle, d)).with_context(|| format!("reading manifest {d}"))?;
+    match oci::parse_manifest(&bytes, media_type)? {
+        Parsed::Index(children) => {
+            for c in &children {
+                // A bundle made for one platform holds only its manifests.
+                if blob_path(bundle, &c.digest).exists() {
+                    walk(bundle, &c.digest, &c.media_type, manifests, blobs)?;
+                }
+            }
+        }
+        Parsed::Manifest { config, layers } => {
+            for b in std::iter::once(&config).chain(&layers) {
+                if !blobs.iter().any(|(x, _)| x == &b.digest) {
+                    blobs.push((b.digest.clone(), b.size));
+                }
+            }
+        }
+    }
+    let mt = oci::declared_media_type(&bytes).unwrap_or_else(|| media_type.to_string());
+    manifests.push((d.clone(), mt));
+    Ok(())
+}
+
+struct Client {
+    http: reqwest::Client,
+    t: Target,
+}
+
+impl Client {
+    fn req(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
+        let url = if url.starts_with("http") {
+            url.to_string()
+        } else {
+            format!("{}{url}", self.t.base)
+        };
+        let r = self.http.request(method, url);
+        match &self.t.auth {
+            Some((u, p)) => r.basic_auth(u, Some(p)),
+            None => r,
+        }
+    }
+
+    async fn has_blob(&self, repo: &str, d: &Digest) -> Result<bool> {
+        let r = self
+            .req(reqwest::Method::HEAD, &format!("/v2/{repo}/blobs/{d}"))
+            .send()
+            .await
+            .with_context(|| format!("HEAD blob {d} in {repo}"))?;
+        Ok(r.status() == StatusCode::OK)
+    }
+
+    /// Mounts `d` from `from`; false when the registry started an upload
+    /// instead (it may refuse mounts), which is then cancelled.
+    async fn mount(&self, repo: &str, d: &Digest, from: &str) -> Result<bool> {
+        let r = self
+            .req(
+                reqwest::Method::POST,
+                &format!("/v2/{repo}/blobs/uploads/?mount={d}&from={from}"),
+            )
+            .send()
+            .await
+            .with_context(|| format!("mounting {d} into {repo}"))?;
+        match r.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                if let Some(loc) = location(&r) {
+                    let _ = self.req(reqwest::Method::DELETE, &loc).send().await;
+                }
+                Ok(false)
+            }
+            s => bail!(
+                "mounting {d} into {repo}: {s} {}",
+                r.text().await.unwrap_or_default()
+            ),
+        }
+    }
+
+    /// Sends a blob from the bundle, hashing it as it is read.
+    async fn send_blob(&self, bundle: &Path, repo: &str, d: &Digest, size: u64) -> Result<()> {
+        let r = self
+            .req(reqwest::Method::POST, &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .with_context(|| format!("starting the upload of {d} to {repo}"))?;
+        if r.status() != StatusCode::ACCEPTED {
+            bail!(
+                "starting the upload of {d} to {repo}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        let mut loc = location(&r).with_context(|| format!("upload of {d}: no Location"))?;
+        let path = blob_path(bundle, d);
+        let mut f = tokio::fs::File::open(&path)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let mut hasher = airgap_bundle::digest::Hasher::new();
+        let mut sent = 0u64;
+        let mut last: Vec<u8> = Vec::new();
+        loop {
+            let mut buf = Vec::with_capacity(CHUNK.min(size.max(1)) as usize);
+            (&mut f).take(CHUNK).read_to_end(&mut buf).await?;
+            hasher.update(&buf);
+            let end = sent + buf.len() as u64 >= size;
+            if end {
+                last = buf;
+                break;
+            }
+            if buf.is_empty() {
+                break;
+            }
+            let r = self
+                .req(reqwest::Method::PATCH, &loc)
+                .header("Content-Type", "application/octet-stream")
+                .header(
+                    "Content-Range",
+                    format!("{sent}-{}", sent + buf.len() as u64 - 1),
+                )
+                .body(buf.clone())
+                .send()
+                .await
+                .with_context(|| format!("sending a chunk of {d}"))?;
+            if r.status() != StatusCode::ACCEPTED {
+                bail!(
+                    "sending a chunk of {d} to {repo}: {} {}",
+                    r.status(),
+                    r.text().await.unwrap_or_default()
+                );
+            }
+            loc = location(&r).unwrap_or(loc);
+            sent += buf.len() as u64;
+        }
+        sent += last.len() as u64;
+        let got = hasher.finish();
+        if &got != d || sent != size {
+            bail!(
+                "{} holds {sent} bytes hashing to {got}, not {size} bytes of {d}: the bundle is damaged; nothing of it was pushed",
+                path.display()
+            );
+        }
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        let r = self
+            .req(reqwest::Method::PUT, &format!("{loc}{sep}digest={d}"))
+            .header("Content-Type", "application/octet-stream")
+            .body(last)
+            .send()
+            .await
+            .with_context(|| format!("finishing the upload of {d}"))?;
+        if r.status() != StatusCode::CREATED {
+            bail!(
+                "finishing the upload of {d} to {repo}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    async fn put_manifest(
+        &self,
+        bundle: &Path,
+        repo: &str,
+        d: &Digest,
+        mt: &str,
+        reference: &str,
+    ) -> Result<()> {
+        let bytes = tokio::fs::read(blob_path(bundle, d)).await?;
+        if &Digest::of(&bytes) != d {
+            bail!("manifest {d} in the bundle is damaged");
+        }
+        let r = self
+            .req(
+                reqwest::Method::PUT,
+                &format!("/v2/{repo}/manifests/{reference}"),
+            )
+            .header("Content-Type", mt)
+            .body(bytes)
+            .send()
+            .await
+            .with_context(|| format!("putting manifest {d} as {repo}:{reference}"))?;
+        if r.status() != StatusCode::CREATED {
+            bail!(
+                "putting manifest {d} as {repo}:{reference}: {} {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+
+    /// The digest the registry gives `repo:reference` now.
+    async fn digest_of(&self, repo: &str, reference: &str, mt: &str) -> Result<String> {
+        let r = self
+            .req(
+                reqwest::Method::HEAD,
+                &format!("/v2/{repo}/manifests/{reference}"),
+            )
+            .header("Accept", format!("{mt}, {}", oci::MANIFEST_ACCEPT))
+            .send()
+            .await
+            .with_context(|| format!("reading {repo}:{reference} back"))?;
+        if r.status() != StatusCode::OK {
+            bail!("reading {repo}:{reference} back: {}", r.status());
+        }
+        Ok(r.headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string())
+    }
+}
+
+fn location(r: &reqwest::Response) -> Option<String> {
+    r.headers()
+        .get("Location")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// Harbor only: makes the project (public, so nodes pull without
+/// credentials); one that exists is fine.
+pub async fn ensure_project(t: &Target) -> Result<()> {
+    let c = Client {
+        http: reqwest::Client::new(),
+        t: t.clone(),
+    };
+    let r = c
+        .req(reqwest::Method::POST, "/api/v2.0/projects")
+        .header("Content-Type", "application/json")
+        .body(
+            serde_json::json!({"project_name": t.project, "metadata": {"public": "true"}})
+                .to_string(),
+        )
+        .send()
+        .await
+        .with_context(|| format!("making Harbor project {}", t.project))?;
+    match r.status() {
+        StatusCode::CREATED | StatusCode::CONFLICT => Ok(()),
+        s => bail!(
+            "making Harbor project {}: {s} {}",
+            t.project,
+            r.text().await.unwrap_or_default()
+        ),
+    }
+}
+
+/// Pushes every image and chart of the bundle into `t`, `jobs` blobs at a
+/// time, and reads every manifest back.
+pub async fn fill(bundle: &Path, t: &Target, jobs: usize) -> Result<Report> {
+    let start = Instant::now();
+    let plans = plans(bundle, &t.project)?;
+    let c = Arc::new(Client {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(jobs.max(1))
+            .build()
+            .context("making the HTTP client")?,
+        t: t.clone(),
+    });
+    let mut report = Report {
+        artifacts: plans.len(),
+        ..Report::default()
+    };
+    // Each blob's first repository gets the bytes; the others mount it.
+    let mut first: BTreeMap<Digest, (String, u64)> = BTreeMap::new();
+    let mut others: Vec<(String, Digest, u64)> = Vec::new();
+    for p in &plans {
+        for (d, size) in &p.blobs {
+            match first.get(d) {
+                None => {
+                    first.insert(d.clone(), (p.repo.clone(), *size));
+                }
+                Some((repo, _)) if repo == &p.repo => {}
+                Some(_) => others.push((p.repo.clone(), d.clone(), *size)),
+            }
+        }
+    }
+    // 1. Every distinct blob once, `jobs` at a time.
+    let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (d, (repo, size)) in first.clone() {
+        let (c, sem, bundle) = (c.clone(), sem.clone(), bundle.to_path_buf());
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            if c.has_blob(&repo, &d).await? {
+                return Ok::<_, anyhow::Error>((false, 0));
+            }
+            c.send_blob(&bundle, &repo, &d, size).await?;
+            Ok((true, size))
+        });
+    }
+    let mut errors = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        match r.map_err(anyhow::Error::from).and_then(|x| x) {
+            Ok((true, n)) => {
+                report.blobs_sent += 1;
+                report.bytes_sent += n;
+            }
+            Ok((false, _)) => report.blobs_present += 1,
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!(
+            "{} blob(s) could not be pushed:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        );
+    }
+    // 2. The same blob in other repositories: mounted (sent if refused).
+    for (repo, d, size) in &others {
+        if c.has_blob(repo, d).await? {
+            report.blobs_present += 1;
+        } else if c.mount(repo, d, &first[d].0).await? {
+            report.blobs_mounted += 1;
+        } else {
+            c.send_blob(bundle, repo, d, *size).await?;
+            report.blobs_sent += 1;
+            report.bytes_sent += size;
+        }
+    }
+    // 3. Manifests, children first, then read back.
+    for p in &plans {
+        for (d, mt) in &p.manifests {
+            let reference = match (&p.tag, d == &p.top) {
+                (Some(tag), true) => tag.clone(),
+                _ => d.to_string(),
+            };
+            c.put_manifest(bundle, &p.repo, d, mt, &reference).await?;
+            let got = c.digest_of(&p.repo, &reference, mt).await?;
+            if got != d.as_str() {
+                bail!(
+                    "{}:{reference} reads back as {got:?}, not {d}: the registry changed the manifest",
+                    p.repo
+                );
+            }
+            report.manifests += 1;
+        }
+    }
+    report.secs = start.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Which of the bundle's images and charts the registry does not give back
+/// with the bundle's digest (empty: it holds the whole bundle).
+pub async fn verify(bundle: &Path, t: &Target) -> Result<Vec<String>> {
+    let plans = plans(bundle, &t.project)?;
+    let c = Client {
+        http: reqwest::Client::new(),
+        t: t.clone(),
+    };
+    let mut wrong = Vec::new();
+    for p in &plans {
+        let reference = p.tag.clone().unwrap_or_else(|| p.top.to_string());
+        let mt = &p
+            .manifests
+            .last()
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default();
+        match c.digest_of(&p.repo, &reference, mt).await {
+            Ok(d) if d == p.top.as_str() => {}
+            Ok(d) => wrong.push(format!("{}:{reference} is {d}, not {}", p.repo, p.top)),
+            Err(e) => wrong.push(format!("{e:#}")),
+        }
+    }
+    Ok(wrong)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// A STAND-IN for Harbor's project API (Harbor itself cannot be built
+    /// here): answers `POST /api/v2.0/projects` with the statuses given, in
+    /// turn, and hands back each request it saw.
+    fn harbor_project_api_stand_in(
+        answers: &'static [&'static str],
+    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap().to_string();
+        let h = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for status in answers {
+                let (mut c, _) = l.accept().unwrap();
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Head, then the body its Content-Length announces.
+                loop {
+                    let n = c.read(&mut buf).unwrap();
+                    req.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&req).to_string();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let len: usize = text
+                            .lines()
+                            .find_map(|l| {
+                                l.to_ascii_lowercase()
+                                    .strip_prefix("content-length: ")
+                                    .map(|v| v.trim().parse().unwrap())
+                            })
+                            .unwrap_or(0);
+                        if req.len() >= end + 4 + len {
+                            break;
+                        }
+                    }
+                }
+                seen.push(String::from_utf8_lossy(&req).to_string());
+                write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                )
+                .unwrap();
+            }
+            seen
+        });
+        (addr, h)
+    }
+
+    #[tokio::test]
+    async fn the_project_is_made_once_as_admin_and_a_refusal_is_named() {
+        let (addr, h) =
+            harbor_project_api_stand_in(&["201 Created", "409 Conflict", "401 Unauthorized"]);
+        let t = Target {
+            base: format!("http://{addr}"),
+            project: "cp-portal-repository".into(),
+            auth: Some(("admin".into(), "s3cret".into())),
+        };
+        ensure_project(&t).await.unwrap();
+        // It exists already: fine.
+        ensure_project(&t).await.unwrap();
+        let e = ensure_project(&t).await.unwrap_err();
+        assert!(
+            format!("{e:#}").contains("making Harbor project cp-portal-repository: 401"),
+            "{e:#}"
+        );
+        let seen = h.join().unwrap();
+        assert!(
+            seen[0].starts_with("POST /api/v2.0/projects HTTP/1.1"),
+            "{}",
+            seen[0]
+        );
+        // Basic admin:s3cret, a public project of that name.
+        assert!(
+            seen[0].contains("authorization: Basic YWRtaW46czNjcmV0"),
+            "{}",
+            seen[0]
+        );
+        assert!(
+            seen[0].contains(
+                r#"{"metadata":{"public":"true"},"project_name":"cp-portal-repository"}"#
+            ),
+            "{}",
+            seen[0]
+        );
+    }
+}
