@@ -18,6 +18,7 @@ mod preflight;
 mod probe;
 mod seed_registry;
 mod status;
+mod vault;
 
 use airgap_bundle::node::{self, Role};
 use airgap_bundle::run::Host;

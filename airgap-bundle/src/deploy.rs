@@ -55,6 +55,25 @@ pub enum Install {
     /// the platform's registry, then every node's runtime mirrors switched
     /// to it (the seed behind it).
     Fill(FillInstall),
+    /// Vault initialised (K-PaaS: 1 share, threshold 1), its unseal key and
+    /// root token kept on the master (0600), unsealed; unsealed again at
+    /// every boot of the master.
+    VaultInit(VaultInstall),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VaultInstall {
+    /// Vault's API, e.g. `http://{cluster.public_ip}:31654` (its NodePort).
+    pub address: String,
+    #[serde(default = "one_share")]
+    pub shares: usize,
+    #[serde(default = "one_share")]
+    pub threshold: usize,
+}
+
+fn one_share() -> usize {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -100,6 +119,7 @@ impl Install {
             Install::Manifest(f) => f.clone(),
             Install::Kustomize(k) => format!("{}/{}", k.file, k.path),
             Install::Fill(_) => "fill".into(),
+            Install::VaultInit(_) => "vault-init".into(),
         }
     }
 
@@ -137,6 +157,20 @@ impl Install {
                 }
             }
             Install::Manifest(_) => {}
+            Install::VaultInit(v) => {
+                if !v.address.starts_with("http://") {
+                    p.push(format!(
+                        "address: {:?} must be Vault's plain http:// API (its NodePort)",
+                        v.address
+                    ));
+                }
+                if v.threshold == 0 || v.threshold > v.shares {
+                    p.push(format!(
+                        "threshold: {} must be between 1 and shares ({})",
+                        v.threshold, v.shares
+                    ));
+                }
+            }
             Install::Fill(f) => {
                 if f.registry.is_empty() || f.registry.contains('/') {
                     p.push(format!(
@@ -458,6 +492,13 @@ impl Deploy {
                     }
                 }
             }
+            if let Install::VaultInit(v) = x {
+                found.push((
+                    format!("install[{i}].address"),
+                    serde_json::Value::String(v.address.clone()),
+                    false,
+                ));
+            }
             if let Install::Fill(f) = x {
                 found.push((
                     format!("install[{i}].registry"),
@@ -541,6 +582,11 @@ impl Deploy {
                     registry: one(&f.registry, c)
                         .map_err(|e| format!("install[{i}].registry: {e}"))?,
                     ..f.clone()
+                })),
+                Install::VaultInit(v) => Ok(Install::VaultInit(VaultInstall {
+                    address: one(&v.address, c)
+                        .map_err(|e| format!("install[{i}].address: {e}"))?,
+                    ..v.clone()
                 })),
                 other => Ok(other.clone()),
             })

@@ -20,6 +20,7 @@ pub mod ready;
 mod runtime;
 pub mod serve;
 mod step;
+mod unseal;
 mod verify;
 
 pub use step::{Rerun, Step, StepId, always};
@@ -55,6 +56,9 @@ pub const CLUSTER_STEPS: &[Step] = &[
     cni::STEP,
     join::STEP,
     ready::STEP,
+    // Before deploy: after a reboot mid-deploy, the waves after Vault's
+    // need it unsealed (at the first boot there is no key yet).
+    unseal::STEP,
     deploy::STEP,
     handoff::STEP,
 ];

@@ -25,6 +25,7 @@ pub enum StepId {
     Cni,
     Join,
     Ready,
+    Unseal,
     Deploy,
     Handoff,
 }
@@ -45,6 +46,7 @@ impl StepId {
         StepId::Cni,
         StepId::Join,
         StepId::Ready,
+        StepId::Unseal,
         StepId::Deploy,
         StepId::Handoff,
     ];
@@ -62,6 +64,7 @@ impl StepId {
                 | StepId::Join
                 | StepId::Deploy
                 | StepId::Handoff
+                | StepId::Unseal
         )
     }
 
@@ -88,6 +91,7 @@ impl StepId {
             StepId::Ready => "ready",
             StepId::Deploy => "deploy",
             StepId::Handoff => "handoff",
+            StepId::Unseal => "unseal",
         }
     }
 }

@@ -23,9 +23,10 @@ pub enum Outcome {
 /// Checks the engine cannot run; reported before anything is applied.
 pub fn unsupported(r: &Readiness) -> Option<String> {
     match r {
-        // The engine runs it itself (it needs the step's hand-off).
+        // The engine runs these itself (they need the step's hand-off or
+        // Vault's address).
         Readiness::Hook {
-            name: Hook::HarborHoldsBundle,
+            name: Hook::HarborHoldsBundle | Hook::VaultUnsealed,
         } => None,
         Readiness::Hook { .. } => Some(format!(
             "{r}: a named hook this agent does not implement yet"

@@ -21,7 +21,7 @@ mod report;
 use crate::boot::StepId;
 use crate::boot::cluster::{self, last_line, transient, wait};
 use crate::events::{Kind, Sink};
-use crate::{fill, kube, mirrors};
+use crate::{fill, kube, mirrors, vault};
 use airgap_bundle::deploy::{Hook, Readiness};
 use airgap_bundle::manifest::{BLOBS_DIR, BundleManifest};
 use airgap_bundle::node::NodeConfig;
@@ -315,8 +315,8 @@ impl Engine {
                 )?
             }
             Release::Manifest { artifact, .. } => self.artifact(artifact)?,
-            // The hand-off applies no objects.
-            Release::Fill { .. } => Vec::new(),
+            // The hand-off and Vault's init apply no objects.
+            Release::Fill { .. } | Release::VaultInit { .. } => Vec::new(),
             Release::Kustomize {
                 artifact,
                 path,
@@ -460,6 +460,14 @@ impl Engine {
         {
             return self.hand_off(events, registry, project, *harbor_api);
         }
+        if let Release::VaultInit {
+            address,
+            shares,
+            threshold,
+        } = r
+        {
+            return self.vault_init(events, address, *shares, *threshold);
+        }
         let what = format!("{}: the API server to take {}", s.component, r.name());
         wait(events, StepId::Deploy, &what, cluster::APPLY_WAIT, || {
             let tried = match r {
@@ -590,6 +598,9 @@ impl Engine {
                     Readiness::Hook {
                         name: Hook::HarborHoldsBundle,
                     } => self.holds_bundle(s),
+                    Readiness::Hook {
+                        name: Hook::VaultUnsealed,
+                    } => self.vault_unsealed(s),
                     _ => checks::check(&self.kube, c, &nodes),
                 };
                 match now {
@@ -721,6 +732,63 @@ impl Engine {
                 "{} artifact(s) not in {registry}/{project} as bundled: {}",
                 w.len(),
                 w.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            )),
+            Err(e) => Outcome::Waiting(last_line(&e)),
+        }
+    }
+
+    /// Vault's first start: waits until its API answers, initialises it
+    /// with the plan's shares, keeps the key, unseals.
+    fn vault_init(
+        &self,
+        events: &mut Sink,
+        address: &str,
+        shares: usize,
+        threshold: usize,
+    ) -> Result<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime for Vault")?;
+        wait(
+            events,
+            StepId::Deploy,
+            &format!("Vault at {address} to answer"),
+            self.limit,
+            || {
+                rt.block_on(vault::status(address))
+                    .map(Some)
+                    .map_err(|e| last_line(&e))
+            },
+        )?;
+        rt.block_on(vault::init_and_unseal(
+            address,
+            shares,
+            threshold,
+            &vault::key_path(&self.cfg.state_dir),
+        ))
+    }
+
+    /// `vault-unsealed`: the step's Vault answers and is not sealed.
+    fn vault_unsealed(&self, s: &Step) -> Outcome {
+        let Some(address) = s.releases.iter().find_map(|r| match r {
+            Release::VaultInit { address, .. } => Some(address),
+            _ => None,
+        }) else {
+            return Outcome::Failed(format!(
+                "{}: the hook vault-unsealed needs a `vault-init` install item in the same component",
+                s.component
+            ));
+        };
+        let now = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(vault::status(address)));
+        match now {
+            Ok((true, false)) => Outcome::Holds,
+            Ok((init, sealed)) => Outcome::Waiting(format!(
+                "Vault at {address}: initialized {init}, sealed {sealed}"
             )),
             Err(e) => Outcome::Waiting(last_line(&e)),
         }

@@ -358,7 +358,8 @@ impl Catalog {
 /// The artifact an install item reads: one of its own component's (a
 /// component deploys only what it bundles, so the offline check and the
 /// image check see everything it applies). Several with the name (a chart
-/// from a repository and from OCI): the first. The hand-off reads none.
+/// from a repository and from OCI): the first. The hand-off and Vault's
+/// init read none.
 pub fn install_artifact<'a>(
     x: &Install,
     artifacts: &'a [Artifact],
@@ -367,7 +368,7 @@ pub fn install_artifact<'a>(
         Install::Chart(c) => ("chart", c.chart.as_str()),
         Install::Manifest(f) => ("file", f.as_str()),
         Install::Kustomize(k) => ("file", k.file.as_str()),
-        Install::Fill(_) => return Ok(None),
+        Install::Fill(_) | Install::VaultInit(_) => return Ok(None),
     };
     artifacts
         .iter()

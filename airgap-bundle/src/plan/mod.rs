@@ -72,6 +72,12 @@ pub enum Release {
         project: String,
         harbor_api: bool,
     },
+    /// Vault at `address` initialised, its key kept, unsealed.
+    VaultInit {
+        address: String,
+        shares: usize,
+        threshold: usize,
+    },
 }
 
 impl Release {
@@ -82,6 +88,7 @@ impl Release {
             Release::Manifest { file, .. } => file.clone(),
             Release::Kustomize { file, path, .. } => format!("{file}/{path}"),
             Release::Fill { .. } => "fill".into(),
+            Release::VaultInit { .. } => "vault-init".into(),
         }
     }
 
@@ -116,6 +123,13 @@ impl Release {
                     ""
                 }
             ),
+            Release::VaultInit {
+                address,
+                shares,
+                threshold,
+            } => format!(
+                "initialise Vault at {address} ({shares} share(s), threshold {threshold}), keep its key on the master (0600), unseal it"
+            ),
         }
     }
 
@@ -125,7 +139,7 @@ impl Release {
             Release::Chart { artifact, .. }
             | Release::Manifest { artifact, .. }
             | Release::Kustomize { artifact, .. } => Some(artifact),
-            Release::Fill { .. } => None,
+            Release::Fill { .. } | Release::VaultInit { .. } => None,
         }
     }
 }
@@ -288,6 +302,11 @@ pub fn build(
                         registry: f.registry.clone(),
                         project: f.project.clone(),
                         harbor_api: f.harbor_api,
+                    },
+                    Install::VaultInit(v) => Release::VaultInit {
+                        address: v.address.clone(),
+                        shares: v.shares,
+                        threshold: v.threshold,
                     },
                 })
             })

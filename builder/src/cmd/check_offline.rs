@@ -216,7 +216,7 @@ fn render_releases(a: &Args, src: &BundleSource) -> Result<RenderReport> {
                     .with_context(|| format!("{component}: rendering {label}"))?;
                 (label, out)
             }
-            Release::Manifest { .. } | Release::Fill { .. } => continue,
+            Release::Manifest { .. } | Release::Fill { .. } | Release::VaultInit { .. } => continue,
         };
         let (n, missing) = held.findings(
             &format!("{component}: {label}"),
