@@ -47,6 +47,8 @@ setup:
     command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
     tests/go/build.sh "$fx"
     tests/go/debian-iptables.sh "$fx"
+    tests/go/debian-registry.sh "$fx"
+    tests/go/debian-mariadb.sh "$fx"
     ./target/debug/kpaas-kit images
 
 build:

@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 
 const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10}\nnetwork: {node_cidr: 10.10.0.0/24}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\n";
 
-/// The demo plan's platform steps (everything after the cluster).
+/// The demo plan's platform steps up to Kubeflow's place (the later waves
+/// need real pods and node ports: the VM tests run them).
 fn platform() -> Vec<Step> {
     let cat =
         Catalog::from_yaml(airgap_bundle::platforms::builtin("demo").unwrap(), "demo").unwrap();
@@ -29,8 +30,16 @@ fn platform() -> Vec<Step> {
     let plan = airgap_bundle::plan::build(&cat, &c, None).unwrap();
     plan.steps
         .into_iter()
-        .filter(|s| s.component != "kubernetes")
+        .filter(|s| ["core", "apps", "storage", "pipelines"].contains(&s.component.as_str()))
         .collect()
+}
+
+fn wave(component: &str) -> usize {
+    platform()
+        .iter()
+        .find(|s| s.component == component)
+        .unwrap()
+        .wave
 }
 
 struct Node {
@@ -268,7 +277,7 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
     // (distribution), checked by the `harbor-holds-bundle` hook.
     let registry = kpaas_testkit::servers::registry(&Default::default()).unwrap();
     held.push(Step {
-        wave: 4,
+        wave: wave("pipelines") + 1,
         component: "harbor".into(),
         namespace: None,
         release: None,
@@ -332,15 +341,28 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         "nothing installed twice"
     );
     // Waves in order; the kustomization ran (its overlay's prefix, namespace and image).
-    let apps_at = again
-        .iter()
-        .position(|d| d.contains("wave 2: apps"))
+    let at = |c: &str| {
+        again
+            .iter()
+            .position(|d| d.contains(&format!("wave {}: {c}", wave(c))))
+            .unwrap_or_else(|| panic!("no wave of {c} in {again:#?}"))
+    };
+    let (apps_at, storage_at, pipes_at) = (at("apps"), at("storage"), at("pipelines"));
+    assert!(apps_at < storage_at && storage_at < pipes_at, "{again:#?}");
+    // The storage wave's StorageClass is the default.
+    let sc = cp
+        .kubectl(&[
+            "get",
+            "storageclass",
+            "paasta-cp-storageclass",
+            "-o",
+            "jsonpath={.metadata.annotations}",
+        ])
         .unwrap();
-    let pipes_at = again
-        .iter()
-        .position(|d| d.contains("wave 3: pipelines"))
-        .unwrap();
-    assert!(apps_at < pipes_at, "{again:#?}");
+    assert!(
+        sc.contains("\"storageclass.kubernetes.io/is-default-class\":\"true\""),
+        "{sc}"
+    );
     let image = cp
         .kubectl(&[
             "get",
@@ -365,6 +387,28 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         ])
         .unwrap();
     assert_eq!(job, "1", "the hook Job ran");
+    // The hand-off: the journal names the registry (workers read it from
+    // the status page), this node's mirrors point there first.
+    assert_eq!(
+        node.journal()["registry"],
+        format!("{}/cp-portal-repository", registry.addr)
+    );
+    let hosts = std::fs::read_to_string(
+        node.root
+            .join("etc/containerd/certs.d/registry.demo.kpaas.test/hosts.toml"),
+    )
+    .unwrap();
+    assert!(
+        hosts.contains(&format!(
+            "[host.\"http://{}/v2/cp-portal-repository/registry.demo.kpaas.test\"]",
+            registry.addr
+        )),
+        "{hosts}"
+    );
+    assert!(
+        again.iter().any(|d| d.contains("harbor: hand-off: ")),
+        "{again:#?}"
+    );
     let done = node
         .events()
         .into_iter()
@@ -383,20 +427,21 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
     let seen = node.events().len();
     assert!(node.deploy(&[]).status.success());
     let d = node.details_since(seen);
+    let p = wave("pipelines");
     assert!(
         d.iter()
-            .any(|x| x.contains("wave 3 (pipelines): ready at an earlier run")),
+            .any(|x| x.contains(&format!("wave {p} (pipelines): ready at an earlier run"))),
         "{d:#?}"
     );
     assert_eq!(node.release().0, 1);
-    let o = node.deploy(&["--from", "3"]);
+    let o = node.deploy(&["--from", &p.to_string()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(node.release().0, 1, "wave 2 is before --from 3");
-    let o = node.deploy(&["--from", "2"]);
+    assert_eq!(node.release().0, 1, "apps' wave is before --from {p}");
+    let o = node.deploy(&["--from", &wave("apps").to_string()]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         node.release(),
         (2, "deployed".to_string()),
-        "--from 2 upgrades it"
+        "--from apps' wave upgrades it"
     );
 }

@@ -59,6 +59,19 @@ pub enum Install {
     /// root token kept on the master (0600), unsealed; unsealed again at
     /// every boot of the master.
     VaultInit(VaultInstall),
+    /// A Kubernetes Secret holding one of the site's passwords (the seed's
+    /// `passwords.yaml` on the master), for a workload to read; its value
+    /// is never in the plan, a log or an event.
+    Secret(SecretInstall),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SecretInstall {
+    pub namespace: String,
+    pub name: String,
+    /// Which password: one of the cluster file's `passwords` keys.
+    pub password: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -120,6 +133,7 @@ impl Install {
             Install::Kustomize(k) => format!("{}/{}", k.file, k.path),
             Install::Fill(_) => "fill".into(),
             Install::VaultInit(_) => "vault-init".into(),
+            Install::Secret(x) => format!("secret/{}/{}", x.namespace, x.name),
         }
     }
 
@@ -157,6 +171,27 @@ impl Install {
                 }
             }
             Install::Manifest(_) => {}
+            Install::Secret(x) => {
+                if !valid_namespace(&x.namespace) {
+                    p.push(format!(
+                        "namespace: {:?} is not a Kubernetes namespace",
+                        x.namespace
+                    ));
+                }
+                if !valid_hostname(&x.name) {
+                    p.push(format!(
+                        "name: {:?} is not a Kubernetes object name",
+                        x.name
+                    ));
+                }
+                if !crate::cluster::PASSWORD_KEYS.contains(&x.password.as_str()) {
+                    p.push(format!(
+                        "password: {:?} is not one of the site's passwords ({})",
+                        x.password,
+                        crate::cluster::PASSWORD_KEYS.join(", ")
+                    ));
+                }
+            }
             Install::VaultInit(v) => {
                 if !v.address.starts_with("http://") {
                     p.push(format!(

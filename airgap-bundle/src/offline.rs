@@ -64,7 +64,24 @@ pub fn image_refs(yaml: &str) -> Result<Vec<(String, String)>> {
             (Some(k), Some(n)) => format!("{k}/{n}"),
             _ => format!("doc[{i}]"),
         };
-        walk(d, at, &mut out);
+        walk(d, at.clone(), &mut out);
+        // A ConfigMap can carry a manifest its workload creates later
+        // (local-path-provisioner's helper pod): read those too.
+        if d["kind"] == "ConfigMap"
+            && let Some(data) = d["data"].as_object()
+        {
+            for (k, v) in data {
+                let (true, Some(text)) = (k.ends_with(".yaml") || k.ends_with(".yml"), v.as_str())
+                else {
+                    continue;
+                };
+                if let Ok(inner) = serde_saphyr::from_multiple::<serde_json::Value>(text) {
+                    for (j, x) in inner.iter().enumerate() {
+                        walk(x, format!("{at}.data[{k}].doc[{j}]"), &mut out);
+                    }
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -202,5 +219,19 @@ mod tests {
         );
         assert!(r.iter().any(|(at, i)| i == "registry.k8s.io/pause:3.8"
             && at == "doc[0].spec.template.spec.containers[0].image"));
+    }
+
+    #[test]
+    fn a_manifest_inside_a_configmap_is_read_too() {
+        let y = "kind: ConfigMap\nmetadata: {name: local-path-config}\ndata:\n  setup: 'mkdir -p $VOL_DIR'\n  helperPod.yaml: |-\n    kind: Pod\n    spec:\n      containers:\n      - name: helper-pod\n        image: docker.io/library/busybox:1.35\n";
+        let r = image_refs(y).unwrap();
+        assert_eq!(
+            r,
+            [(
+                "ConfigMap/local-path-config.data[helperPod.yaml].doc[0].spec.containers[0].image"
+                    .to_string(),
+                "docker.io/library/busybox:1.35".to_string()
+            )]
+        );
     }
 }

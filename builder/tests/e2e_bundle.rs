@@ -505,17 +505,19 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .collect();
     // The demo catalog: 17 kit artifacts (7 node files, the flannel
     // manifest, 9 images), 2 core images, 6 apps artifacts, the
-    // pipelines' kustomization archive.
+    // pipelines' kustomization archive, and the later waves' 6 manifests
+    // and 5 images (local-path-provisioner, busybox, Vault, the registry,
+    // MariaDB).
     assert_eq!(
         kinds.iter().filter(|k| **k == "resolved").count(),
-        26,
+        37,
         "{kinds:?}"
     );
     let summary = events
         .iter()
         .find(|e| e["event"] == "summary")
         .expect("a summary event");
-    assert_eq!(summary["artifacts"], 26);
+    assert_eq!(summary["artifacts"], 37);
     assert!(summary["fetched_bytes"].as_u64().unwrap() > 1_000_000);
     assert_eq!(
         summary["dedup_saved_bytes"].as_u64().unwrap(),
@@ -533,7 +535,7 @@ fn json_events_and_inspect_json_are_machine_readable() {
         .join("\n"),
     )
     .unwrap();
-    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 26);
+    assert_eq!(inspect["artifacts"].as_array().unwrap().len(), 37);
 }
 
 #[test]
@@ -881,10 +883,12 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
         "check-offline",
         &t.path().join("demo.tar.zst").to_string_lossy(),
     ]));
-    // demo-app.yaml's two images, and kube-flannel.yml's three (its
-    // flannel image twice: install-cni and flanneld).
+    // demo-app.yaml's two images, kube-flannel.yml's three (its flannel
+    // image twice: install-cni and flanneld), and one each in the later
+    // waves' six manifests, plus the provisioner's helper pod, whose
+    // manifest is inside its ConfigMap.
     assert!(
-        out.contains("2 manifest file(s), 5 image reference(s), 0 missing"),
+        out.contains("8 manifest file(s), 12 image reference(s), 0 missing"),
         "{out}"
     );
     // Without the plan, both bundled copies of the chart (repository and
@@ -987,7 +991,7 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
     ]));
     let line = plan
         .lines()
-        .find(|l| l.contains("image: 14 artifacts, "))
+        .find(|l| l.contains("image: 19 artifacts, "))
         .unwrap_or_default();
     assert!(
         line.ends_with(" MiB") && !plan.contains("unknown until bundled"),

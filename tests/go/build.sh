@@ -163,3 +163,9 @@ if want vault; then
         "-s -w -X $v.Version=1.11.3 -X $v.GitCommit=17250b25303c6418c283c95b1d5a9c9f16174fe8 -X $v.BuildDate=2022-08-26T17:27:10Z" \
         vault=github.com/hashicorp/vault
 fi
+if want local-path-provisioner; then
+    # Nearest version the proxy serves; see local-path-provisioner/go.mod.
+    build_go local-path-provisioner v0.0.30 local-path-provisioner \
+        "-s -w -X main.VERSION=v0.0.30" \
+        local-path-provisioner=github.com/rancher/local-path-provisioner
+fi

@@ -365,6 +365,11 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         std::fs::create_dir_all(d)?;
     }
     std::fs::write(&flannel, crate::kit::FLANNEL_MANIFEST)?;
+    let platform = www.join(crate::kit::PLATFORM_FILES_DIR);
+    std::fs::create_dir_all(&platform)?;
+    for (name, text) in crate::kit::PLATFORM_FILES {
+        std::fs::write(platform.join(name), text)?;
+    }
     let file_sha256 = crate::kit::serve_files(&www.join(NODE_FILES_URL_DIR))?;
     let own = |r: &str, dest: &str, format| Push {
         layout: l.dir.clone(),

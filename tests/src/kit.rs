@@ -130,14 +130,75 @@ pub const FLANNEL_IMAGES: &[KitImage] = &[
     },
 ];
 
+/// The demo platform's real programs as images, under their upstream
+/// names: Vault 1.11.3 and local-path-provisioner (the kit's Go builds),
+/// distribution 2.8.2 (Debian's docker-registry: Harbor's registry) and
+/// busybox (Debian's static build: the provisioner's helper pods and the
+/// stand-in apps' web server).
+pub const PLATFORM_IMAGES: &[KitImage] = &[
+    KitImage {
+        layout_ref: "vault",
+        reference: "docker.io/hashicorp/vault:1.11.3",
+    },
+    KitImage {
+        layout_ref: "local-path-provisioner",
+        reference: "docker.io/rancher/local-path-provisioner:v0.0.30",
+    },
+    KitImage {
+        layout_ref: "registry",
+        reference: "docker.io/library/registry:2.8.2",
+    },
+    KitImage {
+        layout_ref: "busybox",
+        reference: "docker.io/library/busybox:1.35",
+    },
+    KitImage {
+        layout_ref: "mariadb",
+        reference: "docker.io/library/mariadb:10.11",
+    },
+];
+
 /// Every image of the kit's layout.
 pub fn images() -> impl Iterator<Item = &'static KitImage> {
-    KUBEADM_IMAGES.iter().chain(FLANNEL_IMAGES)
+    KUBEADM_IMAGES
+        .iter()
+        .chain(FLANNEL_IMAGES)
+        .chain(PLATFORM_IMAGES)
 }
 
 /// flannel v0.22.0's manifest as the demo deploys it (the file says what
 /// differs from upstream's Documentation/kube-flannel.yml).
 pub const FLANNEL_MANIFEST: &str = include_str!("../files/kube-flannel.yml");
+
+/// The demo platform's manifests (`tests/files/platform/`; each file's
+/// header says what it is and what differs from upstream), served under
+/// [`PLATFORM_FILES_DIR`].
+pub const PLATFORM_FILES: &[(&str, &str)] = &[
+    (
+        "storage.yaml",
+        include_str!("../files/platform/storage.yaml"),
+    ),
+    ("vault.yaml", include_str!("../files/platform/vault.yaml")),
+    (
+        "registry.yaml",
+        include_str!("../files/platform/registry.yaml"),
+    ),
+    (
+        "mariadb.yaml",
+        include_str!("../files/platform/mariadb.yaml"),
+    ),
+    (
+        "keycloak-standin.yaml",
+        include_str!("../files/platform/keycloak-standin.yaml"),
+    ),
+    (
+        "portal-standin.yaml",
+        include_str!("../files/platform/portal-standin.yaml"),
+    ),
+];
+
+/// Where the demo's file server has [`PLATFORM_FILES`].
+pub const PLATFORM_FILES_DIR: &str = "files/platform";
 
 /// Where the demo's file server has [`FLANNEL_MANIFEST`].
 pub const FLANNEL_MANIFEST_PATH: &str = "files/flannel/v0.22.0/kube-flannel.yml";
@@ -279,6 +340,67 @@ fn busybox_cp_layer() -> Result<(Vec<u8>, String)> {
     ])
 }
 
+/// Debian's static busybox with a link per applet (`busybox --list`): a
+/// shell and the usual tools, `httpd` among them.
+fn busybox_full_layer() -> Result<(Vec<u8>, String)> {
+    let bb = crate::content::host_busybox()?;
+    let list = std::process::Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .context("listing busybox's applets")?;
+    let mut e = vec![
+        ("bin".into(), Node::Dir, 0o755),
+        ("bin/busybox".into(), Node::File(bb), 0o755),
+    ];
+    for a in String::from_utf8_lossy(&list.stdout).lines() {
+        let a = a.trim();
+        if !a.is_empty() && a != "busybox" && !a.contains('/') {
+            e.push((format!("bin/{a}"), Node::Symlink("busybox".into()), 0o777));
+        }
+    }
+    tree_layer(e)
+}
+
+/// Where `tests/go/debian-mariadb.sh` unpacks Debian's MariaDB server.
+pub fn mariadb_root() -> PathBuf {
+    crate::fixtures_dir().join("debian-mariadb/root")
+}
+
+/// The MariaDB image's entrypoint (`tests/go/mariadb-entrypoint.sh` says
+/// what it does).
+pub const MARIADB_ENTRYPOINT: &str = include_str!("../go/mariadb-entrypoint.sh");
+
+/// The MariaDB image's own files: the `mysql` user (uid 999, as Debian's
+/// and the official images make it) and the entrypoint.
+fn mariadb_etc_layer() -> Result<(Vec<u8>, String)> {
+    tree_layer(vec![
+        ("etc".into(), Node::Dir, 0o755),
+        (
+            "etc/passwd".into(),
+            Node::File(b"root:x:0:0:root:/root:/sbin/nologin\nmysql:x:999:999:MariaDB:/var/lib/mysql:/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin\n".to_vec()),
+            0o644,
+        ),
+        (
+            "etc/group".into(),
+            Node::File(b"root:x:0:\nmysql:x:999:\nnogroup:x:65534:\n".to_vec()),
+            0o644,
+        ),
+        ("usr".into(), Node::Dir, 0o755),
+        ("usr/local".into(), Node::Dir, 0o755),
+        ("usr/local/bin".into(), Node::Dir, 0o755),
+        (
+            "usr/local/bin/mariadb-entrypoint.sh".into(),
+            Node::File(MARIADB_ENTRYPOINT.as_bytes().to_vec()),
+            0o755,
+        ),
+    ])
+}
+
+/// Where `tests/go/debian-registry.sh` unpacks Debian's docker-registry.
+pub fn registry_root() -> PathBuf {
+    crate::fixtures_dir().join("debian-registry/root")
+}
+
 const PATH_ENV: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Where `tests/go/debian-iptables.sh` unpacks Debian's iptables and conntrack
@@ -298,6 +420,17 @@ pub fn build_images(out: &Path) -> Result<Vec<(String, String)>> {
     )?;
     let iptables = tree_layer(iptables)?;
     let busybox = busybox_cp_layer()?;
+    let busybox_full = busybox_full_layer()?;
+    let mut registry = Vec::new();
+    walk(&registry_root(), "", &mut registry).context(
+        "Debian's docker-registry for the registry image (run `just setup`: tests/go/debian-registry.sh)",
+    )?;
+    let registry = tree_layer(registry)?;
+    let mut mariadb = Vec::new();
+    walk(&mariadb_root(), "", &mut mariadb).context(
+        "Debian's MariaDB for the mariadb image (run `just setup`: tests/go/debian-mariadb.sh)",
+    )?;
+    let mariadb = tree_layer(mariadb)?;
     let mut done = Vec::new();
     for img in images() {
         let (layers, config) = match img.layout_ref {
@@ -343,6 +476,43 @@ pub fn build_images(out: &Path) -> Result<Vec<(String, String)>> {
                 vec![busybox.clone(), programs_layer("", &["flannel"])?],
                 json!({"Env": [PATH_ENV]}),
             ),
+            // Upstream's image runs `vault server` from a shell entrypoint;
+            // the demo's StatefulSet gives the command.
+            "vault" => (
+                vec![
+                    base.clone(),
+                    busybox_full.clone(),
+                    programs_layer("bin", &["vault"])?,
+                ],
+                json!({"Env": [PATH_ENV]}),
+            ),
+            "local-path-provisioner" => (
+                vec![
+                    base.clone(),
+                    programs_layer("usr/bin", &["local-path-provisioner"])?,
+                ],
+                json!({"Env": [PATH_ENV]}),
+            ),
+            // As docker.io/library/registry: serve the config it is given.
+            "registry" => (
+                vec![base.clone(), registry.clone()],
+                json!({"Entrypoint": ["/usr/bin/docker-registry"], "Cmd": ["serve", "/etc/docker/registry/config.yml"], "Env": [PATH_ENV]}),
+            ),
+            "busybox" => (
+                vec![base.clone(), busybox_full.clone()],
+                json!({"Cmd": ["sh"], "Env": [PATH_ENV]}),
+            ),
+            // Debian's MariaDB 10.11 server, busybox for the entrypoint's
+            // shell and mariadb-install-db's tools.
+            "mariadb" => (
+                vec![
+                    base.clone(),
+                    busybox_full.clone(),
+                    mariadb.clone(),
+                    mariadb_etc_layer()?,
+                ],
+                json!({"Entrypoint": ["/bin/sh", "/usr/local/bin/mariadb-entrypoint.sh"], "Env": [PATH_ENV], "ExposedPorts": {"3306/tcp": {}}}),
+            ),
             bin => (
                 vec![base.clone(), programs_layer("usr/local/bin", &[bin])?],
                 json!({"Env": [PATH_ENV]}),
@@ -381,12 +551,17 @@ pub fn images_key() -> Result<String> {
         "pause",
         "flanneld",
         "flannel",
+        "vault",
+        "local-path-provisioner",
     ] {
         h.push_str(&sha256_hex(&read_program(n)?));
     }
     h.push_str(&sha256_hex(&crate::content::host_busybox()?));
     let mut t = Vec::new();
     walk(&iptables_root(), "", &mut t)?;
+    walk(&registry_root(), "", &mut t)?;
+    walk(&mariadb_root(), "", &mut t)?;
+    h.push_str(&sha256_hex(MARIADB_ENTRYPOINT.as_bytes()));
     for (p, n, m) in &t {
         let len = match n {
             Node::File(d) => sha256_hex(d),

@@ -55,6 +55,10 @@ pub struct Lab {
     pub bundle: PathBuf,
     pub net_port: u16,
     pub api_port: u16,
+    /// The platform's NodePorts on the host: the in-cluster registry
+    /// (Harbor's place, 30002) and Vault (31654).
+    pub registry_port: u16,
+    pub vault_port: u16,
 }
 
 impl Lab {
@@ -111,6 +115,8 @@ impl Lab {
             bundle,
             net_port: crate::servers::free_port(),
             api_port: crate::servers::free_port(),
+            registry_port: crate::servers::free_port(),
+            vault_port: crate::servers::free_port(),
         })
     }
 
@@ -131,7 +137,13 @@ impl Lab {
             .netdev(format!("socket,id=n0,listen=127.0.0.1:{}", self.net_port))
             .host_link(HostLink {
                 mac: HOST_LINK_MAC.into(),
-                forwards: vec![(self.api_port, format!("{HOST_LINK_IP}:6443"))],
+                // The API, and the NodePorts a test reads the platform
+                // through (kube-proxy serves them on every node address).
+                forwards: vec![
+                    (self.api_port, format!("{HOST_LINK_IP}:6443")),
+                    (self.registry_port, format!("{HOST_LINK_IP}:30002")),
+                    (self.vault_port, format!("{HOST_LINK_IP}:31654")),
+                ],
             }),
         )
         .unwrap()

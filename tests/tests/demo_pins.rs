@@ -35,6 +35,16 @@ fn demo_catalog_pins_match_the_fixtures() {
         &d.flannel_manifest_sha256,
     ));
     files.push((content::KUSTOMIZE_FILE.to_string(), &d.kustomize_sha256));
+    let platform: Vec<(String, String)> = kit::PLATFORM_FILES
+        .iter()
+        .map(|(name, text)| {
+            (
+                format!("{}/{name}", kit::PLATFORM_FILES_DIR),
+                content::sha256_hex(text.as_bytes()),
+            )
+        })
+        .collect();
+    files.extend(platform.iter().map(|(p, s)| (p.clone(), s)));
     for (path, sum) in files {
         // Each file's pin sits right under its URL in the catalog.
         let url = format!("/{path}\n");

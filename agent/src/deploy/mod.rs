@@ -315,8 +315,8 @@ impl Engine {
                 )?
             }
             Release::Manifest { artifact, .. } => self.artifact(artifact)?,
-            // The hand-off and Vault's init apply no objects.
-            Release::Fill { .. } | Release::VaultInit { .. } => Vec::new(),
+            // These apply no objects an image check could read.
+            Release::Fill { .. } | Release::VaultInit { .. } | Release::Secret { .. } => Vec::new(),
             Release::Kustomize {
                 artifact,
                 path,
@@ -467,6 +467,14 @@ impl Engine {
         } = r
         {
             return self.vault_init(events, address, *shares, *threshold);
+        }
+        if let Release::Secret {
+            namespace,
+            name,
+            password,
+        } = r
+        {
+            return self.secret(namespace, name, password);
         }
         let what = format!("{}: the API server to take {}", s.component, r.name());
         wait(events, StepId::Deploy, &what, cluster::APPLY_WAIT, || {
@@ -792,5 +800,42 @@ impl Engine {
             )),
             Err(e) => Outcome::Waiting(last_line(&e)),
         }
+    }
+
+    /// A Secret with one of the site's passwords, applied server-side from
+    /// stdin (never a file, an argument or a log line); its namespace first.
+    fn secret(&self, namespace: &str, name: &str, password: &str) -> Result<String> {
+        let value = self.password(password)?;
+        let list = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": name, "namespace": namespace},
+                    "type": "Opaque",
+                    "stringData": {"password": value},
+                },
+            ],
+        });
+        run(&self.kube.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kube.kubeconfig)
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=kpaas-agent",
+                "-f",
+                "-",
+            ])
+            .stdin(list.to_string())
+            .ok_on(self.runner.as_ref())
+            .with_context(|| format!("making secret {namespace}/{name}"))?;
+        Ok(format!(
+            "secret {namespace}/{name} holds the site's {password} (key `password`; value not shown)"
+        ))
     }
 }

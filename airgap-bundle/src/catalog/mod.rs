@@ -368,7 +368,7 @@ pub fn install_artifact<'a>(
         Install::Chart(c) => ("chart", c.chart.as_str()),
         Install::Manifest(f) => ("file", f.as_str()),
         Install::Kustomize(k) => ("file", k.file.as_str()),
-        Install::Fill(_) | Install::VaultInit(_) => return Ok(None),
+        Install::Fill(_) | Install::VaultInit(_) | Install::Secret(_) => return Ok(None),
     };
     artifacts
         .iter()

@@ -78,6 +78,13 @@ pub enum Release {
         shares: usize,
         threshold: usize,
     },
+    /// Secret `namespace/name` holding the site's password `password`
+    /// (the key's name; the value is read on the master).
+    Secret {
+        namespace: String,
+        name: String,
+        password: String,
+    },
 }
 
 impl Release {
@@ -89,6 +96,9 @@ impl Release {
             Release::Kustomize { file, path, .. } => format!("{file}/{path}"),
             Release::Fill { .. } => "fill".into(),
             Release::VaultInit { .. } => "vault-init".into(),
+            Release::Secret {
+                namespace, name, ..
+            } => format!("secret/{namespace}/{name}"),
         }
     }
 
@@ -130,6 +140,11 @@ impl Release {
             } => format!(
                 "initialise Vault at {address} ({shares} share(s), threshold {threshold}), keep its key on the master (0600), unseal it"
             ),
+            Release::Secret {
+                namespace,
+                name,
+                password,
+            } => format!("secret {namespace}/{name} from the site's password {password}"),
         }
     }
 
@@ -139,7 +154,7 @@ impl Release {
             Release::Chart { artifact, .. }
             | Release::Manifest { artifact, .. }
             | Release::Kustomize { artifact, .. } => Some(artifact),
-            Release::Fill { .. } | Release::VaultInit { .. } => None,
+            Release::Fill { .. } | Release::VaultInit { .. } | Release::Secret { .. } => None,
         }
     }
 }
@@ -307,6 +322,11 @@ pub fn build(
                         address: v.address.clone(),
                         shares: v.shares,
                         threshold: v.threshold,
+                    },
+                    Install::Secret(x) => Release::Secret {
+                        namespace: x.namespace.clone(),
+                        name: x.name.clone(),
+                        password: x.password.clone(),
                     },
                 })
             })

@@ -216,7 +216,10 @@ fn render_releases(a: &Args, src: &BundleSource) -> Result<RenderReport> {
                     .with_context(|| format!("{component}: rendering {label}"))?;
                 (label, out)
             }
-            Release::Manifest { .. } | Release::Fill { .. } | Release::VaultInit { .. } => continue,
+            Release::Manifest { .. }
+            | Release::Fill { .. }
+            | Release::VaultInit { .. }
+            | Release::Secret { .. } => continue,
         };
         let (n, missing) = held.findings(
             &format!("{component}: {label}"),

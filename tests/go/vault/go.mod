@@ -3,12 +3,21 @@
 // Upstream's go.mod replaces its sibling modules with local paths (./api,
 // ./api/auth/{approle,kubernetes,userpass}, ./sdk), which do not resolve outside
 // its repository; here each is replaced by a published version: the ones the
-// v1.11.3 go.mod itself requires for api v1.7.2, api/auth/approle v0.1.0,
+// v1.11.3 go.mod itself requires for api/auth/approle v0.1.0,
 // api/auth/kubernetes v0.2.0 and api/auth/userpass v0.1.0. Upstream's other
-// replace (etcd client/pkg) is copied.
+// replace (etcd client/pkg) is copied. The proxy serves no pseudo-version at
+// the v1.11.3 commit, and the api and sdk pins of that go.mod predate the tag's
+// ./api and ./sdk, so those two are replaced by the nearest published ones that
+// compile:
 //
-// The sdk is the exception: the proxy serves no pseudo-version at the v1.11.3
-// commit, and the sdk v1.11.3 requires (v0.5.3-0.20220803145622-430daff0f040)
+// api v1.8.0 for api v1.7.2: v1.7.2 lacks Client.SetMaxIdleConnections and
+// SetDisableKeepAlives, which command/agent.go calls; v1.8.0 (2022-09-20, cut
+// from main for 1.12) is the first published api that has them. Besides those
+// it carries 1.12 additions (plugin versions in sys_plugins/sys_mounts, kv
+// helpers), which this binary's client side can ignore; every later 1.11.x
+// release still pins v1.7.2, so no 1.11 branch api is on the proxy.
+//
+// sdk: the sdk v1.11.3 requires (v0.5.3-0.20220803145622-430daff0f040)
 // predates the tag: it lacks framework.Path.TakesArbitraryInput, which
 // vault/logical_system_paths.go uses ("unknown field TakesArbitraryInput").
 // The sdk pinned instead, v0.5.3-0.20220826205147-7caf353e8124, is the one the
@@ -232,7 +241,7 @@ require (
 	github.com/hashicorp/vault-plugin-secrets-terraform v0.5.0 // indirect
 	github.com/hashicorp/vault/api v1.7.2 // indirect
 	github.com/hashicorp/vault/api/auth/kubernetes v0.2.0 // indirect
-	github.com/hashicorp/vault/sdk v0.5.3-0.20220803145622-430daff0f040 // indirect
+	github.com/hashicorp/vault/sdk v0.6.0 // indirect
 	github.com/hashicorp/vic v1.5.1-0.20190403131502-bbfe86ec9443 // indirect
 	github.com/hashicorp/yamux v0.0.0-20211028200310-0bc27b27de87 // indirect
 	github.com/huandu/xstrings v1.3.2 // indirect
@@ -388,7 +397,7 @@ require (
 	sigs.k8s.io/yaml v1.2.0 // indirect
 )
 
-replace github.com/hashicorp/vault/api => github.com/hashicorp/vault/api v1.7.2
+replace github.com/hashicorp/vault/api => github.com/hashicorp/vault/api v1.8.0
 
 replace github.com/hashicorp/vault/api/auth/approle => github.com/hashicorp/vault/api/auth/approle v0.1.0
 

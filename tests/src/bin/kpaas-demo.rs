@@ -121,6 +121,8 @@ fn main() -> Result<()> {
         bundle: dir.join("demo-bundle"),
         net_port: kpaas_testkit::servers::free_port(),
         api_port: kpaas_testkit::servers::free_port(),
+        registry_port: kpaas_testkit::servers::free_port(),
+        vault_port: kpaas_testkit::servers::free_port(),
     };
     let disk = kpaas_testkit::lab::overlay(&lab.raw, &dir.join("demo-master.qcow2"));
     let mut vm = lab.master(&disk);
