@@ -101,4 +101,10 @@ bench-cluster:
     cargo build --release -p kpaas-builder -p kpaas-agent -p kpaas-testkit
     ./target/release/kpaas-bench-cluster
 
-bench: bench-bundle bench-seed bench-image bench-cluster
+# Power-on to the demo platform ready (two TCG nodes), per wave, and the
+# Harbor hand-off's push rate against the seed's read rate (same run).
+bench-platform:
+    cargo build --release -p kpaas-builder -p kpaas-agent -p kpaas-testkit
+    ./target/release/kpaas-bench-platform
+
+bench: bench-bundle bench-seed bench-image bench-cluster bench-platform

@@ -477,6 +477,46 @@ pub async fn fill(bundle: &Path, t: &Target, jobs: usize) -> Result<Report> {
     Ok(report)
 }
 
+/// How fast the node's own seed registry serves the bundle's blobs (the
+/// largest first, up to `budget` bytes, through its `/v2/<source
+/// registry>/<repository>` paths), in bytes per second: the yardstick the
+/// hand-off's push rate is judged against, measured in the same run.
+pub async fn seed_read_rate(bundle: &Path, seed: &str, budget: u64) -> Result<(u64, f64)> {
+    let plans = plans(bundle, "")?;
+    let mut blobs: Vec<(u64, String, Digest)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for p in &plans {
+        // The project prefix is empty here: the repo is `/<registry>/<path>`.
+        let repo = p.repo.trim_start_matches('/').to_string();
+        for (d, size) in &p.blobs {
+            if seen.insert(d.clone()) {
+                blobs.push((*size, repo.clone(), d.clone()));
+            }
+        }
+    }
+    blobs.sort_by_key(|b| std::cmp::Reverse(b.0));
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    let mut read = 0u64;
+    for (_, repo, d) in blobs {
+        if read >= budget {
+            break;
+        }
+        let mut r = http
+            .get(format!("http://{seed}/v2/{repo}/blobs/{d}"))
+            .send()
+            .await
+            .with_context(|| format!("reading {d} from the seed"))?;
+        if !r.status().is_success() {
+            bail!("reading {d} from the seed: {}", r.status());
+        }
+        while let Some(chunk) = r.chunk().await? {
+            read += chunk.len() as u64;
+        }
+    }
+    Ok((read, read as f64 / start.elapsed().as_secs_f64().max(0.001)))
+}
+
 /// Which of the bundle's images and charts the registry does not give back
 /// with the bundle's digest (empty: it holds the whole bundle).
 pub async fn verify(bundle: &Path, t: &Target) -> Result<Vec<String>> {

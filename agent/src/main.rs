@@ -102,6 +102,10 @@ enum Cmd {
         /// Blobs sent at once.
         #[arg(long, default_value_t = 4)]
         jobs: usize,
+        /// A seed registry serving the same bundle (host:port): its read
+        /// rate is measured after the push, as the yardstick.
+        #[arg(long)]
+        seed: Option<String>,
     },
     /// Write the runtime mirror configuration for a bundle.
     Mirrors {
@@ -214,6 +218,7 @@ fn dispatch(cmd: Cmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             project,
             harbor,
             jobs,
+            seed,
         } => {
             let auth = if harbor {
                 let pw = std::env::var("KPAAS_HARBOR_PASSWORD").map_err(|_| {
@@ -235,7 +240,17 @@ fn dispatch(cmd: Cmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             }
             let r = rt.block_on(fill::fill(&bundle, &t, jobs))?;
             eprintln!("kpaas-agent: fill: {}", r.summary());
-            println!("{}", serde_json::to_string_pretty(&r)?);
+            let mut out = serde_json::to_value(&r)?;
+            if let Some(seed) = seed {
+                let (bytes, rate) = rt.block_on(fill::seed_read_rate(
+                    &bundle,
+                    &seed,
+                    r.bytes_sent.max(64 << 20),
+                ))?;
+                out["seed_read_bytes"] = bytes.into();
+                out["seed_read_bytes_per_s"] = rate.into();
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
         Cmd::Mirrors {

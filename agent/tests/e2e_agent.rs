@@ -766,9 +766,25 @@ fn the_hand_off_fills_a_real_registry_and_containerd_pulls_through_it() {
             .output()
             .unwrap()
     };
-    let o = fill(&b);
+    // With the seed serving the same bundle: its read rate is the yardstick.
+    let seed = serve(&b, t.path());
+    let o = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+        .args([
+            "fill",
+            "--bundle",
+            &b.to_string_lossy(),
+            "--registry",
+            &target.addr,
+            "--seed",
+            &seed.addr,
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(r["seed_read_bytes"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["seed_read_bytes_per_s"].as_f64().unwrap() > 0.0, "{r}");
+    drop(seed);
     let bj = bundle_json(&b);
     let pushed: Vec<&serde_json::Value> = bj["artifacts"]
         .as_array()

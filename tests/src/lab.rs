@@ -12,6 +12,9 @@ use anyhow::{Result, bail};
 use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The lab: containerd (the image has no CRI-O), a gateway for the default
 /// route Kubernetes and flannel choose addresses by (nothing is at
@@ -322,4 +325,52 @@ pub fn json(kubeconfig: &Path, args: &[&str]) -> serde_json::Value {
     let mut a = args.to_vec();
     a.extend(["-o", "json"]);
     serde_json::from_str(&kubectl(kubeconfig, &a).unwrap()).unwrap()
+}
+
+/// Lines of a guest's serial console with the seconds since power-on at
+/// which each first appeared (polled every 100 ms).
+pub fn watch(
+    serial: PathBuf,
+    start: Instant,
+    stop: Arc<AtomicBool>,
+) -> Arc<Mutex<Vec<(f64, String)>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let out = seen.clone();
+    std::thread::spawn(move || {
+        let mut done = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).to_string();
+            // Only whole lines; the last one may still be arriving.
+            let lines: Vec<&str> = text
+                .split_inclusive('\n')
+                .filter(|l| l.ends_with('\n'))
+                .collect();
+            if lines.len() > done {
+                let t = start.elapsed().as_secs_f64();
+                if let Ok(mut s) = seen.lock() {
+                    for l in &lines[done..] {
+                        s.push((t, l.trim_end().to_string()));
+                    }
+                }
+                done = lines.len();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    out
+}
+
+pub fn first(lines: &Mutex<Vec<(f64, String)>>, marker: &str) -> Option<f64> {
+    lines
+        .lock()
+        .ok()?
+        .iter()
+        .find(|(_, l)| l.contains(marker))
+        .map(|(t, _)| *t)
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }

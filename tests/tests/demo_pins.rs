@@ -35,6 +35,7 @@ fn demo_catalog_pins_match_the_fixtures() {
         &d.flannel_manifest_sha256,
     ));
     files.push((content::KUSTOMIZE_FILE.to_string(), &d.kustomize_sha256));
+    files.push(("files/v1/demo-app.yaml".to_string(), &d.manifest_sha256));
     let platform: Vec<(String, String)> = kit::PLATFORM_FILES
         .iter()
         .map(|(name, text)| {

@@ -689,6 +689,28 @@ impl Engine {
             rt.block_on(fill::ensure_project(&t))?;
         }
         let report = rt.block_on(fill::fill(&self.cfg.bundle, &t, FILL_JOBS))?;
+        // The yardstick, in the same run on the same node: how fast the
+        // seed itself serves the same bytes (the largest blobs, up to as
+        // much as was pushed). A failure here is reported, not fatal.
+        let seed = format!("127.0.0.1:{}", self.cfg.seed_port);
+        let yardstick = match rt.block_on(fill::seed_read_rate(
+            &self.cfg.bundle,
+            &seed,
+            report.bytes_sent.max(64 << 20),
+        )) {
+            Ok((_, rate)) => {
+                let push = report.bytes_sent as f64 / report.secs.max(0.001);
+                format!(
+                    "; the seed reads at {:.1} MiB/s here: push/read {:.2}",
+                    rate / (1 << 20) as f64,
+                    push / rate.max(1.0)
+                )
+            }
+            Err(e) => format!(
+                "; the seed's read rate could not be measured: {}",
+                last_line(&e)
+            ),
+        };
         let hosts = mirrors::registries(
             self.manifest
                 .artifacts
@@ -696,7 +718,6 @@ impl Engine {
                 .filter(|a| a.kind == "image")
                 .map(|a| &a.name),
         );
-        let seed = format!("127.0.0.1:{}", self.cfg.seed_port);
         let platform = format!("{registry}/{project}");
         let changed = mirrors::write_all(&self.root, &hosts, &seed, Some(&platform))?;
         if self.cfg.runtime == airgap_bundle::node::Runtime::Crio {
@@ -706,7 +727,7 @@ impl Engine {
                 .ok_on(self.runner.as_ref())?;
         }
         Ok(format!(
-            "hand-off: {}; this node's mirrors now {platform} first, the seed behind it ({} file(s))",
+            "hand-off: {}{yardstick}; this node's mirrors now {platform} first, the seed behind it ({} file(s))",
             report.summary(),
             changed.len()
         ))

@@ -6,60 +6,15 @@
 //! first appeared). Prints figures; asserts nothing.
 
 use anyhow::{Context, Result};
-use kpaas_testkit::lab::{Lab, overlay};
-use std::path::PathBuf;
+use kpaas_testkit::lab::{Lab, first, median, overlay, watch};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Runs by default (`--runs N` to change).
 const RUNS: usize = 3;
 const LIMIT: Duration = Duration::from_secs(45 * 60);
 const GOAL_SECS: f64 = 300.0;
-
-/// Lines of a guest's serial console with the seconds since power-on at
-/// which each first appeared (polled every 100 ms).
-fn watch(serial: PathBuf, start: Instant, stop: Arc<AtomicBool>) -> Arc<Mutex<Vec<(f64, String)>>> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let out = seen.clone();
-    std::thread::spawn(move || {
-        let mut done = 0;
-        while !stop.load(Ordering::SeqCst) {
-            let text =
-                String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).to_string();
-            // Only whole lines; the last one may still be arriving.
-            let lines: Vec<&str> = text
-                .split_inclusive('\n')
-                .filter(|l| l.ends_with('\n'))
-                .collect();
-            if lines.len() > done {
-                let t = start.elapsed().as_secs_f64();
-                if let Ok(mut s) = seen.lock() {
-                    for l in &lines[done..] {
-                        s.push((t, l.trim_end().to_string()));
-                    }
-                }
-                done = lines.len();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    });
-    out
-}
-
-fn first(lines: &Mutex<Vec<(f64, String)>>, marker: &str) -> Option<f64> {
-    lines
-        .lock()
-        .ok()?
-        .iter()
-        .find(|(_, l)| l.contains(marker))
-        .map(|(t, _)| *t)
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() -> Result<()> {
     let runs = match kpaas_testkit::flag("--runs") {

@@ -137,14 +137,24 @@ fn main() -> Result<()> {
         "kpaas-agent: ready: cluster ready",
         std::time::Duration::from_secs(30 * 60),
     )?;
-    println!("the node's serial console ({secs:.0} s from power-on to a ready cluster):");
+    eprintln!(
+        "+ cluster ready {secs:.0} s after power-on; deploying the platform's waves (storage, Kubeflow's place, Vault, Harbor's registry, MariaDB, stand-ins)..."
+    );
+    let platform = vm.wait_for(
+        "kpaas-agent: deploy: platform ready",
+        std::time::Duration::from_secs(60 * 60),
+    )?;
+    println!(
+        "the node's serial console ({secs:.0} s from power-on to a ready cluster, {platform:.0} s to the platform ready):"
+    );
     for l in vm.console().lines().filter(|l| l.contains("kpaas-agent[")) {
         println!("  {}", l.split("]: ").nth(1).unwrap_or(l).trim());
     }
     let kc = lab.kubeconfig();
     for args in [
         &["get", "nodes", "-o", "wide"][..],
-        &["-n", "kube-system", "get", "pods"],
+        &["get", "pods", "-A"],
+        &["get", "pvc", "-A"],
     ] {
         println!("$ kubectl {}", args.join(" "));
         print!(
@@ -152,5 +162,36 @@ fn main() -> Result<()> {
             kpaas_testkit::lab::kubectl(&kc, args).map_err(anyhow::Error::msg)?
         );
     }
+    println!("$ helm list -A");
+    let helm = std::process::Command::new(kpaas_testkit::kit::bin_dir().join("helm"))
+        .args(["list", "-A", "--kubeconfig"])
+        .arg(&kc)
+        .env("HELM_CACHE_HOME", dir.join("helm"))
+        .env("HELM_CONFIG_HOME", dir.join("helm"))
+        .env("HELM_DATA_HOME", dir.join("helm"))
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&helm.stdout));
+    let reg = kpaas_testkit::http::send(
+        &format!("127.0.0.1:{}", lab.registry_port),
+        "GET",
+        "/v2/_catalog?n=1000",
+        &[],
+        b"",
+    )?;
+    println!(
+        "in-cluster registry (Harbor's place) catalog: {}",
+        String::from_utf8_lossy(&reg.body).trim()
+    );
+    let vault = kpaas_testkit::http::send(
+        &format!("127.0.0.1:{}", lab.vault_port),
+        "GET",
+        "/v1/sys/seal-status",
+        &[],
+        b"",
+    )?;
+    println!(
+        "Vault seal status: {}",
+        String::from_utf8_lossy(&vault.body).trim()
+    );
     Ok(())
 }

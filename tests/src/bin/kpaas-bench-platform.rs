@@ -1,0 +1,93 @@
+//! `just bench-platform`: a master and a worker powered on together under
+//! TCG (2 vCPUs each) from one image and the universal seed, through the
+//! cluster to the demo platform ready: power-on to "platform ready" against
+//! the goal (12 minutes), each wave's time (its first console line
+//! to its component's "ready"), and the Harbor hand-off's push rate against
+//! the seed's own read rate, which the agent measures on the same node in
+//! the same run (goal: push >= 0.5 x read). Prints figures; asserts nothing.
+
+use anyhow::{Context, Result};
+use kpaas_testkit::lab::{Lab, first, median, overlay, watch};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// One run by default (a run takes most of an hour here): `--runs N`.
+const RUNS: usize = 1;
+const LIMIT: Duration = Duration::from_secs(90 * 60);
+const GOAL_SECS: f64 = 12.0 * 60.0;
+const FILL_GOAL: f64 = 0.5;
+
+fn main() -> Result<()> {
+    let runs = match kpaas_testkit::flag("--runs") {
+        Some(n) => n.parse().context("--runs N")?,
+        None => RUNS,
+    };
+    let work = tempfile::tempdir()?;
+    let lab =
+        Lab::build(work.path(), true).context("building the lab (demo bundle, seeds, image)")?;
+    let uni = lab.seeds.join("universal.iso");
+    let mut totals = Vec::new();
+    for run in 1..=runs {
+        let md = overlay(&lab.raw, &work.path().join(format!("m{run}.qcow2")));
+        let wd = overlay(&lab.raw, &work.path().join(format!("w{run}.qcow2")));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut m = lab.master(&md);
+        std::thread::sleep(Duration::from_millis(300));
+        let w = lab.worker("worker", &wd, &uni);
+        let ml = watch(m.serial.clone(), m.started, stop.clone());
+        let wl = watch(w.serial.clone(), w.started, stop.clone());
+        let res = m.wait_for("kpaas-agent: deploy: platform ready", LIMIT);
+        stop.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        res.with_context(|| format!("run {run}"))?;
+        let lines = ml.lock().map(|l| l.clone()).unwrap_or_default();
+        let at = |marker: &str| first(&ml, marker);
+        let cluster = at("kpaas-agent: ready: cluster ready").unwrap_or_default();
+        let total = at("kpaas-agent: deploy: platform ready").unwrap_or_default();
+        println!(
+            "run {run}: power-on -> two-node cluster Ready {cluster:.0} s, -> platform ready {total:.0} s (goal {GOAL_SECS:.0} s: {:.2}x); worker joined {:.0} s, its mirrors on the registry {:.0} s",
+            total / GOAL_SECS,
+            first(&wl, "kpaas-agent: join: joined").unwrap_or_default(),
+            first(&wl, "kpaas-agent: handoff: ").unwrap_or_default(),
+        );
+        // Each wave from its first line to the next wave's (or the end).
+        let waves: Vec<(f64, String)> = lines
+            .iter()
+            .filter_map(|(t, l)| {
+                let rest = l.split("kpaas-agent: deploy: ").nth(1)?;
+                rest.starts_with("wave ").then(|| (*t, rest.to_string()))
+            })
+            .collect();
+        for (i, (t, what)) in waves.iter().enumerate() {
+            let end = waves.get(i + 1).map_or(total, |(n, _)| *n);
+            println!("  {what:<40} {:>6.0} s (from {t:.0} s)", end - t);
+        }
+        if let Some((_, l)) = lines.iter().find(|(_, l)| l.contains("hand-off: ")) {
+            let detail = l.split("hand-off: ").nth(1).unwrap_or(l);
+            println!(
+                "  hand-off: {}",
+                detail.chars().take(400).collect::<String>()
+            );
+            let ratio = detail
+                .split("push/read ")
+                .nth(1)
+                .and_then(|r| r.split(';').next())
+                .and_then(|r| r.trim().parse::<f64>().ok());
+            match ratio {
+                Some(r) => println!(
+                    "  fill: push/seed-read ratio {r:.2} (goal >= {FILL_GOAL:.1}: {})",
+                    if r >= FILL_GOAL { "met" } else { "not met" }
+                ),
+                None => println!("  fill: no ratio in the hand-off's line"),
+            }
+        }
+        totals.push(total);
+    }
+    let med = median(totals);
+    println!(
+        "median of {runs}: power-on -> platform ready {med:.0} s (goal {GOAL_SECS:.0} s: {:.2}x the goal)",
+        med / GOAL_SECS
+    );
+    Ok(())
+}
