@@ -55,6 +55,9 @@ pub struct Inputs {
     pub api_san: String,
     /// The API server's port: the plan's `apiserver_port` when it sets one.
     pub api_port: u16,
+    /// How many workers the cluster has: with none, the master takes the
+    /// platform's workloads.
+    pub workers: usize,
 }
 
 impl Inputs {
@@ -88,6 +91,7 @@ impl Inputs {
                     Some(Value::Int(p)) => u16::try_from(*p).unwrap_or(API_PORT),
                     _ => API_PORT,
                 },
+                workers: cfg.nodes.iter().filter(|n| n.role == Role::Worker).count(),
             }),
             _ => Err(anyhow!("{}", missing.join("; "))),
         }
@@ -293,6 +297,12 @@ localAPIEndpoint:
         port = i.api_port,
     );
     node_registration(&mut s, i);
+    if i.workers == 0 {
+        // A cluster of one node (a lab, the demo): kubeadm's control-plane
+        // taint would leave the platform's pods nowhere to run, as
+        // Kubespray leaves a master that is also a node untainted.
+        s.push_str("  taints: []\n");
+    }
     // kubeadm 1.25 checks that no proxy captures the pod and service CIDRs
     // by parsing "https://[<IPv4>]:1234", which Go >= 1.24's net/url
     // rejects: built with today's Go the check fails on every IPv4 cluster.
@@ -513,6 +523,28 @@ mod tests {
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots"),
             "kube-files.txt",
             &text,
+        );
+    }
+
+    #[test]
+    fn a_master_alone_is_not_tainted_one_with_workers_is() {
+        let mut c = config(Runtime::Containerd);
+        let patches = Path::new("/p");
+        let with = init_config(
+            &Inputs::new(&c, &c.nodes[0], "v1.25.6").unwrap(),
+            "t",
+            patches,
+        );
+        assert!(!with.contains("taints"), "{with}");
+        c.nodes.truncate(1);
+        let alone = init_config(
+            &Inputs::new(&c, &c.nodes[0], "v1.25.6").unwrap(),
+            "t",
+            patches,
+        );
+        assert!(
+            alone.contains("  imagePullPolicy: IfNotPresent\n  taints: []\n"),
+            "{alone}"
         );
     }
 

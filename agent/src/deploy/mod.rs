@@ -476,6 +476,37 @@ impl Engine {
         {
             return self.secret(namespace, name, password);
         }
+        if let Release::Chart {
+            release,
+            namespace,
+            artifact,
+            values,
+        } = r
+        {
+            // Helm can run long (it waits for a hook Job): it runs beside a
+            // loop that says what the release's namespace is waiting for.
+            let start = Instant::now();
+            loop {
+                let label = format!("{}: helm release {namespace}/{release}", s.component);
+                let tried = self.beside(events, &label, namespace, || {
+                    self.helm_release(s, release, namespace, artifact, values, redo)
+                })?;
+                match tried {
+                    Err(e)
+                        if retryable(&format!("{e:#}"))
+                            && start.elapsed() < cluster::APPLY_WAIT =>
+                    {
+                        events.emit(
+                            StepId::Deploy,
+                            Kind::Progress,
+                            &format!("{label}: the API server is away ({}); again", last_line(&e)),
+                        )?;
+                        std::thread::sleep(Duration::from_secs(10));
+                    }
+                    other => return other,
+                }
+            }
+        }
         let what = format!("{}: the API server to take {}", s.component, r.name());
         wait(events, StepId::Deploy, &what, cluster::APPLY_WAIT, || {
             let tried = match r {
@@ -858,5 +889,63 @@ impl Engine {
         Ok(format!(
             "secret {namespace}/{name} holds the site's {password} (key `password`; value not shown)"
         ))
+    }
+
+    /// Runs `f` on its own thread while this one says, every 30 s, how long
+    /// it has run and what is not running well in `namespace` (a hook Job's
+    /// pod that cannot be scheduled, an image that does not pull).
+    fn beside<T: Send>(
+        &self,
+        events: &mut Sink,
+        label: &str,
+        namespace: &str,
+        f: impl FnOnce() -> T + Send,
+    ) -> Result<T> {
+        std::thread::scope(|sc| {
+            let h = sc.spawn(f);
+            let start = Instant::now();
+            let mut said = Instant::now();
+            while !h.is_finished() {
+                std::thread::sleep(Duration::from_millis(200));
+                if said.elapsed() >= Duration::from_secs(30) {
+                    said = Instant::now();
+                    let pods = match self
+                        .kube
+                        .json(&format!("/api/v1/namespaces/{namespace}/pods"))
+                    {
+                        Ok(v) => {
+                            let trouble: Vec<String> = v["items"]
+                                .as_array()
+                                .map_or(&[][..], |a| a.as_slice())
+                                .iter()
+                                .filter_map(|p| {
+                                    let t = report::pod_trouble(p)?;
+                                    Some(format!(
+                                        "{}: {t}",
+                                        p["metadata"]["name"].as_str().unwrap_or("?")
+                                    ))
+                                })
+                                .collect();
+                            if trouble.is_empty() {
+                                "no pod in trouble".to_string()
+                            } else {
+                                trouble.join("; ")
+                            }
+                        }
+                        Err(e) => e,
+                    };
+                    events.emit(
+                        StepId::Deploy,
+                        Kind::Progress,
+                        &format!(
+                            "{label}: still running ({} s): {pods}",
+                            start.elapsed().as_secs()
+                        ),
+                    )?;
+                }
+            }
+            h.join()
+                .map_err(|_| anyhow::anyhow!("{label}: the thread running it panicked"))
+        })
     }
 }
