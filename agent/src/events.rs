@@ -124,20 +124,21 @@ impl Sink {
     }
 }
 
-/// Every event recorded in `state_dir`, oldest first.
+/// Every event recorded in `state_dir`, oldest first. A line that does not
+/// parse is skipped: the stream is append-only, so it can only be a write a
+/// power cut tore (seen: the master's status page unreadable for the rest of
+/// its life after a cut during kubeadm init).
 pub fn read_all(state_dir: &Path) -> Result<Vec<Event>> {
     let p = state_dir.join(EVENTS_FILE);
-    let text = match std::fs::read_to_string(&p) {
+    let bytes = match std::fs::read(&p) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("reading {}", p.display())),
     };
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).with_context(|| format!("{} line {}", p.display(), i + 1))
-        })
-        .collect()
+    Ok(String::from_utf8_lossy(&bytes)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l.trim_matches('\0')).ok())
+        .collect())
 }
 
 #[cfg(test)]
@@ -175,5 +176,25 @@ mod tests {
         assert_eq!(j.steps[&StepId::Verify].detail, "fast: 3 artifacts");
         assert_eq!(j.steps[&StepId::Serve].state, State::Failed);
         assert_eq!(j.steps[&StepId::Serve].at, ev[3].at);
+    }
+
+    #[test]
+    fn a_line_a_power_cut_tore_is_skipped_not_fatal() {
+        let t = tempfile::tempdir().unwrap();
+        let mut s = Sink::open(t.path()).unwrap().quiet();
+        s.emit(StepId::Init, Kind::Started, "").unwrap();
+        drop(s);
+        // The tail a cut leaves: half a line, zeros where blocks were.
+        let p = t.path().join(EVENTS_FILE);
+        let mut b = std::fs::read(&p).unwrap();
+        b.extend_from_slice(b"{\"at\":\"2026-12-03T1");
+        b.extend_from_slice(&[0u8; 64]);
+        b.push(b'\n');
+        std::fs::write(&p, &b).unwrap();
+        let mut s = Sink::open(t.path()).unwrap().quiet();
+        s.emit(StepId::Init, Kind::Done, "after the cut").unwrap();
+        let ev = read_all(t.path()).unwrap();
+        assert_eq!(ev.len(), 2, "{ev:?}");
+        assert_eq!(ev[1].detail, "after the cut");
     }
 }

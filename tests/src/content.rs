@@ -198,12 +198,14 @@ pub fn chart_tgz(name: &str, version: &str, image: &str) -> Result<(Vec<u8>, ser
 /// bundled images (one by tag, one by digest), for the offline completeness
 /// check and the apps wave.
 pub fn demo_manifest(pinned_digest: &str) -> String {
-    // app-a runs busybox's sleep (its image's own command, cat, ends at
-    // once); the pinned image holds only a file, so it is named by a
+    // Its own label: the demo chart's Deployment (release `demo`) selects
+    // app=demo, and two Deployments with one selector fight over their
+    // pods (seen: a rollout that never ended on two nodes). app-a runs
+    // busybox's sleep (its image's own command, cat, ends at once); the pinned image holds only a file, so it is named by a
     // suspended CronJob: never run, but still an image the manifest uses,
     // by digest, that the offline check must find bundled.
     format!(
-        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: demo-app, namespace: demo}}\nspec:\n  selector: {{matchLabels: {{app: demo}}}}\n  template:\n    metadata: {{labels: {{app: demo}}}}\n    spec:\n      containers:\n        - {{name: app, image: 'registry.demo.kpaas.test/demo/app-a:1.0', command: [/bin/sleep, '2147483647']}}\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: demo-pinned, namespace: demo}}\nspec:\n  schedule: '@yearly'\n  suspend: true\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n            - {{name: pinned, image: 'registry.demo.kpaas.test/demo/pinned@{pinned_digest}'}}\n"
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: demo-app, namespace: demo}}\nspec:\n  selector: {{matchLabels: {{app: demo-app}}}}\n  template:\n    metadata: {{labels: {{app: demo-app}}}}\n    spec:\n      containers:\n        - {{name: app, image: 'registry.demo.kpaas.test/demo/app-a:1.0', command: [/bin/sleep, '2147483647']}}\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {{name: demo-pinned, namespace: demo}}\nspec:\n  schedule: '@yearly'\n  suspend: true\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers:\n            - {{name: pinned, image: 'registry.demo.kpaas.test/demo/pinned@{pinned_digest}'}}\n"
     )
 }
 

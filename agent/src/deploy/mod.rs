@@ -436,6 +436,13 @@ impl Engine {
                 )
             }
         );
+        // The images this component's pods unpacked are on disk before the
+        // next wave starts: containerd writes unpacked layers without
+        // syncing, and a power cut can leave their files empty (seen at
+        // kubeadm init). The journal says ready only for what would survive.
+        run("sync")
+            .ok_on(self.runner.as_ref())
+            .context("flushing the unpacked images to disk")?;
         j.mark_ready(&s.component, s.wave, &detail)?;
         events.emit(
             StepId::Deploy,
