@@ -1,0 +1,370 @@
+//! Two TCG guests from one image form a real Kubernetes cluster at first
+//! boot, offline: the test kit's kubeadm, kubelet, control plane, CoreDNS,
+//! kube-proxy and flannel from the demo bundle, containerd from the image;
+//! then the master deploys the demo platform's waves (a Helm release with a
+//! hook, local-path storage, a kustomization, real Vault, Harbor's registry
+//! filled from the seed, real MariaDB, stand-ins for Keycloak and the
+//! portal). Their only network is a private socket network; the host
+//! reaches the master's API and two NodePorts through qemu's restricted user
+//! network (no route out, which a pod checks). Needs `just setup`.
+
+#![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+
+mod common;
+
+use common::ready;
+use kpaas_testkit::lab::{Lab, json, kubectl, overlay};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(40 * 60);
+/// A cluster step that failed: the boot stops there until the next one.
+const STOPPED: &[&str] = &["the cluster stopped at step"];
+
+/// Every image reference a node holds, by tag or by digest, as the node's
+/// status lists them (containerd's image store through kubelet).
+fn node_images(nodes: &serde_json::Value) -> BTreeSet<String> {
+    nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|n| {
+            n["status"]["images"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|i| i["names"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A pod on `node` (host network when asked) running `cmd` in `image`,
+/// to completion; returns its phase and log.
+fn run_pod(
+    kc: &std::path::Path,
+    dir: &std::path::Path,
+    name: &str,
+    node: &str,
+    image: &str,
+    cmd: &[&str],
+    host_network: bool,
+) -> (String, String) {
+    let pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "nodeName": node,
+            "hostNetwork": host_network,
+            "restartPolicy": "Never",
+            "containers": [{"name": "c", "image": image, "command": cmd, "imagePullPolicy": "IfNotPresent"}],
+        },
+    });
+    let f = dir.join(format!("{name}.json"));
+    std::fs::write(&f, pod.to_string()).unwrap();
+    kubectl(kc, &["apply", "-f", &f.to_string_lossy()]).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        let p = json(kc, &["get", "pod", name, "-n", "default"]);
+        let phase = p["status"]["phase"].as_str().unwrap_or("").to_string();
+        if phase == "Succeeded" || phase == "Failed" {
+            let log = kubectl(kc, &["logs", name, "-n", "default"]).unwrap_or_default();
+            return (phase, log);
+        }
+        assert!(
+            start.elapsed() < LONG,
+            "pod {name} did not finish: {}",
+            p["status"]
+        );
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
+// Not yet in `just test`: in its last run (two TCG guests on this 2-core
+// host) the master's kube-controller-manager lost its leader-election lease
+// under load and crash-looped, so Vault's Service never got endpoints and
+// the deploy waited at Vault's wave. The fix (no leader election for the
+// single control plane, patient probes for the controller-manager and the
+// scheduler) is next; until it has run here this test is run by hand:
+// `cargo test -p kpaas-builder --test e2e_platform -- --ignored`.
+#[test]
+#[ignore = "the two-node platform run is not yet stable under TCG on 2 cores: see the comment above"]
+fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_power_cuts() {
+    if !ready("cluster") {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let lab = Lab::build(t.path(), true).unwrap();
+    let mdisk = overlay(&lab.raw, &t.path().join("master.qcow2"));
+
+    // Power cut during kubeadm init: the control plane's manifests are
+    // written, nothing after.
+    let mut m = lab.master(&mdisk);
+    m.wait_unless(
+        "kpaas-agent: init: kubeadm phase control-plane all: done",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+    drop(m);
+    let mut m = lab.master(&mdisk);
+    m.wait_unless("a half-done kubeadm init was found", STOPPED, LONG)
+        .unwrap();
+    m.wait_unless("kpaas-agent: cni: ", STOPPED, LONG).unwrap();
+    assert!(!m.console().contains("cni: FAILED"), "{}", m.console());
+    let kc = lab.kubeconfig();
+    kubectl(&kc, &["get", "--raw", "/readyz"]).unwrap();
+
+    // A worker whose seed pins another CA: refused, says so, leaves nothing.
+    let bad_disk = overlay(&lab.raw, &t.path().join("bad.qcow2"));
+    let mut bad = lab.worker("bad-worker", &bad_disk, &lab.wrong_ca_seed());
+    bad.wait_for("kpaas-agent: join: FAILED", LONG).unwrap();
+    let c = bad.console();
+    assert!(
+        c.contains("was refused")
+            && c.contains("pinned")
+            && c.contains("nothing half-joined is left"),
+        "{c}"
+    );
+    drop(bad);
+    let nodes = json(&kc, &["get", "nodes"]);
+    let names: Vec<&str> = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["kpaas-master"],
+        "the refused worker is not in the cluster"
+    );
+    kubectl(&kc, &["get", "--raw", "/readyz"]).expect("the master is unharmed");
+
+    // The real worker, from the universal seed.
+    let wdisk = overlay(&lab.raw, &t.path().join("worker.qcow2"));
+    let mut w = lab.worker("worker", &wdisk, &lab.seeds.join("universal.iso"));
+    w.wait_unless("kpaas-agent: join: joined the cluster", STOPPED, LONG)
+        .unwrap();
+    w.wait_unless(
+        "kpaas-agent: ready: node kpaas-worker1 Ready",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+    m.wait_unless(
+        "kpaas-agent: ready: cluster ready: 2 node(s) Ready",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+
+    // From the host: both nodes Ready, kube-system Running.
+    let nodes = json(&kc, &["get", "nodes"]);
+    for n in nodes["items"].as_array().unwrap() {
+        let ready = n["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        assert!(ready, "{} is not Ready", n["metadata"]["name"]);
+    }
+    let pods = json(&kc, &["-n", "kube-system", "get", "pods"]);
+    let mut running = BTreeSet::new();
+    for p in pods["items"].as_array().unwrap() {
+        let name = p["metadata"]["name"].as_str().unwrap().to_string();
+        assert_eq!(p["status"]["phase"], "Running", "{name}: {}", p["status"]);
+        running.insert(name.split('-').take(2).collect::<Vec<_>>().join("-"));
+    }
+    for want in [
+        "coredns-",
+        "kube-proxy",
+        "kube-flannel",
+        "etcd-kpaas",
+        "kube-apiserver",
+    ] {
+        assert!(
+            running
+                .iter()
+                .any(|r| r.starts_with(want.trim_end_matches('-'))),
+            "no {want} pod running: {running:?}"
+        );
+    }
+
+    // Every image the nodes hold came from the seed: each tag is a bundled
+    // reference, each digest a bundled artifact's.
+    let bj: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lab.bundle.join("bundle.json")).unwrap()).unwrap();
+    let arts = bj["artifacts"].as_array().unwrap();
+    let names: BTreeSet<&str> = arts
+        .iter()
+        .filter(|a| a["kind"] == "image")
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    let digests: BTreeSet<&str> = arts.iter().filter_map(|a| a["digest"].as_str()).collect();
+    let held = node_images(&nodes);
+    assert!(held.len() >= 8, "{held:?}");
+    for r in &held {
+        match r.split_once('@') {
+            Some((_, d)) => assert!(
+                digests.contains(d),
+                "{r}: a digest the bundle does not hold"
+            ),
+            None => assert!(names.contains(r.as_str()), "{r}: not a bundled image"),
+        }
+    }
+
+    // The platform: the master deploys every wave. Power cut while Harbor's
+    // wave runs (the registry being applied or filled), after Vault's: the
+    // next boot unseals Vault with the key it kept (nobody types), then
+    // resumes at the release that was not finished.
+    m.wait_unless("kpaas-agent: deploy: wave 6: harbor", STOPPED, LONG)
+        .unwrap();
+    drop(m);
+    let mut m = lab.master(&mdisk);
+    m.wait_unless("kpaas-agent: deploy: platform ready", STOPPED, LONG)
+        .unwrap();
+    let c = m.console();
+    assert!(
+        c.contains("apps: demo applied at an earlier run")
+            && c.contains("(apps): ready at an earlier run")
+            && c.contains("(vault): ready at an earlier run"),
+        "the second boot resumes, it does not start over:\n{c}"
+    );
+    let unsealed = c
+        .find("kpaas-agent: unseal: Vault at http://10.10.0.10:31654 unsealed")
+        .expect("the agent unseals Vault after the reboot");
+    assert!(
+        unsealed < c.find("kpaas-agent: deploy: platform ready").unwrap(),
+        "unsealed before the deploy resumed"
+    );
+    assert!(
+        !c.contains("keys_base64") && !c.contains("root_token"),
+        "Vault's key is never on the console"
+    );
+    let kc = lab.kubeconfig();
+    // Helm's view: the hook chart installed once.
+    let helm = std::process::Command::new(kpaas_testkit::kit::bin_dir().join("helm"))
+        .args(["list", "-A", "-o", "json", "--kubeconfig"])
+        .arg(&kc)
+        .env("HELM_CACHE_HOME", t.path().join("helm"))
+        .env("HELM_CONFIG_HOME", t.path().join("helm"))
+        .env("HELM_DATA_HOME", t.path().join("helm"))
+        .output()
+        .unwrap();
+    let releases: serde_json::Value = serde_json::from_slice(&helm.stdout).unwrap();
+    assert_eq!(releases[0]["name"], "demo", "{releases}");
+    assert_eq!(releases[0]["status"], "deployed", "{releases}");
+    assert_eq!(releases[0]["revision"], "1", "installed once: {releases}");
+    // Storage: the provisioner bound Vault's, the registry's and MariaDB's
+    // volumes on the default class.
+    let pvcs = json(&kc, &["get", "pvc", "-A"]);
+    let bound: Vec<String> = pvcs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["status"]["phase"] == "Bound")
+        .map(|p| {
+            format!(
+                "{}/{}",
+                p["metadata"]["namespace"].as_str().unwrap(),
+                p["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    for want in [
+        "vault/data-vault-0",
+        "harbor/cp-harbor-registry",
+        "mariadb/data-cp-mariadb-0",
+    ] {
+        assert!(
+            bound.iter().any(|b| b == want),
+            "{want} not bound: {bound:?}"
+        );
+    }
+    // Harbor's place holds every image and chart of the bundle under the
+    // project, with the bundle's digests.
+    let registry = format!("127.0.0.1:{}", lab.registry_port);
+    let pushed: Vec<&serde_json::Value> = arts
+        .iter()
+        .filter(|a| a["kind"] == "image" || a["kind"] == "chart")
+        .collect();
+    for a in &pushed {
+        let r = airgap_bundle::ImageRef::parse(a["name"].as_str().unwrap()).unwrap();
+        let reference = r
+            .tag
+            .clone()
+            .unwrap_or_else(|| a["digest"].as_str().unwrap().to_string());
+        let reply = kpaas_testkit::http::send(
+            &registry,
+            "HEAD",
+            &format!(
+                "/v2/cp-portal-repository/{}/manifests/{reference}",
+                r.name()
+            ),
+            &[("Accept", airgap_bundle::oci::MANIFEST_ACCEPT)],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(reply.status, 200, "{} not in the registry", a["name"]);
+        assert_eq!(
+            reply.header("docker-content-digest").unwrap_or_default(),
+            a["digest"].as_str().unwrap(),
+            "{}",
+            a["name"]
+        );
+    }
+    // The worker switched its mirrors to the registry (after the master's
+    // status page named it); a pod made now on the worker, with an image no
+    // node has pulled, comes through the registry: its access log shows it.
+    w.wait_unless(
+        "kpaas-agent: handoff: mirrors now 10.10.0.10:30002/cp-portal-repository first",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+    let (phase, _) = run_pod(
+        &kc,
+        t.path(),
+        "through-harbor",
+        "kpaas-worker1",
+        "registry.demo.kpaas.test/demo/app-b-docker:1.0",
+        &["/bin/true"],
+        false,
+    );
+    assert_eq!(phase, "Succeeded");
+    let log = kubectl(&kc, &["logs", "-n", "harbor", "deploy/cp-harbor-registry"]).unwrap();
+    // The hand-off only HEADs and PUTs; a GET is a runtime pulling.
+    assert!(
+        log.lines().any(|l| l.contains(
+            "\"GET /v2/cp-portal-repository/registry.demo.kpaas.test/demo/app-b-docker/"
+        )),
+        "the worker's pull did not come through the registry:\n{log}"
+    );
+    // No route out: from the worker's own network, the outside is unreachable.
+    let (phase, log) = run_pod(
+        &kc,
+        t.path(),
+        "no-route-out",
+        "kpaas-worker1",
+        "docker.io/library/busybox:1.35",
+        &["wget", "-T", "5", "-q", "-O", "-", "http://1.1.1.1/"],
+        true,
+    );
+    assert_eq!(phase, "Failed", "the outside answered: {log}");
+    // Vault is unsealed; MariaDB answers; the stand-ins are named so.
+    let vault = format!("127.0.0.1:{}", lab.vault_port);
+    let seal = kpaas_testkit::http::send(&vault, "GET", "/v1/sys/seal-status", &[], b"").unwrap();
+    let seal: serde_json::Value = serde_json::from_slice(&seal.body).unwrap();
+    assert_eq!(
+        (seal["initialized"].as_bool(), seal["sealed"].as_bool()),
+        (Some(true), Some(false)),
+        "{seal}"
+    );
+    let standins = json(
+        &kc,
+        &["get", "deploy", "-A", "-l", "kpaas.io/stand-in=true"],
+    );
+    assert_eq!(standins["items"].as_array().unwrap().len(), 2, "{standins}");
+}
