@@ -315,14 +315,21 @@ localAPIEndpoint:
 }
 
 /// kubeadm patches for the control plane's static pods, by file name: more
-/// patience in the probes of the API server and etcd. kubeadm's defaults
+/// patience in the probes of the API server and etcd (and of the
+/// controller-manager and the scheduler, which restart alike when the API
+/// server is slow to answer them). kubeadm's defaults
 /// restart them after ~4 min of starting and ~2 min of not answering; on a
 /// slow or busy node (a small site server, a VM under emulation) a
 /// restarted API server then starts no faster, and the node never leaves
 /// that loop. Started and answering, they are probed as often as before.
 pub fn control_plane_patches() -> Vec<(String, String)> {
-    ["kube-apiserver", "etcd"]
-        .iter()
+    [
+        "kube-apiserver",
+        "etcd",
+        "kube-controller-manager",
+        "kube-scheduler",
+    ]
+    .iter()
         .map(|c| {
             (
                 format!("{c}+strategic.yaml"),
@@ -358,6 +365,15 @@ apiServer:
   certSANs: [{sans}]
   # Under emulation the control plane takes minutes to answer.
   timeoutForControlPlane: 15m0s
+# One control plane (K-PaaS standalone): nothing to elect. With election on,
+# a busy node's controller-manager misses a lease renewal, exits and
+# crash-loops (seen: two nodes under emulation; Services got no endpoints).
+controllerManager:
+  extraArgs:
+    leader-elect: "false"
+scheduler:
+  extraArgs:
+    leader-elect: "false"
 ---
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
