@@ -97,9 +97,15 @@ pub fn bundle_file(cfg: &NodeConfig, name: &str) -> Result<Vec<u8>> {
     else {
         bail!("the bundle holds no file {name:?}");
     };
+    read_blob(cfg, name, &d)
+}
+
+/// A blob of the bundle's store, checked against the digest it is stored
+/// under (`name` says whose it is in an error).
+pub fn read_blob(cfg: &NodeConfig, name: &str, d: &Digest) -> Result<Vec<u8>> {
     let p = cfg.bundle.join(format!("{BLOBS_DIR}{}", d.hex()));
     let bytes = std::fs::read(&p).with_context(|| format!("reading {name} ({})", p.display()))?;
-    if Digest::of(&bytes) != d {
+    if Digest::of(&bytes) != *d {
         bail!("{name} ({}) does not match its digest {d}", p.display());
     }
     Ok(bytes)

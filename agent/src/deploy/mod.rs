@@ -23,7 +23,7 @@ use crate::boot::cluster::{self, last_line, transient, wait};
 use crate::events::{Kind, Sink};
 use crate::{fill, kube, mirrors, vault};
 use airgap_bundle::deploy::{Hook, Readiness};
-use airgap_bundle::manifest::{BLOBS_DIR, BundleManifest};
+use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::node::NodeConfig;
 use airgap_bundle::offline::{Finding, Held};
 use airgap_bundle::plan::{Release, Step};
@@ -273,15 +273,7 @@ impl Engine {
             .iter()
             .find(|a| a.name == name)
             .with_context(|| format!("the bundle holds no artifact {name}"))?;
-        let blob = |d: &Digest| -> Result<Vec<u8>> {
-            let p = self.cfg.bundle.join(format!("{BLOBS_DIR}{}", d.hex()));
-            let bytes =
-                std::fs::read(&p).with_context(|| format!("reading {name} ({})", p.display()))?;
-            if Digest::of(&bytes) != *d {
-                bail!("{name} ({}) does not match its digest {d}", p.display());
-            }
-            Ok(bytes)
-        };
+        let blob = |d: &Digest| cluster::read_blob(&self.cfg, name, d);
         blob(&a.content_blob(blob)?)
     }
 
