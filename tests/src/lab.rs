@@ -374,3 +374,34 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// The console lines of a guest, with the seconds since its power-on.
+pub type Lines = Arc<Mutex<Vec<(f64, String)>>>;
+
+impl Lab {
+    /// Run `run` of a bench: a master and a worker (universal seed) on fresh
+    /// overlays of the image, powered on together, their consoles watched
+    /// until the master prints `until` (or `limit` passes). Returns the
+    /// master's and the worker's lines.
+    pub fn race(
+        &self,
+        work: &Path,
+        run: usize,
+        until: &str,
+        limit: Duration,
+    ) -> Result<(Lines, Lines)> {
+        let md = overlay(&self.raw, &work.join(format!("m{run}.qcow2")));
+        let wd = overlay(&self.raw, &work.join(format!("w{run}.qcow2")));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut m = self.master(&md);
+        std::thread::sleep(Duration::from_millis(300));
+        let w = self.worker("worker", &wd, &self.seeds.join("universal.iso"));
+        let ml = watch(m.serial.clone(), m.started, stop.clone());
+        let wl = watch(w.serial.clone(), w.started, stop.clone());
+        let res = m.wait_for(until, limit);
+        stop.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        res.map_err(|e| anyhow::anyhow!("run {run}: {e:#}"))?;
+        Ok((ml, wl))
+    }
+}

@@ -7,9 +7,7 @@
 //! the same run (goal: push >= 0.5 x read). Prints figures; asserts nothing.
 
 use anyhow::{Context, Result};
-use kpaas_testkit::lab::{Lab, first, median, overlay, watch};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use kpaas_testkit::lab::{Lab, first, median};
 use std::time::Duration;
 
 /// One run by default (a run takes most of an hour here): `--runs N`.
@@ -26,21 +24,14 @@ fn main() -> Result<()> {
     let work = tempfile::tempdir()?;
     let lab =
         Lab::build(work.path(), true).context("building the lab (demo bundle, seeds, image)")?;
-    let uni = lab.seeds.join("universal.iso");
     let mut totals = Vec::new();
     for run in 1..=runs {
-        let md = overlay(&lab.raw, &work.path().join(format!("m{run}.qcow2")));
-        let wd = overlay(&lab.raw, &work.path().join(format!("w{run}.qcow2")));
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut m = lab.master(&md);
-        std::thread::sleep(Duration::from_millis(300));
-        let w = lab.worker("worker", &wd, &uni);
-        let ml = watch(m.serial.clone(), m.started, stop.clone());
-        let wl = watch(w.serial.clone(), w.started, stop.clone());
-        let res = m.wait_for("kpaas-agent: deploy: platform ready", LIMIT);
-        stop.store(true, Ordering::SeqCst);
-        std::thread::sleep(Duration::from_millis(300));
-        res.with_context(|| format!("run {run}"))?;
+        let (ml, wl) = lab.race(
+            work.path(),
+            run,
+            "kpaas-agent: deploy: platform ready",
+            LIMIT,
+        )?;
         let lines = ml.lock().map(|l| l.clone()).unwrap_or_default();
         let at = |marker: &str| first(&ml, marker);
         let cluster = at("kpaas-agent: ready: cluster ready").unwrap_or_default();
