@@ -183,6 +183,219 @@ pub async fn unseal(path: &Path) -> Result<String> {
     Ok(format!("Vault at {} unsealed", k.address))
 }
 
+/// Where the portal's approle ids are kept (upstream's
+/// `~/.env/cp-vault-vars.sh`, same variables), under the state directory.
+pub const APPROLE_FILE: &str = "secrets/cp-vault-vars.sh";
+
+/// K-PaaS's policy for the portal's approle: the kv-v2 mount it reads and
+/// writes clusters' secrets in. Inferred from the role's use (the portal
+/// keeps cluster credentials under `secret/`); upstream's exact text is not
+/// in our sources.
+pub const CP_POLICY: &str = "path \"secret/*\" {\n  capabilities = [\"create\", \"read\", \"update\", \"delete\", \"list\"]\n}\n";
+
+/// What the portal's Vault holds about the cluster it runs on.
+pub struct ClusterSecret<'a> {
+    pub api_url: &'a str,
+    /// The token of `kube-system/k8sadmin` (cluster-admin).
+    pub token: &'a str,
+    pub bound_cidrs: &'a [String],
+}
+
+/// One authenticated call with the kept root token; the answer's JSON
+/// (null for 204). Vault's error text names the problem and never echoes
+/// the token.
+async fn call(
+    k: &Kept,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value> {
+    let mut req = client()
+        .request(method.clone(), format!("{}/v1/{path}", k.address))
+        .header("X-Vault-Token", &k.root_token);
+    if let Some(b) = body {
+        req = req
+            .header("Content-Type", "application/json")
+            .body(b.to_string());
+    }
+    let r = req
+        .send()
+        .await
+        .with_context(|| format!("Vault at {}: {method} /v1/{path}", k.address))?;
+    let status = r.status();
+    let bytes = r.bytes().await?;
+    if !status.is_success() {
+        bail!(
+            "Vault at {}: {method} /v1/{path}: {status} {}",
+            k.address,
+            String::from_utf8_lossy(&bytes).trim()
+        );
+    }
+    if bytes.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("Vault at {}: {method} /v1/{path}: not JSON", k.address))
+}
+
+/// K-PaaS's Vault steps after init (upstream's play 10 over curl), each
+/// safe to run again: approle enabled, kv-v2 mounted at `secret/`, the
+/// cluster's secret written, policy `cp_policy`, role `cp_role` bound to
+/// `bound_cidrs`; then the role id and one secret id kept in `vars`
+/// (0600), made once: a resumed deploy does not mint another. Returns what
+/// to record (no secret in it).
+pub async fn setup_cluster(kept: &Path, cs: &ClusterSecret<'_>, vars: &Path) -> Result<String> {
+    use reqwest::Method;
+    let k = read_kept(kept)?;
+    let auths = call(&k, Method::GET, "sys/auth", None).await?;
+    if auths["data"]["approle/"].is_null() && auths["approle/"].is_null() {
+        call(
+            &k,
+            Method::POST,
+            "sys/auth/approle",
+            Some(serde_json::json!({"type": "approle"})),
+        )
+        .await?;
+    }
+    let mounts = call(&k, Method::GET, "sys/mounts", None).await?;
+    let m = if mounts["data"]["secret/"].is_null() {
+        &mounts["secret/"]
+    } else {
+        &mounts["data"]["secret/"]
+    };
+    if m.is_null() {
+        call(
+            &k,
+            Method::POST,
+            "sys/mounts/secret",
+            Some(serde_json::json!({"type": "kv", "options": {"version": "2"}})),
+        )
+        .await?;
+    } else if m["type"] != "kv" || m["options"]["version"] != "2" {
+        bail!(
+            "Vault at {}: secret/ is mounted already as {} (options {}), not kv version 2: the portal reads kv-v2 there; unmount it or reinstall Vault",
+            k.address,
+            m["type"],
+            m["options"]
+        );
+    }
+    let secret = serde_json::json!({"data": {
+        "clusterApiUrl": cs.api_url,
+        "clusterId": "host-cluster",
+        "clusterToken": cs.token,
+    }});
+    // A kv-v2 mount made a moment ago may refuse writes while it upgrades
+    // its backend ("Upgrading from non-versioned to versioned data").
+    let mut tries = 0;
+    loop {
+        match call(
+            &k,
+            Method::POST,
+            "secret/data/cluster/host-cluster",
+            Some(secret.clone()),
+        )
+        .await
+        {
+            Ok(_) => break,
+            Err(_) if tries < 30 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    call(
+        &k,
+        Method::PUT,
+        "sys/policies/acl/cp_policy",
+        Some(serde_json::json!({ "policy": CP_POLICY })),
+    )
+    .await?;
+    call(
+        &k,
+        Method::POST,
+        "auth/approle/role/cp_role",
+        Some(serde_json::json!({
+            "token_policies": ["cp_policy"],
+            "secret_id_bound_cidrs": cs.bound_cidrs,
+            "token_bound_cidrs": cs.bound_cidrs,
+        })),
+    )
+    .await?;
+    let made = if vars.exists() {
+        false
+    } else {
+        let role = call(&k, Method::GET, "auth/approle/role/cp_role/role-id", None).await?;
+        let sid = call(
+            &k,
+            Method::POST,
+            "auth/approle/role/cp_role/secret-id",
+            None,
+        )
+        .await?;
+        let (Some(role_id), Some(secret_id)) = (
+            role["data"]["role_id"].as_str(),
+            sid["data"]["secret_id"].as_str(),
+        ) else {
+            bail!(
+                "Vault at {}: cp_role answered without a role id or secret id",
+                k.address
+            );
+        };
+        if let Some(dir) = vars.parent() {
+            create_dir(dir)?;
+            set_mode(dir, 0o700)?;
+        }
+        write_atomic(
+            vars,
+            format!("export VAULT_ROLE_ID=\"{role_id}\"\nexport VAULT_SECRET_ID=\"{secret_id}\"\n")
+                .as_bytes(),
+        )
+        .with_context(|| format!("keeping the portal's approle ids in {}", vars.display()))?;
+        set_mode(vars, 0o600)?;
+        true
+    };
+    Ok(format!(
+        "Vault set up for the portal: approle, kv-v2 at secret/, secret/data/cluster/host-cluster for {}, policy cp_policy, role cp_role bound to {}; role and secret ids {} {} (0600)",
+        cs.api_url,
+        if cs.bound_cidrs.is_empty() {
+            "any address".to_string()
+        } else {
+            cs.bound_cidrs.join(", ")
+        },
+        if made { "kept in" } else { "kept already in" },
+        vars.display()
+    ))
+}
+
+/// The hook `vault-cluster-secret`: the cluster's secret reads back with
+/// `api_url` and a token, and role `cp_role` exists. None when it holds;
+/// else what is missing.
+pub async fn cluster_secret_missing(kept: &Path, api_url: &str) -> Result<Option<String>> {
+    use reqwest::Method;
+    let k = read_kept(kept)?;
+    let got = match call(&k, Method::GET, "secret/data/cluster/host-cluster", None).await {
+        Ok(v) => v,
+        Err(e) => return Ok(Some(format!("{e:#}"))),
+    };
+    let d = &got["data"]["data"];
+    if d["clusterApiUrl"] != api_url || d["clusterToken"].as_str().unwrap_or("").is_empty() {
+        return Ok(Some(format!(
+            "secret/data/cluster/host-cluster holds clusterApiUrl {} (want {api_url}) and {} token",
+            d["clusterApiUrl"],
+            if d["clusterToken"].as_str().unwrap_or("").is_empty() {
+                "no"
+            } else {
+                "a"
+            }
+        )));
+    }
+    if let Err(e) = call(&k, Method::GET, "auth/approle/role/cp_role", None).await {
+        return Ok(Some(format!("{e:#}")));
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
@@ -282,6 +495,106 @@ mod tests {
         assert!(
             format!("{e:#}").contains("initialised by something else"),
             "{e:#}"
+        );
+    }
+
+    /// An approle login from this host with the kept ids: the client token,
+    /// or Vault's refusal.
+    async fn login(address: &str, vars: &Path) -> Result<String, String> {
+        let text = std::fs::read_to_string(vars).unwrap();
+        let id = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("export {name}=\"")))
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap()
+                .to_string()
+        };
+        let r = client()
+            .post(format!("{address}/v1/auth/approle/login"))
+            .body(
+                serde_json::json!({"role_id": id("VAULT_ROLE_ID"), "secret_id": id("VAULT_SECRET_ID")})
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        match v["auth"]["client_token"].as_str() {
+            Some(t) if status.is_success() => Ok(t.to_string()),
+            _ => Err(format!("{status} {v}")),
+        }
+    }
+
+    #[tokio::test]
+    async fn vault_is_set_up_for_the_portal_once_and_its_approle_reads_the_cluster_secret() {
+        let Some(bin) = kpaas_testkit::kit::program("vault_setup", "vault") else {
+            return;
+        };
+        let t = tempfile::tempdir().unwrap();
+        let port = kpaas_testkit::servers::free_port();
+        let address = format!("http://127.0.0.1:{port}");
+        let state = t.path().join("state");
+        let key = key_path(&state);
+        let vars = state.join(APPROLE_FILE);
+        let _server = start(&bin, t.path(), port);
+        until_up(&address).await;
+        init_and_unseal(&address, 1, 1, &key).await.unwrap();
+        let api = "https://192.0.2.10:6443";
+        assert!(
+            cluster_secret_missing(&key, api).await.unwrap().is_some(),
+            "nothing is written yet"
+        );
+        let here = vec!["127.0.0.1/32".to_string()];
+        let cs = ClusterSecret {
+            api_url: api,
+            token: "k8sadmin-token-for-the-test",
+            bound_cidrs: &here,
+        };
+        let said = setup_cluster(&key, &cs, &vars).await.unwrap();
+        assert!(!said.contains("k8sadmin-token-for-the-test"), "{said}");
+        assert_eq!(cluster_secret_missing(&key, api).await.unwrap(), None);
+        let wrong = cluster_secret_missing(&key, "https://192.0.2.99:6443")
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(wrong.contains("want https://192.0.2.99:6443"), "{wrong}");
+        assert_eq!(
+            std::fs::metadata(&vars).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // The portal's way in: the kept ids log in from a bound address and
+        // the policy lets the token read the cluster's secret.
+        let token = login(&address, &vars).await.unwrap();
+        let r = client()
+            .get(format!("{address}/v1/secret/data/cluster/host-cluster"))
+            .header("X-Vault-Token", token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "{}", r.status());
+        let v: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(
+            v["data"]["data"]["clusterToken"],
+            "k8sadmin-token-for-the-test"
+        );
+        assert_eq!(v["data"]["data"]["clusterId"], "host-cluster");
+        // Again (a resumed deploy): every step holds, no second secret id.
+        let before = std::fs::read(&vars).unwrap();
+        let again = setup_cluster(&key, &cs, &vars).await.unwrap();
+        assert!(again.contains("kept already"), "{again}");
+        assert_eq!(std::fs::read(&vars).unwrap(), before);
+        // Bound elsewhere: this host's login is refused.
+        let away = vec!["192.0.2.10/32".to_string()];
+        let cs = ClusterSecret {
+            bound_cidrs: &away,
+            ..cs
+        };
+        setup_cluster(&key, &cs, &vars).await.unwrap();
+        let refused = login(&address, &vars).await.unwrap_err();
+        assert!(
+            refused.contains("400") || refused.contains("403"),
+            "{refused}"
         );
     }
 }

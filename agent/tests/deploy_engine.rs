@@ -23,6 +23,10 @@ const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {h
 
 /// The demo plan's platform steps up to Kubeflow's place (the later waves
 /// need real pods and node ports: the VM tests run them).
+/// The site's portal password: it must reach the chart's values and
+/// nothing else.
+const PORTAL_ADMIN: &str = "s1te-Portal-pw";
+
 fn platform() -> Vec<Step> {
     let cat =
         Catalog::from_yaml(airgap_bundle::platforms::builtin("demo").unwrap(), "demo").unwrap();
@@ -79,6 +83,14 @@ impl Node {
                 .unwrap();
         }
         std::fs::create_dir_all(root.join("etc/kubernetes")).unwrap();
+        // The site's passwords, as the seed leaves them on the master.
+        let secrets = root.join("etc/kpaas/secrets");
+        std::fs::create_dir_all(&secrets).unwrap();
+        std::fs::write(
+            secrets.join("passwords.yaml"),
+            format!("portal_admin: {PORTAL_ADMIN}\nmariadb_root: not-used-here\n"),
+        )
+        .unwrap();
         std::fs::copy(&cp.kubeconfig, root.join("etc/kubernetes/admin.conf")).unwrap();
         let n = Node {
             state: t.join("state"),
@@ -387,6 +399,23 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         ])
         .unwrap();
     assert_eq!(job, "1", "the hook Job ran");
+    // The chart's `{secret.portal_admin}` value: the site's password in the
+    // release, only a placeholder in the node config and the events.
+    let values: serde_json::Value =
+        serde_json::from_str(&node.helm(&["get", "values", "demo", "-n", "demo", "-o", "json"]))
+            .unwrap();
+    assert_eq!(values["admin_password"], PORTAL_ADMIN, "{values}");
+    let config = std::fs::read_to_string(&node.config).unwrap();
+    assert!(
+        config.contains("{secret.portal_admin}") && !config.contains(PORTAL_ADMIN),
+        "the node config keeps the placeholder"
+    );
+    assert!(
+        !std::fs::read_to_string(node.state.join("events.jsonl"))
+            .unwrap()
+            .contains(PORTAL_ADMIN),
+        "no password in the events"
+    );
     // The hand-off: the journal names the registry (workers read it from
     // the status page), this node's mirrors point there first.
     assert_eq!(

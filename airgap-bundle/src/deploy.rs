@@ -48,6 +48,13 @@ pub enum Install {
     /// One of the component's file artifacts (YAML documents), applied
     /// server-side.
     Manifest(String),
+    /// A file artifact with upstream's placeholders replaced first, as its
+    /// scripts `sed` them (`{NFS_SERVER_PRIVATE_IP}` in K-PaaS's NFS
+    /// provisioner), applied server-side.
+    ManifestFilled(FilledInstall),
+    /// StorageClass NAME made the cluster's default (upstream's `kubectl
+    /// patch` after its storage manifests).
+    DefaultStorageClass(String),
     /// A kustomization inside one of the component's `.tar.gz` file
     /// artifacts, rendered with the bundled kustomize, applied server-side.
     Kustomize(KustomizeInstall),
@@ -59,6 +66,12 @@ pub enum Install {
     /// root token kept on the master (0600), unsealed; unsealed again at
     /// every boot of the master.
     VaultInit(VaultInstall),
+    /// K-PaaS's Vault setup for the portal: approle enabled, kv-v2 at
+    /// `secret/`, `secret/data/cluster/host-cluster` holding the API URL and
+    /// the token of a cluster-admin ServiceAccount `kube-system/k8sadmin`,
+    /// policy `cp_policy`, approle role `cp_role` bound to the nodes'
+    /// addresses; its role and secret ids kept on the master (0600).
+    VaultCluster(VaultClusterInstall),
     /// A Kubernetes Secret holding one of the site's passwords (the seed's
     /// `passwords.yaml` on the master), for a workload to read; its value
     /// is never in the plan, a log or an event.
@@ -83,6 +96,30 @@ pub struct VaultInstall {
     pub shares: usize,
     #[serde(default = "one_share")]
     pub threshold: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FilledInstall {
+    /// The file artifact's name.
+    pub file: String,
+    /// Literal text → what replaces it; values may hold the catalog's
+    /// placeholders (`{storage.nfs.server}`).
+    pub replace: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VaultClusterInstall {
+    /// Vault's API (the `vault-init` item's address).
+    pub address: String,
+    /// What the portal reaches the cluster at, e.g.
+    /// `https://{cluster.public_ip}:6443`.
+    pub api_url: String,
+    /// The CIDRs the approle's secret id and tokens are bound to; each may
+    /// name a list (`{nodes.private_ip}/32`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bound_cidrs: Vec<String>,
 }
 
 fn one_share() -> usize {
@@ -130,9 +167,12 @@ impl Install {
         match self {
             Install::Chart(c) => c.release.clone(),
             Install::Manifest(f) => f.clone(),
+            Install::ManifestFilled(m) => m.file.clone(),
+            Install::DefaultStorageClass(n) => format!("default-storage-class/{n}"),
             Install::Kustomize(k) => format!("{}/{}", k.file, k.path),
             Install::Fill(_) => "fill".into(),
             Install::VaultInit(_) => "vault-init".into(),
+            Install::VaultCluster(_) => "vault-cluster".into(),
             Install::Secret(x) => format!("secret/{}/{}", x.namespace, x.name),
         }
     }
@@ -153,10 +193,18 @@ impl Install {
                         c.namespace
                     ));
                 }
-                for k in c.set.keys() {
+                for (k, v) in &c.set {
                     if k.is_empty() || k.split('.').any(str::is_empty) {
                         p.push(format!(
                             "set.{k}: a chart value's path is names joined by '.'"
+                        ));
+                    }
+                    if let Value::Text(t) = v
+                        && t.contains("{secret.")
+                        && secret_key(t).is_none()
+                    {
+                        p.push(format!(
+                            "set.{k}: {t:?}: a site's password must be the whole value (\"{{secret.KEY}}\"), filled on the master at deploy time"
                         ));
                     }
                 }
@@ -171,6 +219,24 @@ impl Install {
                 }
             }
             Install::Manifest(_) => {}
+            Install::ManifestFilled(m) => {
+                if m.file.is_empty() {
+                    p.push("file: a file artifact's name".into());
+                }
+                if m.replace.is_empty() || m.replace.keys().any(String::is_empty) {
+                    p.push(format!(
+                        "{}: replace: at least one non-empty text to replace (else use `manifest`)",
+                        m.file
+                    ));
+                }
+            }
+            Install::DefaultStorageClass(n) => {
+                if !valid_hostname(n) {
+                    p.push(format!(
+                        "default-storage-class: {n:?} is not a Kubernetes object name"
+                    ));
+                }
+            }
             Install::Secret(x) => {
                 if !valid_namespace(&x.namespace) {
                     p.push(format!(
@@ -206,6 +272,20 @@ impl Install {
                     ));
                 }
             }
+            Install::VaultCluster(v) => {
+                if !v.address.starts_with("http://") {
+                    p.push(format!(
+                        "address: {:?} must be Vault's plain http:// API (its NodePort)",
+                        v.address
+                    ));
+                }
+                if !v.api_url.starts_with("https://") {
+                    p.push(format!(
+                        "api_url: {:?} must be the API server's https:// URL",
+                        v.api_url
+                    ));
+                }
+            }
             Install::Fill(f) => {
                 if f.registry.is_empty() || f.registry.contains('/') {
                     p.push(format!(
@@ -223,6 +303,18 @@ impl Install {
         }
         p
     }
+}
+
+/// The password a chart value stands for when the value is exactly
+/// `{secret.KEY}`: the plan keeps it so, and the master fills it from the
+/// site's `passwords.yaml` when it writes the values file (0600), so no
+/// password is in a plan, a node config or a log.
+pub fn secret_key(s: &str) -> Option<&str> {
+    let key = s.strip_prefix("{secret.")?.strip_suffix('}')?;
+    crate::cluster::PASSWORD_KEYS
+        .iter()
+        .find(|k| **k == key)
+        .copied()
 }
 
 /// Chart values from dotted paths: `{a.b: 1, a.c: x}` → `{a: {b: 1, c: x}}`.
@@ -534,6 +626,31 @@ impl Deploy {
                     false,
                 ));
             }
+            if let Install::ManifestFilled(m) = x {
+                for (k, v) in &m.replace {
+                    found.push((
+                        format!("install[{i}].replace[{k:?}]"),
+                        serde_json::Value::String(v.clone()),
+                        false,
+                    ));
+                }
+            }
+            if let Install::VaultCluster(v) = x {
+                for (f, s) in [("address", &v.address), ("api_url", &v.api_url)] {
+                    found.push((
+                        format!("install[{i}].{f}"),
+                        serde_json::Value::String(s.clone()),
+                        false,
+                    ));
+                }
+                for (n, s) in v.bound_cidrs.iter().enumerate() {
+                    found.push((
+                        format!("install[{i}].bound_cidrs[{n}]"),
+                        serde_json::Value::String(s.clone()),
+                        true,
+                    ));
+                }
+            }
             if let Install::Fill(f) = x {
                 found.push((
                     format!("install[{i}].registry"),
@@ -605,6 +722,13 @@ impl Deploy {
                         .set
                         .iter()
                         .map(|(k, v)| {
+                            // A password stays a placeholder: the master
+                            // fills it (see `secret_key`).
+                            if let Value::Text(t) = v
+                                && secret_key(t).is_some()
+                            {
+                                return Ok((k.clone(), v.clone()));
+                            }
                             Ok((
                                 k.clone(),
                                 value(v, c).map_err(|e| format!("install[{i}].set.{k}: {e}"))?,
@@ -623,6 +747,37 @@ impl Deploy {
                         .map_err(|e| format!("install[{i}].address: {e}"))?,
                     ..v.clone()
                 })),
+                Install::ManifestFilled(m) => Ok(Install::ManifestFilled(FilledInstall {
+                    file: m.file.clone(),
+                    replace: m
+                        .replace
+                        .iter()
+                        .map(|(k, v)| {
+                            Ok((
+                                k.clone(),
+                                one(v, c)
+                                    .map_err(|e| format!("install[{i}].replace[{k:?}]: {e}"))?,
+                            ))
+                        })
+                        .collect::<Result<_, String>>()?,
+                })),
+                Install::VaultCluster(v) => {
+                    let mut bound = Vec::new();
+                    for (n, s) in v.bound_cidrs.iter().enumerate() {
+                        let at = |e: String| format!("install[{i}].bound_cidrs[{n}]: {e}");
+                        match Template::parse(s).map_err(at)?.expand(c).map_err(at)? {
+                            Expanded::One(t) => bound.push(t),
+                            Expanded::Many(ts) => bound.extend(ts),
+                        }
+                    }
+                    Ok(Install::VaultCluster(VaultClusterInstall {
+                        address: one(&v.address, c)
+                            .map_err(|e| format!("install[{i}].address: {e}"))?,
+                        api_url: one(&v.api_url, c)
+                            .map_err(|e| format!("install[{i}].api_url: {e}"))?,
+                        bound_cidrs: bound,
+                    }))
+                }
                 other => Ok(other.clone()),
             })
             .collect::<Result<_, String>>()?;
@@ -709,6 +864,64 @@ mod tests {
         ] {
             let e = serde_saphyr::from_str::<Readiness>(bad).unwrap_err();
             assert!(e.to_string().contains(named), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn passwords_stay_placeholders_and_filled_manifests_resolve() {
+        let d: Deploy = serde_saphyr::from_str(
+            r#"
+install:
+  - chart: {chart: c, release: r, namespace: n, set: {admin: "{secret.harbor_admin}", url: "http://{cluster.public_ip}:30002"}}
+  - manifest-filled: {file: d.yaml, replace: {"{NFS_SERVER_PRIVATE_IP}": "{storage.nfs.server}"}}
+  - default-storage-class: paasta-cp-storageclass
+  - vault-cluster: {address: "http://{cluster.public_ip}:31654", api_url: "https://{cluster.public_ip}:6443", bound_cidrs: ["{nodes.private_ip}/32"]}
+"#,
+        )
+        .unwrap();
+        assert_eq!(d.problems(), Vec::<String>::new());
+        let c = Cluster::from_yaml(
+            "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: m, private_ip: 10.0.0.1}\nworkers: [{hostname: w, private_ip: 10.0.0.2}]\nnetwork: {node_cidr: 10.0.0.0/24}\nstorage: {type: nfs, nfs: {server: 10.0.0.9}}\n",
+            "lab.yaml",
+        )
+        .unwrap();
+        let r = d.resolve(&c).unwrap();
+        let Install::Chart(ch) = &r.install[0] else {
+            panic!()
+        };
+        // The password is filled on the master, never in the plan.
+        assert_eq!(ch.set["admin"], Value::Text("{secret.harbor_admin}".into()));
+        assert_eq!(ch.set["url"], Value::Text("http://10.0.0.1:30002".into()));
+        let Install::ManifestFilled(m) = &r.install[1] else {
+            panic!()
+        };
+        assert_eq!(m.replace["{NFS_SERVER_PRIVATE_IP}"], "10.0.0.9");
+        let Install::VaultCluster(v) = &r.install[3] else {
+            panic!()
+        };
+        assert_eq!(v.bound_cidrs, ["10.0.0.1/32", "10.0.0.2/32"]);
+        // A password inside a longer value, an unknown password, a filled
+        // manifest with nothing to fill, a bad class and a non-https API:
+        // all reported at once.
+        let bad: Deploy = serde_saphyr::from_str(
+            r#"
+install:
+  - chart: {chart: c, release: r, namespace: n, set: {a: "pw={secret.harbor_admin}", b: "{secret.root}"}}
+  - manifest-filled: {file: d.yaml, replace: {}}
+  - default-storage-class: Not_A_Name
+  - vault-cluster: {address: "http://v:1", api_url: "http://k:6443"}
+"#,
+        )
+        .unwrap();
+        let p = bad.problems().join("\n");
+        for want in [
+            "install[0].set.a: \"pw={secret.harbor_admin}\": a site's password must be the whole value",
+            "unknown placeholder {secret.root}",
+            "install[1].d.yaml: replace: at least one",
+            "install[2].default-storage-class: \"Not_A_Name\"",
+            "install[3].api_url: \"http://k:6443\" must be the API server's https:// URL",
+        ] {
+            assert!(p.contains(want), "{want:?} in:\n{p}");
         }
     }
 }

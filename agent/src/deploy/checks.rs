@@ -26,11 +26,8 @@ pub fn unsupported(r: &Readiness) -> Option<String> {
         // The engine runs these itself (they need the step's hand-off or
         // Vault's address).
         Readiness::Hook {
-            name: Hook::HarborHoldsBundle | Hook::VaultUnsealed,
+            name: Hook::HarborHoldsBundle | Hook::VaultUnsealed | Hook::VaultClusterSecret,
         } => None,
-        Readiness::Hook { .. } => Some(format!(
-            "{r}: a named hook this agent does not implement yet"
-        )),
         Readiness::Http { url, .. } if !url.starts_with("http://") => Some(format!(
             "{r}: only plain http:// health checks are implemented"
         )),
@@ -252,6 +249,35 @@ pub fn http_status(url: &str) -> Result<u16, String> {
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
     use super::*;
+
+    /// K-PaaS's own plan (both storage kinds, every optional component)
+    /// asks for no check this agent cannot run: its deploy is not refused.
+    #[test]
+    fn the_k_paas_plan_asks_for_nothing_this_agent_cannot_run() {
+        let cat = airgap_bundle::catalog::Catalog::from_yaml(
+            airgap_bundle::platforms::builtin("k-paas-1.4.1").unwrap(),
+            "k-paas-1.4.1",
+        )
+        .unwrap();
+        for storage in [
+            "{type: nfs, nfs: {server: 10.0.0.9}}",
+            "{type: rook-ceph, rook_ceph: {devices: [/dev/sdb]}}",
+        ] {
+            let c = airgap_bundle::cluster::Cluster::from_yaml(
+                &format!("cluster_version: 1\nname: lab\nplatform: k-paas-1.4.1\nmaster: {{hostname: m, private_ip: 10.0.0.1}}\nworkers: [{{hostname: w1, private_ip: 10.0.0.2}}, {{hostname: w2, private_ip: 10.0.0.3}}, {{hostname: w3, private_ip: 10.0.0.4}}]\nnetwork: {{node_cidr: 10.0.0.0/24}}\nstorage: {storage}\nenable: [pipeline, source-control, kubeflow-runtimes]\n"),
+                "lab.yaml",
+            )
+            .unwrap();
+            let plan = airgap_bundle::plan::build(&cat, &c, None).unwrap();
+            let refused: Vec<String> = plan
+                .steps
+                .iter()
+                .flat_map(|s| s.readiness.iter().filter_map(unsupported))
+                .collect();
+            assert_eq!(refused, Vec::<String>::new(), "{storage}");
+            assert!(plan.steps.iter().any(|s| !s.releases.is_empty()));
+        }
+    }
 
     #[test]
     fn jobs_complete_fail_or_wait() {

@@ -306,9 +306,22 @@ impl Engine {
                     &vals,
                 )?
             }
-            Release::Manifest { artifact, .. } => self.artifact(artifact)?,
+            Release::Manifest {
+                artifact, replace, ..
+            } => {
+                let mut text = String::from_utf8(self.artifact(artifact)?)
+                    .with_context(|| format!("{artifact} is not UTF-8 text"))?;
+                for (from, to) in replace {
+                    text = text.replace(from.as_str(), to);
+                }
+                text.into_bytes()
+            }
             // These apply no objects an image check could read.
-            Release::Fill { .. } | Release::VaultInit { .. } | Release::Secret { .. } => Vec::new(),
+            Release::Fill { .. }
+            | Release::VaultInit { .. }
+            | Release::VaultCluster { .. }
+            | Release::DefaultStorageClass { .. }
+            | Release::Secret { .. } => Vec::new(),
             Release::Kustomize {
                 artifact,
                 path,
@@ -339,8 +352,26 @@ impl Engine {
         Ok(out)
     }
 
-    /// The chart archive and its values file (0600: values may carry a
-    /// site's password one day) in the work directory.
+    /// Every value that is exactly `{secret.KEY}` becomes the site's
+    /// password (only in the values file, 0600).
+    fn fill_secrets(&self, v: &mut serde_json::Value) -> Result<()> {
+        match v {
+            serde_json::Value::String(s) => {
+                if let Some(key) = airgap_bundle::deploy::secret_key(s) {
+                    *s = self.password(key)?;
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().try_for_each(|x| self.fill_secrets(x))?,
+            serde_json::Value::Object(o) => {
+                o.values_mut().try_for_each(|x| self.fill_secrets(x))?
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The chart archive and its values file (0600: it may carry a site's
+    /// password) in the work directory.
     fn chart_files(
         &self,
         s: &Step,
@@ -352,7 +383,9 @@ impl Engine {
         let tgz = dir.join(format!("{release}.tgz"));
         fsutil::write_atomic(&tgz, &self.artifact(artifact)?)?;
         let vals = dir.join(format!("{release}.values.json"));
-        cluster::write_private(&vals, &serde_json::to_vec_pretty(values)?)?;
+        let mut values = values.clone();
+        self.fill_secrets(&mut values)?;
+        cluster::write_private(&vals, &serde_json::to_vec_pretty(&values)?)?;
         Ok((tgz, vals))
     }
 
@@ -474,6 +507,17 @@ impl Engine {
         } = r
         {
             return self.secret(namespace, name, password);
+        }
+        if let Release::DefaultStorageClass { name } = r {
+            return self.default_class(events, name);
+        }
+        if let Release::VaultCluster {
+            api_url,
+            bound_cidrs,
+            ..
+        } = r
+        {
+            return self.vault_cluster(api_url, bound_cidrs);
         }
         if let Release::Chart {
             release,
@@ -639,6 +683,9 @@ impl Engine {
                     Readiness::Hook {
                         name: Hook::VaultUnsealed,
                     } => self.vault_unsealed(s),
+                    Readiness::Hook {
+                        name: Hook::VaultClusterSecret,
+                    } => self.vault_cluster_secret(s),
                     _ => checks::check(&self.kube, c, &nodes),
                 };
                 match now {
@@ -849,6 +896,130 @@ impl Engine {
             Ok((init, sealed)) => Outcome::Waiting(format!(
                 "Vault at {address}: initialized {init}, sealed {sealed}"
             )),
+            Err(e) => Outcome::Waiting(last_line(&e)),
+        }
+    }
+
+    /// K-PaaS's Vault setup for the portal: a cluster-admin ServiceAccount
+    /// `kube-system/k8sadmin` and a long-lived token of it (upstream's
+    /// `--duration=999999h`), then Vault's approle, kv-v2, the cluster's
+    /// secret, policy and role (`vault::setup_cluster`). The token goes
+    /// from kubectl's stdout to Vault, never to a file or a log.
+    fn vault_cluster(&self, api_url: &str, bound_cidrs: &[String]) -> Result<String> {
+        let sa = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": {"name": "k8sadmin", "namespace": "kube-system"}},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                 "metadata": {"name": "k8sadmin"},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                 "subjects": [{"kind": "ServiceAccount", "name": "k8sadmin", "namespace": "kube-system"}]},
+            ],
+        });
+        let kubectl = || {
+            run(&self.kube.kubectl)
+                .arg("--kubeconfig")
+                .arg(&self.kube.kubeconfig)
+        };
+        kubectl()
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=kpaas-agent",
+                "-f",
+                "-",
+            ])
+            .stdin(sa.to_string())
+            .ok_on(self.runner.as_ref())
+            .context("making ServiceAccount kube-system/k8sadmin (cluster-admin)")?;
+        let token = kubectl()
+            .args([
+                "create",
+                "token",
+                "k8sadmin",
+                "-n",
+                "kube-system",
+                "--duration=999999h",
+            ])
+            .output_on(self.runner.as_ref())
+            .context("making a token for kube-system/k8sadmin")?;
+        let token = String::from_utf8_lossy(&token).trim().to_string();
+        if token.is_empty() {
+            bail!("kubectl create token k8sadmin printed no token");
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime for Vault")?;
+        rt.block_on(vault::setup_cluster(
+            &vault::key_path(&self.cfg.state_dir),
+            &vault::ClusterSecret {
+                api_url,
+                token: &token,
+                bound_cidrs,
+            },
+            &self.cfg.state_dir.join(vault::APPROLE_FILE),
+        ))
+    }
+
+    /// StorageClass `name` annotated as the default, as upstream patches it
+    /// (waiting while its manifest's class is not there yet).
+    fn default_class(&self, events: &mut Sink, name: &str) -> Result<String> {
+        let patch = r#"{"metadata":{"annotations":{"storageclass.kubernetes.io/is-default-class":"true"}}}"#;
+        wait(
+            events,
+            StepId::Deploy,
+            &format!("StorageClass {name} to exist"),
+            cluster::APPLY_WAIT,
+            || {
+                run(&self.kube.kubectl)
+                    .arg("--kubeconfig")
+                    .arg(&self.kube.kubeconfig)
+                    .args([
+                        "patch",
+                        "storageclass",
+                        name,
+                        "--type",
+                        "merge",
+                        "-p",
+                        patch,
+                    ])
+                    .ok_on(self.runner.as_ref())
+                    .map(Some)
+                    .map_err(|e| last_line(&e))
+            },
+        )?;
+        Ok(format!("StorageClass {name} is the default"))
+    }
+
+    /// `vault-cluster-secret`: the step's Vault holds the cluster's secret
+    /// with its API URL, and the portal's role.
+    fn vault_cluster_secret(&self, s: &Step) -> Outcome {
+        let Some(api_url) = s.releases.iter().find_map(|r| match r {
+            Release::VaultCluster { api_url, .. } => Some(api_url),
+            _ => None,
+        }) else {
+            return Outcome::Failed(format!(
+                "{}: the hook vault-cluster-secret needs a `vault-cluster` install item in the same component",
+                s.component
+            ));
+        };
+        let now = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(vault::cluster_secret_missing(
+                    &vault::key_path(&self.cfg.state_dir),
+                    api_url,
+                ))
+            });
+        match now {
+            Ok(None) => Outcome::Holds,
+            Ok(Some(w)) => Outcome::Waiting(w),
             Err(e) => Outcome::Waiting(last_line(&e)),
         }
     }

@@ -367,8 +367,15 @@ pub fn install_artifact<'a>(
     let (kind, name) = match x {
         Install::Chart(c) => ("chart", c.chart.as_str()),
         Install::Manifest(f) => ("file", f.as_str()),
+        Install::ManifestFilled(m) => ("file", m.file.as_str()),
         Install::Kustomize(k) => ("file", k.file.as_str()),
-        Install::Fill(_) | Install::VaultInit(_) | Install::Secret(_) => return Ok(None),
+        Install::Fill(_)
+        | Install::VaultInit(_)
+        | Install::VaultCluster(_)
+        | Install::DefaultStorageClass(_)
+        | Install::Secret(_) => {
+            return Ok(None);
+        }
     };
     artifacts
         .iter()

@@ -58,7 +58,15 @@ pub enum Release {
         values: serde_json::Value,
     },
     /// YAML documents, applied server-side.
-    Manifest { file: String, artifact: String },
+    Manifest {
+        file: String,
+        artifact: String,
+        /// Upstream's placeholders and what replaces them, before applying.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        replace: BTreeMap<String, String>,
+    },
+    /// StorageClass `name` made the default.
+    DefaultStorageClass { name: String },
     /// `kustomize build PATH` inside the archive, applied server-side.
     Kustomize {
         file: String,
@@ -78,6 +86,13 @@ pub enum Release {
         shares: usize,
         threshold: usize,
     },
+    /// K-PaaS's Vault setup for the portal (approle, kv-v2, the cluster's
+    /// secret, policy and role), over Vault's API at `address`.
+    VaultCluster {
+        address: String,
+        api_url: String,
+        bound_cidrs: Vec<String>,
+    },
     /// Secret `namespace/name` holding the site's password `password`
     /// (the key's name; the value is read on the master).
     Secret {
@@ -93,9 +108,11 @@ impl Release {
         match self {
             Release::Chart { release, .. } => release.clone(),
             Release::Manifest { file, .. } => file.clone(),
+            Release::DefaultStorageClass { name } => format!("default-storage-class/{name}"),
             Release::Kustomize { file, path, .. } => format!("{file}/{path}"),
             Release::Fill { .. } => "fill".into(),
             Release::VaultInit { .. } => "vault-init".into(),
+            Release::VaultCluster { .. } => "vault-cluster".into(),
             Release::Secret {
                 namespace, name, ..
             } => format!("secret/{namespace}/{name}"),
@@ -117,7 +134,20 @@ impl Release {
                 };
                 format!("helm release {namespace}/{release} from {artifact}{v}")
             }
-            Release::Manifest { file, .. } => format!("apply {file} (server-side)"),
+            Release::Manifest { file, replace, .. } if replace.is_empty() => {
+                format!("apply {file} (server-side)")
+            }
+            Release::Manifest { file, replace, .. } => format!(
+                "apply {file} with {} (server-side)",
+                replace
+                    .iter()
+                    .map(|(k, v)| format!("{k} → {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            Release::DefaultStorageClass { name } => {
+                format!("make StorageClass {name} the default")
+            }
             Release::Kustomize { file, path, .. } => {
                 format!("apply kustomize build {path} of {file} (server-side)")
             }
@@ -140,6 +170,18 @@ impl Release {
             } => format!(
                 "initialise Vault at {address} ({shares} share(s), threshold {threshold}), keep its key on the master (0600), unseal it"
             ),
+            Release::VaultCluster {
+                address,
+                api_url,
+                bound_cidrs,
+            } => format!(
+                "set Vault at {address} up for the portal: approle, kv-v2 at secret/, secret/data/cluster/host-cluster ({api_url}, token of kube-system/k8sadmin), policy cp_policy, role cp_role bound to {}",
+                if bound_cidrs.is_empty() {
+                    "any address".to_string()
+                } else {
+                    bound_cidrs.join(", ")
+                }
+            ),
             Release::Secret {
                 namespace,
                 name,
@@ -154,7 +196,11 @@ impl Release {
             Release::Chart { artifact, .. }
             | Release::Manifest { artifact, .. }
             | Release::Kustomize { artifact, .. } => Some(artifact),
-            Release::Fill { .. } | Release::VaultInit { .. } | Release::Secret { .. } => None,
+            Release::Fill { .. }
+            | Release::VaultInit { .. }
+            | Release::VaultCluster { .. }
+            | Release::DefaultStorageClass { .. }
+            | Release::Secret { .. } => None,
         }
     }
 }
@@ -307,7 +353,16 @@ pub fn build(
                     Install::Manifest(f) => Release::Manifest {
                         file: f.clone(),
                         artifact,
+                        replace: BTreeMap::new(),
                     },
+                    Install::ManifestFilled(m) => Release::Manifest {
+                        file: m.file.clone(),
+                        artifact,
+                        replace: m.replace.clone(),
+                    },
+                    Install::DefaultStorageClass(n) => {
+                        Release::DefaultStorageClass { name: n.clone() }
+                    }
                     Install::Kustomize(k) => Release::Kustomize {
                         file: k.file.clone(),
                         path: k.path.clone(),
@@ -322,6 +377,11 @@ pub fn build(
                         address: v.address.clone(),
                         shares: v.shares,
                         threshold: v.threshold,
+                    },
+                    Install::VaultCluster(v) => Release::VaultCluster {
+                        address: v.address.clone(),
+                        api_url: v.api_url.clone(),
+                        bound_cidrs: v.bound_cidrs.clone(),
                     },
                     Install::Secret(x) => Release::Secret {
                         namespace: x.namespace.clone(),

@@ -219,6 +219,8 @@ fn render_releases(a: &Args, src: &BundleSource) -> Result<RenderReport> {
             Release::Manifest { .. }
             | Release::Fill { .. }
             | Release::VaultInit { .. }
+            | Release::VaultCluster { .. }
+            | Release::DefaultStorageClass { .. }
             | Release::Secret { .. } => continue,
         };
         let (n, missing) = held.findings(
