@@ -51,12 +51,26 @@ pub fn overlay(base: &Path, out: &Path) -> PathBuf {
     out.to_path_buf()
 }
 
+/// A point-to-point UDP link on loopback, from `local` to `remote`.
+fn dgram(local: u16, remote: u16) -> String {
+    format!(
+        "dgram,id=n0,local.type=inet,local.host=127.0.0.1,local.port={local},remote.type=inet,remote.host=127.0.0.1,remote.port={remote}"
+    )
+}
+
 pub struct Lab {
     pub dir: PathBuf,
     pub raw: PathBuf,
     pub seeds: PathBuf,
     pub bundle: PathBuf,
+    /// The guests' network: two UDP ports on loopback, the master's and
+    /// the worker's (`-netdev dgram`, point to point). Datagrams, not a
+    /// stream: a master that loses power and boots again is on the same
+    /// network as before, as with a real switch (a `socket`/`stream`
+    /// connection is gone for good when its listener dies, and the worker
+    /// would never reach the master again). One worker at a time.
     pub net_port: u16,
+    pub peer_port: u16,
     pub api_port: u16,
     /// The platform's NodePorts on the host: the in-cluster registry
     /// (Harbor's place, 30002) and Vault (31654).
@@ -117,6 +131,7 @@ impl Lab {
             seeds,
             bundle,
             net_port: crate::servers::free_port(),
+            peer_port: crate::servers::free_port(),
             api_port: crate::servers::free_port(),
             registry_port: crate::servers::free_port(),
             vault_port: crate::servers::free_port(),
@@ -137,7 +152,7 @@ impl Lab {
             )
             .memory(2560)
             .writable()
-            .netdev(format!("socket,id=n0,listen=127.0.0.1:{}", self.net_port))
+            .netdev(dgram(self.net_port, self.peer_port))
             .host_link(HostLink {
                 mac: HOST_LINK_MAC.into(),
                 // The API, and the NodePorts a test reads the platform
@@ -182,7 +197,7 @@ impl Lab {
             &VmSpec::node(name, Firmware::Uefi, disk, seed, WORKER_MAC)
                 .memory(1536)
                 .writable()
-                .netdev(format!("socket,id=n0,connect=127.0.0.1:{}", self.net_port)),
+                .netdev(dgram(self.peer_port, self.net_port)),
         )
         .unwrap()
     }

@@ -120,6 +120,7 @@ fn main() -> Result<()> {
         seeds: dir.join("seeds"),
         bundle: dir.join("demo-bundle"),
         net_port: kpaas_testkit::servers::free_port(),
+        peer_port: kpaas_testkit::servers::free_port(),
         api_port: kpaas_testkit::servers::free_port(),
         registry_port: kpaas_testkit::servers::free_port(),
         vault_port: kpaas_testkit::servers::free_port(),
