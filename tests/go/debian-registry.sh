@@ -8,17 +8,12 @@
 # release.)
 # Usage: tests/go/debian-registry.sh FIXTURES_DIR
 set -euo pipefail
+. "$(dirname "$0")/debian-debs.sh"
 fx="${1:?usage: debian-registry.sh FIXTURES_DIR}"
 out="$fx/debian-registry"
 [ -e "$out/.done" ] && exit 0
 pkgs="docker-registry libc6 libgcc-s1"
-rm -rf "$out.tmp"
-mkdir -p "$out.tmp/debs" "$out.tmp/root"
-(cd "$out.tmp/debs" && apt-get download -qq -o APT::Sandbox::User=root $pkgs) || {
-    apt-get update -qq
-    (cd "$out.tmp/debs" && apt-get download -qq -o APT::Sandbox::User=root $pkgs)
-}
-for d in "$out.tmp"/debs/*.deb; do dpkg-deb -x "$d" "$out.tmp/root"; done
+debs_unpack "$out" $pkgs
 # Only what the registry runs: the binary, the loader and libc; the
 # package's systemd unit, config and docs are not the image's.
 rm -rf "$out.tmp/root/usr/share" "$out.tmp/root/etc" "$out.tmp/root/lib/systemd" \
@@ -26,8 +21,4 @@ rm -rf "$out.tmp/root/usr/share" "$out.tmp/root/etc" "$out.tmp/root/lib/systemd"
     "$out.tmp/root/usr/lib/x86_64-linux-gnu/gconv" "$out.tmp/root/usr/lib/x86_64-linux-gnu/audit" \
     "$out.tmp/root/var"
 find "$out.tmp/root/usr/bin" -type f ! -name docker-registry -delete
-ls "$out.tmp/debs" > "$out.tmp/packages.txt"
-rm -rf "$out.tmp/debs"
-touch "$out.tmp/.done"
-rm -rf "$out"
-mv "$out.tmp" "$out"
+debs_done "$out"

@@ -813,25 +813,21 @@ impl Engine {
     /// `harbor-holds-bundle`: every image and chart of the bundle reads back
     /// from the step's hand-off registry with the bundle's digest.
     fn holds_bundle(&self, s: &Step) -> Outcome {
-        let Some((registry, project, harbor_api)) = s.releases.iter().find_map(|r| match r {
+        let found = hook_item(s, "harbor-holds-bundle", "fill", |r| match r {
             Release::Fill {
                 registry,
                 project,
                 harbor_api,
             } => Some((registry, project, *harbor_api)),
             _ => None,
-        }) else {
-            return Outcome::Failed(format!(
-                "{}: the hook harbor-holds-bundle needs a `fill` install item in the same component",
-                s.component
-            ));
-        };
-        let checked = self.target(registry, project, harbor_api).and_then(|t| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(fill::verify(&self.cfg.bundle, &t))
         });
+        let (registry, project, harbor_api) = match found {
+            Ok(x) => x,
+            Err(o) => return o,
+        };
+        let checked = self
+            .target(registry, project, harbor_api)
+            .and_then(|t| block_on(fill::verify(&self.cfg.bundle, &t)));
         match checked {
             Ok(w) if w.is_empty() => Outcome::Holds,
             Ok(w) => Outcome::Waiting(format!(
@@ -877,21 +873,14 @@ impl Engine {
 
     /// `vault-unsealed`: the step's Vault answers and is not sealed.
     fn vault_unsealed(&self, s: &Step) -> Outcome {
-        let Some(address) = s.releases.iter().find_map(|r| match r {
+        let address = match hook_item(s, "vault-unsealed", "vault-init", |r| match r {
             Release::VaultInit { address, .. } => Some(address),
             _ => None,
-        }) else {
-            return Outcome::Failed(format!(
-                "{}: the hook vault-unsealed needs a `vault-init` install item in the same component",
-                s.component
-            ));
+        }) {
+            Ok(a) => a,
+            Err(o) => return o,
         };
-        let now = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(vault::status(address)));
-        match now {
+        match block_on(vault::status(address)) {
             Ok((true, false)) => Outcome::Holds,
             Ok((init, sealed)) => Outcome::Waiting(format!(
                 "Vault at {address}: initialized {init}, sealed {sealed}"
@@ -950,11 +939,7 @@ impl Engine {
         if token.is_empty() {
             bail!("kubectl create token k8sadmin printed no token");
         }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime for Vault")?;
-        rt.block_on(vault::setup_cluster(
+        block_on(vault::setup_cluster(
             &vault::key_path(&self.cfg.state_dir),
             &vault::ClusterSecret {
                 api_url,
@@ -998,26 +983,17 @@ impl Engine {
     /// `vault-cluster-secret`: the step's Vault holds the cluster's secret
     /// with its API URL, and the portal's role.
     fn vault_cluster_secret(&self, s: &Step) -> Outcome {
-        let Some(api_url) = s.releases.iter().find_map(|r| match r {
+        let api_url = match hook_item(s, "vault-cluster-secret", "vault-cluster", |r| match r {
             Release::VaultCluster { api_url, .. } => Some(api_url),
             _ => None,
-        }) else {
-            return Outcome::Failed(format!(
-                "{}: the hook vault-cluster-secret needs a `vault-cluster` install item in the same component",
-                s.component
-            ));
+        }) {
+            Ok(a) => a,
+            Err(o) => return o,
         };
-        let now = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| {
-                rt.block_on(vault::cluster_secret_missing(
-                    &vault::key_path(&self.cfg.state_dir),
-                    api_url,
-                ))
-            });
-        match now {
+        match block_on(vault::cluster_secret_missing(
+            &vault::key_path(&self.cfg.state_dir),
+            api_url,
+        )) {
             Ok(None) => Outcome::Holds,
             Ok(Some(w)) => Outcome::Waiting(w),
             Err(e) => Outcome::Waiting(last_line(&e)),
@@ -1118,4 +1094,30 @@ impl Engine {
                 .map_err(|_| anyhow::anyhow!("{label}: the thread running it panicked"))
         })
     }
+}
+
+/// Runs one async call (the registry's and Vault's clients are async) on a
+/// runtime of its own: the engine itself is synchronous.
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(f)
+}
+
+/// The install item a hook reads (its registry, Vault's address) from the
+/// same component; without one the hook cannot hold, said so.
+fn hook_item<'a, T>(
+    s: &'a Step,
+    hook: &str,
+    item: &str,
+    pick: impl Fn(&'a Release) -> Option<T>,
+) -> Result<T, Outcome> {
+    s.releases.iter().find_map(pick).ok_or_else(|| {
+        Outcome::Failed(format!(
+            "{}: the hook {hook} needs a `{item}` install item in the same component",
+            s.component
+        ))
+    })
 }
