@@ -414,6 +414,15 @@ impl Lab {
         let ml = watch(m.serial.clone(), m.started, stop.clone());
         let wl = watch(w.serial.clone(), w.started, stop.clone());
         let res = m.wait_for(until, limit);
+        // The console can show the marker before its line ends: the
+        // watcher keeps whole lines only, so it is stopped once it holds
+        // the marker's line (seen: a run whose "platform ready" line was
+        // never recorded, its total read as 0 s).
+        let seen = Instant::now();
+        while res.is_ok() && first(&ml, until).is_none() && seen.elapsed() < Duration::from_secs(60)
+        {
+            std::thread::sleep(Duration::from_millis(200));
+        }
         stop.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(300));
         res.map_err(|e| anyhow::anyhow!("run {run}: {e:#}"))?;
