@@ -907,24 +907,10 @@ impl Engine {
                  "subjects": [{"kind": "ServiceAccount", "name": "k8sadmin", "namespace": "kube-system"}]},
             ],
         });
-        let kubectl = || {
-            run(&self.kube.kubectl)
-                .arg("--kubeconfig")
-                .arg(&self.kube.kubeconfig)
-        };
-        kubectl()
-            .args([
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=kpaas-agent",
-                "-f",
-                "-",
-            ])
-            .stdin(sa.to_string())
-            .ok_on(self.runner.as_ref())
+        self.apply_stdin(&sa)
             .context("making ServiceAccount kube-system/k8sadmin (cluster-admin)")?;
-        let token = kubectl()
+        let token = self
+            .kubectl()
             .args([
                 "create",
                 "token",
@@ -960,9 +946,7 @@ impl Engine {
             &format!("StorageClass {name} to exist"),
             cluster::APPLY_WAIT,
             || {
-                run(&self.kube.kubectl)
-                    .arg("--kubeconfig")
-                    .arg(&self.kube.kubeconfig)
+                self.kubectl()
                     .args([
                         "patch",
                         "storageclass",
@@ -1000,6 +984,29 @@ impl Engine {
         }
     }
 
+    /// The bundled kubectl with the admin kubeconfig.
+    fn kubectl(&self) -> airgap_bundle::run::Cmd {
+        run(&self.kube.kubectl)
+            .arg("--kubeconfig")
+            .arg(&self.kube.kubeconfig)
+    }
+
+    /// Objects applied server-side from stdin (what may hold a secret never
+    /// goes to a file or an argument).
+    fn apply_stdin(&self, objects: &serde_json::Value) -> Result<()> {
+        self.kubectl()
+            .args([
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=kpaas-agent",
+                "-f",
+                "-",
+            ])
+            .stdin(objects.to_string())
+            .ok_on(self.runner.as_ref())
+    }
+
     /// A Secret with one of the site's passwords, applied server-side from
     /// stdin (never a file, an argument or a log line); its namespace first.
     fn secret(&self, namespace: &str, name: &str, password: &str) -> Result<String> {
@@ -1018,19 +1025,7 @@ impl Engine {
                 },
             ],
         });
-        run(&self.kube.kubectl)
-            .arg("--kubeconfig")
-            .arg(&self.kube.kubeconfig)
-            .args([
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=kpaas-agent",
-                "-f",
-                "-",
-            ])
-            .stdin(list.to_string())
-            .ok_on(self.runner.as_ref())
+        self.apply_stdin(&list)
             .with_context(|| format!("making secret {namespace}/{name}"))?;
         Ok(format!(
             "secret {namespace}/{name} holds the site's {password} (key `password`; value not shown)"
