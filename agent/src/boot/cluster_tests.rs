@@ -408,6 +408,29 @@ fn a_half_done_init_is_reset_before_init_runs_again() {
 }
 
 #[test]
+fn keys_an_earlier_certs_phase_left_are_a_half_done_init() {
+    let mut n = node(Role::Master, |r, _| r);
+    // A power cut after `certs all`, before anything else reached the disk:
+    // an empty apiserver.key (unsynced) and an etcd directory.
+    let pki = n.root.join("etc/kubernetes/pki");
+    fsutil::write_atomic(&pki.join("apiserver.key"), b"").unwrap();
+    fsutil::write_atomic(&pki.join("etcd/server.key"), b"").unwrap();
+    n.boot().unwrap();
+    let lines = n.lines();
+    let at = |s: &str| lines.iter().position(|l| l.contains(s)).unwrap();
+    assert!(
+        at("kubeadm reset --force") < at("init phase certs all"),
+        "{lines:?}"
+    );
+    assert!(n.events().iter().any(|e| e.contains(
+        "a half-done kubeadm init was found (etc/kubernetes/pki (apiserver.key, etcd))"
+    )));
+    // The torn key is gone; the seed's CA was laid again.
+    assert!(!pki.join("apiserver.key").exists() && !pki.join("etcd").exists());
+    assert!(pki.join("ca.crt").exists() && pki.join("ca.key").exists());
+}
+
+#[test]
 fn a_finished_init_found_after_a_power_cut_is_not_redone() {
     let mut n = node(Role::Master, |r, _| r);
     // Power cut after the last phase, before the journal said done.

@@ -53,6 +53,20 @@ const LEFTOVERS: &[&str] = &[
     "var/lib/etcd/member",
 ];
 
+/// What an earlier `certs all` left in the PKI directory (everything but
+/// the seed's CA), sorted.
+fn certs_phase_files(ctx: &Ctx) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(at(ctx, kube::PKI_DIR))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "ca.crt" && n != "ca.key")
+        .collect();
+    v.sort();
+    v
+}
+
 fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let start = Instant::now();
     let i = cluster::inputs(ctx)?;
@@ -108,11 +122,19 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         }
     }
     cluster::runtime_up(ctx, events, StepId::Init)?;
-    let left: Vec<&str> = LEFTOVERS
+    let mut left: Vec<String> = LEFTOVERS
         .iter()
-        .copied()
         .filter(|p| at(ctx, p).exists())
+        .map(|p| p.to_string())
         .collect();
+    // The certs phase writes its keys without syncing them: a power cut
+    // before the manifests reach the disk can leave an empty apiserver.key
+    // that the next `certs all` refuses to load. Anything in the PKI
+    // directory but the seed's CA is such a leftover.
+    let certs = certs_phase_files(ctx);
+    if !certs.is_empty() {
+        left.push(format!("{} ({})", kube::PKI_DIR, certs.join(", ")));
+    }
     if !left.is_empty() {
         events.emit(
             StepId::Init,
@@ -126,6 +148,23 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             .args(["reset", "--force", "--cri-socket", i.runtime.socket()])
             .ok_on(r.as_ref())
             .context("resetting the half-done kubeadm init")?;
+        // kubeadm reset clears the PKI directory only when it can name it
+        // (from a cluster that answers, or its default): clear it here too.
+        let pki = at(ctx, kube::PKI_DIR);
+        for f in certs_phase_files(ctx) {
+            let p = pki.join(&f);
+            let gone = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            match gone {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", p.display()));
+                }
+                _ => {}
+            }
+        }
         cluster::forget_images(ctx, events, StepId::Init)?;
     }
     lay_ca(ctx, events)?;
