@@ -149,21 +149,14 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             .ok_on(r.as_ref())
             .context("resetting the half-done kubeadm init")?;
         // kubeadm reset clears the PKI directory only when it can name it
-        // (from a cluster that answers, or its default): clear it here too.
+        // (from a cluster that answers, or its default): clear it here too;
+        // lay_ca writes the seed's CA again next.
         let pki = at(ctx, kube::PKI_DIR);
-        for f in certs_phase_files(ctx) {
-            let p = pki.join(&f);
-            let gone = if p.is_dir() {
-                std::fs::remove_dir_all(&p)
-            } else {
-                std::fs::remove_file(&p)
-            };
-            match gone {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("removing {}", p.display()));
-                }
-                _ => {}
+        match std::fs::remove_dir_all(&pki) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(e).with_context(|| format!("removing {}", pki.display()));
             }
+            _ => {}
         }
         cluster::forget_images(ctx, events, StepId::Init)?;
     }

@@ -6,7 +6,7 @@
 use super::Kube;
 use crate::boot::ready::{nodes_ready, rolled_out, workload_path};
 use airgap_bundle::deploy::{Hook, Readiness, WorkloadKind};
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
@@ -233,16 +233,10 @@ pub fn http_status(url: &str) -> Result<u16, String> {
     s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
     // Up to the status line's end: one read may return a part of it (a
     // server may write the line in pieces).
-    let mut head = Vec::new();
-    let mut buf = [0u8; 256];
-    while !head.contains(&b'\n') && head.len() < 1024 {
-        let n = s.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head);
+    let mut line = String::new();
+    std::io::BufReader::new(s.take(1024))
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     line.split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
