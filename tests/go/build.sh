@@ -169,3 +169,9 @@ if want local-path-provisioner; then
         "-s -w -X main.VERSION=v0.0.30" \
         local-path-provisioner=github.com/rancher/local-path-provisioner
 fi
+if want oci-conformance; then
+    # A test tool only: the distribution spec's conformance suite, run
+    # against the seed registry (see oci-conformance/go.mod).
+    build_go oci-conformance v0.0.0-20260831232431 oci-conformance "-s -w" \
+        oci-conformance=github.com/opencontainers/distribution-spec/conformance
+fi

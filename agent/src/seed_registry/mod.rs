@@ -241,8 +241,33 @@ impl Seed {
     }
 }
 
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::json!({"errors": [{"code": code, "message": message, "detail": null}]})
+/// The distribution spec's error codes the seed answers with (a client
+/// branches on them; a code outside the spec's table means nothing to it).
+#[derive(Clone, Copy)]
+enum Code {
+    BlobUnknown,
+    DigestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    Unsupported,
+}
+
+impl Code {
+    fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::Unsupported => "UNSUPPORTED",
+        }
+    }
+}
+
+fn error(status: StatusCode, code: Code, message: &str) -> Response {
+    let body = serde_json::json!({"errors": [{"code": code.as_str(), "message": message, "detail": null}]})
         .to_string();
     Response::builder()
         .status(status)
@@ -250,6 +275,57 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .header("Docker-Distribution-API-Version", "registry/2.0")
         .body(Body::from(body))
         .unwrap_or_default()
+}
+
+/// `n` and `last` of a tag list request (the spec's pagination).
+struct Page {
+    n: Option<usize>,
+    last: Option<String>,
+}
+
+fn query_page(q: Option<&str>) -> Result<Page, String> {
+    let mut p = Page {
+        n: None,
+        last: None,
+    };
+    for kv in q.unwrap_or_default().split('&').filter(|s| !s.is_empty()) {
+        match kv.split_once('=') {
+            Some(("n", v)) => {
+                p.n = Some(
+                    v.parse()
+                        .map_err(|_| format!("n={v}: want a whole number of results"))?,
+                )
+            }
+            Some(("last", v)) => p.last = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    Ok(p)
+}
+
+/// One page of a repository's tags, in lexical order: those after `last`,
+/// at most `n`, with the `Link` to the next page when more remain.
+fn tag_page(name: &str, tags: &[&String], page: &Page) -> Response {
+    let after: Vec<&String> = tags
+        .iter()
+        .copied()
+        .filter(|t| page.last.as_ref().is_none_or(|l| t.as_str() > l.as_str()))
+        .collect();
+    let n = page.n.unwrap_or(after.len());
+    let shown = &after[..n.min(after.len())];
+    let mut b = Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header("Docker-Distribution-API-Version", "registry/2.0");
+    if let (true, Some(last)) = (shown.len() < after.len() && n > 0, shown.last()) {
+        b = b.header(
+            header::LINK,
+            format!("</v2/{name}/tags/list?n={n}&last={last}>; rel=\"next\""),
+        );
+    }
+    b.body(Body::from(
+        serde_json::json!({ "name": name, "tags": shown }).to_string(),
+    ))
+    .unwrap_or_default()
 }
 
 fn valid_name(name: &str) -> bool {
@@ -288,7 +364,7 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
     if path.contains("%") {
         return error(
             StatusCode::BAD_REQUEST,
-            "NAME_INVALID",
+            Code::NameInvalid,
             "encoded characters are not accepted in names",
         );
     }
@@ -297,12 +373,16 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
         .strip_prefix("/v2/")
         .or_else(|| (path == "/v2").then_some(""))
     else {
-        return error(StatusCode::NOT_FOUND, "NOT_FOUND", "not a registry path");
+        return error(
+            StatusCode::NOT_FOUND,
+            Code::Unsupported,
+            "not a registry path",
+        );
     };
     if !read {
         return error(
             StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
+            Code::Unsupported,
             "the seed registry is read-only",
         );
     }
@@ -321,33 +401,44 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
         if !valid_name(name) {
             return error(
                 StatusCode::BAD_REQUEST,
-                "NAME_INVALID",
+                Code::NameInvalid,
                 "invalid repository name",
             );
         }
+        let page = match query_page(req.uri().query()) {
+            Ok(p) => p,
+            Err(why) => return error(StatusCode::BAD_REQUEST, Code::Unsupported, &why),
+        };
         return match find_repo(&seed, name, ns.as_deref()) {
-            Some((_, r)) => {
-                json(serde_json::json!({ "name": name, "tags": r.tags.keys().collect::<Vec<_>>() }))
-            }
+            Some((_, r)) => tag_page(name, &r.tags.keys().collect::<Vec<_>>(), &page),
             None => error(
                 StatusCode::NOT_FOUND,
-                "NAME_UNKNOWN",
+                Code::NameUnknown,
                 "repository name not known to registry",
             ),
         };
+    }
+    // The referrers API (optional in the spec) is not served: answered as
+    // a registry without it answers, so a client falls back to tag schema.
+    if rest.contains("/referrers/") {
+        return error(
+            StatusCode::NOT_FOUND,
+            Code::Unsupported,
+            "the seed registry does not serve the referrers API",
+        );
     }
     if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
         if !valid_name(name) {
             return error(
                 StatusCode::BAD_REQUEST,
-                "NAME_INVALID",
+                Code::NameInvalid,
                 "invalid repository name",
             );
         }
         let Some((_, repo)) = find_repo(&seed, name, ns.as_deref()) else {
             return error(
                 StatusCode::NOT_FOUND,
-                "NAME_UNKNOWN",
+                Code::NameUnknown,
                 "repository name not known to registry",
             );
         };
@@ -357,12 +448,16 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
                 Ok(_) => {
                     return error(
                         StatusCode::NOT_FOUND,
-                        "MANIFEST_UNKNOWN",
+                        Code::ManifestUnknown,
                         "manifest unknown",
                     );
                 }
                 Err(_) => {
-                    return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        Code::DigestInvalid,
+                        "invalid digest",
+                    );
                 }
             }
         } else {
@@ -371,7 +466,7 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
                 None => {
                     return error(
                         StatusCode::NOT_FOUND,
-                        "MANIFEST_UNKNOWN",
+                        Code::ManifestUnknown,
                         "manifest unknown",
                     );
                 }
@@ -380,7 +475,7 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
         let Some((bytes, mt)) = seed.manifests.get(&digest) else {
             return error(
                 StatusCode::NOT_FOUND,
-                "MANIFEST_UNKNOWN",
+                Code::ManifestUnknown,
                 "manifest unknown",
             );
         };
@@ -401,30 +496,38 @@ pub async fn handle(State(seed): State<Arc<Seed>>, req: Request) -> Response {
         if !valid_name(name) {
             return error(
                 StatusCode::BAD_REQUEST,
-                "NAME_INVALID",
+                Code::NameInvalid,
                 "invalid repository name",
             );
         }
         let Ok(digest) = Digest::parse(d) else {
-            return error(StatusCode::BAD_REQUEST, "DIGEST_INVALID", "invalid digest");
+            return error(
+                StatusCode::BAD_REQUEST,
+                Code::DigestInvalid,
+                "invalid digest",
+            );
         };
         let Some((_, repo)) = find_repo(&seed, name, ns.as_deref()) else {
             return error(
                 StatusCode::NOT_FOUND,
-                "NAME_UNKNOWN",
+                Code::NameUnknown,
                 "repository name not known to registry",
             );
         };
         if !repo.digests.contains(&digest) {
             return error(
                 StatusCode::NOT_FOUND,
-                "BLOB_UNKNOWN",
+                Code::BlobUnknown,
                 "blob unknown to registry",
             );
         }
         return serve_blob(&seed, &digest, method == Method::HEAD, &headers).await;
     }
-    error(StatusCode::NOT_FOUND, "NOT_FOUND", "unknown registry path")
+    error(
+        StatusCode::NOT_FOUND,
+        Code::Unsupported,
+        "unknown registry path",
+    )
 }
 
 fn json(v: serde_json::Value) -> Response {
@@ -472,7 +575,7 @@ async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) ->
         Err(_) => {
             return error(
                 StatusCode::NOT_FOUND,
-                "BLOB_UNKNOWN",
+                Code::BlobUnknown,
                 "blob unknown to registry",
             );
         }
@@ -501,14 +604,14 @@ async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) ->
         }
     };
     if let Err(why) = seed.ensure_verified(d).await {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "BLOB_UNKNOWN", &why);
+        return error(StatusCode::INTERNAL_SERVER_ERROR, Code::BlobUnknown, &why);
     }
     let mut f = match tokio::fs::File::open(&p).await {
         Ok(f) => f,
         Err(_) => {
             return error(
                 StatusCode::NOT_FOUND,
-                "BLOB_UNKNOWN",
+                Code::BlobUnknown,
                 "blob unknown to registry",
             );
         }
@@ -518,7 +621,11 @@ async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) ->
         None => (StatusCode::OK, 0, len),
     };
     if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN", "seek failed");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Code::BlobUnknown,
+            "seek failed",
+        );
     }
     // Streamed in 256 KiB reads: memory stays flat however many clients pull.
     let stream = tokio_util::io::ReaderStream::with_capacity(f.take(n), 256 * 1024);

@@ -238,3 +238,96 @@ async fn the_status_page_is_served_beside_the_registry() {
         h.abort();
     }
 }
+
+/// The spec's tag pagination (`n`, `last`, `Link`) and its error codes
+/// (the seed once answered `NOT_FOUND`, which is not one of them).
+#[tokio::test]
+async fn tag_lists_page_and_errors_use_the_specs_codes() {
+    let t = tempfile::tempdir().unwrap();
+    let mut l = Layout::new(&t.path().join("oci")).unwrap();
+    let layer: Vec<u8> = (0..10u8).collect();
+    let (manifest, m) = l
+        .image(
+            &[(layer.clone(), Digest::of(&layer).to_string())],
+            "amd64",
+            &[],
+        )
+        .unwrap();
+    for tag in ["2.0", "1.0", "1.1", "a"] {
+        l.tag(
+            &format!("registry.demo.kpaas.test/demo/app:{tag}"),
+            oci::OCI_MANIFEST,
+            &manifest,
+        );
+    }
+    l.write_index().unwrap();
+    let seed = Arc::new(Seed::load(t.path()).unwrap());
+    let list = "/v2/registry.demo.kpaas.test/demo/app/tags/list";
+    let tags = |body: &[u8]| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        serde_json::from_value(v["tags"].clone()).unwrap()
+    };
+    let (s, h, body) = call(&seed, "GET", list, None).await;
+    assert_eq!(
+        (s, tags(&body)),
+        (
+            200,
+            vec!["1.0".into(), "1.1".into(), "2.0".into(), "a".into()]
+        )
+    );
+    assert!(h.get(header::LINK).is_none());
+    let (s, h, body) = call(&seed, "GET", &format!("{list}?n=2"), None).await;
+    assert_eq!(
+        (s, tags(&body)),
+        (200, vec!["1.0".to_string(), "1.1".into()])
+    );
+    assert_eq!(
+        h[header::LINK],
+        "</v2/registry.demo.kpaas.test/demo/app/tags/list?n=2&last=1.1>; rel=\"next\""
+    );
+    let (_, h, body) = call(&seed, "GET", &format!("{list}?n=2&last=1.1"), None).await;
+    assert_eq!(tags(&body), ["2.0", "a"]);
+    assert!(
+        h.get(header::LINK).is_none(),
+        "nothing remains after the last page"
+    );
+    let (_, _, body) = call(&seed, "GET", &format!("{list}?last=1.0"), None).await;
+    assert_eq!(tags(&body), ["1.1", "2.0", "a"]);
+    let (s, h, body) = call(&seed, "GET", &format!("{list}?n=0"), None).await;
+    assert_eq!((s, tags(&body).len()), (200, 0));
+    assert!(h.get(header::LINK).is_none());
+    assert_eq!(
+        call(&seed, "GET", &format!("{list}?n=x"), None).await.0,
+        400
+    );
+    let code = |body: &[u8]| -> String {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        v["errors"][0]["code"].as_str().unwrap().to_string()
+    };
+    let repo = "/v2/registry.demo.kpaas.test/demo/app";
+    for (path, status, want) in [
+        (format!("{repo}/manifests/9.9"), 404, "MANIFEST_UNKNOWN"),
+        (
+            "/v2/other/app/manifests/1.0".to_string(),
+            404,
+            "NAME_UNKNOWN",
+        ),
+        ("/v2/other/app/tags/list".to_string(), 404, "NAME_UNKNOWN"),
+        (
+            format!("{repo}/blobs/sha256:{}", "0".repeat(64)),
+            404,
+            "BLOB_UNKNOWN",
+        ),
+        (
+            format!("{repo}/manifests/sha256:baddigest"),
+            400,
+            "DIGEST_INVALID",
+        ),
+        (format!("{repo}/referrers/{m}"), 404, "UNSUPPORTED"),
+        ("/v2/what/ever".to_string(), 404, "UNSUPPORTED"),
+        ("/metrics".to_string(), 404, "UNSUPPORTED"),
+    ] {
+        let (s, _, body) = call(&seed, "GET", &path, None).await;
+        assert_eq!((s, code(&body).as_str()), (status, want), "GET {path}");
+    }
+}
