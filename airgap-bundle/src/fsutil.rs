@@ -37,6 +37,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// [`write_atomic`] for a file only root may read (it holds a secret): the
+/// temporary file is created 0600, and the mode is said again in case a
+/// umask or an older file had it otherwise.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
+    write_atomic(path, data)?;
+    set_mode(path, 0o600)
+}
+
 /// RFC 3339 UTC for a Unix time, without a date-time dependency.
 pub fn rfc3339(unix: u64) -> String {
     let days = (unix / 86_400) as i64;

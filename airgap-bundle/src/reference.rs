@@ -76,6 +76,12 @@ impl ImageRef {
             }
             _ => ("docker.io".to_string(), name.to_string()),
         };
+        // Docker Hub's legacy name: containerd and CRI-O treat it as docker.io.
+        let registry = if registry == "index.docker.io" {
+            "docker.io".to_string()
+        } else {
+            registry
+        };
         let repository = if registry == "docker.io" && !repository.contains('/') {
             format!("library/{repository}")
         } else {
@@ -146,6 +152,15 @@ mod tests {
         assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
         let r = ImageRef::parse("calico/node:v3.24.5").unwrap();
         assert_eq!(r.to_string(), "docker.io/calico/node:v3.24.5");
+        for legacy in [
+            "index.docker.io/calico/node:v3.24.5",
+            "index.docker.io/library/busybox",
+        ] {
+            let r = ImageRef::parse(legacy).unwrap();
+            assert_eq!(r.registry, "docker.io", "{legacy}");
+        }
+        let r = ImageRef::parse("index.docker.io/busybox:1.35").unwrap();
+        assert_eq!(r.to_string(), "docker.io/library/busybox:1.35");
         let r = ImageRef::parse("127.0.0.1:5000/a/b/c:1.0").unwrap();
         assert_eq!(
             (r.registry.as_str(), r.repository.as_str()),

@@ -879,10 +879,22 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
     let env = DemoEnv::start().unwrap();
     let t = tempfile::tempdir().unwrap();
     ok(&bundle_args(&env, t.path(), "demo.tar.zst", &[]));
-    let out = ok(&s(&[
+    // Without the plan the verdict is partial: said, and a failure unless
+    // accepted.
+    let e = fail(&s(&[
         "check-offline",
         &t.path().join("demo.tar.zst").to_string_lossy(),
     ]));
+    assert!(
+        e.contains("partial: no --cluster") && e.contains("give --cluster FILE"),
+        "{e}"
+    );
+    let out = ok(&s(&[
+        "check-offline",
+        &t.path().join("demo.tar.zst").to_string_lossy(),
+        "--allow-partial",
+    ]));
+    assert!(out.contains("verdict PARTIAL"), "{out}");
     // demo-app.yaml's two images, kube-flannel.yml's three (its flannel
     // image twice: install-cni and flanneld), and one each in the later
     // waves' six manifests, plus the provisioner's helper pod, whose
@@ -894,10 +906,11 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
     // Without the plan, both bundled copies of the chart (repository and
     // OCI) with their defaults: a Deployment and a hook Job each.
     assert!(
-        out.contains("2 chart(s) and kustomization(s) rendered, 4 image reference(s), 0 missing"),
+        out.contains("2 release(s) rendered, 4 image reference(s), 0 missing"),
         "{out}"
     );
-    // With the plan: the chart with its values and the kustomization.
+    // With the plan: the chart with its values, the kustomization and the
+    // seven manifests the plan applies.
     let cluster = t.path().join("cluster.yaml");
     std::fs::write(
         &cluster,
@@ -910,8 +923,11 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
         "--cluster",
         &cluster.to_string_lossy(),
     ]));
+    // Every release of the plan, the manifests with their placeholders
+    // filled included, rendered as the agent renders them.
     assert!(
-        out.contains("2 chart(s) and kustomization(s) rendered, 3 image reference(s), 0 missing"),
+        out.contains("9 release(s) rendered, 12 image reference(s), 0 missing")
+            && out.contains("verdict complete"),
         "{out}"
     );
     // A manifest that uses an image the bundle lacks.
@@ -1151,4 +1167,214 @@ fn a_manifest_without_media_type_bundles_by_tag_by_digest_and_from_the_lock() {
         );
         ok(&s(&["verify", &again.to_string_lossy()]));
     }
+}
+
+/// What a new user's hand-made content hits (issue: hostile inputs): a
+/// chart whose image follows the cluster's Kubernetes version, a manifest
+/// in JSON, a CR naming images as a structure and by RELATED_IMAGE_*, a
+/// workload pinned to one platform's manifest of a bundled index, Docker
+/// Hub's legacy name, and a kustomization that names a remote resource.
+#[test]
+fn the_offline_check_renders_as_the_site_will_and_refuses_the_network() {
+    if !have_tools("offline_check_hostile", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let www = &env.demo.www;
+    std::fs::create_dir_all(www.join("files/hostile")).unwrap();
+    std::fs::create_dir_all(www.join("hostile-charts")).unwrap();
+    // The image tag is the cluster's version: helm's default (v1.25.0 in
+    // the kit's build) names an image the bundle lacks.
+    let (chart, _) = kpaas_testkit::content::layer(&[
+        (
+            "kv-app/Chart.yaml",
+            b"apiVersion: v2\nname: kv-app\nversion: 0.1.0\n",
+            0o644,
+        ),
+        (
+            "kv-app/templates/pod.yaml",
+            b"apiVersion: v1\nkind: Pod\nmetadata: {name: kv}\nspec:\n  containers:\n    - name: c\n      image: \"registry.k8s.io/kube-apiserver:{{ .Capabilities.KubeVersion.Version }}\"\n",
+            0o644,
+        ),
+    ])
+    .unwrap();
+    std::fs::write(www.join("hostile-charts/kv-app-0.1.0.tgz"), &chart).unwrap();
+    std::fs::write(
+        www.join("hostile-charts/index.yaml"),
+        format!(
+            "apiVersion: v1\nentries:\n  kv-app:\n    - apiVersion: v2\n      name: kv-app\n      version: 0.1.0\n      digest: {}\n      urls: [kv-app-0.1.0.tgz]\n",
+            kpaas_testkit::content::sha256_hex(&chart)
+        ),
+    )
+    .unwrap();
+    let (remote, _) = kpaas_testkit::content::layer(&[
+        (
+            "remote/kustomization.yaml",
+            b"resources:\n  - local.yaml\n  - https://raw.example.invalid/app/deploy.yaml\n",
+            0o644,
+        ),
+        (
+            "remote/local.yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: local}\n",
+            0o644,
+        ),
+    ])
+    .unwrap();
+    std::fs::write(www.join("files/hostile/remote.tar.gz"), &remote).unwrap();
+    let cat = t.path().join("hostile.yaml");
+    let write_catalog = |pod_json: &str| {
+        std::fs::write(www.join("files/hostile/pod.json"), pod_json).unwrap();
+        std::fs::write(
+            &cat,
+            "schema_version: 1\nplatform: {name: hostile, version: \"1\"}\ncomponents:\n  - name: a\n    namespace: hostile\n    deploy:\n      - install:\n          - chart: {chart: kv-app, release: kv, namespace: hostile}\n          - manifest: pod.json\n          - kustomize: {file: remote.tar.gz, path: remote}\n    artifacts:\n      - {kind: image, ref: 'registry.k8s.io/kube-apiserver:v1.25.6'}\n      - {kind: image, ref: 'registry.demo.kpaas.test/demo/multi:1.0'}\n      - {kind: image, ref: 'docker.io/library/busybox:1.35'}\n      - {kind: file, name: pod.json, url: 'http://files.demo.kpaas.test/files/hostile/pod.json', unverified: true}\n      - {kind: file, name: remote.tar.gz, url: 'http://files.demo.kpaas.test/files/hostile/remote.tar.gz', unverified: true}\n      - {kind: file, name: helm, url: 'http://files.demo.kpaas.test/files/v1.25.6/amd64/helm', arch: amd64, unverified: true}\n      - {kind: file, name: kustomize, url: 'http://files.demo.kpaas.test/files/v1.25.6/amd64/kustomize', arch: amd64, unverified: true}\n      - {kind: chart, repo: 'http://files.demo.kpaas.test/hostile-charts', name: kv-app, version: 0.1.0, unverified: true}\n",
+        )
+        .unwrap();
+    };
+    let pod = |images: &[&str], related: &str, structured: &str| {
+        let containers: Vec<String> = images
+            .iter()
+            .enumerate()
+            .map(|(i, im)| format!(r#"{{"name": "c{i}", "image": "{im}"}}"#))
+            .collect();
+        format!(
+            r#"{{"apiVersion": "v1", "kind": "List", "items": [
+  {{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "p"}},
+   "spec": {{"containers": [{}], "initContainers": [{{"name": "op", "image": "docker.io/library/busybox:1.35",
+     "env": [{{"name": "RELATED_IMAGE_DB", "value": "{related}"}}]}}]}}}},
+  {{"apiVersion": "example.com/v1", "kind": "Database", "metadata": {{"name": "db"}},
+   "spec": {{"image": {structured}}}}}]}}"#,
+            containers.join(", ")
+        )
+    };
+    let check = |dir: &str, extra: &[&str]| {
+        let mut a = s(&["check-offline", &t.path().join(dir).to_string_lossy()]);
+        a.extend(s(extra));
+        builder(&a)
+    };
+    let cluster = t.path().join("cluster.yaml");
+    std::fs::write(
+        &cluster,
+        airgap_bundle::cluster::EXAMPLE.replace("platform: k-paas-1.4.1", "platform: hostile"),
+    )
+    .unwrap();
+    let with_plan = [
+        "--cluster",
+        &cluster.to_string_lossy(),
+        "--platform",
+        &cat.to_string_lossy(),
+    ]
+    .map(String::from);
+    let with_plan: Vec<&str> = with_plan.iter().map(String::as_str).collect();
+
+    // Everything missing: the JSON manifest's images (read by content, by
+    // the deploy item too), the CR's structured image, the RELATED_IMAGE_,
+    // and the remote kustomize resource refused by name.
+    write_catalog(&pod(
+        &["docker.io/library/nginx:1.23.2-alpine"],
+        "quay.io/example/db:9",
+        r#"{"registry": "quay.io", "repository": "example/cache", "tag": "2"}"#,
+    ));
+    ok(&args_for(
+        &env,
+        &cat.to_string_lossy(),
+        t.path(),
+        "b1",
+        "h1.lock",
+        "cache",
+        &[],
+    ));
+    let o = check("b1", &with_plan);
+    let e = String::from_utf8_lossy(&o.stderr).to_string();
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert!(!o.status.success(), "{out}\n{e}");
+    for want in [
+        "MISSING docker.io/library/nginx:1.23.2-alpine in files.kpaas.local/pod.json:any",
+        "MISSING docker.io/library/nginx:1.23.2-alpine in a: manifest files.kpaas.local/pod.json:any",
+        "MISSING quay.io/example/db:9 in files.kpaas.local/pod.json:any at Pod/p.spec.initContainers[0].env[0].value",
+        "MISSING quay.io/example/cache:2 in files.kpaas.local/pod.json:any at Database/db.spec.image",
+        "NOT RENDERED a: kustomization remote.tar.gz/remote",
+        "remote/kustomization.yaml: resources: https://raw.example.invalid/app/deploy.yaml",
+    ] {
+        assert!(e.contains(want), "{want}\nin:\n{e}");
+    }
+    // The chart rendered at the bundle's version, with 1.25's APIs.
+    assert!(!e.contains("MISSING registry.k8s.io/kube-apiserver"), "{e}");
+    assert!(out.contains("verdict FAILS"), "{out}");
+
+    // All held: a platform's manifest of the bundled index by digest, Docker
+    // Hub's legacy name, every structured and RELATED_IMAGE_ name.
+    let b1: serde_json::Value = bundle_json(&t.path().join("b1"));
+    let multi = b1["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "registry.demo.kpaas.test/demo/multi:1.0")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let index: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(t.path().join("b1/oci/blobs/sha256").join(&multi[7..])).unwrap(),
+    )
+    .unwrap();
+    let amd64 = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["platform"]["architecture"] == "amd64")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    write_catalog(&pod(
+        &[
+            &format!("registry.demo.kpaas.test/demo/multi@{amd64}"),
+            "index.docker.io/library/busybox:1.35",
+        ],
+        "busybox:1.35",
+        r#"{"registry": "registry.k8s.io", "repository": "kube-apiserver", "tag": "v1.25.6"}"#,
+    ));
+    // The kustomization without its remote resource.
+    let (local, _) = kpaas_testkit::content::layer(&[
+        (
+            "remote/kustomization.yaml",
+            b"resources: [local.yaml]\n",
+            0o644,
+        ),
+        (
+            "remote/local.yaml",
+            b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: local}\n",
+            0o644,
+        ),
+    ])
+    .unwrap();
+    std::fs::write(www.join("files/hostile/remote.tar.gz"), &local).unwrap();
+    ok(&args_for(
+        &env,
+        &cat.to_string_lossy(),
+        t.path(),
+        "b2",
+        "h2.lock",
+        "cache",
+        &[],
+    ));
+    let o = check("b2", &with_plan);
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("3 release(s) rendered") && out.contains("verdict complete"),
+        "{out}"
+    );
+
+    // Without the plan: partial, said, and a failure unless accepted.
+    let o = check("b2", &[]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.contains("verdict PARTIAL") && out.contains("give --cluster FILE"),
+        "{out}"
+    );
+    let o = check("b2", &["--allow-partial"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }

@@ -392,11 +392,8 @@ pub fn apply(ctx: &Ctx, events: &mut Sink, step: StepId, path: &Path) -> Result<
     outcome.with_context(|| format!("applying {p}"))
 }
 
-/// Writes a file 0600 (it may hold a token or a key).
-pub fn write_private(path: &Path, data: &[u8]) -> Result<()> {
-    fsutil::write_atomic(path, data)?;
-    fsutil::set_mode(path, 0o600)
-}
+// Writes a file 0600 (it may hold a token or a key).
+pub use airgap_bundle::fsutil::write_private;
 
 /// Writes a file unless it already holds exactly that.
 pub fn write_file(path: &Path, data: &str) -> Result<()> {

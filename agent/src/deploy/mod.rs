@@ -23,12 +23,14 @@ use crate::boot::cluster::{self, last_line, transient, wait};
 use crate::events::{Kind, Sink};
 use crate::{fill, kube, mirrors, vault};
 use airgap_bundle::deploy::{Hook, Readiness};
+use airgap_bundle::manifest::BLOBS_DIR;
 use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::node::NodeConfig;
-use airgap_bundle::offline::{Finding, Held};
+use airgap_bundle::offline::{Held, Verdict};
 use airgap_bundle::plan::{Release, Step};
+use airgap_bundle::render::{self, Renderer};
 use airgap_bundle::run::{Runner, run};
-use airgap_bundle::{Digest, fsutil, render};
+use airgap_bundle::{Digest, fsutil};
 use anyhow::{Context, Result, bail};
 use checks::Outcome;
 use journal::DeployJournal;
@@ -224,7 +226,8 @@ impl Engine {
     }
 
     /// Renders every release of the wave still to apply and checks every
-    /// image the objects name against the bundle; refuses the wave, naming
+    /// image the objects name against the bundle (the same rendering and
+    /// verdict as `kpaas-builder check-offline`); refuses the wave, naming
     /// each release, object and image, before anything of it is applied.
     fn render_wave(
         &self,
@@ -232,9 +235,13 @@ impl Engine {
         j: &DeployJournal,
         redo: bool,
     ) -> Result<Vec<(String, String, PathBuf)>> {
-        let held = Held::of(&self.manifest);
+        let held = Held::of(
+            &self.manifest,
+            |d| cluster::read_blob(&self.cfg, "an image index", d).ok(),
+            |d| self.cfg.bundle.join(BLOBS_DIR).join(d.hex()).is_file(),
+        );
         let mut out = Vec::new();
-        let mut missing: Vec<Finding> = Vec::new();
+        let mut verdict = Verdict::default();
         for s in steps {
             for r in &s.releases {
                 if !redo && j.applied(&s.component, &r.name()).is_some() {
@@ -245,20 +252,15 @@ impl Engine {
                     .with_context(|| format!("{}: rendering {}", s.component, r.describe()))?;
                 let yaml = std::fs::read_to_string(&file)
                     .with_context(|| format!("reading {}", file.display()))?;
-                let (_, m) = held.findings(&format!("{}/{}", s.component, r.name()), &yaml);
-                missing.extend(m);
+                verdict.read(&held, &format!("{}/{}", s.component, r.name()), &yaml);
                 out.push((s.component.clone(), r.name(), file));
             }
         }
-        if !missing.is_empty() {
-            let lines: Vec<String> = missing
-                .iter()
-                .map(|f| format!("{}: {} names {} ({})", f.file, f.at, f.image, f.why))
-                .collect();
+        if !verdict.missing.is_empty() {
             bail!(
                 "wave refused before anything of it was applied: {} image reference(s) the seed does not hold:\n  {}",
-                missing.len(),
-                lines.join("\n  ")
+                verdict.missing.len(),
+                verdict.missing_lines().join("\n  ")
             );
         }
         Ok(out)
@@ -283,62 +285,29 @@ impl Engine {
             .arg(&self.kube.kubeconfig)
     }
 
+    /// The renderer `check-offline` uses too, at the bundle's Kubernetes
+    /// version, with this node's tools.
+    fn renderer(&self) -> Result<Renderer<'_>> {
+        Ok(Renderer {
+            runner: self.runner.as_ref(),
+            helm: self.helm.clone(),
+            kustomize: Some(self.kustomize.clone()),
+            work: self.work.clone(),
+            kube_version: render::kubernetes_version(&self.manifest)?,
+        })
+    }
+
     /// Writes what a release applies and returns the rendered objects' file.
     fn render(&self, s: &Step, r: &Release) -> Result<PathBuf> {
         let dir = self.work.join(&s.component);
         fsutil::create_dir(&dir)?;
         let out = dir.join(format!("{}.yaml", r.name().replace('/', "_")));
-        let yaml = match r {
-            Release::Chart {
-                release,
-                namespace,
-                artifact,
-                values,
-            } => {
-                let (tgz, vals) = self.chart_files(s, release, artifact, values)?;
-                render::chart(
-                    self.runner.as_ref(),
-                    &self.helm,
-                    &self.work.join("helm"),
-                    release,
-                    namespace,
-                    &tgz,
-                    &vals,
-                )?
-            }
-            Release::Manifest {
-                artifact, replace, ..
-            } => {
-                let mut text = String::from_utf8(self.artifact(artifact)?)
-                    .with_context(|| format!("{artifact} is not UTF-8 text"))?;
-                for (from, to) in replace {
-                    text = text.replace(from.as_str(), to);
-                }
-                text.into_bytes()
-            }
-            // These apply no objects an image check could read.
-            Release::Fill { .. }
-            | Release::VaultInit { .. }
-            | Release::VaultCluster { .. }
-            | Release::DefaultStorageClass { .. }
-            | Release::Secret { .. } => Vec::new(),
-            Release::Kustomize {
-                artifact,
-                path,
-                file,
-            } => {
-                let tgz = dir.join(file);
-                fsutil::write_atomic(&tgz, &self.artifact(artifact)?)?;
-                render::kustomization(
-                    self.runner.as_ref(),
-                    &self.kustomize,
-                    &tgz,
-                    &dir.join(format!("{file}.d")),
-                    path,
-                )?
-            }
-        };
-        let mut yaml = yaml;
+        // Releases that apply no objects an image check could read render empty.
+        let mut yaml = self
+            .renderer()?
+            .release(self, &s.component, r)?
+            .map(|x| x.objects)
+            .unwrap_or_default();
         // Plain objects land in the component's namespace: make it first.
         if let (Release::Manifest { .. } | Release::Kustomize { .. }, Some(ns)) = (r, &s.namespace)
         {
@@ -371,7 +340,7 @@ impl Engine {
     }
 
     /// The chart archive and its values file (0600: it may carry a site's
-    /// password) in the work directory.
+    /// password) in the work directory, as the renderer writes them.
     fn chart_files(
         &self,
         s: &Step,
@@ -379,14 +348,8 @@ impl Engine {
         artifact: &str,
         values: &serde_json::Value,
     ) -> Result<(PathBuf, PathBuf)> {
-        let dir = self.work.join(&s.component);
-        let tgz = dir.join(format!("{release}.tgz"));
-        fsutil::write_atomic(&tgz, &self.artifact(artifact)?)?;
-        let vals = dir.join(format!("{release}.values.json"));
-        let mut values = values.clone();
-        self.fill_secrets(&mut values)?;
-        cluster::write_private(&vals, &serde_json::to_vec_pretty(&values)?)?;
-        Ok((tgz, vals))
+        self.renderer()?
+            .chart_files(self, &s.component, release, artifact, values)
     }
 
     /// Applies the component's releases not yet applied, then waits for its
@@ -1115,4 +1078,18 @@ fn hook_item<'a, T>(
             s.component
         ))
     })
+}
+
+/// The engine renders from the node's blob store, the site's passwords
+/// filled into chart values (on the master only, 0600).
+impl render::Inputs for Engine {
+    fn artifact(&self, name: &str) -> Result<Vec<u8>> {
+        Engine::artifact(self, name)
+    }
+
+    fn values(&self, v: &serde_json::Value) -> Result<serde_json::Value> {
+        let mut v = v.clone();
+        self.fill_secrets(&mut v)?;
+        Ok(v)
+    }
 }

@@ -1,45 +1,41 @@
 //! `kpaas-builder check-offline`: proves every image the bundle's objects
-//! ask for is in the bundle; lists any that would need the internet. Plain
-//! manifests are read as they are; charts are rendered with the bundle's own
-//! helm (`helm template`, hooks included) and kustomizations with its own
-//! kustomize, with the plan's values when a cluster file is given: the
-//! objects checked are the ones the agent will apply.
+//! ask for is in the bundle; lists any that would need the internet. Every
+//! file artifact whose content is a manifest is read as it is; with the
+//! cluster file, every release of the plan is rendered exactly as the agent
+//! renders it before a wave (`airgap_bundle::render`: charts at the
+//! bundle's Kubernetes version, manifests with their placeholders filled,
+//! kustomizations with no network) and judged by the same verdict.
+//! Without the cluster file the verdict is partial and the exit status
+//! says so unless `--allow-partial`.
 
 use crate::bundle::resolve::load_catalog;
+use airgap_bundle::fsutil;
 use airgap_bundle::manifest::{BLOBS_DIR, BUNDLE_JSON, BundleManifest};
-use airgap_bundle::offline::{self, Finding, Held};
+use airgap_bundle::offline::{self, Held, Verdict};
 use airgap_bundle::plan::Release;
 use airgap_bundle::reader::BundleSource;
+use airgap_bundle::render::{self, Renderer};
 use airgap_bundle::run::Host;
-use airgap_bundle::{fsutil, render};
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     pub bundle: PathBuf,
-    /// Render the plan's releases with this cluster file's values; without
-    /// it every bundled chart is rendered with its defaults (and
-    /// kustomizations, whose path the plan names, are not).
+    /// Render the plan's releases with this cluster file's values, as the
+    /// site will. Without it charts get their defaults, kustomizations are
+    /// not rendered, and the verdict is partial.
     #[arg(long)]
     pub cluster: Option<PathBuf>,
     /// Platform catalog for the plan (default: the cluster file's).
     #[arg(long, short)]
     pub platform: Option<String>,
+    /// Exit 0 on a partial verdict when nothing it read is missing.
+    #[arg(long)]
+    pub allow_partial: bool,
     #[arg(long)]
     pub json: bool,
-}
-
-#[derive(Debug, Serialize)]
-struct RenderReport {
-    /// What was rendered: "chart X as ns/release", "kustomization F/P".
-    rendered: Vec<String>,
-    references: usize,
-    missing: Vec<Finding>,
-    /// Why something was not rendered.
-    notes: Vec<String>,
 }
 
 /// The native architecture's tools: check-offline runs them here.
@@ -47,55 +43,88 @@ const HOST_ARCH: &str = "amd64";
 
 pub fn run(a: Args) -> Result<()> {
     let src = BundleSource::open(&a.bundle)?;
-    let files = offline::check(&src)?;
-    let rendered = render_releases(&a, &src)?;
+    let m = BundleManifest::from_bytes(&src.read_file(BUNDLE_JSON)?)?;
+    let (scan, files) = offline::check(&src)?;
+    let (rendered, failed) = render_releases(&a, &src, &m, &scan.held)?;
     let missing = files.missing.len() + rendered.missing.len();
+    let partial = !rendered.partial.is_empty();
     if a.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "manifests": files,
                 "rendered": rendered,
+                "failed": failed,
+                "verdict": if missing > 0 || !failed.is_empty() { "missing" } else if partial { "partial" } else { "complete" },
             }))?
         );
     } else {
         for f in files.missing.iter().chain(&rendered.missing) {
             eprintln!("MISSING {} in {} at {}: {}", f.image, f.file, f.at, f.why);
         }
-        for n in &rendered.notes {
-            eprintln!("note: {n}");
+        for f in &failed {
+            eprintln!("NOT RENDERED {f}");
+        }
+        for n in &rendered.partial {
+            eprintln!("partial: {n}");
         }
         println!(
             "{}: {} manifest file(s), {} image reference(s), {} missing",
             a.bundle.display(),
-            files.files,
+            files.checked.len(),
             files.references,
             files.missing.len()
         );
         println!(
-            "{}: {} chart(s) and kustomization(s) rendered, {} image reference(s), {} missing",
+            "{}: {} release(s) rendered, {} image reference(s), {} missing",
             a.bundle.display(),
-            rendered.rendered.len(),
+            rendered.checked.len(),
             rendered.references,
             rendered.missing.len()
         );
+        let verdict = if missing > 0 || !failed.is_empty() {
+            format!(
+                "FAILS: {missing} image reference(s) missing, {} release(s) not rendered",
+                failed.len()
+            )
+        } else if partial {
+            "PARTIAL: it does not cover what the site will apply (see above)".to_string()
+        } else {
+            "complete: every release of the plan rendered as the site will, nothing missing"
+                .to_string()
+        };
+        println!("{}: verdict {verdict}", a.bundle.display());
     }
+    let mut problems = Vec::new();
     if missing > 0 {
-        bail!("{missing} image reference(s) are not in the bundle");
+        problems.push(format!(
+            "{missing} image reference(s) are not in the bundle"
+        ));
+    }
+    if !failed.is_empty() {
+        problems.push(format!("{} release(s) could not be rendered", failed.len()));
+    }
+    if partial && !a.allow_partial {
+        problems.push(
+            "the verdict is partial: give --cluster FILE (the site's cluster file) for the complete one, or --allow-partial to accept it"
+                .into(),
+        );
+    }
+    if !problems.is_empty() {
+        bail!("{}", problems.join("; "));
     }
     Ok(())
 }
 
-/// The releases to render: the plan's (charts and kustomizations; plain
-/// manifests are checked as files), or every chart with its defaults.
-/// (component, release) pairs to render, and notes on what is not.
-type Todo = (Vec<(String, Release)>, Vec<String>);
+/// (component, release) pairs to render.
+type Todo = Vec<(String, Release)>;
 
-fn releases(a: &Args, m: &BundleManifest) -> Result<Todo> {
-    let mut notes = Vec::new();
+/// The plan's releases; without a cluster file, every bundled chart with
+/// its defaults, and why that is partial.
+fn releases(a: &Args, m: &BundleManifest, partial: &mut Vec<String>) -> Result<Todo> {
     let Some(path) = &a.cluster else {
-        notes.push("no --cluster: charts rendered with their default values; kustomizations need the plan to know their path".into());
-        let charts = m
+        partial.push("no --cluster: charts rendered with their default values, kustomizations not rendered (the plan names their paths), manifests read without their placeholders filled".into());
+        return Ok(m
             .artifacts
             .iter()
             .filter(|x| x.kind == "chart")
@@ -112,126 +141,112 @@ fn releases(a: &Args, m: &BundleManifest) -> Result<Todo> {
                     },
                 )
             })
-            .collect();
-        return Ok((charts, notes));
+            .collect());
     };
     let cluster = crate::cmd::cluster::load(path)?;
     let catalog = load_catalog(a.platform.as_deref().unwrap_or(&cluster.platform))?;
     let plan = airgap_bundle::plan::build(&catalog, &cluster, Some(m))?;
-    Ok((
-        plan.steps
-            .into_iter()
-            .flat_map(|s| {
-                let c = s.component;
-                s.releases
-                    .into_iter()
-                    .filter(|r| matches!(r, Release::Chart { .. } | Release::Kustomize { .. }))
-                    .map(move |r| (c.clone(), r))
-            })
-            .collect(),
-        notes,
-    ))
+    Ok(plan
+        .steps
+        .into_iter()
+        .flat_map(|s| {
+            let c = s.component;
+            s.releases.into_iter().map(move |r| (c.clone(), r))
+        })
+        .collect())
 }
 
-fn render_releases(a: &Args, src: &BundleSource) -> Result<RenderReport> {
-    let m = BundleManifest::from_bytes(&src.read_file(BUNDLE_JSON)?)?;
-    let (todo, notes) = releases(a, &m)?;
-    let mut report = RenderReport {
-        rendered: Vec::new(),
-        references: 0,
-        missing: Vec::new(),
-        notes,
-    };
-    if todo.is_empty() {
-        return Ok(report);
+/// The release's blobs, out of the bundle (one pass).
+struct Extracted(BTreeMap<String, PathBuf>);
+
+impl render::Inputs for Extracted {
+    fn artifact(&self, name: &str) -> Result<Vec<u8>> {
+        let p = self.0.get(name).with_context(|| {
+            format!("{name} is listed in bundle.json but its blob is not in the bundle")
+        })?;
+        std::fs::read(p).with_context(|| format!("reading {}", p.display()))
     }
-    // The blobs needed, by artifact name: the tools and what is rendered.
-    let tool = |name: &str| {
-        m.file(name, HOST_ARCH)
-            .map(|x| x.name.clone())
-            .with_context(|| format!("the bundle carries no {name} for {HOST_ARCH}: its charts and kustomizations cannot be rendered here"))
+}
+
+/// The plan's releases rendered and judged, and the ones that could not be
+/// rendered (each with why: all are reported, not the first).
+fn render_releases(
+    a: &Args,
+    src: &BundleSource,
+    m: &BundleManifest,
+    held: &Held,
+) -> Result<(Verdict, Vec<String>)> {
+    let mut verdict = Verdict::default();
+    let todo = releases(a, m, &mut verdict.partial)?;
+    let mut failed = Vec::new();
+    // Only releases that apply objects need the tools.
+    let renders = |r: &Release| {
+        matches!(
+            r,
+            Release::Chart { .. } | Release::Manifest { .. } | Release::Kustomize { .. }
+        )
     };
-    let mut want: Vec<String> = vec![tool("helm")?];
-    let kustomize = todo
-        .iter()
-        .any(|(_, r)| matches!(r, Release::Kustomize { .. }));
-    if kustomize {
-        want.push(tool("kustomize")?);
+    if !todo.iter().any(|(_, r)| renders(r)) {
+        return Ok((verdict, failed));
     }
+    let kube_version = render::kubernetes_version(m)?;
+    if kube_version.is_none() {
+        verdict.partial.push(format!(
+            "the bundle carries no {} image: charts were rendered at helm's default Kubernetes version, not the cluster's",
+            render::APISERVER
+        ));
+    }
+    let tool = |name: &str| m.file(name, HOST_ARCH).map(|x| x.name.clone());
+    let helm = tool("helm").with_context(|| {
+        format!("the bundle carries no helm for {HOST_ARCH}: its charts cannot be rendered here")
+    })?;
+    let kustomize = tool("kustomize");
+    let mut want: Vec<String> = vec![helm.clone()];
+    want.extend(kustomize.clone());
     want.extend(
         todo.iter()
             .filter_map(|(_, r)| r.artifact().map(str::to_string)),
     );
     let dir = tempfile::tempdir()?;
-    let paths = extract(src, &m, &want, dir.path())?;
-    let path = |name: &str| -> Result<&PathBuf> {
-        paths.get(name).with_context(|| {
+    let paths = extract(src, m, &want, &dir.path().join("blobs"))?;
+    let exe = |name: &str| -> Result<String> {
+        let p = paths.get(name).with_context(|| {
             format!("{name} is listed in bundle.json but its blob is not in the bundle")
-        })
+        })?;
+        fsutil::set_mode(p, 0o755)?;
+        Ok(p.to_string_lossy().to_string())
     };
-    let helm = path(&want[0])?.to_string_lossy().to_string();
-    fsutil::set_mode(Path::new(&helm), 0o755)?;
-    let kustomize = if kustomize {
-        let k = path(&want[1])?.to_string_lossy().to_string();
-        fsutil::set_mode(Path::new(&k), 0o755)?;
-        k
-    } else {
-        String::new()
+    let renderer = Renderer {
+        runner: &Host,
+        helm: exe(&helm)?,
+        kustomize: kustomize.as_deref().map(exe).transpose()?,
+        work: dir.path().join("work"),
+        kube_version,
     };
-    let held = Held::of(&m);
-    let home = dir.path().join("helm");
+    let inputs = Extracted(paths);
     for (component, r) in &todo {
-        let (label, yaml) = match r {
+        let label = match r {
             Release::Chart {
                 release,
                 namespace,
                 artifact,
-                values,
-            } => {
-                let vals = dir
-                    .path()
-                    .join(format!("{component}-{release}.values.json"));
-                std::fs::write(&vals, serde_json::to_vec(values)?)?;
-                let label = format!("chart {artifact} as {namespace}/{release}");
-                let out = render::chart(
-                    &Host,
-                    &helm,
-                    &home,
-                    release,
-                    namespace,
-                    path(artifact)?,
-                    &vals,
-                )
-                .with_context(|| format!("{component}: rendering {label}"))?;
-                (label, out)
+                ..
+            } => format!("{component}: chart {artifact} as {namespace}/{release}"),
+            Release::Manifest { artifact, .. } => format!("{component}: manifest {artifact}"),
+            Release::Kustomize { file, path, .. } => {
+                format!("{component}: kustomization {file}/{path}")
             }
-            Release::Kustomize {
-                file,
-                path: at,
-                artifact,
-            } => {
-                let label = format!("kustomization {file}/{at}");
-                let tree = dir.path().join(format!("{component}-tree"));
-                let out = render::kustomization(&Host, &kustomize, path(artifact)?, &tree, at)
-                    .with_context(|| format!("{component}: rendering {label}"))?;
-                (label, out)
-            }
-            Release::Manifest { .. }
-            | Release::Fill { .. }
-            | Release::VaultInit { .. }
-            | Release::VaultCluster { .. }
-            | Release::DefaultStorageClass { .. }
-            | Release::Secret { .. } => continue,
+            _ => continue,
         };
-        let (n, missing) = held.findings(
-            &format!("{component}: {label}"),
-            &String::from_utf8_lossy(&yaml),
-        );
-        report.references += n;
-        report.missing.extend(missing);
-        report.rendered.push(label);
+        match renderer.release(&inputs, component, r) {
+            Ok(Some(out)) => {
+                verdict.read(held, &label, &String::from_utf8_lossy(&out.objects));
+            }
+            Ok(None) => {}
+            Err(e) => failed.push(format!("{label}: {e:#}")),
+        }
     }
-    Ok(report)
+    Ok((verdict, failed))
 }
 
 /// Copies the content blobs of the named artifacts out of the bundle (one
@@ -242,6 +257,7 @@ fn extract(
     names: &[String],
     dir: &Path,
 ) -> Result<BTreeMap<String, PathBuf>> {
+    fsutil::create_dir(dir)?;
     let mut by_blob: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for n in names {
         let a = m
@@ -261,6 +277,10 @@ fn extract(
             let to = dir.join(path.rsplit('/').next().unwrap_or(path));
             let mut bytes = Vec::new();
             r.read_to_end(&mut bytes)?;
+            let hex = path.rsplit('/').next().unwrap_or(path);
+            if airgap_bundle::Digest::of(&bytes).hex() != hex {
+                bail!("{path} in the bundle does not match its digest: the bundle is damaged (run verify)");
+            }
             std::fs::write(&to, &bytes).with_context(|| format!("writing {}", to.display()))?;
             for n in names {
                 out.insert(n.clone(), to.clone());
