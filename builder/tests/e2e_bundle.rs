@@ -1169,6 +1169,63 @@ fn a_manifest_without_media_type_bundles_by_tag_by_digest_and_from_the_lock() {
     }
 }
 
+/// Identical files under several names, fetched on a cold cache: resolving
+/// fetches them at once, and they once shared one partial file (`moving
+/// …/partial/<hex> into the cache: No such file or directory` about one run
+/// in three, and once a corrupt entry). Repeated so the race would show.
+#[test]
+fn identical_files_on_a_cold_cache_are_fetched_once_and_stored_whole() {
+    if !have_tools("identical_files", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let body = kpaas_testkit::content::noise(7, 6 << 20);
+    let hex = kpaas_testkit::content::sha256_hex(&body);
+    let dir = env.demo.www.join("files/same");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut cat = String::from(
+        "schema_version: 1\nplatform: {name: same, version: \"1\"}\ncomponents:\n  - name: a\n    artifacts:\n",
+    );
+    for i in 0..6 {
+        std::fs::write(dir.join(format!("copy-{i}.bin")), &body).unwrap();
+        cat.push_str(&format!(
+            "      - {{kind: file, name: copy-{i}, url: 'http://files.demo.kpaas.test/files/same/copy-{i}.bin', sha256: {hex}}}\n"
+        ));
+    }
+    let catalog = t.path().join("same.yaml");
+    std::fs::write(&catalog, cat).unwrap();
+    for run in 0..5 {
+        let cache = format!("cache-{run}");
+        ok(&args_for(
+            &env,
+            &catalog.to_string_lossy(),
+            t.path(),
+            &format!("out-{run}"),
+            &format!("same-{run}.lock"),
+            &cache,
+            &["--jobs", "6"],
+        ));
+        let stored = std::fs::read(t.path().join(&cache).join("blobs/sha256").join(&hex))
+            .unwrap_or_else(|e| panic!("run {run}: the blob is not in the cache: {e}"));
+        assert_eq!(
+            kpaas_testkit::content::sha256_hex(&stored),
+            hex,
+            "run {run}: the cache holds a corrupt entry under the digest"
+        );
+        let partial: Vec<_> = std::fs::read_dir(t.path().join(&cache).join("partial"))
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| !n.ends_with(".lock"))
+            .collect();
+        assert!(
+            partial.is_empty(),
+            "run {run}: partial files left: {partial:?}"
+        );
+    }
+}
+
 /// What a new user's hand-made content hits (issue: hostile inputs): a
 /// chart whose image follows the cluster's Kubernetes version, a manifest
 /// in JSON, a CR naming images as a structure and by RELATED_IMAGE_*, a

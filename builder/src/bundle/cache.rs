@@ -4,7 +4,7 @@
 use airgap_bundle::Digest;
 use airgap_bundle::digest::HashingWriter;
 use anyhow::{Context, Result, bail};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -15,6 +15,17 @@ pub struct Cache {
     /// Entries whose bytes this process has hashed (on the way in, or since):
     /// they need no second hashing on the way out.
     verified: Arc<Mutex<HashSet<Digest>>>,
+    /// One fetch per digest at a time in this process: two artifacts with
+    /// the same content (a file under two names) would otherwise append to
+    /// one partial file together.
+    fetching: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// The right to write a digest's partial file: held by one task of one
+/// process (another build may share the cache) until it is dropped.
+pub struct Claim {
+    _task: tokio::sync::OwnedMutexGuard<()>,
+    _file: std::fs::File,
 }
 
 impl Cache {
@@ -38,6 +49,7 @@ impl Cache {
         Ok(Cache {
             root,
             verified: Arc::default(),
+            fetching: Arc::default(),
         })
     }
 
@@ -51,6 +63,43 @@ impl Cache {
 
     pub fn partial(&self, d: &Digest) -> PathBuf {
         self.root.join("partial").join(d.hex())
+    }
+
+    /// Waits until this task alone may write `d`'s partial file: first
+    /// among this process's tasks, then among processes (an advisory lock
+    /// on `partial/<hex>.lock`). The caller checks [`Cache::has`] again
+    /// afterwards: whoever held it before may have stored the blob.
+    pub async fn claim(&self, d: &Digest) -> Result<Claim> {
+        let m = {
+            let mut map = self
+                .fetching
+                .lock()
+                .map_err(|_| anyhow::anyhow!("the cache's fetch table is poisoned"))?;
+            map.entry(d.clone()).or_default().clone()
+        };
+        let task = m.lock_owned().await;
+        let path = self.root.join("partial").join(format!("{}.lock", d.hex()));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("locking {}", path.display()));
+                }
+            }
+        }
+        Ok(Claim {
+            _task: task,
+            _file: file,
+        })
     }
 
     pub fn has(&self, d: &Digest) -> bool {

@@ -83,6 +83,13 @@ pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Resu
             (u, h.clone(), h)
         }
     };
+    // Two artifacts with one content (fetched at once while resolving) or
+    // two builds sharing the cache: one writes the partial file, the others
+    // wait and then find the blob stored.
+    let _claim = cache.claim(&w.digest).await?;
+    if cache.has(&w.digest) {
+        return Ok(());
+    }
     let partial = cache.partial(&w.digest);
     let t = p.transfer(&format!("{} {}", w.digest.short(), w.artifact), w.size);
     let mut attempt = 0u32;
