@@ -99,6 +99,9 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
         LONG,
     )
     .unwrap();
+    // The agent found its node config on the seed volume at once: no
+    // failed first run waiting out a restart for cloud-init's copy.
+    assert!(!m.console().contains("CIDATA volume"), "{}", m.console());
     drop(m);
     let mut m = lab.master(&mdisk);
     m.wait_unless("a half-done kubeadm init was found", STOPPED, LONG)

@@ -174,19 +174,19 @@ impl Lab {
         if iso.exists() {
             return iso;
         }
-        let dir = self.dir.join("universal-host-link");
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut files = Vec::new();
-        for f in ["user-data", "meta-data", "network-config"] {
-            let mut text = std::fs::read_to_string(self.seeds.join("universal").join(f)).unwrap();
-            if f == "network-config" {
-                text.push_str(&format!(
-                    "  host-link:\n    match:\n      macaddress: \"{HOST_LINK_MAC}\"\n    addresses: [\"{HOST_LINK_IP}/24\"]\n"
-                ));
-            }
-            std::fs::write(dir.join(f), text).unwrap();
-            files.push(dir.join(f));
-        }
+        let files = edited_seed(
+            &self.seeds.join("universal"),
+            &self.dir.join("universal-host-link"),
+            |f, text| {
+                if f == "network-config" {
+                    text + &format!(
+                        "  host-link:\n    match:\n      macaddress: \"{HOST_LINK_MAC}\"\n    addresses: [\"{HOST_LINK_IP}/24\"]\n"
+                    )
+                } else {
+                    text
+                }
+            },
+        );
         cidata(&files, &iso);
         iso
     }
@@ -284,29 +284,48 @@ impl Lab {
 
     /// A worker's seed whose CA hash pins a CA the cluster does not have.
     pub fn wrong_ca_seed(&self) -> PathBuf {
-        let src = self.seeds.join("kpaas-worker1");
-        let dir = self.dir.join("wrong-ca");
-        std::fs::create_dir_all(&dir).unwrap();
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         let real = std::fs::read_to_string(self.seeds.join("secrets/ca-cert-hash")).unwrap();
         let wrong = format!("sha256:{}\n", "ab".repeat(32));
-        let mut files = Vec::new();
-        for f in ["user-data", "meta-data", "network-config"] {
-            let mut text = std::fs::read_to_string(src.join(f)).unwrap();
-            if f == "user-data" {
-                assert!(
-                    text.contains(&b64(&real)),
-                    "the worker's seed carries the CA hash"
-                );
-                text = text.replace(&b64(&real), &b64(&wrong));
-            }
-            std::fs::write(dir.join(f), text).unwrap();
-            files.push(dir.join(f));
-        }
+        let files = edited_seed(
+            &self.seeds.join("kpaas-worker1"),
+            &self.dir.join("wrong-ca"),
+            |f, text| {
+                if f == "user-data" {
+                    assert!(
+                        text.contains(&b64(&real)),
+                        "the worker's seed carries the CA hash"
+                    );
+                    text.replace(&b64(&real), &b64(&wrong))
+                } else {
+                    text
+                }
+            },
+        );
         let iso = self.dir.join("wrong-ca.iso");
         cidata(&files, &iso);
         iso
     }
+}
+
+/// A copy of every file of the seed `src` (as `kpaas-builder seeds` wrote
+/// it: its node config too, which the agent reads from the volume before
+/// cloud-init has run) into `dir`, each passed through `edit`.
+fn edited_seed(src: &Path, dir: &Path, edit: impl Fn(&str, String) -> String) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if !e.file_type().unwrap().is_file() {
+            continue;
+        }
+        let f = e.file_name().to_string_lossy().to_string();
+        let text = edit(&f, std::fs::read_to_string(e.path()).unwrap());
+        std::fs::write(dir.join(&f), text).unwrap();
+        files.push(dir.join(&f));
+    }
+    files.sort();
+    files
 }
 
 /// A CIDATA ISO of `files`, as `kpaas-builder seeds` writes them.
