@@ -26,6 +26,16 @@ pub struct Cache {
 pub struct Claim {
     _task: tokio::sync::OwnedMutexGuard<()>,
     _file: std::fs::File,
+    path: PathBuf,
+}
+
+impl Claim {
+    /// The blob is stored: its lock file goes. Safe only now: a waiter that
+    /// then locks the unlinked file, and one that makes a new one, both find
+    /// the blob stored and write nothing. A failed fetch keeps the file.
+    pub fn stored(self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 impl Cache {
@@ -42,7 +52,7 @@ impl Cache {
                 .join(".cache/kpaas"),
             },
         };
-        for sub in ["blobs/sha256", "partial", "tmp"] {
+        for sub in ["blobs/sha256", "partial", "tmp", "locks"] {
             std::fs::create_dir_all(root.join(sub))
                 .with_context(|| format!("creating cache {}", root.display()))?;
         }
@@ -67,7 +77,7 @@ impl Cache {
 
     /// Waits until this task alone may write `d`'s partial file: first
     /// among this process's tasks, then among processes (an advisory lock
-    /// on `partial/<hex>.lock`). The caller checks [`Cache::has`] again
+    /// on `locks/<hex>`). The caller checks [`Cache::has`] again
     /// afterwards: whoever held it before may have stored the blob.
     pub async fn claim(&self, d: &Digest) -> Result<Claim> {
         let m = {
@@ -78,7 +88,7 @@ impl Cache {
             map.entry(d.clone()).or_default().clone()
         };
         let task = m.lock_owned().await;
-        let path = self.root.join("partial").join(format!("{}.lock", d.hex()));
+        let path = self.root.join("locks").join(d.hex());
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -99,6 +109,7 @@ impl Cache {
         Ok(Claim {
             _task: task,
             _file: file,
+            path,
         })
     }
 

@@ -86,7 +86,7 @@ pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Resu
     // Two artifacts with one content (fetched at once while resolving) or
     // two builds sharing the cache: one writes the partial file, the others
     // wait and then find the blob stored.
-    let _claim = cache.claim(&w.digest).await?;
+    let claim = cache.claim(&w.digest).await?;
     if cache.has(&w.digest) {
         return Ok(());
     }
@@ -223,6 +223,7 @@ pub async fn fetch_one(net: &Net, cache: &Cache, w: &Want, p: &Progress) -> Resu
             );
         }
         cache.commit_partial(&w.digest)?;
+        claim.stored();
         p.event(
             "blob_done",
             json!({"digest": w.digest, "bytes": have, "artifact": w.artifact}),
