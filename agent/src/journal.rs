@@ -3,8 +3,8 @@
 //! unfinished step and a run after success does nothing.
 
 use crate::boot::StepId;
-use airgap_bundle::fsutil::write_atomic;
-use anyhow::{Context, Result};
+use crate::state_file;
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -45,12 +45,7 @@ pub struct Journal {
 impl Journal {
     pub fn open(state_dir: &Path) -> Result<Journal> {
         let path = state_dir.join(JOURNAL_FILE);
-        let mut j: Journal = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("parsing journal {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Journal::default(),
-            Err(e) => return Err(e).with_context(|| format!("reading journal {}", path.display())),
-        };
+        let mut j: Journal = state_file::load(&path, "journal")?;
         j.path = path;
         Ok(j)
     }
@@ -70,8 +65,7 @@ impl Journal {
                 detail: detail.into(),
             },
         );
-        let bytes = serde_json::to_vec_pretty(self).context("encoding the journal")?;
-        write_atomic(&self.path, &bytes)
+        state_file::save(&self.path, "the journal", self)
     }
 
     /// Each step in order with its state (`pending` when not yet run);

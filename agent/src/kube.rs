@@ -33,13 +33,7 @@ pub const PATCHES_DIR: &str = "kubeadm-patches";
 pub const SECRETS_DIR: &str = "etc/kpaas/secrets";
 pub const API_PORT: u16 = 6443;
 
-/// Kernel modules and sysctls kubelet, kube-proxy and the CNI need.
-pub const MODULES: &[&str] = &["overlay", "br_netfilter"];
-pub const SYSCTLS: &[(&str, &str)] = &[
-    ("net.bridge.bridge-nf-call-iptables", "1"),
-    ("net.bridge.bridge-nf-call-ip6tables", "1"),
-    ("net.ipv4.ip_forward", "1"),
-];
+pub use airgap_bundle::node::{KERNEL_MODULES as MODULES, SYSCTLS};
 
 /// What the cluster is formed with: the plan's values, the node, and what
 /// the bundle holds.

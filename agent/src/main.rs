@@ -14,9 +14,12 @@ mod fill;
 mod journal;
 mod kube;
 mod mirrors;
+mod node_api;
 mod preflight;
 mod probe;
+mod runtime;
 mod seed_registry;
+mod state_file;
 mod status;
 mod vault;
 

@@ -68,12 +68,14 @@ fn first_boot_stops_at_preflight_then_completes_then_resumes_and_refuses_bad_bun
     put(&root, "proc/sys/net/ipv4/ip_forward", "1\n");
     let state = t.path().join("state");
     let port = free_port();
-    let write_cfg = |bundle: &Path, state: &Path, mode: &str| {
+    // The seed names the bundle it was made from (`seeds --bundle`).
+    let made_for = kpaas_testkit::content::digest(&std::fs::read(b.join("bundle.json")).unwrap());
+    let write_cfg_for = |bundle: &Path, state: &Path, mode: &str, digest: &str| {
         let cfg = t.path().join("node.yaml");
         std::fs::write(
             &cfg,
             format!(
-                "config_version: 1\ncluster: demo\nbundle: {}\nbundle_key: {}\nverify: {mode}\nseed_port: {port}\nstate_dir: {}\nnodes:\n  - {{hostname: kpaas-m1, ip: 127.0.0.2, mac: '52:54:00:12:34:01', role: master}}\n  - {{hostname: kpaas-w1, ip: 10.0.0.2, mac: '52:54:00:12:34:02', role: worker}}\n",
+                "config_version: 1\ncluster: demo\nbundle: {}\nbundle_key: {}\nbundle_digest: {digest}\nverify: {mode}\nseed_port: {port}\nstate_dir: {}\nnodes:\n  - {{hostname: kpaas-m1, ip: 127.0.0.2, mac: '52:54:00:12:34:01', role: master}}\n  - {{hostname: kpaas-w1, ip: 10.0.0.2, mac: '52:54:00:12:34:02', role: worker}}\n",
                 bundle.display(),
                 key.display(),
                 state.display()
@@ -82,6 +84,8 @@ fn first_boot_stops_at_preflight_then_completes_then_resumes_and_refuses_bad_bun
         .unwrap();
         cfg
     };
+    let write_cfg =
+        |bundle: &Path, state: &Path, mode: &str| write_cfg_for(bundle, state, mode, &made_for);
     let cfg = write_cfg(&b, &state, "fast");
     let run = |cfg: &Path| {
         agent(&[
@@ -245,4 +249,21 @@ fn first_boot_stops_at_preflight_then_completes_then_resumes_and_refuses_bad_bun
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+
+    // 8. A seed made for another bundle stops at verify, naming both
+    // digests, before anything is hashed or served.
+    let other_digest = format!("sha256:{}", "ab".repeat(32));
+    for mode in ["fast", "full"] {
+        let state = t.path().join(format!("state-other-{mode}"));
+        let cfg = write_cfg_for(&b, &state, mode, &other_digest);
+        let o = run(&cfg);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            !o.status.success()
+                && err.contains(&format!("carries bundle {made_for}"))
+                && err.contains(&format!("made for bundle {other_digest}")),
+            "{mode}: {err}"
+        );
+        assert_eq!(states(&status(&state))[2], "verify=failed", "{mode}");
+    }
 }

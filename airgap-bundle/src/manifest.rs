@@ -117,7 +117,23 @@ impl BundleArtifact {
     }
 }
 
+/// This build's architecture as catalogs name it: the node files the agent
+/// installs and runs, and the helm/kustomize check-offline runs, are this
+/// one's (one place, not a literal per caller).
+pub fn native_arch() -> &'static str {
+    if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    }
+}
+
 impl BundleManifest {
+    /// Where the catalog installs file `name` for this machine's arch.
+    pub fn install_path(&self, name: &str) -> Option<&str> {
+        self.file(name, native_arch())?.install_path.as_deref()
+    }
+
     /// The file artifact of that catalog name for `arch` (or for any arch).
     pub fn file(&self, name: &str, arch: &str) -> Option<&BundleArtifact> {
         self.artifacts.iter().find(|a| {

@@ -13,6 +13,17 @@ use std::path::PathBuf;
 pub const NODE_CONFIG_VERSION: u32 = 1;
 /// Where cloud-init's `write_files` puts it.
 pub const NODE_CONFIG_PATH: &str = "/etc/kpaas/node.yaml";
+
+/// Kernel modules and sysctls the container runtime, kube-proxy and the CNI
+/// need: the image lays them into `/etc` (modules-load.d, sysctl.d) and the
+/// agent writes and applies them again at boot (a node installed another
+/// way has neither). Defined once for both.
+pub const KERNEL_MODULES: &[&str] = &["overlay", "br_netfilter"];
+pub const SYSCTLS: &[(&str, &str)] = &[
+    ("net.ipv4.ip_forward", "1"),
+    ("net.bridge.bridge-nf-call-iptables", "1"),
+    ("net.bridge.bridge-nf-call-ip6tables", "1"),
+];
 /// The name of the file on a CIDATA volume when cloud-init is absent.
 pub const CIDATA_FILE: &str = "kpaas-node.yaml";
 
@@ -107,6 +118,12 @@ pub struct NodeConfig {
     /// The public key bundles must be signed with (baked into the image).
     #[serde(default = "default_key")]
     pub bundle_key: PathBuf,
+    /// The bundle this seed was made from (`seeds --bundle`): the digest of
+    /// its `bundle.json`. A node whose media carries another stops at
+    /// verify, naming both, before it forms a cluster from a plan made for
+    /// other content. Absent: the seed is not bound to a bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle_digest: Option<crate::Digest>,
     #[serde(default)]
     pub verify: VerifyMode,
     #[serde(default = "default_port")]
@@ -190,6 +207,7 @@ impl NodeConfig {
             cluster: cluster.into(),
             bundle: default_bundle(),
             bundle_key: default_key(),
+            bundle_digest: None,
             verify: VerifyMode::default(),
             seed_port: default_port(),
             runtime: Runtime::default(),

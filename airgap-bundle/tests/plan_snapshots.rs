@@ -83,3 +83,48 @@ fn a_cluster_for_another_platform_is_refused() {
     let e = plan::build(&kpaas(), &c, None).unwrap_err().to_string();
     assert!(e.contains("\"demo\"") && e.contains("k-paas-1.4.1"), "{e}");
 }
+
+/// A readiness check the agent cannot run is refused when the plan is made
+/// (`plan`, `seeds`, `check-offline` all build it), every one at once and
+/// named by component, never found at a site after a wait.
+#[test]
+fn checks_the_agent_cannot_run_are_refused_at_plan_time() {
+    let demo = airgap_bundle::platforms::builtin("demo").unwrap();
+    // The cluster step runs only nodes-ready and rollouts; an https health
+    // check is not implemented; a hook needs its install item.
+    let text = demo
+        .replacen(
+            "          - {check: nodes-ready}\n",
+            "          - {check: nodes-ready}\n          - {check: job-complete, namespace: kube-system, name: late}\n",
+            1,
+        )
+        .replacen(
+            "url: \"http://{cluster.public_ip}:32703/\"",
+            "url: \"https://{cluster.public_ip}:32703/\"",
+            1,
+        )
+        .replacen(
+            "          - {check: hook, name: vault-cluster-secret}\n",
+            "          - {check: hook, name: vault-cluster-secret}\n          - {check: hook, name: harbor-holds-bundle}\n",
+            1,
+        );
+    assert_ne!(text, demo);
+    let cat = Catalog::from_yaml(&text, "demo").unwrap();
+    let c = Cluster::from_yaml(
+        &EXAMPLE.replace("platform: k-paas-1.4.1", "platform: demo"),
+        "example",
+    )
+    .unwrap();
+    let e = plan::build(&cat, &c, None).unwrap_err().to_string();
+    for want in [
+        "kubernetes: kube-system: job late Complete",
+        "the cluster step runs only nodes-ready and rollout checks",
+        "only plain http:// health checks are implemented",
+        "needs a `fill` install item in the same component",
+    ] {
+        assert!(e.contains(want), "{want}\nin:\n{e}");
+    }
+    // The demo as it is plans.
+    let cat = Catalog::from_yaml(demo, "demo").unwrap();
+    plan::build(&cat, &c, None).unwrap();
+}

@@ -5,6 +5,7 @@
 
 use airgap_bundle::catalog::Catalog;
 use airgap_bundle::cluster::{Cluster, PASSWORD_KEYS};
+use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::node::{KubernetesStep, NodeConfig, NodeEntry, Role, VerifyMode};
 use airgap_bundle::run::run;
 use airgap_bundle::{Digest, fsutil};
@@ -34,11 +35,6 @@ fn random_string(n: usize, alphabet: &[u8]) -> Result<String> {
         .collect())
 }
 
-fn write_secret(path: &Path, data: &[u8]) -> Result<()> {
-    fsutil::write_atomic(path, data)?;
-    fsutil::set_mode(path, 0o600)
-}
-
 /// The cluster's secrets, made once and kept in `<out>/secrets` (0600) so a
 /// re-render gives every node the same ones.
 pub fn secrets(dir: &Path, c: &Cluster) -> Result<BTreeMap<String, Vec<u8>>> {
@@ -48,7 +44,7 @@ pub fn secrets(dir: &Path, c: &Cluster) -> Result<BTreeMap<String, Vec<u8>>> {
     if !token.exists() {
         let a = b"abcdefghijklmnopqrstuvwxyz0123456789";
         // kubeadm's format: [a-z0-9]{6}.[a-z0-9]{16}
-        write_secret(
+        fsutil::write_private(
             &token,
             format!("{}.{}\n", random_string(6, a)?, random_string(16, a)?).as_bytes(),
         )?;
@@ -90,7 +86,7 @@ pub fn secrets(dir: &Path, c: &Cluster) -> Result<BTreeMap<String, Vec<u8>>> {
         .arg(dir.join("ca.pub.pem"))
         .output()?;
     let hash = format!("{}\n", Digest::of(&der));
-    write_secret(&dir.join("ca-cert-hash"), hash.as_bytes())?;
+    fsutil::write_private(&dir.join("ca-cert-hash"), hash.as_bytes())?;
     let pw_path = dir.join("passwords.yaml");
     let mut pw: BTreeMap<String, String> = match std::fs::read_to_string(&pw_path) {
         Ok(t) => {
@@ -111,7 +107,7 @@ pub fn secrets(dir: &Path, c: &Cluster) -> Result<BTreeMap<String, Vec<u8>>> {
         };
         pw.insert(k.to_string(), v);
     }
-    write_secret(&pw_path, serde_saphyr::to_string(&pw)?.as_bytes())?;
+    fsutil::write_private(&pw_path, serde_saphyr::to_string(&pw)?.as_bytes())?;
     let mut out = BTreeMap::new();
     for f in [
         "bootstrap-token",
@@ -227,12 +223,41 @@ fn render_seed(
 pub struct NodePlan {
     pub kubernetes: KubernetesStep,
     pub platform: Vec<airgap_bundle::plan::Step>,
+    /// The bundle the plan was checked against, by digest.
+    pub bundle_digest: Option<Digest>,
 }
 
 /// The plan for this cluster as the nodes receive it (the same data
 /// `kpaas-builder plan` prints); `platform: false` stops at a ready cluster.
-pub fn node_plan(catalog: &Catalog, c: &Cluster, platform: bool) -> Result<NodePlan> {
-    let plan = airgap_bundle::plan::build(catalog, c, None)?;
+/// With the bundle, every artifact a release reads must be in it (all that
+/// are not are named at once).
+pub fn node_plan(
+    catalog: &Catalog,
+    c: &Cluster,
+    platform: bool,
+    bundle: Option<&BundleManifest>,
+) -> Result<NodePlan> {
+    let plan = airgap_bundle::plan::build(catalog, c, bundle)?;
+    if let Some(m) = bundle {
+        let missing: Vec<String> = plan
+            .steps
+            .iter()
+            .flat_map(|s| {
+                s.releases.iter().filter_map(move |r| {
+                    let a = r.artifact()?;
+                    (!m.artifacts.iter().any(|x| x.name == a))
+                        .then(|| format!("{}: {} reads {a}", s.component, r.name()))
+                })
+            })
+            .collect();
+        if !missing.is_empty() {
+            bail!(
+                "the bundle lacks {} artifact(s) the plan's releases read (rebuild it from this catalog):\n  {}",
+                missing.len(),
+                missing.join("\n  ")
+            );
+        }
+    }
     let (kube, rest): (Vec<_>, Vec<_>) = plan
         .steps
         .into_iter()
@@ -249,6 +274,7 @@ pub fn node_plan(catalog: &Catalog, c: &Cluster, platform: bool) -> Result<NodeP
             ready: k.readiness,
         },
         platform: if platform { rest } else { Vec::new() },
+        bundle_digest: None,
     })
 }
 
@@ -274,6 +300,7 @@ pub fn plan(
         runtime: c.container_manager,
         kubernetes: node_plan.kubernetes.clone(),
         platform: node_plan.platform.clone(),
+        bundle_digest: node_plan.bundle_digest.clone(),
         ..NodeConfig::with_defaults(&c.name, nodes.clone())
     };
     let get = |k: &str| secrets.get(k).map(Vec::as_slice).unwrap_or_default();
@@ -322,7 +349,7 @@ pub fn write_seed(out: &Path, seed: &Seed) -> Result<()> {
     fsutil::create_dir(&dir)?;
     fsutil::set_mode(&dir, 0o700)?;
     for (f, text) in &seed.files {
-        write_secret(&dir.join(f), text.as_bytes())?;
+        fsutil::write_private(&dir.join(f), text.as_bytes())?;
     }
     let iso = out.join(format!("{}.iso", seed.name));
     let mut x = run("xorriso")
@@ -379,7 +406,7 @@ mod tests {
         .collect();
         let catalog =
             Catalog::from_yaml(airgap_bundle::platforms::builtin("demo").unwrap(), "demo").unwrap();
-        let todo = node_plan(&catalog, &c, true).unwrap();
+        let todo = node_plan(&catalog, &c, true, None).unwrap();
         assert_eq!(todo.kubernetes.text("pod_cidr").unwrap(), "10.233.64.0/18");
         // Every other component, in wave order, for the master to deploy.
         let comps: Vec<&str> = todo.platform.iter().map(|s| s.component.as_str()).collect();
@@ -388,7 +415,12 @@ mod tests {
             "{comps:?}"
         );
         assert!(todo.platform.windows(2).all(|w| w[0].wave <= w[1].wave));
-        assert!(node_plan(&catalog, &c, false).unwrap().platform.is_empty());
+        assert!(
+            node_plan(&catalog, &c, false, None)
+                .unwrap()
+                .platform
+                .is_empty()
+        );
         let seeds = plan(&c, &todo, &secrets, 5050, VerifyMode::Fast).unwrap();
         let names: Vec<&str> = seeds.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["kpaas-master", "kpaas-worker1", "universal"]);

@@ -995,6 +995,43 @@ fn the_offline_check_passes_on_the_demo_and_names_what_is_missing() {
         e.contains("4 image reference(s) are not in the bundle"),
         "{e}"
     );
+    // Seeds bound to a bundle: planned against it, its digest in every
+    // node config; a bundle of another platform is refused, naming both.
+    let seeds = t.path().join("seeds");
+    let out = ok(&s(&[
+        "seeds",
+        "--cluster",
+        &cluster.to_string_lossy(),
+        "--bundle",
+        &t.path().join("demo.tar.zst").to_string_lossy(),
+        "--out",
+        &seeds.to_string_lossy(),
+    ]));
+    let digest = kpaas_testkit::content::digest(&bundle_json_bytes(
+        &t.path().join("unpacked-demo"),
+        &t.path().join("demo.tar.zst"),
+    ));
+    assert!(out.contains(&format!("bound to bundle {digest}")), "{out}");
+    for node in ["kpaas-master", "kpaas-worker1", "universal"] {
+        let cfg = std::fs::read_to_string(seeds.join(node).join("kpaas-node.yaml")).unwrap();
+        assert!(
+            cfg.contains(&format!("bundle_digest: {digest}")),
+            "{node}: {cfg}"
+        );
+    }
+    let e = fail(&s(&[
+        "seeds",
+        "--cluster",
+        &cluster.to_string_lossy(),
+        "--bundle",
+        &t.path().join("leaky").to_string_lossy(),
+        "--out",
+        &t.path().join("seeds2").to_string_lossy(),
+    ]));
+    assert!(
+        e.contains("the bundle is leaky 1, the catalog demo 0.1.0"),
+        "{e}"
+    );
     // The plan reads real sizes from a bundle.
     let plan = ok(&s(&[
         "plan",
@@ -1217,7 +1254,6 @@ fn identical_files_on_a_cold_cache_are_fetched_once_and_stored_whole() {
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().to_string())
-            .filter(|n| !n.ends_with(".lock"))
             .collect();
         assert!(
             partial.is_empty(),
@@ -1434,4 +1470,24 @@ fn the_offline_check_renders_as_the_site_will_and_refuses_the_network() {
     );
     let o = check("b2", &["--allow-partial"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// bundle.json's bytes out of a `.tar.zst` bundle (unpacked into `dir`).
+fn bundle_json_bytes(dir: &Path, archive: &Path) -> Vec<u8> {
+    std::fs::create_dir_all(dir).unwrap();
+    let st = Command::new("tar")
+        .arg("--zstd")
+        .arg("-xf")
+        .arg(archive)
+        .arg("-C")
+        .arg(dir)
+        .arg("bundle.json")
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "unpacking bundle.json from {}",
+        archive.display()
+    );
+    std::fs::read(dir.join("bundle.json")).unwrap()
 }

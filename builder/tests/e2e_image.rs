@@ -89,6 +89,8 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     ok(&[
         "seeds",
         "--seed-only",
+        "--bundle",
+        &b.to_string_lossy(),
         "--cluster",
         &lab.to_string_lossy(),
         "--out",

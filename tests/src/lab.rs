@@ -92,7 +92,16 @@ impl Lab {
         let profile = concat!(env!("CARGO_MANIFEST_DIR"), "/../images/debian-12.yaml");
         let cache = s(&crate::fixtures_dir().join("cache"));
         let (lab_s, seeds_s) = (s(&lab), s(&seeds));
-        let mut seed_args = vec!["seeds", "--cluster", &lab_s, "--out", &seeds_s];
+        let bundle_s = s(&bundle);
+        let mut seed_args = vec![
+            "seeds",
+            "--cluster",
+            &lab_s,
+            "--bundle",
+            &bundle_s,
+            "--out",
+            &seeds_s,
+        ];
         if !platform {
             seed_args.push("--cluster-only");
         }

@@ -45,9 +45,6 @@ pub fn inputs(ctx: &Ctx) -> Result<Inputs> {
     Inputs::new(&ctx.cfg, ctx.me()?, &version).context("the node config's kubernetes step")
 }
 
-/// The nodes' architecture: what the images are built for.
-const NODE_ARCH: &str = "amd64";
-
 /// The bundle's node binaries, at the paths the catalog installs them to.
 pub struct Tools {
     pub kubeadm: String,
@@ -65,7 +62,7 @@ pub fn bundle_manifest(cfg: &NodeConfig) -> Result<BundleManifest> {
 
 pub fn tools(cfg: &NodeConfig) -> Result<Tools> {
     let m = bundle_manifest(cfg)?;
-    let path = |name: &str| m.file(name, NODE_ARCH).and_then(|a| a.install_path.clone());
+    let path = |name: &str| m.install_path(name).map(str::to_string);
     let names = ["kubeadm", "kubectl", "kubelet", "crictl"];
     let missing: Vec<&str> = names
         .iter()
@@ -92,7 +89,7 @@ pub fn tools(cfg: &NodeConfig) -> Result<Tools> {
 pub fn bundle_file(cfg: &NodeConfig, name: &str) -> Result<Vec<u8>> {
     let m = bundle_manifest(cfg)?;
     let Some(d) = m
-        .file(name, NODE_ARCH)
+        .file(name, airgap_bundle::manifest::native_arch())
         .and_then(|a| a.content_digest.clone())
     else {
         bail!("the bundle holds no file {name:?}");

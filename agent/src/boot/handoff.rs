@@ -1,15 +1,14 @@
 //! On a worker, the Harbor hand-off's second half: once the master has
-//! filled the platform's registry (its status page names it), this node's
+//! filled the platform's registry (its node endpoint names it), this node's
 //! runtime mirrors point there first, the seed behind it. Waits as long as
 //! the master's deploy may take, saying so; once.
 
 use super::cluster::{on_worker, wait};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::Sink;
-use crate::mirrors;
-use airgap_bundle::node::{Role, Runtime};
+use crate::{mirrors, node_api, probe};
+use airgap_bundle::node::Role;
 use airgap_bundle::plan::Release;
-use airgap_bundle::run::run;
 use anyhow::{Context, Result};
 use std::time::Duration;
 
@@ -33,13 +32,6 @@ fn hands_off(ctx: &Ctx) -> bool {
             .any(|s| s.releases.iter().any(|r| matches!(r, Release::Fill { .. })))
 }
 
-/// `deploy.registry` of a status page, once the hand-off recorded it.
-pub fn registry_of(status_json: &[u8]) -> Result<Option<String>, String> {
-    let v: serde_json::Value =
-        serde_json::from_slice(status_json).map_err(|e| format!("the master's status: {e}"))?;
-    Ok(v["deploy"]["registry"].as_str().map(str::to_string))
-}
-
 fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let master = ctx
         .cfg
@@ -47,28 +39,25 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         .iter()
         .find(|n| n.role == Role::Master)
         .context("the node config names no master")?;
-    let url = format!("http://{}:{}/status.json", master.ip, ctx.cfg.seed_port);
+    // The master's node endpoint, not its status page: a contract between
+    // agents (crate::node_api), versioned.
+    let url = format!(
+        "http://{}:{}{}",
+        master.ip,
+        ctx.cfg.seed_port,
+        node_api::HANDOFF_PATH
+    );
     let rt = ctx.rt.clone();
-    let get = || -> Result<Vec<u8>, String> {
-        rt.block_on(async {
-            let r = reqwest::Client::new()
-                .get(&url)
-                .timeout(Duration::from_secs(10))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            r.bytes()
-                .await
-                .map(|b| b.to_vec())
-                .map_err(|e| e.to_string())
-        })
+    let get = || -> Result<Option<String>, String> {
+        let body = rt.block_on(probe::get(&url, Duration::from_secs(10)))?;
+        Ok(node_api::Handoff::parse(&body)?.registry)
     };
     let platform = wait(
         events,
         StepId::Handoff,
         &format!("the master ({url}) to fill the platform's registry"),
         HANDOFF_WAIT,
-        || match get().and_then(|b| registry_of(&b)) {
+        || match get() {
             Ok(Some(r)) => Ok(Some(r)),
             Ok(None) => Err("not filled yet".into()),
             Err(e) => Err(e),
@@ -77,11 +66,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let hosts = mirrors::registries(ctx.seed()?.repositories());
     let seed = format!("127.0.0.1:{}", ctx.cfg.seed_port);
     let changed = mirrors::write_all(&ctx.root, &hosts, &seed, Some(&platform))?;
-    if ctx.cfg.runtime == Runtime::Crio {
-        run("systemctl")
-            .args(["reload", "crio"])
-            .ok_on(ctx.runner.as_ref())?;
-    }
+    crate::runtime::mirrors_changed(ctx.cfg.runtime, ctx.runner.as_ref())?;
     Ok(format!(
         "mirrors now {platform} first, the seed behind it ({} file(s))",
         changed.len()
@@ -93,12 +78,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_registry_is_read_from_the_masters_status() {
+    fn the_registry_is_read_from_the_masters_node_endpoint() {
+        let parse = |b: &[u8]| node_api::Handoff::parse(b).map(|h| h.registry);
         assert_eq!(
-            registry_of(br#"{"deploy":{"registry":"10.10.0.10:30002/cp-portal-repository"}}"#),
+            parse(br#"{"api":"kpaas.node/v1","registry":"10.10.0.10:30002/cp-portal-repository"}"#),
             Ok(Some("10.10.0.10:30002/cp-portal-repository".into()))
         );
-        assert_eq!(registry_of(br#"{"deploy":null}"#), Ok(None));
-        assert!(registry_of(b"<html>").is_err());
+        assert_eq!(
+            parse(br#"{"api":"kpaas.node/v1","registry":null}"#),
+            Ok(None)
+        );
+        assert!(parse(b"<html>").is_err());
     }
 }

@@ -7,7 +7,7 @@ use super::cluster::{self, forms_cluster, kubectl, wait};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::Sink;
 use crate::kube;
-use airgap_bundle::deploy::{Readiness, WorkloadKind};
+use airgap_bundle::deploy::{CheckSite, Readiness, WorkloadKind};
 use airgap_bundle::node::Role;
 use anyhow::Result;
 use std::time::{Duration, Instant};
@@ -156,18 +156,17 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     } else {
         checks
     };
-    for c in &checks {
-        if let other @ (Readiness::JobComplete { .. }
-        | Readiness::Workloads { .. }
-        | Readiness::Phase { .. }
-        | Readiness::DefaultStorageClass { .. }
-        | Readiness::Http { .. }
-        | Readiness::Hook { .. }) = c
-        {
-            anyhow::bail!(
-                "the plan's kubernetes step asks for {other}: not a check the agent runs at first boot"
-            );
-        }
+    // The same rule `plan` and `seeds` refuse by: a node config written by
+    // hand is held to it before anything is waited on.
+    let refused: Vec<String> = checks
+        .iter()
+        .filter_map(|c| c.unsupported(CheckSite::Cluster))
+        .collect();
+    if !refused.is_empty() {
+        anyhow::bail!(
+            "the plan's kubernetes step asks for checks the agent cannot run: {}",
+            refused.join("; ")
+        );
     }
     wait(
         events,

@@ -7,9 +7,8 @@ use super::cluster::{self, at, forms_cluster, write_file};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::Sink;
 use crate::kube;
-use airgap_bundle::node::Runtime;
 use airgap_bundle::run::run;
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 pub const STEP: Step = Step {
     id: StepId::Runtime,
@@ -30,23 +29,8 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let pause = cluster::pause_image(ctx)?;
     let rt = ctx.cfg.runtime;
     let unit = format!("{}.service", rt.name());
-    match rt {
-        Runtime::Containerd => write_file(
-            &at(ctx, kube::CONTAINERD_CONFIG),
-            &kube::containerd_config(&pause),
-        )?,
-        Runtime::Crio => {
-            if !["usr/bin/crio", "usr/local/bin/crio"]
-                .iter()
-                .any(|p| at(ctx, p).exists())
-            {
-                bail!(
-                    "the cluster file's container_manager is crio, but this image has no CRI-O (no /usr/bin/crio or /usr/local/bin/crio; Debian has no CRI-O package): build the image with CRI-O, or set container_manager: containerd"
-                );
-            }
-            write_file(&at(ctx, kube::CRIO_DROPIN), &kube::crio_dropin(&pause))?
-        }
-    }
+    let (config, text) = crate::runtime::config(rt, &ctx.root, &pause)?;
+    write_file(&at(ctx, config), &text)?;
     run("systemctl").args(["enable", &unit]).ok_on(r)?;
     run("systemctl").args(["restart", &unit]).ok_on(r)?;
     let sock = rt.socket();

@@ -27,6 +27,18 @@ fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
 
 fn verify_bundle(cfg: &NodeConfig) -> Result<(Seed, String)> {
     let b = &cfg.bundle;
+    let bj_path = b.join(BUNDLE_JSON);
+    let bj = std::fs::read(&bj_path).with_context(|| format!("reading {}", bj_path.display()))?;
+    // Before any hashing: a seed made for other content plans releases and
+    // images this bundle may not hold.
+    if let Some(want) = &cfg.bundle_digest {
+        let got = Digest::of(&bj);
+        if &got != want {
+            bail!(
+                "this node's media carries bundle {got}, but its seed was made for bundle {want}: boot it with the media its seed was made for, or make the seeds from this bundle (kpaas-builder seeds --bundle)"
+            );
+        }
+    }
     let key_text = std::fs::read_to_string(&cfg.bundle_key)
         .with_context(|| format!("reading the bundle key {}", cfg.bundle_key.display()))?;
     let key =
@@ -40,8 +52,6 @@ fn verify_bundle(cfg: &NodeConfig) -> Result<(Seed, String)> {
             format!("full: {} artifacts, {} blobs hashed", r.artifacts, r.blobs),
         ));
     }
-    let bj_path = b.join(BUNDLE_JSON);
-    let bj = std::fs::read(&bj_path).with_context(|| format!("reading {}", bj_path.display()))?;
     let sig = std::fs::read_to_string(b.join(SIGNATURE))
         .context("the bundle is not signed (bundle.json.sig missing)")?;
     let id = sign::verify(&key, &bj, &sig)?;

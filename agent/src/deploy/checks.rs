@@ -5,9 +5,7 @@
 
 use super::Kube;
 use crate::boot::ready::{nodes_ready, rolled_out, workload_path};
-use airgap_bundle::deploy::{Hook, Readiness, WorkloadKind};
-use std::io::{BufRead, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use airgap_bundle::deploy::{Readiness, WorkloadKind};
 use std::time::Duration;
 
 /// A check's state now.
@@ -18,21 +16,6 @@ pub enum Outcome {
     Waiting(String),
     /// It will not hold by waiting (a Job failed): why.
     Failed(String),
-}
-
-/// Checks the engine cannot run; reported before anything is applied.
-pub fn unsupported(r: &Readiness) -> Option<String> {
-    match r {
-        // The engine runs these itself (they need the step's hand-off or
-        // Vault's address).
-        Readiness::Hook {
-            name: Hook::HarborHoldsBundle | Hook::VaultUnsealed | Hook::VaultClusterSecret,
-        } => None,
-        Readiness::Http { url, .. } if !url.starts_with("http://") => Some(format!(
-            "{r}: only plain http:// health checks are implemented"
-        )),
-        _ => None,
-    }
 }
 
 /// One check now. `nodes`: every node of the cluster, for `nodes-ready`.
@@ -126,9 +109,11 @@ fn judge(kube: &Kube, r: &Readiness, nodes: &[String]) -> Result<Outcome, String
             Ok(s) => waiting(format!("GET {url} answered {s}, not {expect_status}")),
             Err(e) => waiting(format!("GET {url}: {e}")),
         },
-        Readiness::Hook { .. } => Ok(Outcome::Failed(
-            unsupported(r).unwrap_or_else(|| r.to_string()),
-        )),
+        // The engine runs hooks itself (they need the step's fill or
+        // Vault's address); one reaching here is a defect, said as such.
+        Readiness::Hook { .. } => Ok(Outcome::Failed(format!(
+            "{r}: a hook is run by the deploy engine, not judged from the API"
+        ))),
     }
 }
 
@@ -202,50 +187,17 @@ fn matching_namespaces(kube: &Kube, wanted: &[String]) -> Result<Vec<String>, St
         .collect())
 }
 
-/// The status code of `GET url` (plain HTTP/1.1, 5 s timeouts): enough for a
-/// health endpoint, without an HTTP client in the agent.
+/// The status code of `GET url` within 5 s, through the agent's one probe
+/// client (the engine's checks run outside an async runtime).
 pub fn http_status(url: &str) -> Result<u16, String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| "only http:// is implemented".to_string())?;
-    let (hostport, path) = rest
-        .split_once('/')
-        .map_or((rest, "/".to_string()), |(h, p)| (h, format!("/{p}")));
-    let addr_text = if hostport.contains(':') {
-        hostport.to_string()
-    } else {
-        format!("{hostport}:80")
-    };
-    let addr = addr_text
-        .to_socket_addrs()
-        .map_err(|e| format!("resolving {addr_text}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{addr_text} resolves to nothing"))?;
-    let t = Duration::from_secs(5);
-    let mut s = TcpStream::connect_timeout(&addr, t).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(t)).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(t)).map_err(|e| e.to_string())?;
-    // One write: a request split over several segments is legal, but some
-    // small health servers read only the first.
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nUser-Agent: kpaas-agent\r\n\r\n"
-    );
-    s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-    // Up to the status line's end: one read may return a part of it (a
-    // server may write the line in pieces).
-    let mut line = String::new();
-    std::io::BufReader::new(s.take(1024))
-        .read_line(&mut line)
-        .map_err(|e| e.to_string())?;
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| {
-            format!(
-                "not an HTTP answer: {:?}",
-                line.lines().next().unwrap_or("")
-            )
-        })
+    if !url.starts_with("http://") {
+        return Err("only http:// is implemented".to_string());
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?
+        .block_on(crate::probe::status(url, Duration::from_secs(5)))
 }
 
 #[cfg(test)]
@@ -275,7 +227,7 @@ mod tests {
             let refused: Vec<String> = plan
                 .steps
                 .iter()
-                .flat_map(|s| s.readiness.iter().filter_map(unsupported))
+                .flat_map(|s| s.unsupported_checks())
                 .collect();
             assert_eq!(refused, Vec::<String>::new(), "{storage}");
             assert!(plan.steps.iter().any(|s| !s.releases.is_empty()));
@@ -306,6 +258,7 @@ mod tests {
 
     #[test]
     fn http_health_reads_the_status_line() {
+        use std::io::{Read, Write};
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
         let server = std::thread::spawn(move || {

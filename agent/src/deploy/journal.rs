@@ -4,8 +4,9 @@
 //! skips what is recorded, so no release is installed twice; `--from WAVE`
 //! forgets the records of that wave and later ones.
 
-use airgap_bundle::fsutil::{now_unix, rfc3339, write_atomic};
-use anyhow::{Context, Result};
+use crate::state_file;
+use airgap_bundle::fsutil::{now_unix, rfc3339};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,7 +29,7 @@ pub struct DeployJournal {
     pub ready: BTreeMap<String, Record>,
     /// `host:port/project` once the hand-off filled the platform's
     /// registry: the master's mirrors point there, and workers read it from
-    /// the master's status page to point theirs.
+    /// the master's node endpoint (`crate::node_api`) to point theirs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<String>,
     #[serde(skip)]
@@ -42,22 +43,13 @@ pub fn release_key(component: &str, release: &str) -> String {
 impl DeployJournal {
     pub fn open(state_dir: &Path) -> Result<DeployJournal> {
         let path = state_dir.join(DEPLOY_JOURNAL);
-        let mut j: DeployJournal = match std::fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .with_context(|| format!("parsing the deploy journal {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => DeployJournal::default(),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading the deploy journal {}", path.display()));
-            }
-        };
+        let mut j: DeployJournal = state_file::load(&path, "the deploy journal")?;
         j.path = path;
         Ok(j)
     }
 
     fn save(&self) -> Result<()> {
-        let bytes = serde_json::to_vec_pretty(self).context("encoding the deploy journal")?;
-        write_atomic(&self.path, &bytes)
+        state_file::save(&self.path, "the deploy journal", self)
     }
 
     pub fn applied(&self, component: &str, release: &str) -> Option<&Record> {

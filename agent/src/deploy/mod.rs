@@ -7,28 +7,39 @@
 //! power cut resumes at the first unfinished release. Before anything of a
 //! wave is applied, every object it would create is rendered and every image
 //! they name is checked against the bundle: a wave that would need the
-//! internet is refused whole.
+//! internet is refused whole (the renderer and the verdict are
+//! `airgap_bundle::render` and `::offline`, the ones check-offline uses).
+//!
+//! Each install kind applies in its own module, dispatched by one
+//! exhaustive match in `apply` (a kind without an apply does not build):
+//! `chart`, `handoff` (fill, and its hook), `vault_setup` (vault-init,
+//! vault-cluster, their hooks), `secret`, `storage_class`
+//! (default-storage-class); manifests and kustomizations are applied here.
 //!
 //! kubectl rather than kube-rs for applying: the bundle carries it at the
 //! cluster's version, server-side apply through it handles any kind
 //! (CRDs included) without typed models, and the agent stays free of a
 //! Kubernetes client's build weight.
 
+mod chart;
 mod checks;
+mod handoff;
 pub mod journal;
+mod prewave;
 mod report;
+mod secret;
+mod storage_class;
+mod vault_setup;
 
 use crate::boot::StepId;
 use crate::boot::cluster::{self, last_line, transient, wait};
 use crate::events::{Kind, Sink};
-use crate::{fill, kube, mirrors, vault};
+use crate::kube;
 use airgap_bundle::deploy::{Hook, Readiness};
-use airgap_bundle::manifest::BLOBS_DIR;
 use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::node::NodeConfig;
-use airgap_bundle::offline::{Held, Verdict};
 use airgap_bundle::plan::{Release, Step};
-use airgap_bundle::render::{self, Renderer};
+use airgap_bundle::render;
 use airgap_bundle::run::{Runner, run};
 use airgap_bundle::{Digest, fsutil};
 use anyhow::{Context, Result, bail};
@@ -114,8 +125,7 @@ impl Engine {
         let manifest = cluster::bundle_manifest(&cfg)?;
         let tool = |name: &str| -> Result<String> {
             let a = manifest
-                .file(name, "amd64")
-                .and_then(|a| a.install_path.clone())
+                .install_path(name)
                 .with_context(|| {
                     format!("the bundle installs no {name} (a file artifact with an install_path): it cannot deploy the platform")
                 })?;
@@ -162,17 +172,14 @@ impl Engine {
                 &format!("--from {from}: {n} journal record(s) of wave {from} and later forgotten; they run again"),
             )?;
         }
-        // Every check the plan asks for must be one this agent runs: said
-        // before anything is applied, all at once.
+        // Every check the plan asks for must be one this agent runs (`plan`
+        // and `seeds` refuse others by the same rule; a node config written
+        // by hand is held to it here): said before anything is applied.
         let unsupported: Vec<String> = self
             .cfg
             .platform
             .iter()
-            .flat_map(|s| {
-                s.readiness.iter().filter_map(move |r| {
-                    checks::unsupported(r).map(|e| format!("{}: {e}", s.component))
-                })
-            })
+            .flat_map(|s| s.unsupported_checks())
             .collect();
         if !unsupported.is_empty() {
             bail!(
@@ -225,47 +232,6 @@ impl Engine {
         ))
     }
 
-    /// Renders every release of the wave still to apply and checks every
-    /// image the objects name against the bundle (the same rendering and
-    /// verdict as `kpaas-builder check-offline`); refuses the wave, naming
-    /// each release, object and image, before anything of it is applied.
-    fn render_wave(
-        &self,
-        steps: &[&Step],
-        j: &DeployJournal,
-        redo: bool,
-    ) -> Result<Vec<(String, String, PathBuf)>> {
-        let held = Held::of(
-            &self.manifest,
-            |d| cluster::read_blob(&self.cfg, "an image index", d).ok(),
-            |d| self.cfg.bundle.join(BLOBS_DIR).join(d.hex()).is_file(),
-        );
-        let mut out = Vec::new();
-        let mut verdict = Verdict::default();
-        for s in steps {
-            for r in &s.releases {
-                if !redo && j.applied(&s.component, &r.name()).is_some() {
-                    continue;
-                }
-                let file = self
-                    .render(s, r)
-                    .with_context(|| format!("{}: rendering {}", s.component, r.describe()))?;
-                let yaml = std::fs::read_to_string(&file)
-                    .with_context(|| format!("reading {}", file.display()))?;
-                verdict.read(&held, &format!("{}/{}", s.component, r.name()), &yaml);
-                out.push((s.component.clone(), r.name(), file));
-            }
-        }
-        if !verdict.missing.is_empty() {
-            bail!(
-                "wave refused before anything of it was applied: {} image reference(s) the seed does not hold:\n  {}",
-                verdict.missing.len(),
-                verdict.missing_lines().join("\n  ")
-            );
-        }
-        Ok(out)
-    }
-
     /// An artifact's bytes from the bundle's blob store, checked against
     /// the digest bundle.json gives it.
     fn artifact(&self, name: &str) -> Result<Vec<u8>> {
@@ -283,73 +249,6 @@ impl Engine {
         render::helm_cmd(&self.helm, &self.work.join("helm"))
             .arg("--kubeconfig")
             .arg(&self.kube.kubeconfig)
-    }
-
-    /// The renderer `check-offline` uses too, at the bundle's Kubernetes
-    /// version, with this node's tools.
-    fn renderer(&self) -> Result<Renderer<'_>> {
-        Ok(Renderer {
-            runner: self.runner.as_ref(),
-            helm: self.helm.clone(),
-            kustomize: Some(self.kustomize.clone()),
-            work: self.work.clone(),
-            kube_version: render::kubernetes_version(&self.manifest)?,
-        })
-    }
-
-    /// Writes what a release applies and returns the rendered objects' file.
-    fn render(&self, s: &Step, r: &Release) -> Result<PathBuf> {
-        let dir = self.work.join(&s.component);
-        fsutil::create_dir(&dir)?;
-        let out = dir.join(format!("{}.yaml", r.name().replace('/', "_")));
-        // Releases that apply no objects an image check could read render empty.
-        let mut yaml = self
-            .renderer()?
-            .release(self, &s.component, r)?
-            .map(|x| x.objects)
-            .unwrap_or_default();
-        // Plain objects land in the component's namespace: make it first.
-        if let (Release::Manifest { .. } | Release::Kustomize { .. }, Some(ns)) = (r, &s.namespace)
-        {
-            let mut with =
-                format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n")
-                    .into_bytes();
-            with.extend(yaml);
-            yaml = with;
-        }
-        fsutil::write_atomic(&out, &yaml)?;
-        Ok(out)
-    }
-
-    /// Every value that is exactly `{secret.KEY}` becomes the site's
-    /// password (only in the values file, 0600).
-    fn fill_secrets(&self, v: &mut serde_json::Value) -> Result<()> {
-        match v {
-            serde_json::Value::String(s) => {
-                if let Some(key) = airgap_bundle::deploy::secret_key(s) {
-                    *s = self.password(key)?;
-                }
-            }
-            serde_json::Value::Array(a) => a.iter_mut().try_for_each(|x| self.fill_secrets(x))?,
-            serde_json::Value::Object(o) => {
-                o.values_mut().try_for_each(|x| self.fill_secrets(x))?
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    /// The chart archive and its values file (0600: it may carry a site's
-    /// password) in the work directory, as the renderer writes them.
-    fn chart_files(
-        &self,
-        s: &Step,
-        release: &str,
-        artifact: &str,
-        values: &serde_json::Value,
-    ) -> Result<(PathBuf, PathBuf)> {
-        self.renderer()?
-            .chart_files(self, &s.component, release, artifact, values)
     }
 
     /// Applies the component's releases not yet applied, then waits for its
@@ -439,6 +338,8 @@ impl Engine {
         )
     }
 
+    /// Applies one release: each install kind's own apply (one module each;
+    /// the match is exhaustive, so a new kind without one does not build).
     fn apply(
         &self,
         events: &mut Sink,
@@ -447,184 +348,72 @@ impl Engine {
         file: &Path,
         redo: bool,
     ) -> Result<String> {
-        if let Release::Fill {
-            registry,
-            project,
-            harbor_api,
-        } = r
-        {
-            return self.hand_off(events, registry, project, *harbor_api);
-        }
-        if let Release::VaultInit {
-            address,
-            shares,
-            threshold,
-        } = r
-        {
-            return self.vault_init(events, address, *shares, *threshold);
-        }
-        if let Release::Secret {
-            namespace,
-            name,
-            password,
-        } = r
-        {
-            return self.secret(namespace, name, password);
-        }
-        if let Release::DefaultStorageClass { name } = r {
-            return self.default_class(events, name);
-        }
-        if let Release::VaultCluster {
-            api_url,
-            bound_cidrs,
-            ..
-        } = r
-        {
-            return self.vault_cluster(api_url, bound_cidrs);
-        }
-        if let Release::Chart {
-            release,
-            namespace,
-            artifact,
-            values,
-        } = r
-        {
-            // Helm can run long (it waits for a hook Job): it runs beside a
-            // loop that says what the release's namespace is waiting for.
-            let start = Instant::now();
-            loop {
-                let label = format!("{}: helm release {namespace}/{release}", s.component);
-                let tried = self.beside(events, &label, namespace, || {
-                    self.helm_release(s, release, namespace, artifact, values, redo)
-                })?;
-                match tried {
-                    Err(e)
-                        if retryable(&format!("{e:#}"))
-                            && start.elapsed() < cluster::APPLY_WAIT =>
-                    {
-                        events.emit(
-                            StepId::Deploy,
-                            Kind::Progress,
-                            &format!("{label}: the API server is away ({}); again", last_line(&e)),
-                        )?;
-                        std::thread::sleep(Duration::from_secs(10));
-                    }
-                    other => return other,
-                }
+        match r {
+            Release::Fill {
+                registry,
+                project,
+                harbor_api,
+            } => self.hand_off(events, registry, project, *harbor_api),
+            Release::VaultInit {
+                address,
+                shares,
+                threshold,
+            } => self.vault_init(events, address, *shares, *threshold),
+            Release::VaultCluster {
+                api_url,
+                bound_cidrs,
+                ..
+            } => self.vault_cluster(api_url, bound_cidrs),
+            Release::Secret {
+                namespace,
+                name,
+                password,
+            } => self.secret(namespace, name, password),
+            Release::DefaultStorageClass { name } => self.default_class(events, name),
+            Release::Chart {
+                release,
+                namespace,
+                artifact,
+                values,
+            } => self.chart(events, s, release, namespace, artifact, values, redo),
+            Release::Manifest { .. } | Release::Kustomize { .. } => {
+                self.apply_objects(events, s, r, file)
             }
         }
+    }
+
+    /// A manifest's or a kustomization's rendered objects, applied
+    /// server-side with the bundled kubectl (one field manager for all),
+    /// again while the API server is away or a CRD it needs is not served.
+    fn apply_objects(
+        &self,
+        events: &mut Sink,
+        s: &Step,
+        r: &Release,
+        file: &Path,
+    ) -> Result<String> {
         let what = format!("{}: the API server to take {}", s.component, r.name());
         wait(events, StepId::Deploy, &what, cluster::APPLY_WAIT, || {
-            let tried = match r {
-                Release::Chart {
-                    release,
-                    namespace,
-                    artifact,
-                    values,
-                } => self.helm_release(s, release, namespace, artifact, values, redo),
-                // Manifests and kustomizations (the hand-off returned above).
-                _ => self
-                    .kube
-                    .exec(&[
-                        "apply",
-                        "--server-side",
-                        "--force-conflicts",
-                        "--field-manager=kpaas-agent",
-                        "-f",
-                        &file.to_string_lossy(),
-                    ])
-                    .map(|out| {
-                        let n = String::from_utf8_lossy(&out).lines().count();
-                        format!("{} applied server-side ({n} object(s))", r.name())
-                    }),
-            };
+            let tried = self
+                .kube
+                .exec(&[
+                    "apply",
+                    "--server-side",
+                    "--force-conflicts",
+                    "--field-manager=kpaas-agent",
+                    "-f",
+                    &file.to_string_lossy(),
+                ])
+                .map(|out| {
+                    let n = String::from_utf8_lossy(&out).lines().count();
+                    format!("{} applied server-side ({n} object(s))", r.name())
+                });
             match tried {
                 Ok(d) => Ok(Some(Ok(d))),
                 Err(e) if retryable(&format!("{e:#}")) => Err(last_line(&e)),
                 Err(e) => Ok(Some(Err(e))),
             }
         })?
-    }
-
-    /// `helm upgrade --install`, after clearing what an interrupted run
-    /// left: a release stuck `pending-install` (power cut during install) is
-    /// uninstalled and installed again, one stuck `pending-upgrade` rolled
-    /// back first; a release already `deployed` that the journal missed
-    /// (cut between Helm's end and the journal's write) is not installed a
-    /// second time unless `redo`.
-    fn helm_release(
-        &self,
-        s: &Step,
-        release: &str,
-        namespace: &str,
-        artifact: &str,
-        values: &serde_json::Value,
-        redo: bool,
-    ) -> Result<String> {
-        let status = self
-            .helm()
-            .args([
-                "status",
-                release,
-                "--namespace",
-                namespace,
-                "--output",
-                "json",
-            ])
-            .output_on(self.runner.as_ref());
-        let (state, revision) = match &status {
-            Ok(out) => {
-                let v: serde_json::Value = serde_json::from_slice(out).unwrap_or_default();
-                (
-                    v["info"]["status"].as_str().unwrap_or("").to_string(),
-                    v["version"].as_i64().unwrap_or(0),
-                )
-            }
-            Err(e) if format!("{e:#}").contains("release: not found") => (String::new(), 0),
-            Err(e) => return Err(anyhow::anyhow!("{e:#}")).context("reading the release's state"),
-        };
-        match state.as_str() {
-            "deployed" if !redo => {
-                return Ok(format!(
-                    "helm release {namespace}/{release} found deployed (revision {revision}); not installed again"
-                ));
-            }
-            "pending-install" | "failed" if revision <= 1 => {
-                self.helm()
-                    .args(["uninstall", release, "--namespace", namespace, "--wait"])
-                    .ok_on(self.runner.as_ref())
-                    .context("removing the release an interrupted install left")?;
-            }
-            "pending-upgrade" | "pending-rollback" => {
-                self.helm()
-                    .args(["rollback", release, "--namespace", namespace, "--wait"])
-                    .ok_on(self.runner.as_ref())
-                    .context("rolling back the upgrade an interrupted run left")?;
-            }
-            _ => {}
-        }
-        let (tgz, vals) = self.chart_files(s, release, artifact, values)?;
-        let out = self
-            .helm()
-            .args(["upgrade", "--install", release])
-            .arg(&tgz)
-            .args(["--namespace", namespace, "--create-namespace", "--values"])
-            .arg(&vals)
-            // A hook (a pre-install Job) runs inside `helm upgrade`: Helm
-            // waits for it as long as a component may take.
-            .args([
-                "--timeout",
-                &format!("{}s", self.limit.as_secs()),
-                "--output",
-                "json",
-            ])
-            .output_on(self.runner.as_ref())?;
-        let v: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
-        Ok(format!(
-            "helm release {namespace}/{release} {} (revision {})",
-            v["info"]["status"].as_str().unwrap_or("?"),
-            v["version"].as_i64().unwrap_or(0)
-        ))
     }
 
     /// Every readiness check of the step, bounded by `limit`; a failure
@@ -639,16 +428,13 @@ impl Engine {
         let r = wait(events, StepId::Deploy, &what, self.limit, || {
             let mut short = Vec::new();
             for c in &s.readiness {
+                // Hooks belong to their install kind's module.
                 let now = match c {
-                    Readiness::Hook {
-                        name: Hook::HarborHoldsBundle,
-                    } => self.holds_bundle(s),
-                    Readiness::Hook {
-                        name: Hook::VaultUnsealed,
-                    } => self.vault_unsealed(s),
-                    Readiness::Hook {
-                        name: Hook::VaultClusterSecret,
-                    } => self.vault_cluster_secret(s),
+                    Readiness::Hook { name } => match name {
+                        Hook::HarborHoldsBundle => self.holds_bundle(s),
+                        Hook::VaultUnsealed => self.vault_unsealed(s),
+                        Hook::VaultClusterSecret => self.vault_cluster_secret(s),
+                    },
                     _ => checks::check(&self.kube, c, &nodes),
                 };
                 match now {
@@ -674,279 +460,6 @@ impl Engine {
         bail!("{why}\n{}", report::report(&self.kube, s))
     }
 
-    /// The site's password for `key` (the seed's `passwords.yaml`, 0600 on
-    /// the master); never logged.
-    fn password(&self, key: &str) -> Result<String> {
-        let p = self.root.join(kube::SECRETS_DIR).join("passwords.yaml");
-        let text =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-        let all: std::collections::BTreeMap<String, String> =
-            serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
-        all.get(key)
-            .cloned()
-            .with_context(|| format!("{} has no {key}", p.display()))
-    }
-
-    fn target(&self, registry: &str, project: &str, harbor_api: bool) -> Result<fill::Target> {
-        Ok(fill::Target {
-            base: format!("http://{registry}"),
-            project: project.to_string(),
-            auth: if harbor_api {
-                Some(("admin".into(), self.password("harbor_admin")?))
-            } else {
-                None
-            },
-        })
-    }
-
-    /// The hand-off: waits for the registry, (Harbor) makes the project,
-    /// pushes the bundle, then points this node's runtime at the registry,
-    /// the seed behind it.
-    fn hand_off(
-        &self,
-        events: &mut Sink,
-        registry: &str,
-        project: &str,
-        harbor_api: bool,
-    ) -> Result<String> {
-        let t = self.target(registry, project, harbor_api)?;
-        wait(
-            events,
-            StepId::Deploy,
-            &format!("the registry at {registry} to answer"),
-            self.limit,
-            || match checks::http_status(&format!("{}/v2/", t.base)) {
-                Ok(200 | 401) => Ok(Some(())),
-                Ok(s) => Err(format!("/v2/ answered {s}")),
-                Err(e) => Err(e),
-            },
-        )?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime for the hand-off")?;
-        if harbor_api {
-            rt.block_on(fill::ensure_project(&t))?;
-        }
-        let report = rt.block_on(fill::fill(&self.cfg.bundle, &t, FILL_JOBS))?;
-        // The yardstick, in the same run on the same node: how fast the
-        // seed itself serves the same bytes (the largest blobs, up to as
-        // much as was pushed). A failure here is reported, not fatal.
-        let seed = format!("127.0.0.1:{}", self.cfg.seed_port);
-        let yardstick = match rt.block_on(fill::seed_read_rate(
-            &self.cfg.bundle,
-            &seed,
-            report.bytes_sent.max(64 << 20),
-        )) {
-            Ok((_, rate)) => {
-                let push = report.bytes_sent as f64 / report.secs.max(0.001);
-                format!(
-                    "; the seed reads at {:.1} MiB/s here: push/read {:.2}",
-                    rate / (1 << 20) as f64,
-                    push / rate.max(1.0)
-                )
-            }
-            Err(e) => format!(
-                "; the seed's read rate could not be measured: {}",
-                last_line(&e)
-            ),
-        };
-        let hosts = mirrors::registries(
-            self.manifest
-                .artifacts
-                .iter()
-                .filter(|a| a.kind == "image")
-                .map(|a| &a.name),
-        );
-        let platform = format!("{registry}/{project}");
-        let changed = mirrors::write_all(&self.root, &hosts, &seed, Some(&platform))?;
-        if self.cfg.runtime == airgap_bundle::node::Runtime::Crio {
-            // CRI-O reads registries.conf at start and on reload.
-            run("systemctl")
-                .args(["reload", "crio"])
-                .ok_on(self.runner.as_ref())?;
-        }
-        Ok(format!(
-            "hand-off: {}{yardstick}; this node's mirrors now {platform} first, the seed behind it ({} file(s))",
-            report.summary(),
-            changed.len()
-        ))
-    }
-
-    /// `harbor-holds-bundle`: every image and chart of the bundle reads back
-    /// from the step's hand-off registry with the bundle's digest.
-    fn holds_bundle(&self, s: &Step) -> Outcome {
-        let found = hook_item(s, "harbor-holds-bundle", "fill", |r| match r {
-            Release::Fill {
-                registry,
-                project,
-                harbor_api,
-            } => Some((registry, project, *harbor_api)),
-            _ => None,
-        });
-        let (registry, project, harbor_api) = match found {
-            Ok(x) => x,
-            Err(o) => return o,
-        };
-        let checked = self
-            .target(registry, project, harbor_api)
-            .and_then(|t| block_on(fill::verify(&self.cfg.bundle, &t)));
-        match checked {
-            Ok(w) if w.is_empty() => Outcome::Holds,
-            Ok(w) => Outcome::Waiting(format!(
-                "{} artifact(s) not in {registry}/{project} as bundled: {}",
-                w.len(),
-                w.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
-            )),
-            Err(e) => Outcome::Waiting(last_line(&e)),
-        }
-    }
-
-    /// Vault's first start: waits until its API answers, initialises it
-    /// with the plan's shares, keeps the key, unseals.
-    fn vault_init(
-        &self,
-        events: &mut Sink,
-        address: &str,
-        shares: usize,
-        threshold: usize,
-    ) -> Result<String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime for Vault")?;
-        wait(
-            events,
-            StepId::Deploy,
-            &format!("Vault at {address} to answer"),
-            self.limit,
-            || {
-                rt.block_on(vault::status(address))
-                    .map(Some)
-                    .map_err(|e| last_line(&e))
-            },
-        )?;
-        rt.block_on(vault::init_and_unseal(
-            address,
-            shares,
-            threshold,
-            &vault::key_path(&self.cfg.state_dir),
-        ))
-    }
-
-    /// `vault-unsealed`: the step's Vault answers and is not sealed.
-    fn vault_unsealed(&self, s: &Step) -> Outcome {
-        let address = match hook_item(s, "vault-unsealed", "vault-init", |r| match r {
-            Release::VaultInit { address, .. } => Some(address),
-            _ => None,
-        }) {
-            Ok(a) => a,
-            Err(o) => return o,
-        };
-        match block_on(vault::status(address)) {
-            Ok((true, false)) => Outcome::Holds,
-            Ok((init, sealed)) => Outcome::Waiting(format!(
-                "Vault at {address}: initialized {init}, sealed {sealed}"
-            )),
-            Err(e) => Outcome::Waiting(last_line(&e)),
-        }
-    }
-
-    /// K-PaaS's Vault setup for the portal: a cluster-admin ServiceAccount
-    /// `kube-system/k8sadmin` and a long-lived token of it (upstream's
-    /// `--duration=999999h`), then Vault's approle, kv-v2, the cluster's
-    /// secret, policy and role (`vault::setup_cluster`). The token goes
-    /// from kubectl's stdout to Vault, never to a file or a log.
-    fn vault_cluster(&self, api_url: &str, bound_cidrs: &[String]) -> Result<String> {
-        let sa = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": [
-                {"apiVersion": "v1", "kind": "ServiceAccount",
-                 "metadata": {"name": "k8sadmin", "namespace": "kube-system"}},
-                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                 "metadata": {"name": "k8sadmin"},
-                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-                 "subjects": [{"kind": "ServiceAccount", "name": "k8sadmin", "namespace": "kube-system"}]},
-            ],
-        });
-        self.apply_stdin(&sa)
-            .context("making ServiceAccount kube-system/k8sadmin (cluster-admin)")?;
-        let token = self
-            .kubectl()
-            .args([
-                "create",
-                "token",
-                "k8sadmin",
-                "-n",
-                "kube-system",
-                "--duration=999999h",
-            ])
-            .output_on(self.runner.as_ref())
-            .context("making a token for kube-system/k8sadmin")?;
-        let token = String::from_utf8_lossy(&token).trim().to_string();
-        if token.is_empty() {
-            bail!("kubectl create token k8sadmin printed no token");
-        }
-        block_on(vault::setup_cluster(
-            &vault::key_path(&self.cfg.state_dir),
-            &vault::ClusterSecret {
-                api_url,
-                token: &token,
-                bound_cidrs,
-            },
-            &self.cfg.state_dir.join(vault::APPROLE_FILE),
-        ))
-    }
-
-    /// StorageClass `name` annotated as the default, as upstream patches it
-    /// (waiting while its manifest's class is not there yet).
-    fn default_class(&self, events: &mut Sink, name: &str) -> Result<String> {
-        let patch = r#"{"metadata":{"annotations":{"storageclass.kubernetes.io/is-default-class":"true"}}}"#;
-        wait(
-            events,
-            StepId::Deploy,
-            &format!("StorageClass {name} to exist"),
-            cluster::APPLY_WAIT,
-            || {
-                self.kubectl()
-                    .args([
-                        "patch",
-                        "storageclass",
-                        name,
-                        "--type",
-                        "merge",
-                        "-p",
-                        patch,
-                    ])
-                    .ok_on(self.runner.as_ref())
-                    .map(Some)
-                    .map_err(|e| last_line(&e))
-            },
-        )?;
-        Ok(format!("StorageClass {name} is the default"))
-    }
-
-    /// `vault-cluster-secret`: the step's Vault holds the cluster's secret
-    /// with its API URL, and the portal's role.
-    fn vault_cluster_secret(&self, s: &Step) -> Outcome {
-        let api_url = match hook_item(s, "vault-cluster-secret", "vault-cluster", |r| match r {
-            Release::VaultCluster { api_url, .. } => Some(api_url),
-            _ => None,
-        }) {
-            Ok(a) => a,
-            Err(o) => return o,
-        };
-        match block_on(vault::cluster_secret_missing(
-            &vault::key_path(&self.cfg.state_dir),
-            api_url,
-        )) {
-            Ok(None) => Outcome::Holds,
-            Ok(Some(w)) => Outcome::Waiting(w),
-            Err(e) => Outcome::Waiting(last_line(&e)),
-        }
-    }
-
     /// The bundled kubectl with the admin kubeconfig.
     fn kubectl(&self) -> airgap_bundle::run::Cmd {
         run(&self.kube.kubectl)
@@ -968,89 +481,6 @@ impl Engine {
             ])
             .stdin(objects.to_string())
             .ok_on(self.runner.as_ref())
-    }
-
-    /// A Secret with one of the site's passwords, applied server-side from
-    /// stdin (never a file, an argument or a log line); its namespace first.
-    fn secret(&self, namespace: &str, name: &str, password: &str) -> Result<String> {
-        let value = self.password(password)?;
-        let list = serde_json::json!({
-            "apiVersion": "v1",
-            "kind": "List",
-            "items": [
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
-                {
-                    "apiVersion": "v1",
-                    "kind": "Secret",
-                    "metadata": {"name": name, "namespace": namespace},
-                    "type": "Opaque",
-                    "stringData": {"password": value},
-                },
-            ],
-        });
-        self.apply_stdin(&list)
-            .with_context(|| format!("making secret {namespace}/{name}"))?;
-        Ok(format!(
-            "secret {namespace}/{name} holds the site's {password} (key `password`; value not shown)"
-        ))
-    }
-
-    /// Runs `f` on its own thread while this one says, every 30 s, how long
-    /// it has run and what is not running well in `namespace` (a hook Job's
-    /// pod that cannot be scheduled, an image that does not pull).
-    fn beside<T: Send>(
-        &self,
-        events: &mut Sink,
-        label: &str,
-        namespace: &str,
-        f: impl FnOnce() -> T + Send,
-    ) -> Result<T> {
-        std::thread::scope(|sc| {
-            let h = sc.spawn(f);
-            let start = Instant::now();
-            let mut said = Instant::now();
-            while !h.is_finished() {
-                std::thread::sleep(Duration::from_millis(200));
-                if said.elapsed() >= Duration::from_secs(30) {
-                    said = Instant::now();
-                    let pods = match self
-                        .kube
-                        .json(&format!("/api/v1/namespaces/{namespace}/pods"))
-                    {
-                        Ok(v) => {
-                            let trouble: Vec<String> = v["items"]
-                                .as_array()
-                                .map_or(&[][..], |a| a.as_slice())
-                                .iter()
-                                .filter_map(|p| {
-                                    let t = report::pod_trouble(p)?;
-                                    Some(format!(
-                                        "{}: {t}",
-                                        p["metadata"]["name"].as_str().unwrap_or("?")
-                                    ))
-                                })
-                                .collect();
-                            if trouble.is_empty() {
-                                "no pod in trouble".to_string()
-                            } else {
-                                trouble.join("; ")
-                            }
-                        }
-                        Err(e) => e,
-                    };
-                    events.emit(
-                        StepId::Deploy,
-                        Kind::Progress,
-                        &format!(
-                            "{label}: still running ({} s): {pods}",
-                            start.elapsed().as_secs()
-                        ),
-                    )?;
-                }
-            }
-            h.join()
-                .map_err(|_| anyhow::anyhow!("{label}: the thread running it panicked"))
-        })
     }
 }
 
@@ -1078,18 +508,4 @@ fn hook_item<'a, T>(
             s.component
         ))
     })
-}
-
-/// The engine renders from the node's blob store, the site's passwords
-/// filled into chart values (on the master only, 0600).
-impl render::Inputs for Engine {
-    fn artifact(&self, name: &str) -> Result<Vec<u8>> {
-        Engine::artifact(self, name)
-    }
-
-    fn values(&self, v: &serde_json::Value) -> Result<serde_json::Value> {
-        let mut v = v.clone();
-        self.fill_secrets(&mut v)?;
-        Ok(v)
-    }
 }

@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 use super::*;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue};
 use kpaas_testkit::content::Layout;
 
 #[test]

@@ -45,6 +45,58 @@ pub struct Step {
     pub notes: Vec<String>,
 }
 
+/// The catalog component whose step forms the cluster (kubeadm, the CNI);
+/// every other step is the platform's.
+pub const CLUSTER_STEP: &str = "kubernetes";
+
+impl Step {
+    /// Every readiness check of this step the agent could not run, each
+    /// named with the component: an unsupported kind of check, or a hook
+    /// without the install item it reads (a Harbor fill, Vault's init).
+    pub fn unsupported_checks(&self) -> Vec<String> {
+        use crate::deploy::{CheckSite, Hook};
+        let site = if self.component == CLUSTER_STEP {
+            CheckSite::Cluster
+        } else {
+            CheckSite::Platform
+        };
+        self.readiness
+            .iter()
+            .filter_map(|r| {
+                let why = r.unsupported(site).or_else(|| {
+                    let Readiness::Hook { name } = r else {
+                        return None;
+                    };
+                    let (item, has) = match name {
+                        Hook::HarborHoldsBundle => (
+                            "fill",
+                            self.releases
+                                .iter()
+                                .any(|x| matches!(x, Release::Fill { .. })),
+                        ),
+                        Hook::VaultUnsealed => (
+                            "vault-init",
+                            self.releases
+                                .iter()
+                                .any(|x| matches!(x, Release::VaultInit { .. })),
+                        ),
+                        Hook::VaultClusterSecret => (
+                            "vault-cluster",
+                            self.releases
+                                .iter()
+                                .any(|x| matches!(x, Release::VaultCluster { .. })),
+                        ),
+                    };
+                    (!has).then(|| {
+                        format!("{r}: needs a `{item}` install item in the same component")
+                    })
+                })?;
+                Some(format!("{}: {why}", self.component))
+            })
+            .collect()
+    }
+}
+
 /// One thing the agent applies and journals, resolved to the bundle
 /// artifact (`bundle.json` name) it reads.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -403,6 +455,15 @@ pub fn build(
             readiness: deploy.ready,
             notes: deploy.notes,
         });
+    }
+    // A check the agent cannot run is refused here (plan, seeds,
+    // check-offline), all at once, never found at a site.
+    let unsupported: Vec<String> = steps.iter().flat_map(Step::unsupported_checks).collect();
+    if !unsupported.is_empty() {
+        bail!(
+            "the plan asks for readiness checks the agent cannot run:\n  {}",
+            unsupported.join("\n  ")
+        );
     }
     steps.sort_by(|a, b| a.wave.cmp(&b.wave).then(a.component.cmp(&b.component)));
     let max = steps.iter().map(|s| s.wave).max().unwrap_or(0);

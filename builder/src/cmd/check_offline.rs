@@ -38,9 +38,6 @@ pub struct Args {
     pub json: bool,
 }
 
-/// The native architecture's tools: check-offline runs them here.
-const HOST_ARCH: &str = "amd64";
-
 pub fn run(a: Args) -> Result<()> {
     let src = BundleSource::open(&a.bundle)?;
     let m = BundleManifest::from_bytes(&src.read_file(BUNDLE_JSON)?)?;
@@ -196,9 +193,11 @@ fn render_releases(
             render::APISERVER
         ));
     }
-    let tool = |name: &str| m.file(name, HOST_ARCH).map(|x| x.name.clone());
+    // The tools are run here: this machine's architecture's.
+    let arch = airgap_bundle::manifest::native_arch();
+    let tool = |name: &str| m.file(name, arch).map(|x| x.name.clone());
     let helm = tool("helm").with_context(|| {
-        format!("the bundle carries no helm for {HOST_ARCH}: its charts cannot be rendered here")
+        format!("the bundle carries no helm for {arch}: its charts cannot be rendered here")
     })?;
     let kustomize = tool("kustomize");
     let mut want: Vec<String> = vec![helm.clone()];

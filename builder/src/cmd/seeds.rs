@@ -1,8 +1,15 @@
-//! `kpaas-builder seeds`: per-node and universal NoCloud seeds from a cluster file.
+//! `kpaas-builder seeds`: per-node and universal NoCloud seeds from a cluster
+//! file, bound with `--bundle` to the bundle the nodes will boot with: planned
+//! from its own manifest (its platform, its artifacts) and naming its digest
+//! in every node config, so a mismatch is found here, on the connected side,
+//! or at the node's verify step, never as a failed deploy at the site.
 
 use crate::bundle::resolve::load_catalog;
 use crate::seeds::{NodePlan, node_plan, plan, secrets, write_seed};
+use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest};
 use airgap_bundle::node::VerifyMode;
+use airgap_bundle::reader::BundleSource;
+use airgap_bundle::{Digest, catalog::Catalog};
 use anyhow::{Result, bail};
 use std::path::PathBuf;
 
@@ -17,6 +24,11 @@ pub struct Args {
     pub platform: Option<String>,
     #[arg(long, short)]
     pub out: PathBuf,
+    /// The bundle the nodes boot with (directory, .tar.zst or volume set):
+    /// the plan is checked against its content and every node config names
+    /// its digest (a node with other media stops at verify).
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
     /// Seed registry port (default: the cluster file's)
     #[arg(long)]
     pub seed_port: Option<u16>,
@@ -45,11 +57,21 @@ pub fn run(a: Args) -> Result<()> {
     };
     airgap_bundle::fsutil::create_dir(&a.out)?;
     let catalog = load_catalog(a.platform.as_deref().unwrap_or(&c.platform))?;
-    let todo = if a.seed_only {
+    let bundle = a.bundle.as_deref().map(bound_bundle).transpose()?;
+    if let Some((m, _)) = &bundle {
+        same_platform(&catalog, m)?;
+    }
+    let mut todo = if a.seed_only {
         NodePlan::default()
     } else {
-        node_plan(&catalog, &c, !a.cluster_only)?
+        node_plan(
+            &catalog,
+            &c,
+            !a.cluster_only,
+            bundle.as_ref().map(|(m, _)| m),
+        )?
     };
+    todo.bundle_digest = bundle.as_ref().map(|(_, d)| d.clone());
     let s = secrets(&a.out.join("secrets"), &c)?;
     let seeds = plan(&c, &todo, &s, a.seed_port.unwrap_or(c.seed_port), verify)?;
     for seed in &seeds {
@@ -61,5 +83,35 @@ pub fn run(a: Args) -> Result<()> {
         a.out.display(),
         a.out.display()
     );
+    match &bundle {
+        Some((m, d)) => println!(
+            "bound to bundle {d} ({} {}): a node booted with other media stops at verify",
+            m.platform, m.platform_version
+        ),
+        None => eprintln!(
+            "note: these seeds are not bound to a bundle (--bundle): a catalog/bundle mismatch would be found only when a node deploys"
+        ),
+    }
+    Ok(())
+}
+
+/// The bundle's manifest and its digest (what node configs name).
+fn bound_bundle(path: &std::path::Path) -> Result<(BundleManifest, Digest)> {
+    let src = BundleSource::open(path)?;
+    let bytes = src.read_file(BUNDLE_JSON)?;
+    Ok((BundleManifest::from_bytes(&bytes)?, Digest::of(&bytes)))
+}
+
+/// The catalog the plan comes from must be the one the bundle was built
+/// from: its releases name that bundle's artifacts.
+fn same_platform(catalog: &Catalog, m: &BundleManifest) -> Result<()> {
+    let (c, v) = (&catalog.platform.name, &catalog.platform.version);
+    if (c, v) != (&m.platform, &m.platform_version) {
+        bail!(
+            "the bundle is {} {}, the catalog {c} {v}: seeds are planned from the catalog the bundle was built from (--platform)",
+            m.platform,
+            m.platform_version
+        );
+    }
     Ok(())
 }

@@ -85,11 +85,13 @@ impl Profile {
                 self.mirror
             ));
         }
-        if !["amd64", "arm64"].contains(&self.architecture.as_str()) {
-            v.push(format!(
-                "architecture: {:?} must be amd64 or arm64",
-                self.architecture
-            ));
+        match self.architecture.as_str() {
+            "amd64" => {}
+            // Validating what cannot boot only defers the failure to a site.
+            "arm64" => v.push(
+                "architecture: \"arm64\" cannot be booted yet: the image lays GRUB's x86 targets only (i386-pc, x86_64-efi); use amd64".into(),
+            ),
+            other => v.push(format!("architecture: {other:?} must be amd64")),
         }
         if self.kernel.trim().is_empty() {
             v.push("kernel: name the kernel package, e.g. linux-image-cloud-amd64".into());
@@ -114,9 +116,18 @@ impl Profile {
                 self.partitions.esp_mib
             ));
         }
+        // The formats `image --format` builds, named once (`Format`).
+        use clap::ValueEnum;
+        let names: Vec<&str> = super::Format::value_variants()
+            .iter()
+            .map(|f| f.name())
+            .collect();
         for o in &self.outputs {
-            if !["raw", "qcow2", "iso"].contains(&o.as_str()) {
-                v.push(format!("outputs: {o:?} must be raw, qcow2 or iso"));
+            if !names.contains(&o.as_str()) {
+                v.push(format!(
+                    "outputs: {o:?} must be one of {}",
+                    names.join(", ")
+                ));
             }
         }
         v

@@ -93,12 +93,18 @@ pub fn node_files() -> Vec<NodeFile> {
         f(
             "/etc/modules-load.d/kpaas.conf",
             0o644,
-            "overlay\nbr_netfilter\n",
+            &airgap_bundle::node::KERNEL_MODULES
+                .iter()
+                .map(|m| format!("{m}\n"))
+                .collect::<String>(),
         ),
         f(
             "/etc/sysctl.d/90-kpaas.conf",
             0o644,
-            "net.ipv4.ip_forward = 1\nnet.bridge.bridge-nf-call-iptables = 1\nnet.bridge.bridge-nf-call-ip6tables = 1\n",
+            &airgap_bundle::node::SYSCTLS
+                .iter()
+                .map(|(k, v)| format!("{k} = {v}\n"))
+                .collect::<String>(),
         ),
         f("/etc/cloud/cloud.cfg.d/90-kpaas.cfg", 0o644, CLOUD_CFG),
         f("/etc/hostname", 0o644, "localhost\n"),

@@ -87,6 +87,8 @@ pub fn lab_image(t: &Path, cluster: &str, format: &str) -> (PathBuf, PathBuf) {
     ok(&[
         "seeds",
         "--seed-only",
+        "--bundle",
+        &b.to_string_lossy(),
         "--cluster",
         &lab.to_string_lossy(),
         "--out",

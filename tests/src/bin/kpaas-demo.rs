@@ -97,6 +97,8 @@ fn main() -> Result<()> {
         "seeds",
         "--cluster",
         &lab,
+        "--bundle",
+        &format!("{out}/demo-bundle"),
         "--out",
         &format!("{out}/seeds"),
     ]))?;

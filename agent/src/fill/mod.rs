@@ -276,16 +276,34 @@ impl Client {
             );
         }
         let sep = if loc.contains('?') { '&' } else { '?' };
+        self.put_created(
+            &format!("{loc}{sep}digest={d}"),
+            "application/octet-stream",
+            last,
+            &format!("finishing the upload of {d} to {repo}"),
+        )
+        .await
+    }
+
+    /// A PUT the registry must answer 201 Created (a blob upload's end, a
+    /// manifest); anything else fails with its status and body.
+    async fn put_created(
+        &self,
+        url: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        what: &str,
+    ) -> Result<()> {
         let r = self
-            .req(reqwest::Method::PUT, &format!("{loc}{sep}digest={d}"))
-            .header("Content-Type", "application/octet-stream")
-            .body(last)
+            .req(reqwest::Method::PUT, url)
+            .header("Content-Type", content_type)
+            .body(body)
             .send()
             .await
-            .with_context(|| format!("finishing the upload of {d}"))?;
+            .with_context(|| what.to_string())?;
         if r.status() != StatusCode::CREATED {
             bail!(
-                "finishing the upload of {d} to {repo}: {} {}",
+                "{what}: {} {}",
                 r.status(),
                 r.text().await.unwrap_or_default()
             );
@@ -305,24 +323,13 @@ impl Client {
         if &Digest::of(&bytes) != d {
             bail!("manifest {d} in the bundle is damaged");
         }
-        let r = self
-            .req(
-                reqwest::Method::PUT,
-                &format!("/v2/{repo}/manifests/{reference}"),
-            )
-            .header("Content-Type", mt)
-            .body(bytes)
-            .send()
-            .await
-            .with_context(|| format!("putting manifest {d} as {repo}:{reference}"))?;
-        if r.status() != StatusCode::CREATED {
-            bail!(
-                "putting manifest {d} as {repo}:{reference}: {} {}",
-                r.status(),
-                r.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
+        self.put_created(
+            &format!("/v2/{repo}/manifests/{reference}"),
+            mt,
+            bytes,
+            &format!("putting manifest {d} as {repo}:{reference}"),
+        )
+        .await
     }
 
     /// The digest the registry gives `repo:reference` now.
@@ -543,91 +550,4 @@ pub async fn verify(bundle: &Path, t: &Target) -> Result<Vec<String>> {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
-    use super::*;
-    use std::io::{Read, Write};
-
-    /// A STAND-IN for Harbor's project API (Harbor itself cannot be built
-    /// here): answers `POST /api/v2.0/projects` with the statuses given, in
-    /// turn, and hands back each request it saw.
-    fn harbor_project_api_stand_in(
-        answers: &'static [&'static str],
-    ) -> (String, std::thread::JoinHandle<Vec<String>>) {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = l.local_addr().unwrap().to_string();
-        let h = std::thread::spawn(move || {
-            let mut seen = Vec::new();
-            for status in answers {
-                let (mut c, _) = l.accept().unwrap();
-                let mut req = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Head, then the body its Content-Length announces.
-                loop {
-                    let n = c.read(&mut buf).unwrap();
-                    req.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&req).to_string();
-                    if let Some(end) = text.find("\r\n\r\n") {
-                        let len: usize = text
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length: ")
-                                    .map(|v| v.trim().parse().unwrap())
-                            })
-                            .unwrap_or(0);
-                        if req.len() >= end + 4 + len {
-                            break;
-                        }
-                    }
-                }
-                seen.push(String::from_utf8_lossy(&req).to_string());
-                write!(
-                    c,
-                    "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                )
-                .unwrap();
-            }
-            seen
-        });
-        (addr, h)
-    }
-
-    #[tokio::test]
-    async fn the_project_is_made_once_as_admin_and_a_refusal_is_named() {
-        let (addr, h) =
-            harbor_project_api_stand_in(&["201 Created", "409 Conflict", "401 Unauthorized"]);
-        let t = Target {
-            base: format!("http://{addr}"),
-            project: "cp-portal-repository".into(),
-            auth: Some(("admin".into(), "s3cret".into())),
-        };
-        ensure_project(&t).await.unwrap();
-        // It exists already: fine.
-        ensure_project(&t).await.unwrap();
-        let e = ensure_project(&t).await.unwrap_err();
-        assert!(
-            format!("{e:#}").contains("making Harbor project cp-portal-repository: 401"),
-            "{e:#}"
-        );
-        let seen = h.join().unwrap();
-        assert!(
-            seen[0].starts_with("POST /api/v2.0/projects HTTP/1.1"),
-            "{}",
-            seen[0]
-        );
-        // Basic admin:s3cret, a public project of that name.
-        assert!(
-            seen[0].contains("authorization: Basic YWRtaW46czNjcmV0"),
-            "{}",
-            seen[0]
-        );
-        assert!(
-            seen[0].contains(
-                r#"{"metadata":{"public":"true"},"project_name":"cp-portal-repository"}"#
-            ),
-            "{}",
-            seen[0]
-        );
-    }
-}
+mod tests;

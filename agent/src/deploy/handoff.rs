@@ -1,0 +1,128 @@
+//! The `fill` install kind (the Harbor hand-off) and its hook
+//! `harbor-holds-bundle`: the bundle pushed into the platform's registry,
+//! then this node's runtime mirrors pointed there, the seed behind it.
+
+use super::{Engine, FILL_JOBS, Outcome, block_on, checks, hook_item};
+use crate::boot::StepId;
+use crate::boot::cluster::{last_line, wait};
+use crate::events::Sink;
+use crate::{fill, mirrors};
+use airgap_bundle::plan::{Release, Step};
+use anyhow::{Context, Result};
+
+impl Engine {
+    pub(super) fn target(
+        &self,
+        registry: &str,
+        project: &str,
+        harbor_api: bool,
+    ) -> Result<fill::Target> {
+        Ok(fill::Target {
+            base: format!("http://{registry}"),
+            project: project.to_string(),
+            auth: if harbor_api {
+                Some(("admin".into(), self.password("harbor_admin")?))
+            } else {
+                None
+            },
+        })
+    }
+
+    /// The hand-off: waits for the registry, (Harbor) makes the project,
+    /// pushes the bundle, then points this node's runtime at the registry,
+    /// the seed behind it.
+    pub(super) fn hand_off(
+        &self,
+        events: &mut Sink,
+        registry: &str,
+        project: &str,
+        harbor_api: bool,
+    ) -> Result<String> {
+        let t = self.target(registry, project, harbor_api)?;
+        wait(
+            events,
+            StepId::Deploy,
+            &format!("the registry at {registry} to answer"),
+            self.limit,
+            || match checks::http_status(&format!("{}/v2/", t.base)) {
+                Ok(200 | 401) => Ok(Some(())),
+                Ok(s) => Err(format!("/v2/ answered {s}")),
+                Err(e) => Err(e),
+            },
+        )?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime for the hand-off")?;
+        if harbor_api {
+            rt.block_on(fill::ensure_project(&t))?;
+        }
+        let report = rt.block_on(fill::fill(&self.cfg.bundle, &t, FILL_JOBS))?;
+        // The yardstick, in the same run on the same node: how fast the
+        // seed itself serves the same bytes (the largest blobs, up to as
+        // much as was pushed). A failure here is reported, not fatal.
+        let seed = format!("127.0.0.1:{}", self.cfg.seed_port);
+        let yardstick = match rt.block_on(fill::seed_read_rate(
+            &self.cfg.bundle,
+            &seed,
+            report.bytes_sent.max(64 << 20),
+        )) {
+            Ok((_, rate)) => {
+                let push = report.bytes_sent as f64 / report.secs.max(0.001);
+                format!(
+                    "; the seed reads at {:.1} MiB/s here: push/read {:.2}",
+                    rate / (1 << 20) as f64,
+                    push / rate.max(1.0)
+                )
+            }
+            Err(e) => format!(
+                "; the seed's read rate could not be measured: {}",
+                last_line(&e)
+            ),
+        };
+        let hosts = mirrors::registries(
+            self.manifest
+                .artifacts
+                .iter()
+                .filter(|a| a.kind == "image")
+                .map(|a| &a.name),
+        );
+        let platform = format!("{registry}/{project}");
+        let changed = mirrors::write_all(&self.root, &hosts, &seed, Some(&platform))?;
+        crate::runtime::mirrors_changed(self.cfg.runtime, self.runner.as_ref())?;
+        Ok(format!(
+            "hand-off: {}{yardstick}; this node's mirrors now {platform} first, the seed behind it ({} file(s))",
+            report.summary(),
+            changed.len()
+        ))
+    }
+
+    /// `harbor-holds-bundle`: every image and chart of the bundle reads back
+    /// from the step's hand-off registry with the bundle's digest.
+    pub(super) fn holds_bundle(&self, s: &Step) -> Outcome {
+        let found = hook_item(s, "harbor-holds-bundle", "fill", |r| match r {
+            Release::Fill {
+                registry,
+                project,
+                harbor_api,
+            } => Some((registry, project, *harbor_api)),
+            _ => None,
+        });
+        let (registry, project, harbor_api) = match found {
+            Ok(x) => x,
+            Err(o) => return o,
+        };
+        let checked = self
+            .target(registry, project, harbor_api)
+            .and_then(|t| block_on(fill::verify(&self.cfg.bundle, &t)));
+        match checked {
+            Ok(w) if w.is_empty() => Outcome::Holds,
+            Ok(w) => Outcome::Waiting(format!(
+                "{} artifact(s) not in {registry}/{project} as bundled: {}",
+                w.len(),
+                w.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+            )),
+            Err(e) => Outcome::Waiting(last_line(&e)),
+        }
+    }
+}

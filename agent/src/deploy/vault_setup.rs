@@ -1,0 +1,131 @@
+//! The `vault-init` and `vault-cluster` install kinds and their hooks
+//! `vault-unsealed` and `vault-cluster-secret`: Vault initialised with the
+//! plan's shares (the key kept 0600, never in an event), unsealed, then set
+//! up for the portal as K-PaaS does it (`crate::vault` speaks Vault's API).
+
+use super::{Engine, Outcome, block_on, hook_item};
+use crate::boot::StepId;
+use crate::boot::cluster::{last_line, wait};
+use crate::events::Sink;
+use crate::vault;
+use airgap_bundle::plan::{Release, Step};
+use anyhow::{Context, Result, bail};
+
+impl Engine {
+    /// Vault's first start: waits until its API answers, initialises it
+    /// with the plan's shares, keeps the key, unseals.
+    pub(super) fn vault_init(
+        &self,
+        events: &mut Sink,
+        address: &str,
+        shares: usize,
+        threshold: usize,
+    ) -> Result<String> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime for Vault")?;
+        wait(
+            events,
+            StepId::Deploy,
+            &format!("Vault at {address} to answer"),
+            self.limit,
+            || {
+                rt.block_on(vault::status(address))
+                    .map(Some)
+                    .map_err(|e| last_line(&e))
+            },
+        )?;
+        rt.block_on(vault::init_and_unseal(
+            address,
+            shares,
+            threshold,
+            &vault::key_path(&self.cfg.state_dir),
+        ))
+    }
+
+    /// `vault-unsealed`: the step's Vault answers and is not sealed.
+    pub(super) fn vault_unsealed(&self, s: &Step) -> Outcome {
+        let address = match hook_item(s, "vault-unsealed", "vault-init", |r| match r {
+            Release::VaultInit { address, .. } => Some(address),
+            _ => None,
+        }) {
+            Ok(a) => a,
+            Err(o) => return o,
+        };
+        match block_on(vault::status(address)) {
+            Ok((true, false)) => Outcome::Holds,
+            Ok((init, sealed)) => Outcome::Waiting(format!(
+                "Vault at {address}: initialized {init}, sealed {sealed}"
+            )),
+            Err(e) => Outcome::Waiting(last_line(&e)),
+        }
+    }
+
+    /// K-PaaS's Vault setup for the portal: a cluster-admin ServiceAccount
+    /// `kube-system/k8sadmin` and a long-lived token of it (upstream's
+    /// `--duration=999999h`), then Vault's approle, kv-v2, the cluster's
+    /// secret, policy and role (`vault::setup_cluster`). The token goes
+    /// from kubectl's stdout to Vault, never to a file or a log.
+    pub(super) fn vault_cluster(&self, api_url: &str, bound_cidrs: &[String]) -> Result<String> {
+        let sa = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": {"name": "k8sadmin", "namespace": "kube-system"}},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                 "metadata": {"name": "k8sadmin"},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                 "subjects": [{"kind": "ServiceAccount", "name": "k8sadmin", "namespace": "kube-system"}]},
+            ],
+        });
+        self.apply_stdin(&sa)
+            .context("making ServiceAccount kube-system/k8sadmin (cluster-admin)")?;
+        let token = self
+            .kubectl()
+            .args([
+                "create",
+                "token",
+                "k8sadmin",
+                "-n",
+                "kube-system",
+                "--duration=999999h",
+            ])
+            .output_on(self.runner.as_ref())
+            .context("making a token for kube-system/k8sadmin")?;
+        let token = String::from_utf8_lossy(&token).trim().to_string();
+        if token.is_empty() {
+            bail!("kubectl create token k8sadmin printed no token");
+        }
+        block_on(vault::setup_cluster(
+            &vault::key_path(&self.cfg.state_dir),
+            &vault::ClusterSecret {
+                api_url,
+                token: &token,
+                bound_cidrs,
+            },
+            &self.cfg.state_dir.join(vault::APPROLE_FILE),
+        ))
+    }
+
+    /// `vault-cluster-secret`: the step's Vault holds the cluster's secret
+    /// with its API URL, and the portal's role.
+    pub(super) fn vault_cluster_secret(&self, s: &Step) -> Outcome {
+        let api_url = match hook_item(s, "vault-cluster-secret", "vault-cluster", |r| match r {
+            Release::VaultCluster { api_url, .. } => Some(api_url),
+            _ => None,
+        }) {
+            Ok(a) => a,
+            Err(o) => return o,
+        };
+        match block_on(vault::cluster_secret_missing(
+            &vault::key_path(&self.cfg.state_dir),
+            api_url,
+        )) {
+            Ok(None) => Outcome::Holds,
+            Ok(Some(w)) => Outcome::Waiting(w),
+            Err(e) => Outcome::Waiting(last_line(&e)),
+        }
+    }
+}
