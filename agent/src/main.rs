@@ -12,6 +12,7 @@ mod events;
 mod facts;
 mod fill;
 mod journal;
+mod k8s;
 mod kube;
 mod mirrors;
 mod node_api;

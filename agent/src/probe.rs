@@ -27,6 +27,19 @@ pub async fn status(url: &str, timeout: Duration) -> Result<u16, String> {
         .map_err(|e| describe(url, &e))
 }
 
+/// As [`status`], from synchronous code (the deploy engine's checks), on
+/// a runtime of its own; only `http://` (a site's health endpoints).
+pub fn status_blocking(url: &str, timeout: Duration) -> Result<u16, String> {
+    if !url.starts_with("http://") {
+        return Err("only http:// is implemented".to_string());
+    }
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting the async runtime: {e}"))?
+        .block_on(status(url, timeout))
+}
+
 /// `GET url`: its body when it answers 200.
 pub async fn get(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
     let r = client(timeout)
@@ -100,5 +113,36 @@ mod tests {
             .unwrap_err();
         assert!(e.contains("timed out"), "{e}");
         assert!(!registry(addr).await);
+    }
+
+    #[test]
+    fn http_health_reads_the_status_line() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            for code in ["200 OK", "503 Service Unavailable"] {
+                let (mut c, _) = l.accept().unwrap();
+                // The whole head before answering: closing a socket with
+                // unread bytes resets it, and the client sees no answer.
+                let mut req = Vec::new();
+                let mut buf = [0u8; 512];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = c.read(&mut buf).unwrap();
+                    assert!(n > 0, "the request ended early");
+                    req.extend_from_slice(&buf[..n]);
+                }
+                assert!(String::from_utf8_lossy(&req).starts_with("GET /api/v2.0/health HTTP/1.1"));
+                write!(c, "HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").unwrap();
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}/api/v2.0/health");
+        assert_eq!(status_blocking(&url, Duration::from_secs(5)).unwrap(), 200);
+        assert_eq!(status_blocking(&url, Duration::from_secs(5)).unwrap(), 503);
+        server.join().unwrap();
+        // Nothing listening: an error, not a status.
+        drop(std::net::TcpListener::bind("127.0.0.1:0"));
+        assert!(status_blocking("http://127.0.0.1:1/x", Duration::from_secs(5)).is_err());
+        assert!(status_blocking("https://127.0.0.1/x", Duration::from_secs(5)).is_err());
     }
 }

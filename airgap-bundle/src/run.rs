@@ -110,6 +110,19 @@ impl Cmd {
 /// This machine.
 pub struct Host;
 
+/// Processes this program has started on the host, by program name: what a
+/// step costs in fork/exec (a real load under emulation) shows in its report.
+static SPAWNED: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The processes started so far, per program (its file name), sorted.
+pub fn spawned() -> Vec<(String, u64)> {
+    SPAWNED
+        .lock()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+        .unwrap_or_default()
+}
+
 impl Runner for Host {
     fn exec(&self, cmd: &Cmd) -> Result<Output> {
         use std::io::Write;
@@ -126,6 +139,12 @@ impl Runner for Host {
             c.env(k, v);
         }
         let what = cmd.line();
+        if let Ok(mut m) = SPAWNED.lock() {
+            let name = std::path::Path::new(&cmd.prog)
+                .file_name()
+                .map_or(cmd.prog.clone(), |n| n.to_string_lossy().to_string());
+            *m.entry(name).or_default() += 1;
+        }
         let mut child = c.spawn().with_context(|| {
             format!(
                 "running `{what}` (is {} installed? `just setup` installs it)",

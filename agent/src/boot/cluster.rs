@@ -1,6 +1,7 @@
 //! What the cluster-forming steps share: whether they apply, the bundle's
 //! Kubernetes tools at their catalog paths, the cluster secrets from the
-//! seed, bounded waits that say what they wait for, and kubectl.
+//! seed, bounded waits that say what they wait for, the kubectl that
+//! applies manifests, and the client that reads the API (`crate::k8s`).
 
 use super::{Ctx, StepId};
 use crate::events::{Kind, Sink};
@@ -150,7 +151,20 @@ pub fn wait<T>(
     step: StepId,
     what: &str,
     limit: Duration,
+    probe: impl FnMut() -> Result<Option<T>, String>,
+) -> Result<T> {
+    wait_with(events, step, what, limit, probe, std::thread::sleep)
+}
+
+/// As [`wait`], with the pause between probes given: a watch of what the
+/// probe reads ends it early when that changes (`k8s::ready::pause`).
+pub fn wait_with<T>(
+    events: &mut Sink,
+    step: StepId,
+    what: &str,
+    limit: Duration,
     mut probe: impl FnMut() -> Result<Option<T>, String>,
+    mut pause_for: impl FnMut(Duration),
 ) -> Result<T> {
     let start = Instant::now();
     let mut last_line = start;
@@ -173,7 +187,7 @@ pub fn wait<T>(
                 &format!("waiting for {what} ({} s: {why})", waited.as_secs()),
             )?;
         }
-        std::thread::sleep(pause.min(limit.saturating_sub(waited)));
+        pause_for(pause.min(limit.saturating_sub(waited)));
         pause = (pause * 2).min(Duration::from_secs(10));
     }
 }
@@ -330,7 +344,13 @@ pub fn runtime_up(ctx: &Ctx, events: &mut Sink, step: StepId) -> Result<()> {
     .with_context(|| format!("{}.service did not come up", rt.name()))
 }
 
-/// `kubectl --kubeconfig <root>/<kubeconfig> args…` through the runner.
+/// The API as the identity of `kubeconfig` (a path under the root).
+pub fn api(ctx: &Ctx, kubeconfig: &str) -> Result<crate::k8s::Api> {
+    crate::k8s::Api::from_kubeconfig(&at(ctx, kubeconfig))
+}
+
+/// `kubectl --kubeconfig <root>/<kubeconfig> args…` through the runner:
+/// for applying manifests only (reads and waits go through [`api`]).
 pub fn kubectl(ctx: &Ctx, kubeconfig: &str, args: &[&str]) -> Result<Vec<u8>> {
     let t = tools(&ctx.cfg)?;
     run(&t.kubectl)
@@ -373,14 +393,26 @@ pub fn transient(err: &str) -> bool {
 /// restarting (right after init, under load, it can be away a minute).
 pub const APPLY_WAIT: Duration = Duration::from_secs(10 * 60);
 
-/// `kubectl apply --server-side -f path` with the admin's kubeconfig,
+/// `kubectl apply --server-side -f path` with the admin's kubeconfig, under
+/// the field manager the deploy engine applies with (one for everything),
 /// again while the API server is away (server-side apply is idempotent); a
 /// refusal of the objects themselves fails at once.
 pub fn apply(ctx: &Ctx, events: &mut Sink, step: StepId, path: &Path) -> Result<()> {
     let p = path.to_string_lossy();
     let what = format!("the API server to take {p}");
     let outcome = wait(events, step, &what, APPLY_WAIT, || {
-        match kubectl(ctx, kube::ADMIN_CONF, &["apply", "--server-side", "-f", &p]) {
+        match kubectl(
+            ctx,
+            kube::ADMIN_CONF,
+            &[
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=kpaas-agent",
+                "-f",
+                &p,
+            ],
+        ) {
             Ok(_) => Ok(Some(Ok(()))),
             Err(e) if transient(&format!("{e:#}")) => Err(last_line(&e)),
             Err(e) => Ok(Some(Err(e))),

@@ -67,10 +67,12 @@ fn bundle(dir: &Path) {
 }
 
 /// Stands in for kubeadm's effects on disk: its kubeconfig phase writes
-/// admin.conf, a join writes kubelet.conf. Everything else is recorded.
+/// admin.conf, a join writes kubelet.conf (both pointing at the stand-in
+/// API server). Everything else is recorded.
 struct Kubeadm {
-    rec: Recording,
+    rec: Arc<Recording>,
     root: PathBuf,
+    api: String,
 }
 
 impl Runner for Kubeadm {
@@ -82,11 +84,71 @@ impl Runner for Kubeadm {
             ("kubeadm join", "etc/kubernetes/kubelet.conf"),
         ] {
             if line.contains(when) {
-                fsutil::write_atomic(&self.root.join(file), b"kubeconfig").unwrap();
+                write_kubeconfig(&self.root.join(file), &self.api, "");
             }
         }
         Ok(out)
     }
+}
+
+/// A kubeconfig for the stand-in API server; `extra` is appended to its
+/// user (kubelet.conf's client certificate path after kubelet-finalize).
+fn write_kubeconfig(path: &Path, server: &str, extra: &str) {
+    let user = if extra.is_empty() {
+        "{}".to_string()
+    } else {
+        format!("\n    {extra}")
+    };
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\nusers:\n- name: u\n  user: {user}\ncontexts:\n- name: x\n  context:\n    cluster: c\n    user: u\ncurrent-context: x\n"
+    );
+    fsutil::write_atomic(path, text.as_bytes()).unwrap();
+}
+
+/// Stands in for the API server the cluster steps read (a stand-in: the
+/// real one is the VM tiers' and the deploy engine test's). Every request
+/// goes into the runner's log as `GET /path`, so its order against the
+/// commands shows; it is answered with the script's output for that line
+/// as JSON, or 404 when the script has none.
+fn api_server(rec: Arc<Recording>) -> String {
+    use axum::http::{StatusCode, Uri, header};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(l).unwrap();
+            let app = axum::Router::new().fallback(move |uri: Uri| {
+                let rec = rec.clone();
+                async move {
+                    let json = [(header::CONTENT_TYPE, "application/json")];
+                    match rec.exec(&airgap_bundle::run::run("GET").arg(uri.path())) {
+                        Ok(o) if !o.stdout.is_empty() => (StatusCode::OK, json, o.stdout),
+                        Ok(_) => (
+                            StatusCode::NOT_FOUND,
+                            json,
+                            br#"{"kind":"Status","status":"Failure","reason":"NotFound","code":404}"#
+                                .to_vec(),
+                        ),
+                        Err(e) => (
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            json,
+                            json!({"kind": "Status", "status": "Failure", "code": 500,
+                                   "message": format!("{e:#}")})
+                            .to_string()
+                            .into_bytes(),
+                        ),
+                    }
+                }
+            });
+            axum::serve(l, app).await.unwrap();
+        });
+    });
+    format!("http://{addr}")
 }
 
 use airgap_bundle::fsutil;
@@ -164,38 +226,26 @@ fn node(role: Role, script: impl FnOnce(Recording, &Path) -> Recording) -> Node 
     .unwrap();
     fsutil::write_atomic(&root.join("usr/local/bin/kubelet"), b"").unwrap();
     let me = cfg.nodes.iter().find(|n| n.role == role).cloned();
-    let nodes = json!({"items": [
-        {"metadata": {"name": "m"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}},
-        {"metadata": {"name": "w"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}]});
-    let kubectl = "/usr/local/bin/kubectl --kubeconfig";
-    let rec = script(Recording::new(), &root)
-        .answer("/usr/local/bin/kubeadm config images list", IMAGES)
-        .answer(
-            &format!(
-                "{kubectl} {} get --raw /api/v1/nodes",
-                root.join("etc/kubernetes/admin.conf").display()
+    let ready = |name: &str| json!({"metadata": {"name": name}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    let nodes = json!({"items": [ready("m"), ready("w")]});
+    let rec = Arc::new(
+        script(Recording::new(), &root)
+            .answer("/usr/local/bin/kubeadm config images list", IMAGES)
+            .answer("GET /readyz", "ok")
+            .answer("GET /api/v1/nodes/w", &ready("w").to_string())
+            .answer("GET /api/v1/nodes", &nodes.to_string())
+            .answer(
+                "GET /apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy",
+                &json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1,
+                    "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 2}})
+                .to_string(),
             ),
-            &nodes.to_string(),
-        )
-        .answer(
-            &format!(
-                "{kubectl} {} get --raw /apis/apps/v1/namespaces/kube-system/daemonsets/",
-                root.join("etc/kubernetes/admin.conf").display()
-            ),
-            &json!({"metadata": {"generation": 1}, "status": {"observedGeneration": 1,
-                "desiredNumberScheduled": 2, "updatedNumberScheduled": 2, "numberAvailable": 2}})
-            .to_string(),
-        )
-        .answer(
-            &format!(
-                "{kubectl} {} get --raw /api/v1/nodes",
-                root.join("etc/kubernetes/kubelet.conf").display()
-            ),
-            &nodes.to_string(),
-        );
+    );
+    let api = api_server(rec.clone());
     let runner = Arc::new(Kubeadm {
         rec,
         root: root.clone(),
+        api,
     });
     let mut ctx = Ctx::new(root.clone(), cfg, runner.clone(), rt.handle().clone());
     ctx.me = me;
@@ -253,6 +303,11 @@ fn a_master_prepares_configures_inits_lays_the_cni_and_waits_for_ready_in_order(
     let mut n = node(Role::Master, |r, _| r);
     n.boot().unwrap();
     let k = "/usr/local/bin/kubectl --kubeconfig /etc/kubernetes/admin.conf";
+    let apply = |f: &str| {
+        format!(
+            "{k} apply --server-side --force-conflicts --field-manager=kpaas-agent -f $STATE/{f}"
+        )
+    };
     let phase =
         |p: &str| format!("/usr/local/bin/kubeadm init phase {p} --config $STATE/kubeadm.yaml");
     let mut want = vec![
@@ -277,15 +332,17 @@ fn a_master_prepares_configures_inits_lays_the_cni_and_waits_for_ready_in_order(
             want.push("sync".into());
         }
         if *p == "etcd local" {
-            want.push(format!("{k} get --raw /readyz"));
+            want.push("GET /readyz".into());
         }
     }
     want.extend([
         "systemctl enable kubelet.service".into(),
-        format!("{k} apply --server-side -f $STATE/cni-settings.yaml"),
-        format!("{k} apply --server-side -f $STATE/cni.yaml"),
-        format!("{k} get --raw /api/v1/nodes"),
-        format!("{k} get --raw /apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy"),
+        apply("cni-settings.yaml"),
+        apply("cni.yaml"),
+        // Ready: the API answers, then each check reads its object.
+        "GET /readyz".into(),
+        "GET /api/v1/nodes".into(),
+        "GET /apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy".into(),
     ]);
     assert_eq!(n.lines(), want);
     // The files: the token only in the 0600 config, the CA key 0600, the
@@ -434,12 +491,13 @@ fn keys_an_earlier_certs_phase_left_are_a_half_done_init() {
 fn a_finished_init_found_after_a_power_cut_is_not_redone() {
     let mut n = node(Role::Master, |r, _| r);
     // Power cut after the last phase, before the journal said done.
-    fsutil::write_atomic(&n.root.join("etc/kubernetes/admin.conf"), b"kubeconfig").unwrap();
-    fsutil::write_atomic(
+    let api = n.runner.api.clone();
+    write_kubeconfig(&n.root.join("etc/kubernetes/admin.conf"), &api, "");
+    write_kubeconfig(
         &n.root.join("etc/kubernetes/kubelet.conf"),
-        b"client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem",
-    )
-    .unwrap();
+        &api,
+        "client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem",
+    );
     n.boot().unwrap();
     let lines = n.lines();
     assert!(
@@ -451,7 +509,7 @@ fn a_finished_init_found_after_a_power_cut_is_not_redone() {
     assert!(
         lines
             .iter()
-            .any(|l| l.ends_with("-n kube-system get daemonset kube-proxy -o name"))
+            .any(|l| l == "GET /apis/apps/v1/namespaces/kube-system/daemonsets/kube-proxy")
     );
     assert!(n.events().iter().any(|e| {
         e.starts_with("init Done: kubeadm init had finished before this boot: not redone")

@@ -21,5 +21,17 @@ fn deploys(ctx: &Ctx) -> bool {
 }
 
 fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
-    Engine::new(&ctx.root, ctx.cfg.clone(), ctx.runner.clone())?.run(events, Options::default())
+    let done = Engine::new(&ctx.root, ctx.cfg.clone(), ctx.runner.clone())?
+        .run(events, Options::default())?;
+    // What this boot cost in processes and API requests, from the agent's
+    // start (power-on, on a first boot) to here: the figure the speed work
+    // is measured by.
+    let spawned = airgap_bundle::run::spawned();
+    let total: u64 = spawned.iter().map(|(_, n)| n).sum();
+    let by: Vec<String> = spawned.iter().map(|(p, n)| format!("{p} {n}")).collect();
+    Ok(format!(
+        "{done}; since the agent started: {total} process(es) spawned ({}), {} API request(s)",
+        by.join(", "),
+        crate::k8s::requests()
+    ))
 }

@@ -5,12 +5,14 @@
 //! control plane: the next boot finds it, resets it and runs init again; an
 //! init that had finished (its last phase's objects exist) is never redone.
 
-use super::cluster::{self, at, kubeadm_config, kubectl, on_master, tools, wait, write_private};
+use super::cluster::{self, at, kubeadm_config, on_master, tools, wait, write_private};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::{Kind, Sink};
+use crate::k8s::Failure;
 use crate::kube;
 use airgap_bundle::run::run;
 use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use std::time::{Duration, Instant};
 
 pub const STEP: Step = Step {
@@ -88,27 +90,12 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             StepId::Init,
             "the existing API server",
             RESUME_WAIT,
-            || match kubectl(
-                ctx,
-                kube::ADMIN_CONF,
-                &[
-                    "-n",
-                    "kube-system",
-                    "get",
-                    "daemonset",
-                    "kube-proxy",
-                    "-o",
-                    "name",
-                ],
-            ) {
-                Ok(_) => Ok(Some(true)),
-                Err(e) => {
-                    let e = format!("{e:#}");
-                    if e.contains("NotFound") || e.contains("not found") {
-                        Ok(Some(false))
-                    } else {
-                        Err(e.lines().last().unwrap_or_default().to_string())
-                    }
+            || {
+                let api = cluster::api(ctx, kube::ADMIN_CONF).map_err(|e| format!("{e:#}"))?;
+                match api.get::<DaemonSet>("kube-system", "kube-proxy") {
+                    Ok(_) => Ok(Some(true)),
+                    Err(Failure::NotFound(_)) => Ok(Some(false)),
+                    Err(f) => Err(f.to_string()),
                 }
             },
         )
@@ -187,23 +174,23 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         )?;
         if *phase == WAIT_AFTER {
             let t0 = Instant::now();
+            // admin.conf is written by the kubeconfig phase, before this.
+            let api = cluster::api(ctx, kube::ADMIN_CONF)?;
             wait(
                 events,
                 StepId::Init,
                 "the API server to answer /readyz",
                 API_WAIT,
                 || {
-                    kubectl(ctx, kube::ADMIN_CONF, &["get", "--raw", "/readyz"])
-                        .map(|_| Some(()))
-                        .map_err(|e| {
-                            // What the control plane's containers are doing
-                            // says more than the refused connection.
-                            format!(
-                                "{}; containers: {}",
-                                readyz_failure(&format!("{e:#}")),
-                                cluster::containers(ctx)
-                            )
-                        })
+                    api.readyz().map(|_| Some(())).map_err(|f| {
+                        // What the control plane's containers are doing
+                        // says more than the refused connection.
+                        format!(
+                            "{}; containers: {}",
+                            readyz_failure(&f.to_string()),
+                            cluster::containers(ctx)
+                        )
+                    })
                 },
             )
             .map_err(|e| e.context(cluster::kubelet_log(ctx)))?;
@@ -261,8 +248,9 @@ fn root_kubeconfig(ctx: &Ctx) -> Result<()> {
 }
 
 /// The part of a failed `/readyz` worth a progress line: the checks that
-/// failed (kubectl prints the whole report on one line, its newlines
-/// escaped), else the error's last line (a refused or timed-out connection).
+/// failed (the API's report, one `[-]` line each; older clients printed it
+/// on one line with its newlines escaped), else the error's last line (a
+/// refused or timed-out connection).
 fn readyz_failure(err: &str) -> String {
     let failed: Vec<&str> = err
         .split(['\n', '"'])

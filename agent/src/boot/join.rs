@@ -6,12 +6,13 @@
 //! the step's failure. Once; a power cut mid-join is reset and rejoined at
 //! the next boot, a finished join is never redone.
 
-use super::cluster::{self, at, kubeadm_config, kubectl, on_worker, tools, wait};
+use super::cluster::{self, at, kubeadm_config, on_worker, tools, wait};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::{Kind, Sink};
 use crate::kube;
 use airgap_bundle::run::run;
 use anyhow::{Result, anyhow};
+use k8s_openapi::api::core::v1::Node;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
@@ -68,9 +69,11 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             "the cluster to list this node",
             RESUME_WAIT,
             || {
-                kubectl(ctx, kube::KUBELET_CONF, &["get", "node", &me, "-o", "name"])
+                cluster::api(ctx, kube::KUBELET_CONF)
+                    .map_err(|e| format!("{e:#}"))?
+                    .get_cluster::<Node>(&me)
                     .map(|_| Some(()))
-                    .map_err(|e| cluster::last_line(&e))
+                    .map_err(|f| f.to_string())
             },
         )
         .is_ok();

@@ -9,6 +9,7 @@ use crate::boot::cluster::{self, last_line};
 use crate::events::{Kind, Sink};
 use airgap_bundle::plan::Step;
 use anyhow::{Context, Result};
+use k8s_openapi::api::core::v1::Pod;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -177,20 +178,15 @@ impl Engine {
                 std::thread::sleep(Duration::from_millis(200));
                 if said.elapsed() >= Duration::from_secs(30) {
                     said = Instant::now();
-                    let pods = match self
-                        .kube
-                        .json(&format!("/api/v1/namespaces/{namespace}/pods"))
-                    {
-                        Ok(v) => {
-                            let trouble: Vec<String> = v["items"]
-                                .as_array()
-                                .map_or(&[][..], |a| a.as_slice())
+                    let pods = match self.kube.api.list::<Pod>(Some(namespace)) {
+                        Ok(pods) => {
+                            let trouble: Vec<String> = pods
                                 .iter()
                                 .filter_map(|p| {
                                     let t = report::pod_trouble(p)?;
                                     Some(format!(
                                         "{}: {t}",
-                                        p["metadata"]["name"].as_str().unwrap_or("?")
+                                        p.metadata.name.as_deref().unwrap_or("?")
                                     ))
                                 })
                                 .collect();
@@ -200,7 +196,7 @@ impl Engine {
                                 trouble.join("; ")
                             }
                         }
-                        Err(e) => e,
+                        Err(e) => e.to_string(),
                     };
                     events.emit(
                         StepId::Deploy,

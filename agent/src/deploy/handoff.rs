@@ -2,7 +2,7 @@
 //! `harbor-holds-bundle`: the bundle pushed into the platform's registry,
 //! then this node's runtime mirrors pointed there, the seed behind it.
 
-use super::{Engine, FILL_JOBS, Outcome, block_on, checks, hook_item};
+use super::{Engine, FILL_JOBS, Outcome, block_on, hook_item};
 use crate::boot::StepId;
 use crate::boot::cluster::{last_line, wait};
 use crate::events::Sink;
@@ -44,7 +44,10 @@ impl Engine {
             StepId::Deploy,
             &format!("the registry at {registry} to answer"),
             self.limit,
-            || match checks::http_status(&format!("{}/v2/", t.base)) {
+            || match crate::probe::status_blocking(
+                &format!("{}/v2/", t.base),
+                std::time::Duration::from_secs(5),
+            ) {
                 Ok(200 | 401) => Ok(Some(())),
                 Ok(s) => Err(format!("/v2/ answered {s}")),
                 Err(e) => Err(e),

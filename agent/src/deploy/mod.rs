@@ -16,13 +16,14 @@
 //! vault-cluster, their hooks), `secret`, `storage_class`
 //! (default-storage-class); manifests and kustomizations are applied here.
 //!
-//! kubectl rather than kube-rs for applying: the bundle carries it at the
-//! cluster's version, server-side apply through it handles any kind
-//! (CRDs included) without typed models, and the agent stays free of a
-//! Kubernetes client's build weight.
+//! Readiness is judged by `crate::k8s::ready` (the cluster step's judge
+//! too), reading typed objects through the agent's API client; the pause
+//! between looks ends when the API reports a change. Applying stays the
+//! bundled kubectl's server-side apply: it is at the cluster's version and
+//! handles any kind (CRDs included) without typed models, all under one
+//! field manager, `kpaas-agent`.
 
 mod chart;
-mod checks;
 mod handoff;
 pub mod journal;
 mod prewave;
@@ -32,8 +33,9 @@ mod storage_class;
 mod vault_setup;
 
 use crate::boot::StepId;
-use crate::boot::cluster::{self, last_line, transient, wait};
+use crate::boot::cluster::{self, last_line, transient, wait, wait_with};
 use crate::events::{Kind, Sink};
+use crate::k8s::ready::{self as judge, Outcome};
 use crate::kube;
 use airgap_bundle::deploy::{Hook, Readiness};
 use airgap_bundle::manifest::BundleManifest;
@@ -43,7 +45,6 @@ use airgap_bundle::render;
 use airgap_bundle::run::{Runner, run};
 use airgap_bundle::{Digest, fsutil};
 use anyhow::{Context, Result, bail};
-use checks::Outcome;
 use journal::DeployJournal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -56,11 +57,13 @@ const FILL_JOBS: usize = 4;
 /// images unpacked under emulation takes minutes).
 pub const READY_LIMIT: Duration = Duration::from_secs(30 * 60);
 
-/// kubectl with the admin's kubeconfig.
+/// The cluster as the admin: kubectl for applying manifests, the API
+/// client (`crate::k8s`) for everything read, watched or patched.
 pub struct Kube {
     runner: Arc<dyn Runner>,
     kubectl: String,
     kubeconfig: PathBuf,
+    pub api: crate::k8s::Api,
 }
 
 impl Kube {
@@ -70,20 +73,6 @@ impl Kube {
             .arg(&self.kubeconfig)
             .args(args)
             .output_on(self.runner.as_ref())
-    }
-
-    /// As [`Kube::exec`], the error as its last line (for progress lines).
-    pub fn run(&self, args: &[&str]) -> Result<Vec<u8>, String> {
-        self.exec(args).map_err(|e| last_line(&e))
-    }
-
-    /// An object or list by API path.
-    pub fn raw(&self, path: &str) -> Result<Vec<u8>, String> {
-        self.run(&["get", "--raw", path])
-    }
-
-    pub fn json(&self, path: &str) -> Result<serde_json::Value, String> {
-        serde_json::from_slice(&self.raw(path)?).map_err(|e| format!("{path}: {e}"))
     }
 }
 
@@ -134,10 +123,12 @@ impl Engine {
                 .to_string_lossy()
                 .to_string())
         };
+        let kubeconfig = root.join(kube::ADMIN_CONF);
         let kube = Kube {
             runner: runner.clone(),
             kubectl: tool("kubectl")?,
-            kubeconfig: root.join(kube::ADMIN_CONF),
+            api: crate::k8s::Api::from_kubeconfig(&kubeconfig)?,
+            kubeconfig,
         };
         Ok(Engine {
             helm: tool("helm")?,
@@ -425,33 +416,40 @@ impl Engine {
         let nodes: Vec<String> = self.cfg.nodes.iter().map(|n| n.hostname.clone()).collect();
         let what = format!("{} to be ready", s.component);
         let mut failed: Option<String> = None;
-        let r = wait(events, StepId::Deploy, &what, self.limit, || {
-            let mut short = Vec::new();
-            for c in &s.readiness {
-                // Hooks belong to their install kind's module.
-                let now = match c {
-                    Readiness::Hook { name } => match name {
-                        Hook::HarborHoldsBundle => self.holds_bundle(s),
-                        Hook::VaultUnsealed => self.vault_unsealed(s),
-                        Hook::VaultClusterSecret => self.vault_cluster_secret(s),
-                    },
-                    _ => checks::check(&self.kube, c, &nodes),
-                };
-                match now {
-                    Outcome::Holds => {}
-                    Outcome::Waiting(w) => short.push(w),
-                    Outcome::Failed(f) => {
-                        failed = Some(f.clone());
-                        return Ok(Some(()));
+        let r = wait_with(
+            events,
+            StepId::Deploy,
+            &what,
+            self.limit,
+            || {
+                let mut short = Vec::new();
+                for c in &s.readiness {
+                    // Hooks belong to their install kind's module.
+                    let now = match c {
+                        Readiness::Hook { name } => match name {
+                            Hook::HarborHoldsBundle => self.holds_bundle(s),
+                            Hook::VaultUnsealed => self.vault_unsealed(s),
+                            Hook::VaultClusterSecret => self.vault_cluster_secret(s),
+                        },
+                        _ => judge::judge(&self.kube.api, c, &nodes),
+                    };
+                    match now {
+                        Outcome::Holds => {}
+                        Outcome::Waiting(w) => short.push(w),
+                        Outcome::Failed(f) => {
+                            failed = Some(f.clone());
+                            return Ok(Some(()));
+                        }
                     }
                 }
-            }
-            if short.is_empty() {
-                Ok(Some(()))
-            } else {
-                Err(short.join("; "))
-            }
-        });
+                if short.is_empty() {
+                    Ok(Some(()))
+                } else {
+                    Err(short.join("; "))
+                }
+            },
+            |d| judge::pause(&self.kube.api, &s.readiness, d),
+        );
         let why = match (r, failed) {
             (Ok(()), None) => return Ok(()),
             (_, Some(f)) => f,

@@ -4,12 +4,14 @@
 //! failing pod. Best effort: what cannot be read is said, never fatal.
 
 use super::Kube;
+use crate::k8s::Api;
 use airgap_bundle::deploy::Readiness;
 use airgap_bundle::plan::Step;
+use k8s_openapi::api::core::v1::{Event, Pod};
 use std::collections::BTreeSet;
 
 const EVENTS: usize = 6;
-const LOG_LINES: &str = "12";
+const LOG_LINES: i64 = 12;
 
 pub fn report(kube: &Kube, s: &Step) -> String {
     let mut namespaces: BTreeSet<String> = BTreeSet::new();
@@ -31,51 +33,48 @@ pub fn report(kube: &Kube, s: &Step) -> String {
     }
     let mut out = Vec::new();
     for ns in namespaces {
-        out.push(namespace_report(kube, &ns));
+        out.push(namespace_report(&kube.api, &ns));
     }
     out.join("\n")
 }
 
 /// A pod's trouble, or None when it runs (or ran) as it should.
-pub fn pod_trouble(p: &serde_json::Value) -> Option<String> {
-    let phase = p["status"]["phase"].as_str().unwrap_or("?");
+pub fn pod_trouble(p: &Pod) -> Option<String> {
+    let status = p.status.clone().unwrap_or_default();
+    let phase = status.phase.as_deref().unwrap_or("?");
     if phase == "Succeeded" {
         return None;
     }
-    let statuses = p["status"]["initContainerStatuses"]
-        .as_array()
+    let main = status.container_statuses.clone().unwrap_or_default();
+    let statuses = status
+        .init_container_statuses
+        .clone()
+        .unwrap_or_default()
         .into_iter()
-        .chain(p["status"]["containerStatuses"].as_array())
-        .flatten();
+        .chain(main.iter().cloned());
     let mut why = Vec::new();
     let mut all_ready = phase == "Running";
     for c in statuses {
-        let name = c["name"].as_str().unwrap_or("?");
-        let ready = c["ready"].as_bool().unwrap_or(false);
-        let st = &c["state"];
-        if let Some(w) = st.get("waiting") {
+        let st = c.state.clone().unwrap_or_default();
+        if let Some(w) = &st.waiting {
             why.push(format!(
-                "{name} waiting: {} {}",
-                w["reason"].as_str().unwrap_or(""),
-                w["message"].as_str().unwrap_or("")
+                "{} waiting: {} {}",
+                c.name,
+                w.reason.as_deref().unwrap_or(""),
+                w.message.as_deref().unwrap_or("")
             ));
-        } else if let Some(t) = st.get("terminated")
-            && t["exitCode"].as_i64().unwrap_or(0) != 0
-        {
+        } else if let Some(t) = st.terminated.as_ref().filter(|t| t.exit_code != 0) {
             why.push(format!(
-                "{name} exited {}: {}",
-                t["exitCode"],
-                t["reason"].as_str().unwrap_or("")
+                "{} exited {}: {}",
+                c.name,
+                t.exit_code,
+                t.reason.as_deref().unwrap_or("")
             ));
         }
-        if c["restartCount"].as_i64().unwrap_or(0) > 0 {
-            why.push(format!("{name} restarted {} time(s)", c["restartCount"]));
+        if c.restart_count > 0 {
+            why.push(format!("{} restarted {} time(s)", c.name, c.restart_count));
         }
-        if !ready
-            && p["status"]["containerStatuses"]
-                .as_array()
-                .is_some_and(|a| a.iter().any(|x| x["name"] == c["name"]))
-        {
+        if !c.ready && main.iter().any(|x| x.name == c.name) {
             all_ready = false;
         }
     }
@@ -84,24 +83,26 @@ pub fn pod_trouble(p: &serde_json::Value) -> Option<String> {
     }
     if why.is_empty() {
         why.push(format!("phase {phase}"));
-        if let Some(m) = p["status"]["conditions"].as_array().and_then(|c| {
-            c.iter()
-                .find(|c| c["status"] == "False" && c["message"].is_string())
-                .and_then(|c| c["message"].as_str())
-        }) {
-            why.push(m.to_string());
+        if let Some(m) = status
+            .conditions
+            .unwrap_or_default()
+            .into_iter()
+            .find(|c| c.status == "False" && c.message.is_some())
+            .and_then(|c| c.message)
+        {
+            why.push(m);
         }
     }
     Some(why.join("; ").trim().to_string())
 }
 
-fn namespace_report(kube: &Kube, ns: &str) -> String {
+fn namespace_report(api: &Api, ns: &str) -> String {
     let mut lines = vec![format!("namespace {ns}:")];
     let mut first_bad: Option<String> = None;
-    match kube.json(&format!("/api/v1/namespaces/{ns}/pods")) {
-        Ok(v) => {
-            for p in v["items"].as_array().map_or(&[][..], |a| a.as_slice()) {
-                let name = p["metadata"]["name"].as_str().unwrap_or("?").to_string();
+    match api.list::<Pod>(Some(ns)) {
+        Ok(pods) => {
+            for p in &pods {
+                let name = p.metadata.name.clone().unwrap_or_else(|| "?".into());
                 if let Some(t) = pod_trouble(p) {
                     lines.push(format!("  pod {name}: {t}"));
                     first_bad.get_or_insert(name);
@@ -110,46 +111,35 @@ fn namespace_report(kube: &Kube, ns: &str) -> String {
         }
         Err(e) => lines.push(format!("  pods: {e}")),
     }
-    match kube.json(&format!("/api/v1/namespaces/{ns}/events")) {
-        Ok(v) => {
-            let mut ev: Vec<&serde_json::Value> = v["items"]
-                .as_array()
-                .map_or(&[][..], |a| a.as_slice())
+    match api.list::<Event>(Some(ns)) {
+        Ok(all) => {
+            let mut ev: Vec<&Event> = all
                 .iter()
-                .filter(|e| e["type"] == "Warning")
+                .filter(|e| e.type_.as_deref() == Some("Warning"))
                 .collect();
-            let when = |e: &serde_json::Value| {
-                e["lastTimestamp"]
-                    .as_str()
-                    .or(e["eventTime"].as_str())
-                    .unwrap_or("")
-                    .to_string()
+            let when = |e: &Event| {
+                e.last_timestamp
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .or(e.event_time.as_ref().map(|t| t.0.to_string()))
+                    .unwrap_or_default()
             };
             ev.sort_by_key(|e| when(e));
             for e in ev.iter().rev().take(EVENTS).rev() {
                 lines.push(format!(
                     "  event {}/{}: {}: {}",
-                    e["involvedObject"]["kind"].as_str().unwrap_or("?"),
-                    e["involvedObject"]["name"].as_str().unwrap_or("?"),
-                    e["reason"].as_str().unwrap_or(""),
-                    e["message"].as_str().unwrap_or("").trim()
+                    e.involved_object.kind.as_deref().unwrap_or("?"),
+                    e.involved_object.name.as_deref().unwrap_or("?"),
+                    e.reason.as_deref().unwrap_or(""),
+                    e.message.as_deref().unwrap_or("").trim()
                 ));
             }
         }
         Err(e) => lines.push(format!("  events: {e}")),
     }
     if let Some(pod) = first_bad {
-        match kube.run(&[
-            "logs",
-            "-n",
-            ns,
-            &pod,
-            "--all-containers",
-            "--tail",
-            LOG_LINES,
-        ]) {
-            Ok(out) => {
-                let text = String::from_utf8_lossy(&out);
+        match api.logs(ns, &pod, LOG_LINES) {
+            Ok(text) => {
                 lines.push(format!("  last log lines of {pod}:"));
                 lines.extend(text.lines().map(|l| format!("    {l}")));
             }
@@ -169,7 +159,7 @@ mod tests {
 
     #[test]
     fn a_pod_in_trouble_says_why() {
-        let p = |s: &str| -> serde_json::Value { serde_json::from_str(s).unwrap() };
+        let p = |s: &str| -> Pod { serde_json::from_str(s).unwrap() };
         assert_eq!(
             pod_trouble(&p(
                 r#"{"status":{"phase":"Pending","containerStatuses":[{"name":"app","ready":false,"restartCount":0,"state":{"waiting":{"reason":"ImagePullBackOff","message":"Back-off pulling image \"x\""}}}]}}"#

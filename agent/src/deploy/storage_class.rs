@@ -4,36 +4,32 @@
 
 use super::Engine;
 use crate::boot::StepId;
-use crate::boot::cluster::{self, last_line, wait};
+use crate::boot::cluster::{self, wait};
 use crate::events::Sink;
 use anyhow::Result;
+use k8s_openapi::api::storage::v1::StorageClass;
 
 impl Engine {
     /// StorageClass `name` annotated as the default, as upstream patches it
     /// (waiting while its manifest's class is not there yet).
     pub(super) fn default_class(&self, events: &mut Sink, name: &str) -> Result<String> {
-        let patch = r#"{"metadata":{"annotations":{"storageclass.kubernetes.io/is-default-class":"true"}}}"#;
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            "storageclass.kubernetes.io/is-default-class": "true"}}});
         wait(
             events,
             StepId::Deploy,
             &format!("StorageClass {name} to exist"),
             cluster::APPLY_WAIT,
-            || {
-                self.kubectl()
-                    .args([
-                        "patch",
-                        "storageclass",
-                        name,
-                        "--type",
-                        "merge",
-                        "-p",
-                        patch,
-                    ])
-                    .ok_on(self.runner.as_ref())
-                    .map(Some)
-                    .map_err(|e| last_line(&e))
+            || match self
+                .kube
+                .api
+                .merge_patch_cluster::<StorageClass>(name, &patch)
+            {
+                Ok(_) => Ok(Some(Ok(()))),
+                Err(f) if f.passes() => Err(f.to_string()),
+                Err(f) => Ok(Some(Err(anyhow::anyhow!("{f}")))),
             },
-        )?;
+        )??;
         Ok(format!("StorageClass {name} is the default"))
     }
 }

@@ -9,7 +9,10 @@ use crate::boot::cluster::{last_line, wait};
 use crate::events::Sink;
 use crate::vault;
 use airgap_bundle::plan::{Release, Step};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
+
+/// The k8sadmin token's life: upstream's `--duration=999999h`.
+const TOKEN_SECONDS: i64 = 999_999 * 3600;
 
 impl Engine {
     /// Vault's first start: waits until its API answers, initialises it
@@ -66,7 +69,7 @@ impl Engine {
     /// `kube-system/k8sadmin` and a long-lived token of it (upstream's
     /// `--duration=999999h`), then Vault's approle, kv-v2, the cluster's
     /// secret, policy and role (`vault::setup_cluster`). The token goes
-    /// from kubectl's stdout to Vault, never to a file or a log.
+    /// from the TokenRequest API's answer to Vault, never to a file or a log.
     pub(super) fn vault_cluster(&self, api_url: &str, bound_cidrs: &[String]) -> Result<String> {
         let sa = serde_json::json!({
             "apiVersion": "v1",
@@ -83,21 +86,10 @@ impl Engine {
         self.apply_stdin(&sa)
             .context("making ServiceAccount kube-system/k8sadmin (cluster-admin)")?;
         let token = self
-            .kubectl()
-            .args([
-                "create",
-                "token",
-                "k8sadmin",
-                "-n",
-                "kube-system",
-                "--duration=999999h",
-            ])
-            .output_on(self.runner.as_ref())
-            .context("making a token for kube-system/k8sadmin")?;
-        let token = String::from_utf8_lossy(&token).trim().to_string();
-        if token.is_empty() {
-            bail!("kubectl create token k8sadmin printed no token");
-        }
+            .kube
+            .api
+            .token("kube-system", "k8sadmin", TOKEN_SECONDS)
+            .map_err(|f| anyhow::anyhow!("making a token for kube-system/k8sadmin: {f}"))?;
         block_on(vault::setup_cluster(
             &vault::key_path(&self.cfg.state_dir),
             &vault::ClusterSecret {
