@@ -4,7 +4,6 @@
 //! drop-in, the kubeadm v1beta3 configs, and the CNI's ConfigMap. Pure, so
 //! every file is a snapshot test; the boot steps write and run them.
 
-use airgap_bundle::deploy::Value;
 use airgap_bundle::node::{NodeConfig, NodeEntry, Role, Runtime};
 use anyhow::{Result, anyhow};
 use std::fmt::Write;
@@ -31,7 +30,6 @@ pub const KUBEADM_CONFIG: &str = "kubeadm.yaml";
 pub const PATCHES_DIR: &str = "kubeadm-patches";
 /// Where cloud-init's `write_files` puts the cluster secrets.
 pub const SECRETS_DIR: &str = "etc/kpaas/secrets";
-pub const API_PORT: u16 = 6443;
 
 pub use airgap_bundle::node::{KERNEL_MODULES as MODULES, SYSCTLS};
 
@@ -55,39 +53,40 @@ pub struct Inputs {
 }
 
 impl Inputs {
-    /// Reads the plan's values; an error lists every value missing at once.
+    /// The node config's settings for this node; an error lists every
+    /// problem at once (a node config written by hand is held to the rules
+    /// `seeds` applies), and a bundle of another Kubernetes version than
+    /// the seeds were made for is refused, naming both.
     pub fn new(cfg: &NodeConfig, me: &NodeEntry, kubernetes_version: &str) -> Result<Inputs> {
-        let plan = &cfg.kubernetes;
+        let Some(k) = &cfg.kubernetes else {
+            return Err(anyhow!(
+                "the node config has no kubernetes settings: this node forms no cluster"
+            ));
+        };
+        let mut problems = k.problems();
         let master = cfg.nodes.iter().find(|n| n.role == Role::Master);
-        let (pod, svc, san) = (
-            plan.text("pod_cidr"),
-            plan.text("service_cidr"),
-            plan.text("apiserver_san"),
-        );
-        let mut missing: Vec<String> = [&pod, &svc, &san]
-            .iter()
-            .filter_map(|r| r.as_ref().err().cloned())
-            .collect();
         if master.is_none() {
-            missing.push("the node config names no master".into());
+            problems.push("the node config names no master".into());
+        }
+        if let Some(want) = k.version.as_deref().filter(|v| *v != kubernetes_version) {
+            problems.push(format!(
+                "the seeds were made for Kubernetes {want}, the bundle holds {kubernetes_version}"
+            ));
         }
         match master {
-            Some(master) if missing.is_empty() => Ok(Inputs {
+            Some(master) if problems.is_empty() => Ok(Inputs {
                 cluster: cfg.cluster.clone(),
                 me: me.clone(),
                 master: master.clone(),
                 runtime: cfg.runtime,
                 kubernetes_version: kubernetes_version.into(),
-                pod_cidr: pod.unwrap_or_default(),
-                service_cidr: svc.unwrap_or_default(),
-                api_san: san.unwrap_or_default(),
-                api_port: match plan.values.get("apiserver_port") {
-                    Some(Value::Int(p)) => u16::try_from(*p).unwrap_or(API_PORT),
-                    _ => API_PORT,
-                },
+                pod_cidr: k.pod_cidr.to_string(),
+                service_cidr: k.service_cidr.to_string(),
+                api_san: k.apiserver_san.clone(),
+                api_port: k.apiserver_port,
                 workers: cfg.nodes.iter().filter(|n| n.role == Role::Worker).count(),
             }),
-            _ => Err(anyhow!("{}", missing.join("; "))),
+            _ => Err(anyhow!("{}", problems.join("; "))),
         }
     }
 
@@ -445,7 +444,7 @@ data:
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
     use super::*;
-    use airgap_bundle::node::Role;
+    use airgap_bundle::node::{KubernetesStep, Role};
     use std::path::Path;
 
     fn node(name: &str, ip: &str, role: Role) -> NodeEntry {
@@ -466,15 +465,15 @@ mod tests {
             ],
         );
         c.runtime = runtime;
-        for (key, v) in [
-            ("pod_cidr", "10.233.64.0/18"),
-            ("service_cidr", "10.233.0.0/18"),
-            ("apiserver_san", "203.0.113.7"),
-        ] {
-            c.kubernetes
-                .values
-                .insert(key.into(), Value::Text(v.into()));
-        }
+        c.kubernetes = Some(KubernetesStep {
+            version: None,
+            pod_cidr: "10.233.64.0/18".to_string().try_into().unwrap(),
+            service_cidr: "10.233.0.0/18".to_string().try_into().unwrap(),
+            apiserver_san: "203.0.113.7".into(),
+            apiserver_port: 6443,
+            cni_manifest: "kube-flannel.yml".into(),
+            ready: vec![],
+        });
         c
     }
 
@@ -559,20 +558,22 @@ mod tests {
     }
 
     #[test]
-    fn a_plan_without_the_values_names_each_missing_one() {
+    fn settings_the_seeds_would_refuse_are_refused_naming_each_problem() {
         let mut c = config(Runtime::Crio);
-        c.kubernetes.values.remove("pod_cidr");
-        c.kubernetes
-            .values
-            .insert("service_cidr".into(), Value::Int(3));
+        if let Some(k) = c.kubernetes.as_mut() {
+            k.service_cidr = "10.233.64.0/24".to_string().try_into().unwrap();
+            k.version = Some("v1.26.0".into());
+        }
         let me = c.nodes[1].clone();
         c.nodes.remove(0);
-        let e = Inputs::new(&c, &me, "v1").err().unwrap().to_string();
+        let e = Inputs::new(&c, &me, "v1.25.6").err().unwrap().to_string();
         assert!(
-            e.contains("no value pod_cidr")
-                && e.contains("service_cidr is Int(3)")
+            e.contains("pod_cidr 10.233.64.0/18 overlaps service_cidr 10.233.64.0/24")
+                && e.contains("made for Kubernetes v1.26.0, the bundle holds v1.25.6")
                 && e.contains("names no master"),
             "{e}"
         );
+        c.kubernetes = None;
+        assert!(Inputs::new(&c, &me, "v1.25.6").is_err());
     }
 }

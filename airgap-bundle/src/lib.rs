@@ -11,6 +11,7 @@ pub mod digest;
 pub mod fsutil;
 pub mod ident;
 pub mod install;
+pub mod kube_settings;
 pub mod lock;
 pub mod manifest;
 pub mod node;

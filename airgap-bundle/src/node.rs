@@ -2,11 +2,10 @@
 //! CIDATA volume) tells the first-boot agent. The builder writes it, the agent
 //! reads it; both validate it here.
 
-use crate::deploy::{Readiness, Value};
 use crate::ident::{normalize_mac, valid_hostname};
 use crate::problems::Problems;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -144,46 +143,19 @@ pub struct NodeConfig {
     /// Lower minimums than K-PaaS's (test labs, small VMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimums: Option<Minimums>,
-    /// The plan's `kubernetes` step: `seeds` copies it from the plan, so the
-    /// agent forms the cluster from what `kpaas-builder plan` prints.
-    #[serde(default, skip_serializing_if = "KubernetesStep::is_empty")]
-    pub kubernetes: KubernetesStep,
+    /// The plan's `kubernetes` step, typed: `seeds` makes it from the plan
+    /// (validated there), so the agent forms the cluster from what
+    /// `kpaas-builder plan` prints. Absent: the node serves its bundle and
+    /// forms no cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesStep>,
     /// The plan's other steps, in wave order: what the master deploys once
     /// the cluster is ready (`seeds` copies them from the plan).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platform: Vec<crate::plan::Step>,
 }
 
-/// The plan's `kubernetes` step as a node receives it: the values (pod and
-/// service CIDRs, the API server's SAN, the CNI manifest, ...) and the
-/// readiness checks that say the cluster is formed.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
-pub struct KubernetesStep {
-    #[serde(default)]
-    pub values: BTreeMap<String, Value>,
-    #[serde(default)]
-    pub ready: Vec<Readiness>,
-}
-
-impl KubernetesStep {
-    pub fn is_empty(&self) -> bool {
-        self.values.is_empty() && self.ready.is_empty()
-    }
-
-    /// A text value, or an error naming the value the plan lacks.
-    pub fn text(&self, key: &str) -> Result<String, String> {
-        match self.values.get(key) {
-            Some(Value::Text(s)) if !s.is_empty() => Ok(s.clone()),
-            Some(v) => Err(format!(
-                "the plan's kubernetes value {key} is {v:?}, not a non-empty text"
-            )),
-            None => Err(format!(
-                "the plan's kubernetes step has no value {key} (the node's seed predates it, or the catalog lacks it)"
-            )),
-        }
-    }
-}
+pub use crate::kube_settings::KubernetesStep;
 
 /// Overrides of the K-PaaS node minimums, for labs and small VMs; every
 /// preflight report says when they are in force.
@@ -216,7 +188,7 @@ impl NodeConfig {
             nodes,
             install_disk: None,
             minimums: None,
-            kubernetes: KubernetesStep::default(),
+            kubernetes: None,
             platform: Vec::new(),
         }
     }

@@ -221,7 +221,7 @@ fn render_seed(
 /// plan's other steps. Empty: stop at the registry.
 #[derive(Debug, Default)]
 pub struct NodePlan {
-    pub kubernetes: KubernetesStep,
+    pub kubernetes: Option<KubernetesStep>,
     pub platform: Vec<airgap_bundle::plan::Step>,
     /// The bundle the plan was checked against, by digest.
     pub bundle_digest: Option<Digest>,
@@ -268,11 +268,21 @@ pub fn node_plan(
             catalog.platform.name
         );
     };
+    // Typed and checked here, on the connected machine: a node never finds
+    // a bad CIDR or a missing CNI manifest at its first boot.
+    let version = match bundle {
+        Some(m) => airgap_bundle::render::kubernetes_version(m)?,
+        None => None,
+    };
+    let kubernetes = KubernetesStep::from_plan(&k.values, k.readiness, version).map_err(|p| {
+        anyhow::anyhow!(
+            "platform {}: the plan's {KUBERNETES:?} step cannot form a cluster:\n  {}",
+            catalog.platform.name,
+            p.join("\n  ")
+        )
+    })?;
     Ok(NodePlan {
-        kubernetes: KubernetesStep {
-            values: k.values,
-            ready: k.readiness,
-        },
+        kubernetes: Some(kubernetes),
         platform: if platform { rest } else { Vec::new() },
         bundle_digest: None,
     })
@@ -407,7 +417,10 @@ mod tests {
         let catalog =
             Catalog::from_yaml(airgap_bundle::platforms::builtin("demo").unwrap(), "demo").unwrap();
         let todo = node_plan(&catalog, &c, true, None).unwrap();
-        assert_eq!(todo.kubernetes.text("pod_cidr").unwrap(), "10.233.64.0/18");
+        assert_eq!(
+            todo.kubernetes.as_ref().unwrap().pod_cidr.to_string(),
+            "10.233.64.0/18"
+        );
         // Every other component, in wave order, for the master to deploy.
         let comps: Vec<&str> = todo.platform.iter().map(|s| s.component.as_str()).collect();
         assert!(
@@ -420,6 +433,23 @@ mod tests {
                 .unwrap()
                 .platform
                 .is_empty()
+        );
+        // K-PaaS's own catalog names Calico, which the agent cannot lay:
+        // refused here, on the connected machine, not at a first boot.
+        let kpaas = Catalog::from_yaml(
+            airgap_bundle::platforms::builtin("k-paas-1.4.1").unwrap(),
+            "k-paas-1.4.1",
+        )
+        .unwrap();
+        let c2 = Cluster::from_yaml(
+            &LAB.replace("platform: demo", "platform: k-paas-1.4.1"),
+            "lab.yaml",
+        )
+        .unwrap();
+        let e = format!("{:#}", node_plan(&kpaas, &c2, true, None).unwrap_err());
+        assert!(
+            e.contains("cannot form a cluster") && e.contains("cni_manifest is missing"),
+            "{e}"
         );
         let seeds = plan(&c, &todo, &secrets, 5050, VerifyMode::Fast).unwrap();
         let names: Vec<&str> = seeds.iter().map(|s| s.name.as_str()).collect();

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 /// The cluster steps run on nodes whose seed carries the plan's
 /// `kubernetes` step (a seed from an older builder serves the bundle only).
 pub fn forms_cluster(ctx: &Ctx) -> bool {
-    !ctx.cfg.kubernetes.is_empty()
+    ctx.cfg.kubernetes.is_some()
 }
 
 pub fn on_master(ctx: &Ctx) -> bool {
@@ -31,8 +31,9 @@ pub fn on_worker(ctx: &Ctx) -> bool {
 /// The repository whose tag is the cluster's Kubernetes version.
 const APISERVER_REPO: &str = "registry.k8s.io/kube-apiserver";
 
-/// The cluster's inputs: the plan's values, this node, and the Kubernetes
-/// version the bundle carries (the API server image's tag).
+/// The cluster's inputs: the node config's Kubernetes settings, this node,
+/// and the Kubernetes version the bundle carries (the API server image's
+/// tag), which must be the one the seeds were made for.
 pub fn inputs(ctx: &Ctx) -> Result<Inputs> {
     let tags = ctx.seed()?.tags(APISERVER_REPO);
     let version = match tags.as_slice() {

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
 use super::*;
 use crate::events::read_all;
-use airgap_bundle::deploy::{Readiness, Value, WorkloadKind};
+use airgap_bundle::deploy::{Readiness, WorkloadKind};
 use airgap_bundle::node::{NodeConfig, NodeEntry, Role, Runtime};
 use airgap_bundle::run::{Cmd, Output, Recording};
 use airgap_bundle::{Digest, oci};
@@ -192,17 +192,16 @@ fn node(role: Role, script: impl FnOnce(Recording, &Path) -> Recording) -> Node 
     cfg.bundle = b.clone();
     cfg.state_dir = state.clone();
     cfg.runtime = Runtime::Containerd;
-    for (k, v) in [
-        ("pod_cidr", "10.233.64.0/18"),
-        ("service_cidr", "10.233.0.0/18"),
-        ("apiserver_san", "10.10.0.10"),
-        ("cni_manifest", "cni.yaml"),
-    ] {
-        cfg.kubernetes
-            .values
-            .insert(k.into(), Value::Text(v.into()));
-    }
-    cfg.kubernetes.ready = vec![
+    cfg.kubernetes = Some(airgap_bundle::node::KubernetesStep {
+        version: None,
+        pod_cidr: "10.233.64.0/18".to_string().try_into().unwrap(),
+        service_cidr: "10.233.0.0/18".to_string().try_into().unwrap(),
+        apiserver_san: "10.10.0.10".into(),
+        apiserver_port: 6443,
+        cni_manifest: "cni.yaml".into(),
+        ready: vec![],
+    });
+    cfg.kubernetes.as_mut().unwrap().ready = vec![
         Readiness::NodesReady,
         Readiness::Rollout {
             kind: WorkloadKind::DaemonSet,
@@ -416,11 +415,7 @@ fn worker_whose_join_fails(why: &str) -> Node {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     n.ctx.cfg.nodes[0].ip = "127.0.0.1".parse().unwrap();
     let port = l.local_addr().unwrap().port();
-    n.ctx
-        .cfg
-        .kubernetes
-        .values
-        .insert("apiserver_port".into(), Value::Int(port.into()));
+    n.ctx.cfg.kubernetes.as_mut().unwrap().apiserver_port = port;
     assert!(matches!(n.boot(), Err(Stopped::Step(StepId::Join))));
     n
 }

@@ -21,8 +21,9 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let name = ctx
         .cfg
         .kubernetes
-        .text("cni_manifest")
-        .map_err(anyhow::Error::msg)?;
+        .as_ref()
+        .map(|k| k.cni_manifest.clone())
+        .unwrap_or_default();
     let manifest = bundle_file(&ctx.cfg, &name)?;
     let text = String::from_utf8_lossy(&manifest);
     // The only CNI the agent configures today: flannel reads its network

@@ -30,7 +30,11 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let me = ctx.me()?.clone();
     let (checks, nodes, kubeconfig): (Vec<Readiness>, Vec<String>, &str) = match me.role {
         Role::Master => (
-            ctx.cfg.kubernetes.ready.clone(),
+            ctx.cfg
+                .kubernetes
+                .as_ref()
+                .map(|k| k.ready.clone())
+                .unwrap_or_default(),
             ctx.cfg.nodes.iter().map(|n| n.hostname.clone()).collect(),
             kube::ADMIN_CONF,
         ),
