@@ -345,6 +345,46 @@ pub fn runtime_up(ctx: &Ctx, events: &mut Sink, step: StepId) -> Result<()> {
     .with_context(|| format!("{}.service did not come up", rt.name()))
 }
 
+/// After a reboot into an earlier kubeadm run (init on the master, join on
+/// a worker): kubelet is started (it runs what kubeadm made), then the API,
+/// as `kubeconfig`'s identity, is asked within `limit` whether that run
+/// finished. `probe` says yes (`Some(true)`), no (`Some(false)`: reset and
+/// run again) or not yet; no answer in time counts as no.
+pub fn finished_before(
+    ctx: &Ctx,
+    events: &mut Sink,
+    step: StepId,
+    kubeconfig: &str,
+    limit: Duration,
+    probe: impl Fn(&crate::k8s::Api) -> Result<Option<bool>, crate::k8s::Failure>,
+) -> Result<bool> {
+    run("systemctl")
+        .args(["start", "kubelet.service"])
+        .ok_on(ctx.runner.as_ref())?;
+    Ok(wait(
+        events,
+        step,
+        "the cluster to answer for the earlier run",
+        limit,
+        || {
+            let api = api(ctx, kubeconfig).map_err(|e| format!("{e:#}"))?;
+            match probe(&api) {
+                Ok(Some(done)) => Ok(Some(done)),
+                Ok(None) => Err("not yet".into()),
+                Err(f) => Err(f.to_string()),
+            }
+        },
+    )
+    .unwrap_or(false))
+}
+
+/// `kubeadm reset` of this node's half-done init or join.
+pub fn kubeadm_reset(ctx: &Ctx, i: &Inputs) -> Result<()> {
+    run(&tools(&ctx.cfg)?.kubeadm)
+        .args(["reset", "--force", "--cri-socket", i.runtime.socket()])
+        .ok_on(ctx.runner.as_ref())
+}
+
 /// The API as the identity of `kubeconfig` (a path under the root).
 pub fn api(ctx: &Ctx, kubeconfig: &str) -> Result<crate::k8s::Api> {
     crate::k8s::Api::from_kubeconfig(&at(ctx, kubeconfig))

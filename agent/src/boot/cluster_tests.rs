@@ -552,3 +552,32 @@ fn a_join_timed_out_on_a_busy_master_is_reset_and_tried_again() {
         "{failed}"
     );
 }
+
+#[test]
+fn a_join_that_finished_before_a_power_cut_is_not_redone() {
+    let mut n = node(Role::Worker, |r, _| r);
+    // Power cut after kubeadm join wrote kubelet.conf, before the journal
+    // said done: the cluster lists the node, so nothing is joined again.
+    let api = n.runner.api.clone();
+    write_kubeconfig(&n.root.join("etc/kubernetes/kubelet.conf"), &api, "");
+    n.boot().unwrap();
+    let lines = n.lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("kubeadm join") || l.contains("kubeadm reset")),
+        "{lines:?}"
+    );
+    let asked = lines
+        .iter()
+        .position(|l| l == "GET /api/v1/nodes/w")
+        .unwrap();
+    let started = lines
+        .iter()
+        .position(|l| l == "systemctl start kubelet.service")
+        .unwrap();
+    assert!(started < asked, "{lines:?}");
+    assert!(n.events().iter().any(|e| {
+        e.starts_with("join Done: joined before this boot: not redone; node w is in the cluster")
+    }));
+}

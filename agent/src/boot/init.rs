@@ -80,26 +80,19 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             Kind::Progress,
             "an earlier kubeadm init got to its last phases: checking whether it finished",
         )?;
-        // kubelet runs the control plane's static pods.
-        run("systemctl")
-            .args(["start", "kubelet.service"])
-            .ok_on(r.as_ref())?;
         // Finished = its last phase's object exists (kube-proxy's DaemonSet).
-        let finished = wait(
+        let finished = cluster::finished_before(
+            ctx,
             events,
             StepId::Init,
-            "the existing API server",
+            kube::ADMIN_CONF,
             RESUME_WAIT,
-            || {
-                let api = cluster::api(ctx, kube::ADMIN_CONF).map_err(|e| format!("{e:#}"))?;
-                match api.get::<DaemonSet>("kube-system", "kube-proxy") {
-                    Ok(_) => Ok(Some(true)),
-                    Err(Failure::NotFound(_)) => Ok(Some(false)),
-                    Err(f) => Err(f.to_string()),
-                }
+            |api| match api.get::<DaemonSet>("kube-system", "kube-proxy") {
+                Ok(_) => Ok(Some(true)),
+                Err(Failure::NotFound(_)) => Ok(Some(false)),
+                Err(f) => Err(f),
             },
-        )
-        .unwrap_or(false);
+        )?;
         if finished {
             finish(ctx)?;
             return Ok(format!(
@@ -131,10 +124,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
                 left.join(", ")
             ),
         )?;
-        run(&t.kubeadm)
-            .args(["reset", "--force", "--cri-socket", i.runtime.socket()])
-            .ok_on(r.as_ref())
-            .context("resetting the half-done kubeadm init")?;
+        cluster::kubeadm_reset(ctx, &i).context("resetting the half-done kubeadm init")?;
         // kubeadm reset clears the PKI directory only when it can name it
         // (from a cluster that answers, or its default): clear it here too;
         // lay_ca writes the seed's CA again next.

@@ -60,23 +60,15 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let me = i.me.hostname.clone();
     cluster::runtime_up(ctx, events, StepId::Join)?;
     if at(ctx, kube::KUBELET_CONF).exists() {
-        run("systemctl")
-            .args(["start", "kubelet.service"])
-            .ok_on(r.as_ref())?;
-        let joined = wait(
+        // Joined = the cluster lists this node (kubelet registered it).
+        let joined = cluster::finished_before(
+            ctx,
             events,
             StepId::Join,
-            "the cluster to list this node",
+            kube::KUBELET_CONF,
             RESUME_WAIT,
-            || {
-                cluster::api(ctx, kube::KUBELET_CONF)
-                    .map_err(|e| format!("{e:#}"))?
-                    .get_cluster::<Node>(&me)
-                    .map(|_| Some(()))
-                    .map_err(|f| f.to_string())
-            },
-        )
-        .is_ok();
+            |api| api.get_cluster::<Node>(&me).map(|_| Some(true)),
+        )?;
         if joined {
             run("systemctl")
                 .args(["enable", "kubelet.service"])
@@ -90,7 +82,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
             Kind::Progress,
             "a half-done kubeadm join was found: resetting it and joining again",
         )?;
-        reset(ctx, &t.kubeadm, &i)?;
+        cluster::kubeadm_reset(ctx, &i)?;
         cluster::forget_images(ctx, events, StepId::Join)?;
     }
     let api: SocketAddr = i.endpoint().parse()?;
@@ -119,7 +111,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         let why = refusal(&format!("{e:#}"));
         // Nothing half-joined stays: kubelet's config, certificates, the
         // static pod directory go; a next attempt or boot starts clean.
-        let undone = match reset(ctx, &t.kubeadm, &i) {
+        let undone = match cluster::kubeadm_reset(ctx, &i) {
             Ok(()) => "the node was reset; nothing half-joined is left".to_string(),
             Err(e) => format!("resetting the node failed too: {e:#}"),
         };
@@ -154,12 +146,6 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         "joined the cluster at {api} as {me} (discovery pinned to the seed's CA hash) in {:.0} s",
         start.elapsed().as_secs_f64()
     ))
-}
-
-fn reset(ctx: &Ctx, kubeadm: &str, i: &kube::Inputs) -> Result<()> {
-    run(kubeadm)
-        .args(["reset", "--force", "--cri-socket", i.runtime.socket()])
-        .ok_on(ctx.runner.as_ref())
 }
 
 #[cfg(test)]
