@@ -10,29 +10,36 @@ use crate::events::{Kind, Sink};
 use airgap_bundle::plan::Step;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
+
+/// One chart release of a step, as the plan gives it.
+pub(super) struct Chart<'a> {
+    pub release: &'a str,
+    pub namespace: &'a str,
+    /// The chart archive's bundle artifact.
+    pub artifact: &'a str,
+    pub values: &'a serde_json::Value,
+}
 
 impl Engine {
     /// A chart release: Helm can run long (it waits for a hook Job), so it
     /// runs beside a loop that says what the release's namespace is waiting
     /// for; tried again while the API server is away.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn chart(
         &self,
         events: &mut Sink,
         s: &Step,
-        release: &str,
-        namespace: &str,
-        artifact: &str,
-        values: &serde_json::Value,
+        c: &Chart,
         redo: bool,
     ) -> Result<String> {
         let start = Instant::now();
         loop {
-            let label = format!("{}: helm release {namespace}/{release}", s.component);
-            let tried = self.beside(events, &label, namespace, || {
-                self.helm_release(s, release, namespace, artifact, values, redo)
+            let label = format!(
+                "{}: helm release {}/{}",
+                s.component, c.namespace, c.release
+            );
+            let tried = self.beside(events, &label, c.namespace, || {
+                self.helm_release(s, c, redo)
             })?;
             match tried {
                 Err(e) if retryable(&format!("{e:#}")) && start.elapsed() < cluster::APPLY_WAIT => {
@@ -48,34 +55,19 @@ impl Engine {
         }
     }
 
-    /// The chart archive and its values file (0600: it may carry a site's
-    /// password) in the work directory, as the renderer writes them.
-    pub(super) fn chart_files(
-        &self,
-        s: &Step,
-        release: &str,
-        artifact: &str,
-        values: &serde_json::Value,
-    ) -> Result<(PathBuf, PathBuf)> {
-        self.renderer()?
-            .chart_files(self, &s.component, release, artifact, values)
-    }
-
     /// `helm upgrade --install`, after clearing what an interrupted run
     /// left: a release stuck `pending-install` (power cut during install) is
     /// uninstalled and installed again, one stuck `pending-upgrade` rolled
     /// back first; a release already `deployed` that the journal missed
     /// (cut between Helm's end and the journal's write) is not installed a
     /// second time unless `redo`.
-    pub(super) fn helm_release(
-        &self,
-        s: &Step,
-        release: &str,
-        namespace: &str,
-        artifact: &str,
-        values: &serde_json::Value,
-        redo: bool,
-    ) -> Result<String> {
+    fn helm_release(&self, s: &Step, c: &Chart, redo: bool) -> Result<String> {
+        let Chart {
+            release,
+            namespace,
+            artifact,
+            values,
+        } = *c;
         let status = self
             .helm()
             .args([
@@ -118,7 +110,9 @@ impl Engine {
             }
             _ => {}
         }
-        let (tgz, vals) = self.chart_files(s, release, artifact, values)?;
+        let (tgz, vals) =
+            self.renderer()?
+                .chart_files(self, &s.component, release, artifact, values)?;
         let out = self
             .helm()
             .args(["upgrade", "--install", release])

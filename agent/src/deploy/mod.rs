@@ -366,7 +366,17 @@ impl Engine {
                 namespace,
                 artifact,
                 values,
-            } => self.chart(events, s, release, namespace, artifact, values, redo),
+            } => self.chart(
+                events,
+                s,
+                &chart::Chart {
+                    release,
+                    namespace,
+                    artifact,
+                    values,
+                },
+                redo,
+            ),
             Release::Manifest { .. } | Release::Kustomize { .. } => {
                 self.apply_objects(events, s, r, file)
             }
