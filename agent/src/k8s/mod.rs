@@ -100,9 +100,25 @@ fn classify(what: &str, e: kube::Error) -> Failure {
         }
         kube::Error::SerdeError(e) => Failure::Refused(w(&format!("its answer: {e}"))),
         kube::Error::BuildRequest(e) => Failure::Refused(w(&e)),
-        // Connection refused or reset, TLS, a read timeout of the transport.
-        e => Failure::Transient(w(&e)),
+        // Connection refused or reset, TLS, a read timeout of the transport:
+        // its causes say which ("client error (Connect)" alone does not).
+        e => Failure::Transient(w(&chain(&e))),
     }
+}
+
+/// An error with its causes, each once.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        let c_text = c.to_string();
+        if !s.contains(&c_text) {
+            s.push_str(": ");
+            s.push_str(&c_text);
+        }
+        src = c.source();
+    }
+    s
 }
 
 /// A client of one cluster, as one identity.

@@ -86,7 +86,11 @@ fn an_absent_api_server_is_transient() {
         .get_cluster::<k8s_openapi::api::core::v1::Node>("m")
         .unwrap_err();
     assert!(matches!(f, Failure::Transient(_)) && f.passes(), "{f:?}");
-    assert!(f.to_string().starts_with("node/m"), "{f}");
+    // The transport's causes, down to the refused connection.
+    assert!(
+        f.to_string().starts_with("node/m") && f.to_string().contains("refused"),
+        "{f}"
+    );
 }
 
 #[test]
