@@ -16,6 +16,7 @@ pub mod lock;
 pub mod manifest;
 pub mod node;
 pub mod oci;
+pub mod oci_walk;
 pub mod offline;
 pub mod plan;
 pub mod platforms;

@@ -4,7 +4,8 @@
 
 use crate::digest::{Digest, HashingWriter};
 use crate::manifest::*;
-use crate::oci::{self, LayoutIndex, Parsed};
+use crate::oci::{self, LayoutIndex};
+use crate::oci_walk::{self, Bad, Platforms, Visit};
 use crate::reader::{BundleSource, check_volumes, find_volume_list};
 use crate::sign;
 use anyhow::{Context, Result};
@@ -203,10 +204,6 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
             }
         }
     }
-    let blob_ok = |d: &Digest| {
-        seen.get(&format!("oci/{}", d.blob_path()))
-            .is_some_and(|s| &s.digest == d)
-    };
 
     // SHA256SUMS: every listed file matches, every file is listed.
     match bytes_of(CHECKSUMS).map(|b| parse_checksum_list(&String::from_utf8_lossy(b))) {
@@ -267,43 +264,48 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
                     });
                 }
             }
-            // Walk the artifact's tree, recording every blob it needs.
-            let mut stack = vec![(a.digest.clone(), a.media_type.clone())];
+            // Walk the artifact's tree (the one walk, `oci_walk`), recording
+            // every blob it needs: what the bundle was made for must be
+            // here, other platforms' children need not.
             let mut needed = BTreeSet::new();
-            while let Some((d, mt)) = stack.pop() {
-                needed.insert(d.clone());
-                if !(oci::is_index(&mt) || oci::is_manifest(&mt)) || !blob_ok(&d) {
-                    continue;
-                }
-                let Some(b) = seen
-                    .get(&format!("oci/{}", d.blob_path()))
-                    .and_then(|s| s.bytes.as_deref())
-                else {
-                    continue;
-                };
-                match oci::parse_manifest(b, &mt) {
-                    Err(e) => problems.push(Problem {
-                        artifacts: vec![label.clone()],
-                        message: format!("manifest {d}: {e:#}"),
-                    }),
-                    Ok(Parsed::Index(children)) => {
-                        for c in children {
-                            let wanted = m.image_platforms.iter().any(|p| p == "all")
-                                || a.platforms.is_empty()
-                                || c.platform
-                                    .as_ref()
-                                    .is_none_or(|pl| a.platforms.iter().any(|w| pl.matches(w)));
-                            if wanted {
-                                stack.push((c.digest, c.media_type));
-                            }
-                        }
+            oci_walk::walk(
+                &a.digest,
+                &a.media_type,
+                Platforms::of(&m.image_platforms, &a.platforms),
+                &mut |d| match seen.get(&format!("oci/{}", d.blob_path())) {
+                    None => Ok(None),
+                    Some(s) => s
+                        .bytes
+                        .clone()
+                        .map(Some)
+                        .ok_or_else(|| std::io::Error::other("it is not JSON")),
+                },
+                &mut |v| match v {
+                    Visit::Manifest { digest, .. }
+                    | Visit::Leaf { digest, .. }
+                    | Visit::Missing { digest, .. } => {
+                        needed.insert(digest.clone());
                     }
-                    Ok(Parsed::Manifest { config, layers }) => {
-                        needed.insert(config.digest);
-                        needed.extend(layers.into_iter().map(|l| l.digest));
+                    Visit::Blob(b) => {
+                        needed.insert(b.digest.clone());
                     }
-                }
-            }
+                    Visit::Skipped(_) => {}
+                    // Said once, as the blob's own problem.
+                    Visit::Bad {
+                        digest,
+                        why: Bad::NotItsDigest,
+                    } => {
+                        needed.insert(digest.clone());
+                    }
+                    Visit::Bad { digest, why } => {
+                        needed.insert(digest.clone());
+                        problems.push(Problem {
+                            artifacts: vec![label.clone()],
+                            message: format!("manifest {digest}: {why}"),
+                        });
+                    }
+                },
+            );
             for d in needed {
                 users.entry(d).or_default().insert(label.clone());
             }

@@ -17,7 +17,8 @@
 //! distribution has no projects.
 
 use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest, LAYOUT_INDEX};
-use airgap_bundle::oci::{self, LayoutIndex, Parsed};
+use airgap_bundle::oci::{self, LayoutIndex};
+use airgap_bundle::oci_walk::{self, Platforms, Visit};
 use airgap_bundle::{Digest, ImageRef};
 use anyhow::{Context, Result, bail};
 use reqwest::StatusCode;
@@ -90,11 +91,11 @@ fn plans(bundle: &Path, project: &str) -> Result<Vec<Plan>> {
     let m = BundleManifest::from_bytes(
         &std::fs::read(bundle.join(BUNDLE_JSON)).context("reading bundle.json")?,
     )?;
-    let keep: BTreeSet<&str> = m
+    let keep: BTreeMap<&str, &[String]> = m
         .artifacts
         .iter()
         .filter(|a| a.kind == "image" || a.kind == "chart")
-        .map(|a| a.name.as_str())
+        .map(|a| (a.name.as_str(), a.platforms.as_slice()))
         .collect();
     let idx: LayoutIndex = serde_json::from_slice(
         &std::fs::read(bundle.join(LAYOUT_INDEX)).context("reading the layout index")?,
@@ -104,14 +105,21 @@ fn plans(bundle: &Path, project: &str) -> Result<Vec<Plan>> {
         let Some(name) = d.annotations.get(oci::ANN_REF_NAME) else {
             continue;
         };
-        if !keep.contains(name.as_str()) {
+        let Some(platforms) = keep.get(name.as_str()) else {
             continue;
-        }
+        };
         let r = ImageRef::parse(name).with_context(|| format!("bundle artifact {name}"))?;
         let mut manifests = Vec::new();
         let mut blobs = Vec::new();
-        walk(bundle, &d.digest, &d.media_type, &mut manifests, &mut blobs)
-            .with_context(|| format!("walking {name}"))?;
+        walk(
+            bundle,
+            &d.digest,
+            &d.media_type,
+            Platforms::of(&m.image_platforms, platforms),
+            &mut manifests,
+            &mut blobs,
+        )
+        .with_context(|| format!("walking {name}"))?;
         out.push(Plan {
             repo: target_repo(project, &r),
             tag: r.tag.clone(),
@@ -127,35 +135,53 @@ fn blob_path(bundle: &Path, d: &Digest) -> PathBuf {
     bundle.join("oci").join(d.blob_path())
 }
 
+/// An artifact's manifests (children first) and blobs, by the bundle's
+/// one walk (`airgap_bundle::oci_walk`). An index child of a platform the
+/// bundle was not made for is passed over (bundle verification, which ran
+/// before, holds the bundle to its platforms).
 fn walk(
     bundle: &Path,
     d: &Digest,
     media_type: &str,
+    platforms: Platforms,
     manifests: &mut Vec<(Digest, String)>,
     blobs: &mut Vec<(Digest, u64)>,
 ) -> Result<()> {
-    let bytes =
-        std::fs::read(blob_path(bundle, d)).with_context(|| format!("reading manifest {d}"))?;
-    match oci::parse_manifest(&bytes, media_type)? {
-        Parsed::Index(children) => {
-            for c in &children {
-                // A bundle made for one platform holds only its manifests.
-                if blob_path(bundle, &c.digest).exists() {
-                    walk(bundle, &c.digest, &c.media_type, manifests, blobs)?;
-                }
-            }
-        }
-        Parsed::Manifest { config, layers } => {
-            for b in std::iter::once(&config).chain(&layers) {
+    let mut problems = Vec::new();
+    oci_walk::walk(
+        d,
+        media_type,
+        platforms,
+        &mut oci_walk::read_layout(&bundle.join("oci")),
+        &mut |v| match v {
+            Visit::Manifest {
+                digest, media_type, ..
+            } => manifests.push((digest.clone(), media_type.to_string())),
+            Visit::Blob(b) => {
                 if !blobs.iter().any(|(x, _)| x == &b.digest) {
                     blobs.push((b.digest.clone(), b.size));
                 }
             }
-        }
+            // Pushed with the blobs (a plain blob an index names).
+            Visit::Leaf { digest, .. } => {
+                if !blobs.iter().any(|(x, _)| x == digest) {
+                    let size = std::fs::metadata(bundle.join("oci").join(digest.blob_path()))
+                        .map_or(0, |m| m.len());
+                    blobs.push((digest.clone(), size));
+                }
+            }
+            Visit::Skipped(_) | Visit::Missing { root: false, .. } => {}
+            Visit::Missing { digest, root: true } => {
+                problems.push(format!("manifest {digest} is not in the bundle"))
+            }
+            Visit::Bad { digest, why } => problems.push(format!("manifest {digest}: {why}")),
+        },
+    );
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        bail!("{}", problems.join("; "))
     }
-    let mt = oci::declared_media_type(&bytes).unwrap_or_else(|| media_type.to_string());
-    manifests.push((d.clone(), mt));
-    Ok(())
 }
 
 struct Client {

@@ -6,7 +6,8 @@
 //! served.
 
 use airgap_bundle::manifest::{BLOBS_DIR, LAYOUT_INDEX};
-use airgap_bundle::oci::{self, LayoutIndex, Parsed};
+use airgap_bundle::oci::{self, LayoutIndex};
+use airgap_bundle::oci_walk::{self, Bad, Platforms, Visit};
 use airgap_bundle::{Digest, ImageRef};
 use anyhow::{Context, Result, bail};
 use axum::body::Body;
@@ -35,8 +36,10 @@ pub struct Seed {
     inflight: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-fn media_type_of(bytes: &[u8], fallback: &str) -> String {
-    oci::declared_media_type(bytes).unwrap_or_else(|| fallback.to_string())
+/// What a walk of one artifact found, kept until the walk is over.
+enum Found {
+    Manifest(Digest, Vec<u8>, String),
+    Blob(Digest),
 }
 
 impl Seed {
@@ -70,62 +73,74 @@ impl Seed {
             };
             let repo_name = r.name();
             let mut digests = HashSet::new();
-            // Walk the artifact: manifests are loaded and hashed now.
-            let mut stack = vec![(d.digest.clone(), d.media_type.clone())];
-            while let Some((dg, mt)) = stack.pop() {
-                digests.insert(dg.clone());
+            // Walk the artifact (the bundle's one walk): manifests are
+            // loaded and hashed now, blobs' sizes checked, their contents
+            // on first read. Every platform is followed; an index child the
+            // bundle was not made for is passed over (verify, which ran
+            // before, holds the bundle to its platforms).
+            let root = bundle.join("oci");
+            let mut found = Vec::new();
+            oci_walk::walk(
+                &d.digest,
+                &d.media_type,
+                Platforms::All,
+                &mut oci_walk::read_layout(&root),
+                &mut |v| match v {
+                    Visit::Manifest {
+                        digest,
+                        media_type,
+                        bytes,
+                    } => found.push(Found::Manifest(
+                        digest.clone(),
+                        bytes.to_vec(),
+                        media_type.to_string(),
+                    )),
+                    Visit::Blob(l) => {
+                        match std::fs::metadata(root.join(l.digest.blob_path())) {
+                            Err(_) => {
+                                problems.push(format!("{name}: blob {} is missing", l.digest))
+                            }
+                            Ok(m) if m.len() != l.size => problems.push(format!(
+                                "{name}: blob {} is {} bytes, its descriptor says {}",
+                                l.digest,
+                                m.len(),
+                                l.size
+                            )),
+                            Ok(_) => {}
+                        }
+                        found.push(Found::Blob(l.digest.clone()));
+                    }
+                    Visit::Leaf { digest, .. } => found.push(Found::Blob(digest.clone())),
+                    Visit::Skipped(_) | Visit::Missing { root: false, .. } => {}
+                    Visit::Missing { digest, root: true } => {
+                        problems.push(format!("{name}: manifest {digest} is not in the bundle"))
+                    }
+                    Visit::Bad {
+                        digest,
+                        why: Bad::NotItsDigest,
+                    } => problems.push(format!("{name}: manifest {digest} is corrupt")),
+                    Visit::Bad { digest, why } => {
+                        problems.push(format!("{name}: manifest {digest}: {why}"))
+                    }
+                },
+            );
+            for f in found {
+                let dg = match f {
+                    Found::Blob(dg) => dg,
+                    Found::Manifest(dg, bytes, mt) => {
+                        seed.verified
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("lock poisoned"))?
+                            .insert(dg.clone());
+                        seed.manifests.insert(dg.clone(), (bytes, mt));
+                        dg
+                    }
+                };
                 seed.users
                     .entry(dg.clone())
                     .or_default()
                     .insert(name.clone());
-                if !(oci::is_index(&mt) || oci::is_manifest(&mt)) {
-                    continue;
-                }
-                let p = bundle.join("oci").join(dg.blob_path());
-                let bytes = match std::fs::read(&p) {
-                    Ok(b) => b,
-                    // An index may name platforms the bundle left out: not an error.
-                    Err(_) if dg != d.digest => continue,
-                    Err(e) => {
-                        problems.push(format!("{name}: manifest {dg}: {e}"));
-                        continue;
-                    }
-                };
-                if Digest::of(&bytes) != dg {
-                    problems.push(format!("{name}: manifest {dg} is corrupt"));
-                    continue;
-                }
-                match oci::parse_manifest(&bytes, &mt) {
-                    Ok(Parsed::Index(children)) => {
-                        stack.extend(children.into_iter().map(|c| (c.digest, c.media_type)))
-                    }
-                    Ok(Parsed::Manifest { config, layers }) => {
-                        for l in std::iter::once(config).chain(layers) {
-                            // Sizes are checked now; contents on first read.
-                            match std::fs::metadata(bundle.join("oci").join(l.digest.blob_path())) {
-                                Err(_) => {
-                                    problems.push(format!("{name}: blob {} is missing", l.digest))
-                                }
-                                Ok(m) if m.len() != l.size => problems.push(format!(
-                                    "{name}: blob {} is {} bytes, its descriptor says {}",
-                                    l.digest,
-                                    m.len(),
-                                    l.size
-                                )),
-                                Ok(_) => {}
-                            }
-                            digests.insert(l.digest.clone());
-                            seed.users.entry(l.digest).or_default().insert(name.clone());
-                        }
-                    }
-                    Err(e) => problems.push(format!("{name}: manifest {dg}: {e:#}")),
-                }
-                let mt = media_type_of(&bytes, &mt);
-                seed.verified
-                    .lock()
-                    .map_err(|_| anyhow::anyhow!("lock poisoned"))?
-                    .insert(dg.clone());
-                seed.manifests.insert(dg, (bytes, mt));
+                digests.insert(dg);
             }
             let repo = seed.repos.entry(repo_name).or_default();
             if let Some(t) = &r.tag {

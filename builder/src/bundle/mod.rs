@@ -10,6 +10,7 @@ use airgap_bundle::catalog::{Artifact, Catalog};
 use airgap_bundle::lock::LockedArtifact;
 use airgap_bundle::manifest::*;
 use airgap_bundle::oci::{self, Descriptor, LayoutIndex, Parsed};
+use airgap_bundle::oci_walk::Platforms;
 use airgap_bundle::{Digest, ImageRef, fsutil, sbom, sign};
 use anyhow::{Context, Result, bail};
 pub use ctx::{Common, Ctx};
@@ -69,7 +70,13 @@ async fn plan_image(
         .with_context(|| format!("{label}: manifest {}", l.digest))?
     {
         Parsed::Index(children) => {
-            let all = want_platforms.iter().any(|p| p == "all");
+            // The children the bundle's one walk follows (`oci_walk`): so
+            // what is fetched here is what verify and the node then expect.
+            let policy = if want_platforms.iter().any(|p| p == "all") {
+                Platforms::All
+            } else {
+                Platforms::Only(want_platforms)
+            };
             let mut available = Vec::new();
             for c in children {
                 let label_p = c
@@ -78,12 +85,9 @@ async fn plan_image(
                     .map(|p| p.label())
                     .unwrap_or_else(|| "unknown".into());
                 available.push(label_p.clone());
-                // Attestation manifests (buildkit's unknown/unknown) ride along only with `all`.
-                let take = all
-                    || c.platform
-                        .as_ref()
-                        .is_some_and(|p| want_platforms.iter().any(|w| p.matches(w)));
-                if take {
+                // Attestation manifests (buildkit's unknown/unknown) ride
+                // along only with `all`.
+                if policy.wants(&c) {
                     chosen.push(label_p);
                     manifests.push(c);
                 }

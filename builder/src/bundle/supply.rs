@@ -6,7 +6,8 @@
 use crate::bundle::cache::Cache;
 use airgap_bundle::catalog::Artifact;
 use airgap_bundle::lock::LockedArtifact;
-use airgap_bundle::oci::{self, LayoutIndex, Parsed};
+use airgap_bundle::oci::{self, LayoutIndex};
+use airgap_bundle::oci_walk::{self, Platforms, Visit};
 use airgap_bundle::{Digest, ImageRef};
 use anyhow::{Context, Result, bail};
 use std::collections::BTreeMap;
@@ -119,28 +120,37 @@ pub fn supply(cache: &Cache, a: &Artifact, path: &Path) -> Result<LockedArtifact
                     r
                 ),
             };
-            // Copy the whole tree in, each blob checked against its digest.
-            let mut stack = vec![(top.digest.clone(), top.media_type.clone())];
-            while let Some((d, mt)) = stack.pop() {
-                let p = dir.join(d.blob_path());
-                cache
-                    .put_path(&p, Some(&d))
-                    .with_context(|| format!("{label}: blob {d}"))?;
-                if oci::is_index(&mt) || oci::is_manifest(&mt) {
-                    let bytes = std::fs::read(&p)
-                        .with_context(|| format!("{label}: reading {}", p.display()))?;
-                    match oci::parse_manifest(&bytes, &mt)? {
-                        Parsed::Index(c) => {
-                            stack.extend(c.into_iter().map(|c| (c.digest, c.media_type)))
-                        }
-                        Parsed::Manifest { config, layers } => stack.extend(
-                            std::iter::once(config)
-                                .chain(layers)
-                                .map(|l| (l.digest, String::new())),
-                        ),
-                    }
+            // Copy the whole tree in (the one walk, every platform), each
+            // blob checked against its digest as it is stored.
+            let mut copied: Result<()> = Ok(());
+            let mut copy = |d: &Digest| {
+                if copied.is_ok() {
+                    copied = cache
+                        .put_path(&dir.join(d.blob_path()), Some(d))
+                        .map(|_| ())
+                        .with_context(|| format!("{label}: blob {d}"));
                 }
+            };
+            let mut wrong = Vec::new();
+            oci_walk::walk(
+                &top.digest,
+                &top.media_type,
+                Platforms::All,
+                &mut oci_walk::read_layout(&dir),
+                &mut |v| match v {
+                    Visit::Manifest { digest, .. } | Visit::Leaf { digest, .. } => copy(digest),
+                    Visit::Blob(b) => copy(&b.digest),
+                    Visit::Skipped(_) => {}
+                    Visit::Missing { digest, .. } => {
+                        wrong.push(format!("manifest {digest} is not in {}", path.display()))
+                    }
+                    Visit::Bad { digest, why } => wrong.push(format!("manifest {digest}: {why}")),
+                },
+            );
+            if !wrong.is_empty() {
+                bail!("{label}: {}", wrong.join("; "));
             }
+            copied?;
             if let Some(pin) = &i.digest
                 && pin != top.digest.as_str()
             {
