@@ -4,7 +4,8 @@
 //! the goal (12 minutes), each wave's time (its first console line
 //! to its component's "ready"), and the Harbor hand-off's push rate against
 //! the seed's own read rate, which the agent measures on the same node in
-//! the same run (goal: push >= 0.5 x read). Prints figures; asserts nothing.
+//! the same run (goal: push >= 0.5 x read), and the processes and API
+//! requests the master's agent made. Prints figures; asserts nothing.
 
 use anyhow::{Context, Result};
 use kpaas_testkit::lab::{Lab, first, median};
@@ -71,6 +72,17 @@ fn main() -> Result<()> {
                     if r >= FILL_GOAL { "met" } else { "not met" }
                 ),
                 None => println!("  fill: no ratio in the hand-off's line"),
+            }
+        }
+        // What the master's agent cost in processes and API requests from
+        // power-on to here (its own count, in the deploy's done line).
+        if let Some((_, l)) = lines
+            .iter()
+            .find(|(_, l)| l.contains("deploy: platform ready"))
+        {
+            match l.split("since the agent started: ").nth(1) {
+                Some(cost) => println!("  master's agent since power-on: {}", cost.trim()),
+                None => println!("  master's agent: no process count in its done line"),
             }
         }
         totals.push(total);
