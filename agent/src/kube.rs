@@ -440,11 +440,27 @@ data:
     )
 }
 
+/// The lab's settings (K-PaaS's default networks) for tests of the steps
+/// that read them.
+#[cfg(test)]
+pub fn lab_settings(api_san: &str, cni: &str) -> airgap_bundle::node::KubernetesStep {
+    let net = |s: &str| s.to_string().try_into().expect("a valid CIDR");
+    airgap_bundle::node::KubernetesStep {
+        version: None,
+        pod_cidr: net("10.233.64.0/18"),
+        service_cidr: net("10.233.0.0/18"),
+        apiserver_san: api_san.into(),
+        apiserver_port: airgap_bundle::kube_settings::DEFAULT_API_PORT,
+        cni_manifest: cni.into(),
+        ready: vec![],
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
     use super::*;
-    use airgap_bundle::node::{KubernetesStep, Role};
+    use airgap_bundle::node::Role;
     use std::path::Path;
 
     fn node(name: &str, ip: &str, role: Role) -> NodeEntry {
@@ -465,15 +481,7 @@ mod tests {
             ],
         );
         c.runtime = runtime;
-        c.kubernetes = Some(KubernetesStep {
-            version: None,
-            pod_cidr: "10.233.64.0/18".to_string().try_into().unwrap(),
-            service_cidr: "10.233.0.0/18".to_string().try_into().unwrap(),
-            apiserver_san: "203.0.113.7".into(),
-            apiserver_port: 6443,
-            cni_manifest: "kube-flannel.yml".into(),
-            ready: vec![],
-        });
+        c.kubernetes = Some(lab_settings("203.0.113.7", "kube-flannel.yml"));
         c
     }
 

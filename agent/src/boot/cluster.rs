@@ -367,6 +367,9 @@ pub fn finished_before(
         "the cluster to answer for the earlier run",
         limit,
         || {
+            // Read again each time: a power cut can leave the kubeconfig (or
+            // the certificate it names) torn, which is a "not yet" here that
+            // ends as "not finished", never a failed step.
             let api = api(ctx, kubeconfig).map_err(|e| format!("{e:#}"))?;
             match probe(&api) {
                 Ok(Some(done)) => Ok(Some(done)),

@@ -192,15 +192,7 @@ fn node(role: Role, script: impl FnOnce(Recording, &Path) -> Recording) -> Node 
     cfg.bundle = b.clone();
     cfg.state_dir = state.clone();
     cfg.runtime = Runtime::Containerd;
-    cfg.kubernetes = Some(airgap_bundle::node::KubernetesStep {
-        version: None,
-        pod_cidr: "10.233.64.0/18".to_string().try_into().unwrap(),
-        service_cidr: "10.233.0.0/18".to_string().try_into().unwrap(),
-        apiserver_san: "10.10.0.10".into(),
-        apiserver_port: 6443,
-        cni_manifest: "cni.yaml".into(),
-        ready: vec![],
-    });
+    cfg.kubernetes = Some(crate::kube::lab_settings("10.10.0.10", "cni.yaml"));
     cfg.kubernetes.as_mut().unwrap().ready = vec![
         Readiness::NodesReady,
         Readiness::Rollout {
