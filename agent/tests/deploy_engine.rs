@@ -10,7 +10,10 @@
 
 use airgap_bundle::catalog::Catalog;
 use airgap_bundle::cluster::Cluster;
-use airgap_bundle::deploy::{Hook, Readiness};
+use airgap_bundle::deploy::{Hook, Readiness, Value};
+use airgap_bundle::kinds::Install;
+use airgap_bundle::kinds::fill::Fill;
+use airgap_bundle::kinds::namespace::Namespace;
 use airgap_bundle::node::{NodeConfig, NodeEntry, Role, Runtime};
 use airgap_bundle::plan::{Release, Step};
 use kpaas_testkit::control_plane::ControlPlane;
@@ -214,8 +217,11 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
     let mut bad = platform();
     let apps = bad.iter_mut().find(|s| s.component == "apps").unwrap();
     for r in &mut apps.releases {
-        if let Release::Chart { values, .. } = r {
-            values["image"] = "registry.demo.kpaas.test/demo/not-bundled:1.0".into();
+        if let Install::Chart(c) = &mut r.item {
+            c.set.insert(
+                "image".into(),
+                Value::Text("registry.demo.kpaas.test/demo/not-bundled:1.0".into()),
+            );
         }
     }
     node.plan(bad);
@@ -296,11 +302,19 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         depends_on: vec!["pipelines".into()],
         artifacts: Vec::new(),
         values: Default::default(),
-        releases: vec![Release::Fill {
-            registry: registry.addr.clone(),
-            project: "cp-portal-repository".into(),
-            harbor_api: false,
-        }],
+        releases: vec![
+            Release::of(Install::Fill(Fill {
+                registry: registry.addr.clone(),
+                project: "cp-portal-repository".into(),
+                harbor_api: false,
+            })),
+            // The kind added by one module and one table line, applied by
+            // the agent from its rendered object.
+            Release::of(Install::Namespace(Namespace {
+                name: "cp-mesh".into(),
+                labels: [("istio-injection".to_string(), "enabled".to_string())].into(),
+            })),
+        ],
         readiness: vec![Readiness::Hook {
             name: Hook::HarborHoldsBundle,
         }],
@@ -437,6 +451,18 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
     assert!(
         again.iter().any(|d| d.contains("harbor: hand-off: ")),
         "{again:#?}"
+    );
+    assert_eq!(
+        cp.kubectl(&[
+            "get",
+            "namespace",
+            "cp-mesh",
+            "-o",
+            "jsonpath={.metadata.labels.istio-injection}",
+        ])
+        .unwrap(),
+        "enabled",
+        "the namespace item's object is on the cluster"
     );
     let done = node
         .events()

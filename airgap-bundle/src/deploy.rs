@@ -6,12 +6,10 @@
 
 use crate::cluster::Cluster;
 use crate::ident::valid_hostname;
-pub use crate::install::{
-    ChartInstall, FillInstall, FilledInstall, Install, KustomizeInstall, SecretInstall,
-    VaultClusterInstall, VaultInstall,
-};
+pub use crate::kinds::Install;
+use crate::kinds::{one, value};
 pub use crate::readiness::{CheckSite, Hook, Readiness, WorkloadKind};
-use crate::template::{Expanded, Template};
+use crate::template::Template;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -53,35 +51,6 @@ pub fn secret_key(s: &str) -> Option<&str> {
         .iter()
         .find(|k| **k == key)
         .copied()
-}
-
-/// Chart values from dotted paths: `{a.b: 1, a.c: x}` → `{a: {b: 1, c: x}}`.
-pub fn chart_values(set: &BTreeMap<String, Value>) -> serde_json::Value {
-    let mut root = serde_json::Map::new();
-    for (path, v) in set {
-        let parts: Vec<&str> = path.split('.').collect();
-        let Some((last, parents)) = parts.split_last() else {
-            continue;
-        };
-        let mut at = &mut root;
-        for part in parents {
-            let next = at
-                .entry(part.to_string())
-                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
-            if !next.is_object() {
-                *next = serde_json::Value::Object(serde_json::Map::new());
-            }
-            let serde_json::Value::Object(m) = next else {
-                unreachable!("made an object just above")
-            };
-            at = m;
-        }
-        at.insert(
-            last.to_string(),
-            serde_json::to_value(v).unwrap_or(serde_json::Value::Null),
-        );
-    }
-    serde_json::Value::Object(root)
 }
 
 /// A value as YAML writes it; a template naming a list resolves to a list.
@@ -130,14 +99,6 @@ fn strings<'a>(v: &'a serde_json::Value, at: String, out: &mut Vec<(String, &'a 
             }
         }
         _ => {}
-    }
-}
-
-/// A template that must give one value (readiness fields, notes).
-fn one(s: &str, c: &Cluster) -> Result<String, String> {
-    match Template::parse(s)?.expand(c)? {
-        Expanded::One(t) => Ok(t),
-        Expanded::Many(_) => Err(format!("{s:?} names a list")),
     }
 }
 
@@ -197,51 +158,8 @@ impl Deploy {
                     x.name()
                 ));
             }
-            if let Install::Chart(c) = x {
-                for (k, v) in &c.set {
-                    if let Ok(j) = serde_json::to_value(v) {
-                        found.push((format!("install[{i}].set.{k}"), j, true));
-                    }
-                }
-            }
-            if let Install::VaultInit(v) = x {
-                found.push((
-                    format!("install[{i}].address"),
-                    serde_json::Value::String(v.address.clone()),
-                    false,
-                ));
-            }
-            if let Install::ManifestFilled(m) = x {
-                for (k, v) in &m.replace {
-                    found.push((
-                        format!("install[{i}].replace[{k:?}]"),
-                        serde_json::Value::String(v.clone()),
-                        false,
-                    ));
-                }
-            }
-            if let Install::VaultCluster(v) = x {
-                for (f, s) in [("address", &v.address), ("api_url", &v.api_url)] {
-                    found.push((
-                        format!("install[{i}].{f}"),
-                        serde_json::Value::String(s.clone()),
-                        false,
-                    ));
-                }
-                for (n, s) in v.bound_cidrs.iter().enumerate() {
-                    found.push((
-                        format!("install[{i}].bound_cidrs[{n}]"),
-                        serde_json::Value::String(s.clone()),
-                        true,
-                    ));
-                }
-            }
-            if let Install::Fill(f) = x {
-                found.push((
-                    format!("install[{i}].registry"),
-                    serde_json::Value::String(f.registry.clone()),
-                    false,
-                ));
+            for t in x.templated() {
+                found.push((format!("install[{i}].{}", t.field), t.value, t.list_ok));
             }
         }
         for (i, r) in self.ready.iter().enumerate() {
@@ -273,20 +191,6 @@ impl Deploy {
 
     /// This entry with every placeholder replaced by the cluster's value.
     pub fn resolve(&self, c: &Cluster) -> Result<Deploy, String> {
-        fn value(v: &Value, c: &Cluster) -> Result<Value, String> {
-            Ok(match v {
-                Value::Text(s) => match Template::parse(s)?.expand(c)? {
-                    Expanded::One(t) => Value::Text(t),
-                    Expanded::Many(ts) => Value::List(ts.into_iter().map(Value::Text).collect()),
-                },
-                Value::List(vs) => Value::List(
-                    vs.iter()
-                        .map(|x| value(x, c))
-                        .collect::<Result<_, String>>()?,
-                ),
-                other => other.clone(),
-            })
-        }
         let values = self
             .values
             .iter()
@@ -301,70 +205,7 @@ impl Deploy {
             .install
             .iter()
             .enumerate()
-            .map(|(i, x)| match x {
-                Install::Chart(ch) => {
-                    let set = ch
-                        .set
-                        .iter()
-                        .map(|(k, v)| {
-                            // A password stays a placeholder: the master
-                            // fills it (see `secret_key`).
-                            if let Value::Text(t) = v
-                                && secret_key(t).is_some()
-                            {
-                                return Ok((k.clone(), v.clone()));
-                            }
-                            Ok((
-                                k.clone(),
-                                value(v, c).map_err(|e| format!("install[{i}].set.{k}: {e}"))?,
-                            ))
-                        })
-                        .collect::<Result<_, String>>()?;
-                    Ok(Install::Chart(ChartInstall { set, ..ch.clone() }))
-                }
-                Install::Fill(f) => Ok(Install::Fill(FillInstall {
-                    registry: one(&f.registry, c)
-                        .map_err(|e| format!("install[{i}].registry: {e}"))?,
-                    ..f.clone()
-                })),
-                Install::VaultInit(v) => Ok(Install::VaultInit(VaultInstall {
-                    address: one(&v.address, c)
-                        .map_err(|e| format!("install[{i}].address: {e}"))?,
-                    ..v.clone()
-                })),
-                Install::ManifestFilled(m) => Ok(Install::ManifestFilled(FilledInstall {
-                    file: m.file.clone(),
-                    replace: m
-                        .replace
-                        .iter()
-                        .map(|(k, v)| {
-                            Ok((
-                                k.clone(),
-                                one(v, c)
-                                    .map_err(|e| format!("install[{i}].replace[{k:?}]: {e}"))?,
-                            ))
-                        })
-                        .collect::<Result<_, String>>()?,
-                })),
-                Install::VaultCluster(v) => {
-                    let mut bound = Vec::new();
-                    for (n, s) in v.bound_cidrs.iter().enumerate() {
-                        let at = |e: String| format!("install[{i}].bound_cidrs[{n}]: {e}");
-                        match Template::parse(s).map_err(at)?.expand(c).map_err(at)? {
-                            Expanded::One(t) => bound.push(t),
-                            Expanded::Many(ts) => bound.extend(ts),
-                        }
-                    }
-                    Ok(Install::VaultCluster(VaultClusterInstall {
-                        address: one(&v.address, c)
-                            .map_err(|e| format!("install[{i}].address: {e}"))?,
-                        api_url: one(&v.api_url, c)
-                            .map_err(|e| format!("install[{i}].api_url: {e}"))?,
-                        bound_cidrs: bound,
-                    }))
-                }
-                other => Ok(other.clone()),
-            })
+            .map(|(i, x)| x.resolve(c).map_err(|e| format!("install[{i}].{e}")))
             .collect::<Result<_, String>>()?;
         let ready = self
             .ready

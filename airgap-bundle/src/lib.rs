@@ -10,7 +10,7 @@ pub mod deploy;
 pub mod digest;
 pub mod fsutil;
 pub mod ident;
-pub mod install;
+pub mod kinds;
 pub mod kube_settings;
 pub mod lock;
 pub mod manifest;

@@ -1,9 +1,11 @@
 //! Rendering what a release applies, one implementation for build time
-//! (`kpaas-builder check-offline`) and the node (the agent, before a wave):
-//! a chart with the bundled helm's `template` at the bundle's Kubernetes
-//! version, a manifest with upstream's placeholders filled, a kustomization
-//! with the bundled kustomize from its archive. The objects rendered are
-//! what the image check ([`crate::offline::Verdict`]) reads.
+//! (`kpaas-builder check-offline`) and the node (the agent, before a wave).
+//! Each install kind renders itself (`crate::kinds`: a chart with the
+//! bundled helm's `template` at the bundle's Kubernetes version, a manifest
+//! with upstream's placeholders filled, a kustomization with the bundled
+//! kustomize from its archive); this module holds the tools and the rules
+//! they share. The objects rendered are what the image check
+//! ([`crate::offline::Verdict`]) reads.
 //!
 //! Rendering never reaches a network: the site has none, so a chart or a
 //! kustomization that would fetch something renders here as it would fail
@@ -13,6 +15,7 @@
 //! on a connected build host.
 
 use crate::fsutil;
+use crate::kinds::RenderAt;
 use crate::manifest::BundleManifest;
 use crate::plan::Release;
 use crate::run::{Cmd, Runner, run};
@@ -156,62 +159,13 @@ impl Renderer<'_> {
     ) -> Result<Option<Rendered>> {
         let dir = self.work.join(component);
         fsutil::create_dir(&dir)?;
-        let out = match r {
-            Release::Chart {
-                release,
-                namespace,
-                artifact,
-                values,
-            } => {
-                let (tgz, vals) = self.chart_files(inputs, component, release, artifact, values)?;
-                let objects = self.chart(release, namespace, &tgz, &vals)?;
-                Rendered {
-                    objects,
-                    chart: Some((tgz, vals)),
-                }
-            }
-            Release::Manifest {
-                artifact, replace, ..
-            } => {
-                let mut text = String::from_utf8(inputs.artifact(artifact)?)
-                    .with_context(|| format!("{artifact} is not UTF-8 text"))?;
-                for (from, to) in replace {
-                    text = text.replace(from.as_str(), to);
-                }
-                Rendered {
-                    objects: text.into_bytes(),
-                    chart: None,
-                }
-            }
-            Release::Kustomize {
-                artifact,
-                path,
-                file,
-            } => {
-                let kustomize = self.kustomize.as_deref().with_context(|| {
-                    format!("the bundle carries no kustomize to render {file}/{path} with")
-                })?;
-                let tgz = dir.join(file);
-                fsutil::write_atomic(&tgz, &inputs.artifact(artifact)?)?;
-                let objects = kustomization(
-                    self.runner,
-                    kustomize,
-                    &tgz,
-                    &dir.join(format!("{file}.d")),
-                    path,
-                )?;
-                Rendered {
-                    objects,
-                    chart: None,
-                }
-            }
-            Release::Fill { .. }
-            | Release::VaultInit { .. }
-            | Release::VaultCluster { .. }
-            | Release::DefaultStorageClass { .. }
-            | Release::Secret { .. } => return Ok(None),
-        };
-        Ok(Some(out))
+        r.item.render(&RenderAt {
+            renderer: self,
+            inputs,
+            component,
+            artifact: &r.artifact,
+            dir,
+        })
     }
 
     /// The chart's archive and values file in the component's directory,
@@ -239,7 +193,13 @@ impl Renderer<'_> {
     /// `helm template RELEASE CHART --namespace NS --values VALUES` at the
     /// cluster's version: every object of the chart, its hooks included
     /// (they run images too).
-    fn chart(&self, release: &str, namespace: &str, tgz: &Path, values: &Path) -> Result<Vec<u8>> {
+    pub(crate) fn chart(
+        &self,
+        release: &str,
+        namespace: &str,
+        tgz: &Path,
+        values: &Path,
+    ) -> Result<Vec<u8>> {
         let mut cmd = offline(helm_cmd(&self.helm, &self.work.join("helm")))
             .args(["template", release])
             .arg(tgz)

@@ -7,8 +7,8 @@ use super::cluster::{on_worker, wait};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::Sink;
 use crate::{mirrors, node_api, probe};
+use airgap_bundle::kinds::Install;
 use airgap_bundle::node::Role;
-use airgap_bundle::plan::Release;
 use anyhow::{Context, Result};
 use std::time::Duration;
 
@@ -25,11 +25,11 @@ const HANDOFF_WAIT: Duration = Duration::from_secs(3 * 60 * 60);
 /// Workers of a platform whose plan fills a registry.
 fn hands_off(ctx: &Ctx) -> bool {
     on_worker(ctx)
-        && ctx
-            .cfg
-            .platform
-            .iter()
-            .any(|s| s.releases.iter().any(|r| matches!(r, Release::Fill { .. })))
+        && ctx.cfg.platform.iter().any(|s| {
+            s.releases
+                .iter()
+                .any(|r| matches!(r.item, Install::Fill(_)))
+        })
 }
 
 fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {

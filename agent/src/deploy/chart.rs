@@ -3,33 +3,32 @@
 //! site's passwords filled in, 0600), clearing what an interrupted run left,
 //! beside a progress line naming the namespace's pods in trouble.
 
-use super::{Engine, report, retryable};
+use super::{Apply, At, Engine, report, retryable};
 use crate::boot::StepId;
 use crate::boot::cluster::{self, last_line};
 use crate::events::{Kind, Sink};
+use airgap_bundle::kinds::chart::Chart;
 use airgap_bundle::plan::Step;
 use anyhow::{Context, Result};
 use k8s_openapi::api::core::v1::Pod;
 use std::time::{Duration, Instant};
 
-/// One chart release of a step, as the plan gives it.
-pub(super) struct Chart<'a> {
-    pub release: &'a str,
-    pub namespace: &'a str,
-    /// The chart archive's bundle artifact.
-    pub artifact: &'a str,
-    pub values: &'a serde_json::Value,
+impl Apply for Chart {
+    fn apply(&self, e: &Engine, events: &mut Sink, at: &At) -> Result<String> {
+        e.chart(events, at.s, self, &at.r.artifact, at.redo)
+    }
 }
 
 impl Engine {
     /// A chart release: Helm can run long (it waits for a hook Job), so it
     /// runs beside a loop that says what the release's namespace is waiting
     /// for; tried again while the API server is away.
-    pub(super) fn chart(
+    fn chart(
         &self,
         events: &mut Sink,
         s: &Step,
         c: &Chart,
+        artifact: &str,
         redo: bool,
     ) -> Result<String> {
         let start = Instant::now();
@@ -38,8 +37,8 @@ impl Engine {
                 "{}: helm release {}/{}",
                 s.component, c.namespace, c.release
             );
-            let tried = self.beside(events, &label, c.namespace, || {
-                self.helm_release(s, c, redo)
+            let tried = self.beside(events, &label, &c.namespace, || {
+                self.helm_release(s, c, artifact, redo)
             })?;
             match tried {
                 Err(e) if retryable(&format!("{e:#}")) && start.elapsed() < cluster::APPLY_WAIT => {
@@ -61,13 +60,8 @@ impl Engine {
     /// back first; a release already `deployed` that the journal missed
     /// (cut between Helm's end and the journal's write) is not installed a
     /// second time unless `redo`.
-    fn helm_release(&self, s: &Step, c: &Chart, redo: bool) -> Result<String> {
-        let Chart {
-            release,
-            namespace,
-            artifact,
-            values,
-        } = *c;
+    fn helm_release(&self, s: &Step, c: &Chart, artifact: &str, redo: bool) -> Result<String> {
+        let (release, namespace) = (c.release.as_str(), c.namespace.as_str());
         let status = self
             .helm()
             .args([
@@ -112,7 +106,7 @@ impl Engine {
         }
         let (tgz, vals) =
             self.renderer()?
-                .chart_files(self, &s.component, release, artifact, values)?;
+                .chart_files(self, &s.component, release, artifact, &c.values())?;
         let out = self
             .helm()
             .args(["upgrade", "--install", release])

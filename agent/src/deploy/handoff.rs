@@ -2,12 +2,14 @@
 //! `harbor-holds-bundle`: the bundle pushed into the platform's registry,
 //! then this node's runtime mirrors pointed there, the seed behind it.
 
-use super::{Engine, FILL_JOBS, Outcome, block_on, hook_item};
+use super::{Apply, At, Engine, FILL_JOBS, Outcome, block_on, hook_item};
 use crate::boot::StepId;
 use crate::boot::cluster::{last_line, wait};
 use crate::events::Sink;
 use crate::{fill, mirrors};
-use airgap_bundle::plan::{Release, Step};
+use airgap_bundle::kinds::Install;
+use airgap_bundle::kinds::fill::Fill;
+use airgap_bundle::plan::Step;
 use anyhow::{Context, Result};
 
 impl Engine {
@@ -31,14 +33,13 @@ impl Engine {
     /// The hand-off: waits for the registry, (Harbor) makes the project,
     /// pushes the bundle, then points this node's runtime at the registry,
     /// the seed behind it.
-    pub(super) fn hand_off(
-        &self,
-        events: &mut Sink,
-        registry: &str,
-        project: &str,
-        harbor_api: bool,
-    ) -> Result<String> {
-        let t = self.target(registry, project, harbor_api)?;
+    fn hand_off(&self, events: &mut Sink, f: &Fill) -> Result<String> {
+        let Fill {
+            registry,
+            project,
+            harbor_api,
+        } = f;
+        let t = self.target(registry, project, *harbor_api)?;
         wait(
             events,
             StepId::Deploy,
@@ -57,7 +58,7 @@ impl Engine {
             .enable_all()
             .build()
             .context("starting the async runtime for the hand-off")?;
-        if harbor_api {
+        if *harbor_api {
             rt.block_on(fill::ensure_project(&t))?;
         }
         let report = rt.block_on(fill::fill(&self.cfg.bundle, &t, FILL_JOBS))?;
@@ -103,20 +104,20 @@ impl Engine {
     /// `harbor-holds-bundle`: every image and chart of the bundle reads back
     /// from the step's hand-off registry with the bundle's digest.
     pub(super) fn holds_bundle(&self, s: &Step) -> Outcome {
-        let found = hook_item(s, "harbor-holds-bundle", "fill", |r| match r {
-            Release::Fill {
-                registry,
-                project,
-                harbor_api,
-            } => Some((registry, project, *harbor_api)),
+        let found = hook_item(s, "harbor-holds-bundle", "fill", |x| match x {
+            Install::Fill(f) => Some(f),
             _ => None,
         });
-        let (registry, project, harbor_api) = match found {
+        let Fill {
+            registry,
+            project,
+            harbor_api,
+        } = match found {
             Ok(x) => x,
             Err(o) => return o,
         };
         let checked = self
-            .target(registry, project, harbor_api)
+            .target(registry, project, *harbor_api)
             .and_then(|t| block_on(fill::verify(&self.cfg.bundle, &t)));
         match checked {
             Ok(w) if w.is_empty() => Outcome::Holds,
@@ -127,5 +128,11 @@ impl Engine {
             )),
             Err(e) => Outcome::Waiting(last_line(&e)),
         }
+    }
+}
+
+impl Apply for Fill {
+    fn apply(&self, e: &Engine, events: &mut Sink, _at: &At) -> Result<String> {
+        e.hand_off(events, self)
     }
 }

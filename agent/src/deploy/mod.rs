@@ -10,11 +10,13 @@
 //! internet is refused whole (the renderer and the verdict are
 //! `airgap_bundle::render` and `::offline`, the ones check-offline uses).
 //!
-//! Each install kind applies in its own module, dispatched by one
-//! exhaustive match in `apply` (a kind without an apply does not build):
+//! Install kinds are `airgap_bundle::kinds`, one table; `apply` is
+//! generated from it. A kind the table marks `by objects` (manifest,
+//! manifest-filled, kustomize, namespace) is applied here from its rendered
+//! objects; one marked `by agent` has its `Apply` in a module of its own:
 //! `chart`, `handoff` (fill, and its hook), `vault_setup` (vault-init,
 //! vault-cluster, their hooks), `secret`, `storage_class`
-//! (default-storage-class); manifests and kustomizations are applied here.
+//! (default-storage-class). A kind without one does not build.
 //!
 //! Readiness is judged by `crate::k8s::ready` (the cluster step's judge
 //! too), reading typed objects through the agent's API client; the pause
@@ -38,6 +40,7 @@ use crate::events::{Kind, Sink};
 use crate::k8s::ready::{self as judge, Outcome};
 use crate::kube;
 use airgap_bundle::deploy::{Hook, Readiness};
+use airgap_bundle::kinds::Install;
 use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::node::NodeConfig;
 use airgap_bundle::plan::{Release, Step};
@@ -272,7 +275,8 @@ impl Engine {
             else {
                 bail!("{}: {name} was not rendered", s.component);
             };
-            let detail = match self.apply(events, s, r, file, redo) {
+            let at = At { s, r, file, redo };
+            let detail = match self.apply(events, &at) {
                 Ok(d) => d,
                 // What the cluster says about it helps more than the
                 // tool's last words alone (a hook Job that never ran).
@@ -284,11 +288,8 @@ impl Engine {
                 ),
             };
             j.mark_applied(&s.component, &name, s.wave, &detail)?;
-            if let Release::Fill {
-                registry, project, ..
-            } = r
-            {
-                j.set_registry(&format!("{registry}/{project}"))?;
+            if let Install::Fill(f) = &r.item {
+                j.set_registry(&format!("{}/{}", f.registry, f.project))?;
             }
             events.emit(
                 StepId::Deploy,
@@ -329,70 +330,12 @@ impl Engine {
         )
     }
 
-    /// Applies one release: each install kind's own apply (one module each;
-    /// the match is exhaustive, so a new kind without one does not build).
-    fn apply(
-        &self,
-        events: &mut Sink,
-        s: &Step,
-        r: &Release,
-        file: &Path,
-        redo: bool,
-    ) -> Result<String> {
-        match r {
-            Release::Fill {
-                registry,
-                project,
-                harbor_api,
-            } => self.hand_off(events, registry, project, *harbor_api),
-            Release::VaultInit {
-                address,
-                shares,
-                threshold,
-            } => self.vault_init(events, address, *shares, *threshold),
-            Release::VaultCluster {
-                api_url,
-                bound_cidrs,
-                ..
-            } => self.vault_cluster(api_url, bound_cidrs),
-            Release::Secret {
-                namespace,
-                name,
-                password,
-            } => self.secret(namespace, name, password),
-            Release::DefaultStorageClass { name } => self.default_class(events, name),
-            Release::Chart {
-                release,
-                namespace,
-                artifact,
-                values,
-            } => self.chart(
-                events,
-                s,
-                &chart::Chart {
-                    release,
-                    namespace,
-                    artifact,
-                    values,
-                },
-                redo,
-            ),
-            Release::Manifest { .. } | Release::Kustomize { .. } => {
-                self.apply_objects(events, s, r, file)
-            }
-        }
-    }
-
-    /// A manifest's or a kustomization's rendered objects, applied
-    /// server-side with the bundled kubectl (one field manager for all),
-    /// again while the API server is away or a CRD it needs is not served.
-    fn apply_objects(
-        &self,
-        events: &mut Sink,
-        s: &Step,
-        r: &Release,
-        file: &Path,
-    ) -> Result<String> {
+    /// The rendered objects of a kind applied `by objects` (a manifest, a
+    /// kustomization, a namespace), server-side with the bundled kubectl
+    /// (one field manager for all), again while the API server is away or
+    /// a CRD it needs is not served.
+    fn apply_objects(&self, events: &mut Sink, at: &At) -> Result<String> {
+        let (s, r, file) = (at.s, at.r, at.file);
         let what = format!("{}: the API server to take {}", s.component, r.name());
         wait(events, StepId::Deploy, &what, cluster::APPLY_WAIT, || {
             let tried = self
@@ -492,6 +435,50 @@ impl Engine {
     }
 }
 
+/// One release to apply, as the engine hands it to its kind.
+pub(super) struct At<'a> {
+    pub s: &'a Step,
+    pub r: &'a Release,
+    /// Its rendered objects (empty for a kind that renders none).
+    pub file: &'a Path,
+    /// Applied again although the journal has it (`--from`).
+    pub redo: bool,
+}
+
+/// The apply of a kind the table marks `by agent`; its module in this
+/// directory implements it.
+trait Apply {
+    fn apply(&self, e: &Engine, events: &mut Sink, at: &At) -> Result<String>;
+}
+
+/// `Engine::apply`, generated from the table of install kinds
+/// (`airgap_bundle::install_kinds!`): one arm per kind, `by objects` ones
+/// applied from their rendered objects, `by agent` ones through their
+/// `Apply` (a kind without one does not build).
+macro_rules! dispatch {
+    ($( $(#[$doc:meta])* $tag:literal => $variant:ident($ty:ty) by $by:ident ),* $(,)?) => {
+        impl Engine {
+            fn apply(&self, events: &mut Sink, at: &At) -> Result<String> {
+                match &at.r.item {
+                    $( Install::$variant(x) => by!($by, self, x, events, at), )*
+                }
+            }
+        }
+    };
+}
+
+macro_rules! by {
+    (objects, $e:expr, $x:expr, $events:expr, $at:expr) => {{
+        let _ = $x;
+        $e.apply_objects($events, $at)
+    }};
+    (agent, $e:expr, $x:expr, $events:expr, $at:expr) => {
+        Apply::apply($x, $e, $events, $at)
+    };
+}
+
+airgap_bundle::install_kinds!(dispatch);
+
 /// Runs one async call (the registry's and Vault's clients are async) on a
 /// runtime of its own: the engine itself is synchronous.
 fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
@@ -508,12 +495,15 @@ fn hook_item<'a, T>(
     s: &'a Step,
     hook: &str,
     item: &str,
-    pick: impl Fn(&'a Release) -> Option<T>,
+    pick: impl Fn(&'a Install) -> Option<T>,
 ) -> Result<T, Outcome> {
-    s.releases.iter().find_map(pick).ok_or_else(|| {
-        Outcome::Failed(format!(
-            "{}: the hook {hook} needs a `{item}` install item in the same component",
-            s.component
-        ))
-    })
+    s.releases
+        .iter()
+        .find_map(|r| pick(&r.item))
+        .ok_or_else(|| {
+            Outcome::Failed(format!(
+                "{}: the hook {hook} needs a `{item}` install item in the same component",
+                s.component
+            ))
+        })
 }

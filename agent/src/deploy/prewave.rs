@@ -9,6 +9,7 @@ use super::Engine;
 use super::journal::DeployJournal;
 use crate::boot::cluster;
 use airgap_bundle::fsutil;
+use airgap_bundle::kinds::By;
 use airgap_bundle::manifest::BLOBS_DIR;
 use airgap_bundle::offline::{Held, Verdict};
 use airgap_bundle::plan::{Release, Step};
@@ -82,8 +83,7 @@ impl Engine {
             .map(|x| x.objects)
             .unwrap_or_default();
         // Plain objects land in the component's namespace: make it first.
-        if let (Release::Manifest { .. } | Release::Kustomize { .. }, Some(ns)) = (r, &s.namespace)
-        {
+        if let (By::Objects, Some(ns)) = (r.item.by(), &s.namespace) {
             let mut with =
                 format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\n")
                     .into_bytes();

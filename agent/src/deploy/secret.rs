@@ -2,15 +2,22 @@
 //! (the seed's `passwords.yaml`, on the master only), applied from stdin so
 //! the value never reaches a file, an argument or a log line.
 
-use super::Engine;
+use super::{Apply, At, Engine};
+use crate::events::Sink;
 use crate::kube;
+use airgap_bundle::kinds::secret::Secret;
 use anyhow::{Context, Result};
 
-impl Engine {
+impl Apply for Secret {
     /// A Secret with one of the site's passwords, applied server-side from
     /// stdin (never a file, an argument or a log line); its namespace first.
-    pub(super) fn secret(&self, namespace: &str, name: &str, password: &str) -> Result<String> {
-        let value = self.password(password)?;
+    fn apply(&self, e: &Engine, _events: &mut Sink, _at: &At) -> Result<String> {
+        let Secret {
+            namespace,
+            name,
+            password,
+        } = self;
+        let value = e.password(password)?;
         let list = serde_json::json!({
             "apiVersion": "v1",
             "kind": "List",
@@ -25,13 +32,15 @@ impl Engine {
                 },
             ],
         });
-        self.apply_stdin(&list)
+        e.apply_stdin(&list)
             .with_context(|| format!("making secret {namespace}/{name}"))?;
         Ok(format!(
             "secret {namespace}/{name} holds the site's {password} (key `password`; value not shown)"
         ))
     }
+}
 
+impl Engine {
     /// The site's password for `key` (the seed's `passwords.yaml`, 0600 on
     /// the master); never logged.
     pub(super) fn password(&self, key: &str) -> Result<String> {

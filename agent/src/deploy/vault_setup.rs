@@ -3,12 +3,15 @@
 //! plan's shares (the key kept 0600, never in an event), unsealed, then set
 //! up for the portal as K-PaaS does it (`crate::vault` speaks Vault's API).
 
-use super::{Engine, Outcome, block_on, hook_item};
+use super::{Apply, At, Engine, Outcome, block_on, hook_item};
 use crate::boot::StepId;
 use crate::boot::cluster::{last_line, wait};
 use crate::events::Sink;
 use crate::vault;
-use airgap_bundle::plan::{Release, Step};
+use airgap_bundle::kinds::Install;
+use airgap_bundle::kinds::vault_cluster::VaultCluster;
+use airgap_bundle::kinds::vault_init::VaultInit;
+use airgap_bundle::plan::Step;
 use anyhow::{Context, Result};
 
 /// The k8sadmin token's life: upstream's `--duration=999999h`.
@@ -17,13 +20,12 @@ const TOKEN_SECONDS: i64 = 999_999 * 3600;
 impl Engine {
     /// Vault's first start: waits until its API answers, initialises it
     /// with the plan's shares, keeps the key, unseals.
-    pub(super) fn vault_init(
-        &self,
-        events: &mut Sink,
-        address: &str,
-        shares: usize,
-        threshold: usize,
-    ) -> Result<String> {
+    fn vault_init(&self, events: &mut Sink, v: &VaultInit) -> Result<String> {
+        let VaultInit {
+            address,
+            shares,
+            threshold,
+        } = v;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -41,8 +43,8 @@ impl Engine {
         )?;
         rt.block_on(vault::init_and_unseal(
             address,
-            shares,
-            threshold,
+            *shares,
+            *threshold,
             &vault::key_path(&self.cfg.state_dir),
         ))
     }
@@ -50,7 +52,7 @@ impl Engine {
     /// `vault-unsealed`: the step's Vault answers and is not sealed.
     pub(super) fn vault_unsealed(&self, s: &Step) -> Outcome {
         let address = match hook_item(s, "vault-unsealed", "vault-init", |r| match r {
-            Release::VaultInit { address, .. } => Some(address),
+            Install::VaultInit(v) => Some(&v.address),
             _ => None,
         }) {
             Ok(a) => a,
@@ -70,7 +72,8 @@ impl Engine {
     /// `--duration=999999h`), then Vault's approle, kv-v2, the cluster's
     /// secret, policy and role (`vault::setup_cluster`). The token goes
     /// from the TokenRequest API's answer to Vault, never to a file or a log.
-    pub(super) fn vault_cluster(&self, api_url: &str, bound_cidrs: &[String]) -> Result<String> {
+    fn vault_cluster(&self, v: &VaultCluster) -> Result<String> {
+        let (api_url, bound_cidrs) = (&v.api_url, &v.bound_cidrs);
         let sa = serde_json::json!({
             "apiVersion": "v1",
             "kind": "List",
@@ -105,7 +108,7 @@ impl Engine {
     /// with its API URL, and the portal's role.
     pub(super) fn vault_cluster_secret(&self, s: &Step) -> Outcome {
         let api_url = match hook_item(s, "vault-cluster-secret", "vault-cluster", |r| match r {
-            Release::VaultCluster { api_url, .. } => Some(api_url),
+            Install::VaultCluster(v) => Some(&v.api_url),
             _ => None,
         }) {
             Ok(a) => a,
@@ -119,5 +122,17 @@ impl Engine {
             Ok(Some(w)) => Outcome::Waiting(w),
             Err(e) => Outcome::Waiting(last_line(&e)),
         }
+    }
+}
+
+impl Apply for VaultInit {
+    fn apply(&self, e: &Engine, events: &mut Sink, _at: &At) -> Result<String> {
+        e.vault_init(events, self)
+    }
+}
+
+impl Apply for VaultCluster {
+    fn apply(&self, e: &Engine, _events: &mut Sink, _at: &At) -> Result<String> {
+        e.vault_cluster(self)
     }
 }

@@ -10,6 +10,7 @@ mod artifact;
 pub use artifact::{ARCHES, Artifact, ChartArtifact, FileArtifact, ImageArtifact};
 
 use crate::deploy::{Deploy, Install};
+use crate::kinds::Reads;
 use crate::problems::Problems;
 use artifact::artifact_problems;
 use serde::{Deserialize, Serialize};
@@ -364,18 +365,10 @@ pub fn install_artifact<'a>(
     x: &Install,
     artifacts: &'a [Artifact],
 ) -> Result<Option<&'a Artifact>, String> {
-    let (kind, name) = match x {
-        Install::Chart(c) => ("chart", c.chart.as_str()),
-        Install::Manifest(f) => ("file", f.as_str()),
-        Install::ManifestFilled(m) => ("file", m.file.as_str()),
-        Install::Kustomize(k) => ("file", k.file.as_str()),
-        Install::Fill(_)
-        | Install::VaultInit(_)
-        | Install::VaultCluster(_)
-        | Install::DefaultStorageClass(_)
-        | Install::Secret(_) => {
-            return Ok(None);
-        }
+    let (kind, name) = match x.reads() {
+        Some(Reads::Chart(n)) => ("chart", n),
+        Some(Reads::File(n)) => ("file", n),
+        None => return Ok(None),
     };
     artifacts
         .iter()

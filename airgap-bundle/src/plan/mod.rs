@@ -9,7 +9,8 @@ mod render;
 
 use crate::catalog::{Artifact, Catalog, install_artifact};
 use crate::cluster::Cluster;
-use crate::deploy::{Deploy, Install, Readiness, Value, chart_values};
+use crate::deploy::{Deploy, Readiness, Value};
+pub use crate::kinds::Release;
 use crate::manifest::BundleManifest;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
@@ -54,7 +55,7 @@ impl Step {
     /// named with the component: an unsupported kind of check, or a hook
     /// without the install item it reads (a Harbor fill, Vault's init).
     pub fn unsupported_checks(&self) -> Vec<String> {
-        use crate::deploy::{CheckSite, Hook};
+        use crate::deploy::CheckSite;
         let site = if self.component == CLUSTER_STEP {
             CheckSite::Cluster
         } else {
@@ -67,193 +68,17 @@ impl Step {
                     let Readiness::Hook { name } = r else {
                         return None;
                     };
-                    let (item, has) = match name {
-                        Hook::HarborHoldsBundle => (
-                            "fill",
-                            self.releases
-                                .iter()
-                                .any(|x| matches!(x, Release::Fill { .. })),
-                        ),
-                        Hook::VaultUnsealed => (
-                            "vault-init",
-                            self.releases
-                                .iter()
-                                .any(|x| matches!(x, Release::VaultInit { .. })),
-                        ),
-                        Hook::VaultClusterSecret => (
-                            "vault-cluster",
-                            self.releases
-                                .iter()
-                                .any(|x| matches!(x, Release::VaultCluster { .. })),
-                        ),
-                    };
-                    (!has).then(|| {
-                        format!("{r}: needs a `{item}` install item in the same component")
+                    let has = self.releases.iter().any(|x| x.item.hooks().contains(name));
+                    (!has).then(|| match crate::kinds::Install::provider(*name) {
+                        Some(item) => {
+                            format!("{r}: needs a `{item}` install item in the same component")
+                        }
+                        None => format!("{r}: no install kind makes it hold"),
                     })
                 })?;
                 Some(format!("{}: {why}", self.component))
             })
             .collect()
-    }
-}
-
-/// One thing the agent applies and journals, resolved to the bundle
-/// artifact (`bundle.json` name) it reads.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "kebab-case")]
-pub enum Release {
-    /// `helm upgrade --install RELEASE CHART -n NAMESPACE -f values`.
-    Chart {
-        release: String,
-        namespace: String,
-        artifact: String,
-        values: serde_json::Value,
-    },
-    /// YAML documents, applied server-side.
-    Manifest {
-        file: String,
-        artifact: String,
-        /// Upstream's placeholders and what replaces them, before applying.
-        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-        replace: BTreeMap<String, String>,
-    },
-    /// StorageClass `name` made the default.
-    DefaultStorageClass { name: String },
-    /// `kustomize build PATH` inside the archive, applied server-side.
-    Kustomize {
-        file: String,
-        path: String,
-        artifact: String,
-    },
-    /// The bundle pushed into the platform's registry (`host:port`) under
-    /// `project`, then the runtimes' mirrors switched to it.
-    Fill {
-        registry: String,
-        project: String,
-        harbor_api: bool,
-    },
-    /// Vault at `address` initialised, its key kept, unsealed.
-    VaultInit {
-        address: String,
-        shares: usize,
-        threshold: usize,
-    },
-    /// K-PaaS's Vault setup for the portal (approle, kv-v2, the cluster's
-    /// secret, policy and role), over Vault's API at `address`.
-    VaultCluster {
-        address: String,
-        api_url: String,
-        bound_cidrs: Vec<String>,
-    },
-    /// Secret `namespace/name` holding the site's password `password`
-    /// (the key's name; the value is read on the master).
-    Secret {
-        namespace: String,
-        name: String,
-        password: String,
-    },
-}
-
-impl Release {
-    /// Its name in the journal and in every report: unique in a component.
-    pub fn name(&self) -> String {
-        match self {
-            Release::Chart { release, .. } => release.clone(),
-            Release::Manifest { file, .. } => file.clone(),
-            Release::DefaultStorageClass { name } => format!("default-storage-class/{name}"),
-            Release::Kustomize { file, path, .. } => format!("{file}/{path}"),
-            Release::Fill { .. } => "fill".into(),
-            Release::VaultInit { .. } => "vault-init".into(),
-            Release::VaultCluster { .. } => "vault-cluster".into(),
-            Release::Secret {
-                namespace, name, ..
-            } => format!("secret/{namespace}/{name}"),
-        }
-    }
-
-    /// One line for the text plan and the agent's reports.
-    pub fn describe(&self) -> String {
-        match self {
-            Release::Chart {
-                release,
-                namespace,
-                artifact,
-                values,
-            } => {
-                let v = match values.as_object() {
-                    Some(o) if !o.is_empty() => format!(" with {values}"),
-                    _ => String::new(),
-                };
-                format!("helm release {namespace}/{release} from {artifact}{v}")
-            }
-            Release::Manifest { file, replace, .. } if replace.is_empty() => {
-                format!("apply {file} (server-side)")
-            }
-            Release::Manifest { file, replace, .. } => format!(
-                "apply {file} with {} (server-side)",
-                replace
-                    .iter()
-                    .map(|(k, v)| format!("{k} → {v}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Release::DefaultStorageClass { name } => {
-                format!("make StorageClass {name} the default")
-            }
-            Release::Kustomize { file, path, .. } => {
-                format!("apply kustomize build {path} of {file} (server-side)")
-            }
-            Release::Fill {
-                registry,
-                project,
-                harbor_api,
-            } => format!(
-                "push the bundle's images and charts into {registry}/{project}{}, then switch the nodes' mirrors to it",
-                if *harbor_api {
-                    " (Harbor project made first)"
-                } else {
-                    ""
-                }
-            ),
-            Release::VaultInit {
-                address,
-                shares,
-                threshold,
-            } => format!(
-                "initialise Vault at {address} ({shares} share(s), threshold {threshold}), keep its key on the master (0600), unseal it"
-            ),
-            Release::VaultCluster {
-                address,
-                api_url,
-                bound_cidrs,
-            } => format!(
-                "set Vault at {address} up for the portal: approle, kv-v2 at secret/, secret/data/cluster/host-cluster ({api_url}, token of kube-system/k8sadmin), policy cp_policy, role cp_role bound to {}",
-                if bound_cidrs.is_empty() {
-                    "any address".to_string()
-                } else {
-                    bound_cidrs.join(", ")
-                }
-            ),
-            Release::Secret {
-                namespace,
-                name,
-                password,
-            } => format!("secret {namespace}/{name} from the site's password {password}"),
-        }
-    }
-
-    /// The bundle artifact it reads (none for the hand-off).
-    pub fn artifact(&self) -> Option<&str> {
-        match self {
-            Release::Chart { artifact, .. }
-            | Release::Manifest { artifact, .. }
-            | Release::Kustomize { artifact, .. } => Some(artifact),
-            Release::Fill { .. }
-            | Release::VaultInit { .. }
-            | Release::VaultCluster { .. }
-            | Release::DefaultStorageClass { .. }
-            | Release::Secret { .. } => None,
-        }
     }
 }
 
@@ -395,51 +220,9 @@ pub fn build(
                     })?
                     .map(Artifact::ref_name)
                     .unwrap_or_default();
-                Ok(match x {
-                    Install::Chart(ch) => Release::Chart {
-                        release: ch.release.clone(),
-                        namespace: ch.namespace.clone(),
-                        artifact,
-                        values: chart_values(&ch.set),
-                    },
-                    Install::Manifest(f) => Release::Manifest {
-                        file: f.clone(),
-                        artifact,
-                        replace: BTreeMap::new(),
-                    },
-                    Install::ManifestFilled(m) => Release::Manifest {
-                        file: m.file.clone(),
-                        artifact,
-                        replace: m.replace.clone(),
-                    },
-                    Install::DefaultStorageClass(n) => {
-                        Release::DefaultStorageClass { name: n.clone() }
-                    }
-                    Install::Kustomize(k) => Release::Kustomize {
-                        file: k.file.clone(),
-                        path: k.path.clone(),
-                        artifact,
-                    },
-                    Install::Fill(f) => Release::Fill {
-                        registry: f.registry.clone(),
-                        project: f.project.clone(),
-                        harbor_api: f.harbor_api,
-                    },
-                    Install::VaultInit(v) => Release::VaultInit {
-                        address: v.address.clone(),
-                        shares: v.shares,
-                        threshold: v.threshold,
-                    },
-                    Install::VaultCluster(v) => Release::VaultCluster {
-                        address: v.address.clone(),
-                        api_url: v.api_url.clone(),
-                        bound_cidrs: v.bound_cidrs.clone(),
-                    },
-                    Install::Secret(x) => Release::Secret {
-                        namespace: x.namespace.clone(),
-                        name: x.name.clone(),
-                        password: x.password.clone(),
-                    },
+                Ok(Release {
+                    item: x.clone(),
+                    artifact,
                 })
             })
             .collect::<Result<Vec<_>>>()?;

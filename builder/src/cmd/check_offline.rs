@@ -10,6 +10,7 @@
 
 use crate::bundle::resolve::load_catalog;
 use airgap_bundle::fsutil;
+use airgap_bundle::kinds::{Install, chart::Chart};
 use airgap_bundle::manifest::{BLOBS_DIR, BUNDLE_JSON, BundleManifest};
 use airgap_bundle::offline::{self, Held, Verdict};
 use airgap_bundle::plan::Release;
@@ -130,11 +131,14 @@ fn releases(a: &Args, m: &BundleManifest, partial: &mut Vec<String>) -> Result<T
                 let release = short.split(':').next().unwrap_or(short).to_string();
                 (
                     x.component.clone(),
-                    Release::Chart {
-                        release,
-                        namespace: "default".into(),
+                    Release {
+                        item: Install::Chart(Chart {
+                            chart: release.clone(),
+                            release,
+                            namespace: "default".into(),
+                            set: Default::default(),
+                        }),
                         artifact: x.name.clone(),
-                        values: serde_json::json!({}),
                     },
                 )
             })
@@ -176,14 +180,9 @@ fn render_releases(
     let mut verdict = Verdict::default();
     let todo = releases(a, m, &mut verdict.partial)?;
     let mut failed = Vec::new();
-    // Only releases that apply objects need the tools.
-    let renders = |r: &Release| {
-        matches!(
-            r,
-            Release::Chart { .. } | Release::Manifest { .. } | Release::Kustomize { .. }
-        )
-    };
-    if !todo.iter().any(|(_, r)| renders(r)) {
+    // Only releases rendered from an artifact need the tools, and only
+    // they can name an image.
+    if !todo.iter().any(|(_, r)| r.artifact().is_some()) {
         return Ok((verdict, failed));
     }
     let kube_version = render::kubernetes_version(m)?;
@@ -224,19 +223,10 @@ fn render_releases(
     };
     let inputs = Extracted(paths);
     for (component, r) in &todo {
-        let label = match r {
-            Release::Chart {
-                release,
-                namespace,
-                artifact,
-                ..
-            } => format!("{component}: chart {artifact} as {namespace}/{release}"),
-            Release::Manifest { artifact, .. } => format!("{component}: manifest {artifact}"),
-            Release::Kustomize { file, path, .. } => {
-                format!("{component}: kustomization {file}/{path}")
-            }
-            _ => continue,
+        let Some(artifact) = r.artifact() else {
+            continue;
         };
+        let label = format!("{component}: {}", r.item.label(artifact));
         match renderer.release(&inputs, component, r) {
             Ok(Some(out)) => {
                 verdict.read(held, &label, &String::from_utf8_lossy(&out.objects));
