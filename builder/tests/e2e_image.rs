@@ -254,7 +254,7 @@ fn bad_profiles_and_inputs_write_no_image() {
     let bad = t.path().join("bad.yaml");
     std::fs::write(
         &bad,
-        "profile_version: 1\nname: bad\ndistribution: fedora\nsuite: bookworm\nmirror: ftp://x\narchitecture: s390x\nkernel: ''\npackages: [systemd, 'Not A Package']\npartitions: {esp_mib: 8}\noutputs: [vmdk]\n",
+        "profile_version: 1\nname: bad\ndistribution: fedora\nsuite: bookworm\nmirror: ftp://x\narchitecture: s390x\nkernel: ''\npackages: [systemd, 'Not A Package']\nruntime: {name: crio, from: packages}\npartitions: {esp_mib: 8}\noutputs: [vmdk]\n",
     )
     .unwrap();
     let out = t.path().join("x.raw");
@@ -280,6 +280,7 @@ fn bad_profiles_and_inputs_write_no_image() {
         "kernel:",
         "packages: \"Not A Package\"",
         "packages: udev is required",
+        "runtime: crio from packages needs the package cri-o",
         "partitions.esp_mib: 8",
         "outputs: \"vmdk\"",
     ] {

@@ -70,7 +70,7 @@ struct Checked {
     key: Vec<u8>,
 }
 
-fn check(i: &Inputs) -> Result<Checked> {
+fn check(p: &Profile, i: &Inputs) -> Result<Checked> {
     let manifest = std::fs::read(i.bundle.join(BUNDLE_JSON))
         .map_err(anyhow::Error::from)
         .and_then(|b| BundleManifest::from_bytes(&b));
@@ -78,9 +78,25 @@ fn check(i: &Inputs) -> Result<Checked> {
         .map_err(anyhow::Error::from)
         .and_then(|k| airgap_bundle::sign::parse_public(&String::from_utf8_lossy(&k)).map(|_| k));
     let mut problems = Vec::new();
-    if let Err(e) = &manifest {
-        let b = i.bundle.display();
-        problems.push(format!("--bundle {b}: not a bundle directory ({e:#})"));
+    match &manifest {
+        Err(e) => {
+            let b = i.bundle.display();
+            problems.push(format!("--bundle {b}: not a bundle directory ({e:#})"));
+        }
+        Ok(m) => {
+            let missing = p.runtime.missing_from(m, &p.architecture);
+            if !missing.is_empty() {
+                problems.push(format!(
+                    "profile {}: runtime {} from the bundle, but the bundle ({} {}) installs no {} for {}: use a bundle whose catalog carries it (k-paas-1.4.1 carries CRI-O's release tarball and runc) or a profile with `runtime: {{name: containerd, from: packages}}`",
+                    p.name,
+                    p.runtime.name.name(),
+                    m.platform,
+                    m.platform_version,
+                    missing.join(", "),
+                    p.architecture
+                ));
+            }
+        }
     }
     if let Err(e) = &key {
         let k = i.bundle_key.display();
@@ -240,7 +256,7 @@ fn disk(
 /// renamed into place: a failed build leaves nothing that looks complete).
 pub fn build(format: Format, p: &Profile, i: &Inputs, out: &Path) -> Result<Built> {
     let mut st = Stages::new();
-    let checked = check(i)?;
+    let checked = check(p, i)?;
     let dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())

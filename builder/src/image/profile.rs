@@ -1,6 +1,8 @@
 //! OS image profiles (`images/*.yaml`): base distribution, mirror, packages,
 //! kernel, partition sizes, outputs. Validated like the catalog.
 
+use airgap_bundle::manifest::BundleManifest;
+use airgap_bundle::node::Runtime;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -17,6 +19,78 @@ pub struct Partitions {
     pub data_mib: u64,
 }
 
+/// Where the image's container runtime comes from.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeFrom {
+    /// The distribution's packages (Debian's containerd and runc).
+    Packages,
+    /// The bundle's file artifacts, laid into the image at their install
+    /// paths (K-PaaS's CRI-O release tarball and runc, as its Kubespray
+    /// installs them).
+    Bundle,
+}
+
+/// The container runtime the image carries: the one place a profile says
+/// which, and where it comes from; checked against the packages when the
+/// profile loads and against the bundle when an image is built.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRuntime {
+    pub name: Runtime,
+    pub from: RuntimeFrom,
+}
+
+impl ProfileRuntime {
+    /// What must be on the node for the runtime to run: packages (from
+    /// packages) or absolute paths (from the bundle).
+    pub fn needs(self) -> &'static [&'static str] {
+        match (self.name, self.from) {
+            (Runtime::Containerd, RuntimeFrom::Packages) => &["containerd", "runc"],
+            (Runtime::Crio, RuntimeFrom::Packages) => &["cri-o", "runc"],
+            (Runtime::Containerd, RuntimeFrom::Bundle) => &[
+                "/usr/local/bin/containerd",
+                "/usr/local/bin/containerd-shim-runc-v2",
+                "/usr/local/bin/runc",
+                "/etc/systemd/system/containerd.service",
+            ],
+            (Runtime::Crio, RuntimeFrom::Bundle) => &[
+                "/usr/local/bin/crio",
+                "/usr/local/bin/conmon",
+                "/usr/local/bin/pinns",
+                "/usr/local/bin/runc",
+                "/etc/systemd/system/crio.service",
+            ],
+        }
+    }
+
+    /// With the runtime from the bundle: the paths it needs that the
+    /// bundle's files for `arch` do not install (empty when all are there,
+    /// or when the runtime comes from packages).
+    pub fn missing_from(self, m: &BundleManifest, arch: &str) -> Vec<&'static str> {
+        if self.from != RuntimeFrom::Bundle {
+            return Vec::new();
+        }
+        let installed: Vec<&str> = m
+            .artifacts
+            .iter()
+            .filter(|a| a.kind == "file")
+            .filter(|a| a.arch.as_deref().is_none_or(|x| x == arch || x == "any"))
+            .flat_map(|a| {
+                a.install_path
+                    .iter()
+                    .chain(a.extract.values())
+                    .map(String::as_str)
+            })
+            .collect();
+        self.needs()
+            .iter()
+            .copied()
+            .filter(|p| !installed.contains(p))
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -28,6 +102,7 @@ pub struct Profile {
     pub architecture: String,
     pub kernel: String,
     pub packages: Vec<String>,
+    pub runtime: ProfileRuntime,
     pub partitions: Partitions,
     pub outputs: Vec<String>,
 }
@@ -110,6 +185,21 @@ impl Profile {
                 v.push(format!("packages: {needed} is required to boot"));
             }
         }
+        if self.runtime.from == RuntimeFrom::Packages {
+            for needed in self.runtime.needs() {
+                if !self.packages.iter().any(|p| p == needed) {
+                    v.push(format!(
+                        "runtime: {} from packages needs the package {needed} in packages{}",
+                        self.runtime.name.name(),
+                        if self.runtime.name == Runtime::Crio {
+                            " (Debian and Ubuntu have none: take CRI-O from the bundle, `from: bundle`, as K-PaaS does)"
+                        } else {
+                            ""
+                        }
+                    ));
+                }
+            }
+        }
         if self.partitions.esp_mib < 64 {
             v.push(format!(
                 "partitions.esp_mib: {} is too small (at least 64 for a FAT32 ESP)",
@@ -161,5 +251,97 @@ impl Profile {
             self.include_list()
         );
         airgap_bundle::Digest::of(s.as_bytes()).hex().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn images() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../images")
+    }
+
+    #[test]
+    fn each_profile_says_its_runtime_and_where_it_comes_from() {
+        let load = |n: &str| Profile::load(&images().join(format!("{n}.yaml"))).unwrap();
+        let debian = load("debian-12").runtime;
+        assert_eq!(
+            (debian.name, debian.from),
+            (Runtime::Containerd, RuntimeFrom::Packages)
+        );
+        // K-PaaS's own target runs its own runtime, from its bundle.
+        for u in ["ubuntu-20.04", "ubuntu-22.04"] {
+            let r = load(u).runtime;
+            assert_eq!(
+                (r.name, r.from),
+                (Runtime::Crio, RuntimeFrom::Bundle),
+                "{u}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_runtime_from_the_bundle_needs_its_files_for_the_profiles_architecture() {
+        let manifest = |files: serde_json::Value| -> BundleManifest {
+            serde_json::from_value(serde_json::json!({
+                "bundle_version": 1, "platform": "p", "platform_version": "1", "created": "x",
+                "image_platforms": [], "artifacts": files, "files": {},
+                "totals": {"artifacts": 0, "blobs": 0, "unique_bytes": 0, "referenced_bytes": 0}
+            }))
+            .unwrap()
+        };
+        let file = |name: &str, arch: &str, install: serde_json::Value| {
+            let mut a = serde_json::json!({
+                "kind": "file", "component": "kubernetes",
+                "name": format!("files.kpaas.local/{name}:{arch}"), "source": "s",
+                "digest": format!("sha256:{}", "a".repeat(64)),
+                "media_type": "application/octet-stream", "size": 1, "arch": arch,
+            });
+            a.as_object_mut()
+                .unwrap()
+                .extend(install.as_object().unwrap().clone());
+            a
+        };
+        // As the k-paas-1.4.1 catalog carries them.
+        let crio = |arch: &str| {
+            file(
+                "cri-o",
+                arch,
+                serde_json::json!({"extract": {
+                    "cri-o/bin/crio": "/usr/local/bin/crio",
+                    "cri-o/bin/conmon": "/usr/local/bin/conmon",
+                    "cri-o/bin/pinns": "/usr/local/bin/pinns",
+                    "cri-o/contrib/crio.service": "/etc/systemd/system/crio.service",
+                }}),
+            )
+        };
+        let runc = |arch: &str| {
+            file(
+                "runc",
+                arch,
+                serde_json::json!({"install_path": "/usr/local/bin/runc"}),
+            )
+        };
+        let rt = ProfileRuntime {
+            name: Runtime::Crio,
+            from: RuntimeFrom::Bundle,
+        };
+        let both = manifest(serde_json::json!([crio("amd64"), runc("amd64")]));
+        assert!(rt.missing_from(&both, "amd64").is_empty());
+        // Another architecture's files do not count.
+        assert_eq!(rt.missing_from(&both, "arm64"), rt.needs());
+        let no_runc = manifest(serde_json::json!([crio("amd64"), runc("arm64")]));
+        assert_eq!(rt.missing_from(&no_runc, "amd64"), ["/usr/local/bin/runc"]);
+        // From packages, the bundle is not asked.
+        let packages = ProfileRuntime {
+            name: Runtime::Containerd,
+            from: RuntimeFrom::Packages,
+        };
+        assert!(
+            packages
+                .missing_from(&manifest(serde_json::json!([])), "amd64")
+                .is_empty()
+        );
     }
 }
