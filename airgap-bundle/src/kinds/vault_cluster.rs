@@ -33,13 +33,9 @@ impl Kind for VaultCluster {
     }
 
     fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if !self.address.starts_with("http://") {
-            p.push(format!(
-                "address: {:?} must be Vault's plain http:// API (its NodePort)",
-                self.address
-            ));
-        }
+        let mut p: Vec<String> = super::vault_init::address_problem(&self.address)
+            .into_iter()
+            .collect();
         if !self.api_url.starts_with("https://") {
             p.push(format!(
                 "api_url: {:?} must be the API server's https:// URL",

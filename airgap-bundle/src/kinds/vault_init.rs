@@ -22,6 +22,13 @@ fn one_share() -> usize {
     1
 }
 
+/// Vault's address as both Vault kinds take it: its NodePort's plain HTTP
+/// API (the problem, if not).
+pub(super) fn address_problem(address: &str) -> Option<String> {
+    (!address.starts_with("http://"))
+        .then(|| format!("address: {address:?} must be Vault's plain http:// API (its NodePort)"))
+}
+
 impl Kind for VaultInit {
     const HOOKS: &'static [Hook] = &[Hook::VaultUnsealed];
 
@@ -30,13 +37,7 @@ impl Kind for VaultInit {
     }
 
     fn problems(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        if !self.address.starts_with("http://") {
-            p.push(format!(
-                "address: {:?} must be Vault's plain http:// API (its NodePort)",
-                self.address
-            ));
-        }
+        let mut p: Vec<String> = address_problem(&self.address).into_iter().collect();
         if self.threshold == 0 || self.threshold > self.shares {
             p.push(format!(
                 "threshold: {} must be between 1 and shares ({})",
