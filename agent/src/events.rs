@@ -7,6 +7,7 @@
 
 use crate::boot::StepId;
 use crate::journal::{Journal, State};
+use crate::ledger::{self, Cpu, Mark, Took};
 use airgap_bundle::fsutil::{create_dir, now_unix, rfc3339};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -34,6 +35,27 @@ pub struct Event {
     pub step: StepId,
     pub kind: Kind,
     pub detail: String,
+    /// Seconds since the kernel started (`/proc/uptime`): the events of
+    /// one boot on one clock, finer than `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<f64>,
+    /// A step's outcome (or a component's readiness): what its time went
+    /// to (`crate::ledger`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took: Option<Took>,
+    /// The node's CPU since power-on by process kind, at the moments the
+    /// report needs (the cluster ready, the platform ready).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<Cpu>,
+}
+
+fn uptime() -> Option<f64> {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Event {
@@ -60,6 +82,8 @@ pub struct Sink {
     stream: File,
     stream_path: PathBuf,
     console: bool,
+    /// Each running step's start, for its cost at its outcome.
+    marks: std::collections::BTreeMap<StepId, Mark>,
 }
 
 impl Sink {
@@ -76,6 +100,7 @@ impl Sink {
             stream,
             stream_path,
             console: true,
+            marks: Default::default(),
         })
     }
 
@@ -90,17 +115,69 @@ impl Sink {
         &self.journal
     }
 
+    /// A step's outcome carries its cost (from its start) and puts a
+    /// `cost:` line on the console after its own.
     pub fn emit(&mut self, step: StepId, kind: Kind, detail: &str) -> Result<()> {
-        let e = Event {
+        let took = match kind {
+            Kind::Started => {
+                self.marks.insert(step, ledger::mark());
+                None
+            }
+            Kind::Done | Kind::Failed => self.marks.remove(&step).map(|m| m.took()),
+            _ => None,
+        };
+        self.write(Event {
             at: rfc3339(now_unix()),
             step,
             kind,
             detail: detail.into(),
+            uptime_s: uptime(),
+            took,
+            cpu: None,
+        })
+    }
+
+    /// A progress event with what a span of the step (a component) cost
+    /// since `from`, its `cost:` line after it on the console.
+    pub fn progress_took(&mut self, step: StepId, detail: &str, from: &Mark) -> Result<()> {
+        self.write(Event {
+            at: rfc3339(now_unix()),
+            step,
+            kind: Kind::Progress,
+            detail: detail.into(),
+            uptime_s: uptime(),
+            took: Some(from.took()),
+            cpu: None,
+        })
+    }
+
+    /// The node's CPU since power-on by process kind, as a progress event
+    /// with a `cpu:` line on the console.
+    pub fn cpu(&mut self, step: StepId) -> Result<()> {
+        let Some(cpu) = ledger::cpu() else {
+            return Ok(());
         };
+        self.write(Event {
+            at: rfc3339(now_unix()),
+            step,
+            kind: Kind::Progress,
+            detail: format!("cpu: {}", cpu.line()),
+            uptime_s: uptime(),
+            took: None,
+            cpu: Some(cpu),
+        })
+    }
+
+    fn write(&mut self, e: Event) -> Result<()> {
+        let (step, kind, detail) = (e.step, e.kind, e.detail.clone());
+        let detail = detail.as_str();
         if self.console
             && let Some(line) = e.console_line()
         {
             eprintln!("{line}");
+            if let Some(t) = &e.took {
+                eprintln!("kpaas-agent: {step}: cost: {}", t.line());
+            }
         }
         // One write per line in append mode: readers never see half a line
         // from us, and a crash loses at most the last event.

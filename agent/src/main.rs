@@ -14,6 +14,7 @@ mod fill;
 mod journal;
 mod k8s;
 mod kube;
+mod ledger;
 mod mirrors;
 mod node_api;
 mod preflight;

@@ -9,8 +9,10 @@
 
 use anyhow::{Context, Result, bail};
 use std::ffi::{OsStr, OsString};
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// One program with its arguments, environment and standard input.
 #[derive(Debug, Clone)]
@@ -110,17 +112,90 @@ impl Cmd {
 /// This machine.
 pub struct Host;
 
+/// What the processes of one program cost this program so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Spent {
+    /// Processes started.
+    pub count: u64,
+    /// Wall time from each start to its end, summed.
+    pub wall: Duration,
+    /// CPU time (user + system, its own children's included), summed; from
+    /// `/proc/PID/stat` while the process is a zombie, so a process whose
+    /// entry cannot be read counts as none.
+    pub cpu: Duration,
+}
+
 /// Processes this program has started on the host, by program name: what a
-/// step costs in fork/exec (a real load under emulation) shows in its report.
-static SPAWNED: std::sync::Mutex<std::collections::BTreeMap<String, u64>> =
+/// step costs in fork/exec and CPU (a real load under emulation) shows in
+/// its report.
+static SPENT: std::sync::Mutex<std::collections::BTreeMap<String, Spent>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// What each program's processes have cost so far, by program (its file
+/// name), sorted.
+pub fn spent() -> std::collections::BTreeMap<String, Spent> {
+    SPENT.lock().map(|m| m.clone()).unwrap_or_default()
+}
 
 /// The processes started so far, per program (its file name), sorted.
 pub fn spawned() -> Vec<(String, u64)> {
-    SPAWNED
-        .lock()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
-        .unwrap_or_default()
+    spent().into_iter().map(|(k, v)| (k, v.count)).collect()
+}
+
+/// The clock ticks a second of `/proc`'s times is (`AT_CLKTCK` in this
+/// process's auxiliary vector; 100 on every Linux architecture we build for
+/// when it cannot be read).
+pub fn clock_ticks() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        const AT_CLKTCK: u64 = 17;
+        std::fs::read("/proc/self/auxv")
+            .ok()
+            .and_then(|b| {
+                b.chunks_exact(16).find_map(|e| {
+                    let k = u64::from_ne_bytes(e[..8].try_into().ok()?);
+                    let v = u64::from_ne_bytes(e[8..].try_into().ok()?);
+                    (k == AT_CLKTCK && v > 0).then_some(v)
+                })
+            })
+            .unwrap_or(100)
+    })
+}
+
+/// The fields of `/proc/PID/stat` after the command name (which may hold
+/// spaces and parentheses): state first, then ppid, ...
+pub fn proc_stat_fields(text: &str) -> Option<Vec<&str>> {
+    let (_, rest) = text.rsplit_once(')')?;
+    Some(rest.split_whitespace().collect())
+}
+
+/// A process's CPU time once it has exited and before it is reaped (its
+/// zombie keeps its times; its reaped children's are in cutime/cstime).
+/// Waits for the exit: the caller has read its output to the end.
+fn exited_cpu(pid: u32) -> Duration {
+    let path = format!("/proc/{pid}/stat");
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            return Duration::ZERO;
+        };
+        let Some(f) = proc_stat_fields(&text) else {
+            return Duration::ZERO;
+        };
+        if f.first() == Some(&"X") {
+            return Duration::ZERO;
+        }
+        if f.first() == Some(&"Z") {
+            // utime, stime, cutime, cstime: fields 14-17 of the line.
+            let ticks: u64 = f
+                .get(11..15)
+                .map(|t| t.iter().filter_map(|x| x.parse::<u64>().ok()).sum())
+                .unwrap_or(0);
+            return Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
+    }
 }
 
 impl Runner for Host {
@@ -139,12 +214,7 @@ impl Runner for Host {
             c.env(k, v);
         }
         let what = cmd.line();
-        if let Ok(mut m) = SPAWNED.lock() {
-            let name = std::path::Path::new(&cmd.prog)
-                .file_name()
-                .map_or(cmd.prog.clone(), |n| n.to_string_lossy().to_string());
-            *m.entry(name).or_default() += 1;
-        }
+        let started = Instant::now();
         let mut child = c.spawn().with_context(|| {
             format!(
                 "running `{what}` (is {} installed? `just setup` installs it)",
@@ -155,9 +225,41 @@ impl Runner for Host {
             i.write_all(b)
                 .with_context(|| format!("feeding `{what}`"))?;
         }
-        let o = child
-            .wait_with_output()
+        // Its output read to the end (stderr on a thread of its own, so
+        // neither pipe fills), then its CPU time read from its zombie,
+        // then it is reaped.
+        let (mut out, mut err) = (child.stdout.take(), child.stderr.take());
+        let stderr = std::thread::spawn(move || {
+            let mut b = Vec::new();
+            if let Some(e) = err.as_mut() {
+                let _ = e.read_to_end(&mut b);
+            }
+            b
+        });
+        let mut stdout = Vec::new();
+        if let Some(o) = out.as_mut() {
+            o.read_to_end(&mut stdout)
+                .with_context(|| format!("reading what `{what}` wrote"))?;
+        }
+        let stderr = stderr.join().unwrap_or_default();
+        let cpu = exited_cpu(child.id());
+        let status = child
+            .wait()
             .with_context(|| format!("waiting for `{what}`"))?;
+        if let Ok(mut m) = SPENT.lock() {
+            let name = std::path::Path::new(&cmd.prog)
+                .file_name()
+                .map_or(cmd.prog.clone(), |n| n.to_string_lossy().to_string());
+            let e = m.entry(name).or_default();
+            e.count += 1;
+            e.wall += started.elapsed();
+            e.cpu += cpu;
+        }
+        let o = std::process::Output {
+            status,
+            stdout,
+            stderr,
+        };
         if !o.status.success() {
             // What it said: stderr, or stdout for tools that answer errors
             // there (docker credential helpers).
@@ -260,6 +362,32 @@ mod tests {
         assert!(
             e.contains("no-such-program-here") && e.contains("installed"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_process_is_counted_with_its_cpu_time_and_its_childrens() {
+        // A program name no other test runs: the counts are process-wide.
+        let t = tempfile::tempdir().unwrap();
+        let busy = t.path().join("kpaas-busy-test");
+        std::os::unix::fs::symlink("/bin/sh", &busy).unwrap();
+        let before = spent().get("kpaas-busy-test").copied().unwrap_or_default();
+        // Its CPU is burnt by a child it waits for: that counts too.
+        let out = run(&busy.to_string_lossy())
+            .args([
+                "-c",
+                "sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'; echo done; echo err >&2",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out, b"done\n");
+        let after = spent()["kpaas-busy-test"];
+        assert_eq!(after.count, before.count + 1);
+        assert!(after.cpu > before.cpu, "{after:?}");
+        assert!(after.wall >= after.cpu.mul_f64(0.5), "{after:?}");
+        assert_eq!(
+            proc_stat_fields("12 (a (b) c) S 1 2 3").unwrap(),
+            ["S", "1", "2", "3"]
         );
     }
 

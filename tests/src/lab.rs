@@ -413,6 +413,42 @@ pub fn first(lines: &Mutex<Vec<(f64, String)>>, marker: &str) -> Option<f64> {
         .map(|(t, _)| *t)
 }
 
+/// The critical-path report of one node from its console: each step's
+/// and each component's outcome at its time since power-on, with where its
+/// time went (the agent's `cost:` line: its own work, waiting on others,
+/// the processes it ran with their CPU), then the node's CPU by process
+/// kind at the cluster ready and the platform ready (`cpu:` lines).
+pub fn print_costs(who: &str, lines: &Lines) {
+    let lines = lines.lock().map(|l| l.clone()).unwrap_or_default();
+    println!("  {who}: power-on -> each step (s), what its time went to");
+    let mut last: Option<(f64, String)> = None;
+    for (t, l) in &lines {
+        let Some(rest) = l.split("kpaas-agent: ").nth(1) else {
+            continue;
+        };
+        let Some((step, what)) = rest.split_once(": ") else {
+            continue;
+        };
+        if let Some(cost) = what.strip_prefix("cost: ") {
+            // The outcome the cost belongs to: the step's line before it
+            // (a component's readiness names the component first).
+            let label = match &last {
+                Some((_, prev)) if step == "deploy" => {
+                    let c = prev.split(": ").next().unwrap_or(prev);
+                    format!("deploy/{c}")
+                }
+                _ => step.to_string(),
+            };
+            let at = last.as_ref().map_or(*t, |(t, _)| *t);
+            println!("    {at:>7.0}  {label:<22} {cost}");
+        } else if let Some(cpu) = what.strip_prefix("cpu: ") {
+            println!("    {t:>7.0}  cpu at {step:<15} {cpu}");
+        } else {
+            last = Some((*t, what.to_string()));
+        }
+    }
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]

@@ -167,30 +167,39 @@ pub fn wait_with<T>(
     mut probe: impl FnMut() -> Result<Option<T>, String>,
     mut pause_for: impl FnMut(Duration),
 ) -> Result<T> {
+    // Its time counts as waiting on others in the step's cost.
+    let began = crate::ledger::mark();
     let start = Instant::now();
     let mut last_line = start;
     let mut pause = Duration::from_secs(1);
-    loop {
+    let r = loop {
         let why = match probe() {
-            Ok(Some(v)) => return Ok(v),
+            Ok(Some(v)) => break Ok(v),
             Ok(None) => "not yet".to_string(),
             Err(why) => why,
         };
         let waited = start.elapsed();
         if waited >= limit {
-            bail!("{what}: not there after {} s ({why})", waited.as_secs());
+            break Err(anyhow::anyhow!(
+                "{what}: not there after {} s ({why})",
+                waited.as_secs()
+            ));
         }
         if last_line.elapsed() >= PROGRESS_EVERY {
             last_line = Instant::now();
-            events.emit(
+            if let Err(e) = events.emit(
                 step,
                 Kind::Progress,
                 &format!("waiting for {what} ({} s: {why})", waited.as_secs()),
-            )?;
+            ) {
+                break Err(e);
+            }
         }
         pause_for(pause.min(limit.saturating_sub(waited)));
         pause = (pause * 2).min(Duration::from_secs(10));
-    }
+    };
+    crate::ledger::waited(&began);
+    r
 }
 
 /// The runtime's containers, one `name=state` each (kubelet's view of the

@@ -26,6 +26,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     // What this boot cost in processes and API requests, from the agent's
     // start (power-on, on a first boot) to here: the figure the speed work
     // is measured by.
+    events.cpu(StepId::Deploy)?;
     let spawned = airgap_bundle::run::spawned();
     let total: u64 = spawned.iter().map(|(_, n)| n).sum();
     let by: Vec<String> = spawned.iter().map(|(p, n)| format!("{p} {n}")).collect();

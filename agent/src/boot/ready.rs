@@ -93,6 +93,9 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         },
         |d| pause(&api, &checks, d),
     )?;
+    // Where the node's CPU went from power-on to a ready cluster: the
+    // critical-path report's first half.
+    events.cpu(StepId::Ready)?;
     Ok(match me.role {
         Role::Master => format!(
             "cluster ready: {} node(s) Ready ({}); {} ({:.0} s)",

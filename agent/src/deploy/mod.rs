@@ -256,6 +256,7 @@ impl Engine {
         redo: bool,
     ) -> Result<()> {
         let t = Instant::now();
+        let cost = crate::ledger::mark();
         for r in &s.releases {
             let name = r.name();
             if !redo && let Some(rec) = j.applied(&s.component, &name) {
@@ -323,11 +324,7 @@ impl Engine {
             .ok_on(self.runner.as_ref())
             .context("flushing the unpacked images to disk")?;
         j.mark_ready(&s.component, s.wave, &detail)?;
-        events.emit(
-            StepId::Deploy,
-            Kind::Progress,
-            &format!("{}: {detail}", s.component),
-        )
+        events.progress_took(StepId::Deploy, &format!("{}: {detail}", s.component), &cost)
     }
 
     /// The rendered objects of a kind applied `by objects` (a manifest, a

@@ -6,7 +6,7 @@
 //! first appeared). Prints figures; asserts nothing.
 
 use anyhow::{Context, Result};
-use kpaas_testkit::lab::{Lab, first, median};
+use kpaas_testkit::lab::{Lab, first, median, print_costs};
 use std::time::Duration;
 
 /// Runs by default (`--runs N` to change).
@@ -40,6 +40,8 @@ fn main() -> Result<()> {
                 }
             }
         }
+        print_costs("master", &ml);
+        print_costs("worker", &wl);
         masters.push(ready);
         workers.push(joined);
     }

@@ -5,10 +5,14 @@
 //! to its component's "ready"), and the Harbor hand-off's push rate against
 //! the seed's own read rate, which the agent measures on the same node in
 //! the same run (goal: push >= 0.5 x read), and the processes and API
-//! requests the master's agent made. Prints figures; asserts nothing.
+//! requests the master's agent made; then each node's critical path (each
+//! step and component at its time since power-on, its time split into the
+//! agent's own work, waiting on others and the processes it ran, and the
+//! node's CPU by process kind at the cluster ready and the platform ready).
+//! Prints figures; asserts nothing.
 
 use anyhow::{Context, Result};
-use kpaas_testkit::lab::{Lab, first, median};
+use kpaas_testkit::lab::{Lab, first, median, print_costs};
 use std::time::Duration;
 
 /// One run by default (a run takes most of an hour here): `--runs N`.
@@ -85,6 +89,8 @@ fn main() -> Result<()> {
                 None => println!("  master's agent: no process count in its done line"),
             }
         }
+        print_costs("master", &ml);
+        print_costs("worker", &wl);
         totals.push(total);
     }
     let med = median(totals);
