@@ -431,6 +431,8 @@ pub fn transient(err: &str) -> bool {
         "Unable to connect to the server",
         "TLS handshake timeout",
         "connection refused",
+        // kubectl's own words for it.
+        "was refused - did you specify the right host or port",
         "Client.Timeout exceeded",
         "i/o timeout",
         "the server is currently unable to handle the request",

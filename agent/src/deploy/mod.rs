@@ -82,11 +82,16 @@ impl Kube {
 /// Whether an apply failure goes away by trying again: the API server busy
 /// or away, or a custom resource applied in the same run as its CRD, which
 /// the API serves a moment later (Kubeflow's manifests; upstream loops
-/// `kustomize build | kubectl apply` until it passes).
+/// `kustomize build | kubectl apply` until it passes), or a NodePort a
+/// power cut leaked: the API server had allocated it for a Service it never
+/// stored (seen: Harbor's 30002 after a cut during its apply), and its
+/// repair loop frees such ports within minutes (every 3 in 1.25), well
+/// inside the apply's bound.
 fn retryable(err: &str) -> bool {
     transient(err)
         || err.contains("ensure CRDs are installed first")
         || err.contains("no matches for kind")
+        || err.contains("provided port is already allocated")
 }
 
 pub struct Engine {
@@ -429,6 +434,25 @@ impl Engine {
             ])
             .stdin(objects.to_string())
             .ok_on(self.runner.as_ref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retryable;
+
+    #[test]
+    fn what_a_later_try_mends_is_retried_a_bad_object_is_not() {
+        for e in [
+            "The Service \"cp-harbor-registry\" is invalid: spec.ports[0].nodePort: Invalid value: 30002: provided port is already allocated",
+            "error: resource mapping not found for name: \"x\": no matches for kind \"Profile\" in version \"kubeflow.org/v1\"\nensure CRDs are installed first",
+            "The connection to the server 10.10.0.10:6443 was refused - did you specify the right host or port?",
+        ] {
+            assert!(retryable(e), "{e}");
+        }
+        assert!(!retryable(
+            "The Service \"x\" is invalid: spec.ports[0].nodePort: Invalid value: 99999: provided port is not in the valid range"
+        ));
     }
 }
 
