@@ -139,7 +139,8 @@ impl Mark {
 impl Took {
     /// `12.0 s: own 2.0 s, waiting 8.0 s, processes 2.0 s (kubeadm 1× 2.0 s, 1.5 s CPU)`.
     pub fn line(&self) -> String {
-        let procs: f64 = self.processes.values().map(|p| p.wall_s).sum();
+        // Folded from 0.0: an empty f64 sum is -0.0, printed "-0.0 s".
+        let procs = self.processes.values().fold(0.0, |a, p| a + p.wall_s);
         let mut s = format!(
             "{:.1} s: own {:.1} s, waiting {:.1} s, processes {:.1} s",
             self.wall_s, self.own_s, self.waiting_s, procs
@@ -301,6 +302,11 @@ mod tests {
             "{t:?}"
         );
         assert!(t.line().contains("sh 1×"), "{}", t.line());
+        assert!(
+            Took::default().line().ends_with("processes 0.0 s"),
+            "{}",
+            Took::default().line()
+        );
     }
 
     #[test]
