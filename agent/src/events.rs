@@ -7,7 +7,7 @@
 
 use crate::boot::StepId;
 use crate::journal::{Journal, State};
-use crate::ledger::{self, Cpu, Mark, Took};
+use crate::ledger::{self, Cpu, Mark, Took, uptime};
 use airgap_bundle::fsutil::{create_dir, now_unix, rfc3339};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -47,15 +47,6 @@ pub struct Event {
     /// report needs (the cluster ready, the platform ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Cpu>,
-}
-
-fn uptime() -> Option<f64> {
-    std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
 }
 
 impl Event {

@@ -157,6 +157,16 @@ impl Took {
     }
 }
 
+/// Seconds since the kernel started (`/proc/uptime`).
+pub fn uptime() -> Option<f64> {
+    std::fs::read_to_string("/proc/uptime")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The node's CPU since power-on, by process kind.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cpu {
@@ -204,12 +214,7 @@ pub fn cpu() -> Option<Cpu> {
     // user nice system idle iowait irq softirq steal
     let at = |i: usize| total.get(i).copied().unwrap_or(0.0) / hz;
     let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
-    let uptime_s = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()?;
+    let uptime_s = uptime()?;
     let me = std::process::id();
     let mut kinds: BTreeMap<String, f64> = BTreeMap::new();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {

@@ -2,15 +2,16 @@
 //! `harbor-holds-bundle`: the bundle pushed into the platform's registry,
 //! then this node's runtime mirrors pointed there, the seed behind it.
 
-use super::{Apply, At, Engine, FILL_JOBS, Outcome, block_on, hook_item};
+use super::{Apply, At, Engine, FILL_JOBS, Outcome, block_on, hook_item, runtime};
 use crate::boot::StepId;
 use crate::boot::cluster::{last_line, wait};
 use crate::events::Sink;
 use crate::{fill, mirrors};
+use airgap_bundle::deploy::Hook;
 use airgap_bundle::kinds::Install;
 use airgap_bundle::kinds::fill::Fill;
 use airgap_bundle::plan::Step;
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 impl Engine {
     pub(super) fn target(
@@ -54,10 +55,7 @@ impl Engine {
                 Err(e) => Err(e),
             },
         )?;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime for the hand-off")?;
+        let rt = runtime("the hand-off")?;
         if *harbor_api {
             rt.block_on(fill::ensure_project(&t))?;
         }
@@ -104,7 +102,7 @@ impl Engine {
     /// `harbor-holds-bundle`: every image and chart of the bundle reads back
     /// from the step's hand-off registry with the bundle's digest.
     pub(super) fn holds_bundle(&self, s: &Step) -> Outcome {
-        let found = hook_item(s, "harbor-holds-bundle", "fill", |x| match x {
+        let found = hook_item(s, Hook::HarborHoldsBundle, |x| match x {
             Install::Fill(f) => Some(f),
             _ => None,
         });

@@ -500,22 +500,25 @@ macro_rules! by {
 
 airgap_bundle::install_kinds!(dispatch);
 
-/// Runs one async call (the registry's and Vault's clients are async) on a
-/// runtime of its own: the engine itself is synchronous.
-fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+/// A runtime for the async clients (the registry's, Vault's): the engine
+/// itself is synchronous.
+fn runtime(what: &str) -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(f)
+        .with_context(|| format!("starting the async runtime for {what}"))
+}
+
+/// Runs one async call on a runtime of its own.
+fn block_on<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    runtime("a call")?.block_on(f)
 }
 
 /// The install item a hook reads (its registry, Vault's address) from the
 /// same component; without one the hook cannot hold, said so.
 fn hook_item<'a, T>(
     s: &'a Step,
-    hook: &str,
-    item: &str,
+    hook: Hook,
     pick: impl Fn(&'a Install) -> Option<T>,
 ) -> Result<T, Outcome> {
     s.releases
@@ -523,8 +526,9 @@ fn hook_item<'a, T>(
         .find_map(|r| pick(&r.item))
         .ok_or_else(|| {
             Outcome::Failed(format!(
-                "{}: the hook {hook} needs a `{item}` install item in the same component",
-                s.component
+                "{}: the hook {hook:?} needs a `{}` install item in the same component",
+                s.component,
+                Install::provider(hook).unwrap_or("?")
             ))
         })
 }

@@ -3,11 +3,12 @@
 //! plan's shares (the key kept 0600, never in an event), unsealed, then set
 //! up for the portal as K-PaaS does it (`crate::vault` speaks Vault's API).
 
-use super::{Apply, At, Engine, Outcome, block_on, hook_item};
+use super::{Apply, At, Engine, Outcome, block_on, hook_item, runtime};
 use crate::boot::StepId;
 use crate::boot::cluster::{last_line, wait};
 use crate::events::Sink;
 use crate::vault;
+use airgap_bundle::deploy::Hook;
 use airgap_bundle::kinds::Install;
 use airgap_bundle::kinds::vault_cluster::VaultCluster;
 use airgap_bundle::kinds::vault_init::VaultInit;
@@ -26,10 +27,7 @@ impl Engine {
             shares,
             threshold,
         } = v;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .context("starting the async runtime for Vault")?;
+        let rt = runtime("Vault")?;
         wait(
             events,
             StepId::Deploy,
@@ -51,7 +49,7 @@ impl Engine {
 
     /// `vault-unsealed`: the step's Vault answers and is not sealed.
     pub(super) fn vault_unsealed(&self, s: &Step) -> Outcome {
-        let address = match hook_item(s, "vault-unsealed", "vault-init", |r| match r {
+        let address = match hook_item(s, Hook::VaultUnsealed, |r| match r {
             Install::VaultInit(v) => Some(&v.address),
             _ => None,
         }) {
@@ -107,7 +105,7 @@ impl Engine {
     /// `vault-cluster-secret`: the step's Vault holds the cluster's secret
     /// with its API URL, and the portal's role.
     pub(super) fn vault_cluster_secret(&self, s: &Step) -> Outcome {
-        let api_url = match hook_item(s, "vault-cluster-secret", "vault-cluster", |r| match r {
+        let api_url = match hook_item(s, Hook::VaultClusterSecret, |r| match r {
             Install::VaultCluster(v) => Some(&v.api_url),
             _ => None,
         }) {
