@@ -525,8 +525,13 @@ fn hook_item<'a, T>(
         .iter()
         .find_map(|r| pick(&r.item))
         .ok_or_else(|| {
+            // The hook as the catalog spells it (`harbor-holds-bundle`).
+            let name = serde_json::to_value(hook)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_else(|| format!("{hook:?}"));
             Outcome::Failed(format!(
-                "{}: the hook {hook:?} needs a `{}` install item in the same component",
+                "{}: the hook {name} needs a `{}` install item in the same component",
                 s.component,
                 Install::provider(hook).unwrap_or("?")
             ))
