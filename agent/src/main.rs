@@ -243,7 +243,8 @@ fn dispatch(cmd: Cmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             if harbor {
                 rt.block_on(fill::ensure_project(&t))?;
             }
-            let r = rt.block_on(fill::fill(&bundle, &t, jobs))?;
+            // Run on its own, nothing has hashed the bundle's blobs: all are.
+            let r = rt.block_on(fill::fill(&bundle, &t, jobs, &Default::default()))?;
             eprintln!("kpaas-agent: fill: {}", r.summary());
             let mut out = serde_json::to_value(&r)?;
             if let Some(seed) = seed {

@@ -21,8 +21,9 @@ fn deploys(ctx: &Ctx) -> bool {
 }
 
 fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
-    let done = Engine::new(&ctx.root, ctx.cfg.clone(), ctx.runner.clone())?
-        .run(events, Options::default())?;
+    let mut engine = Engine::new(&ctx.root, ctx.cfg.clone(), ctx.runner.clone())?;
+    engine.seed = ctx.seed.clone();
+    let done = engine.run(events, Options::default())?;
     // What this boot cost in processes and API requests, from the agent's
     // start (power-on, on a first boot) to here: the figure the speed work
     // is measured by.

@@ -59,7 +59,12 @@ impl Engine {
         if *harbor_api {
             rt.block_on(fill::ensure_project(&t))?;
         }
-        let report = rt.block_on(fill::fill(&self.cfg.bundle, &t, FILL_JOBS))?;
+        let trusted = self
+            .seed
+            .as_ref()
+            .map(|s| s.verified_blobs())
+            .unwrap_or_default();
+        let report = rt.block_on(fill::fill(&self.cfg.bundle, &t, FILL_JOBS, &trusted))?;
         // The yardstick, in the same run on the same node: how fast the
         // seed itself serves the same bytes (the largest blobs, up to as
         // much as was pushed). A failure here is reported, not fatal.

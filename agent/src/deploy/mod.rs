@@ -107,6 +107,9 @@ pub struct Engine {
     work: PathBuf,
     /// Per component, for its readiness.
     pub limit: Duration,
+    /// This node's seed registry when it runs in this process (first
+    /// boot): the blobs it has hashed need no second hash in the hand-off.
+    pub seed: Option<Arc<crate::seed_registry::Seed>>,
 }
 
 /// What a run does besides resuming.
@@ -148,6 +151,7 @@ impl Engine {
             kube,
             manifest,
             limit: READY_LIMIT,
+            seed: None,
         })
     }
 

@@ -83,3 +83,54 @@ async fn the_project_is_made_once_as_admin_and_a_refusal_is_named() {
         seen[0]
     );
 }
+
+/// A blob the seed has already hashed is sent without a second hash; if
+/// its file was damaged since, the registry's own digest check still keeps
+/// it out, and the failure names the blob. Unhashed, the agent finds the
+/// damage before it asks the registry to commit anything. Against a real
+/// registry (distribution).
+#[tokio::test]
+async fn a_damaged_blob_is_never_stored_whether_or_not_the_seed_had_hashed_it() {
+    if !kpaas_testkit::have_tools("fill_trusted", &["docker-registry"]) {
+        return;
+    }
+    let reg = kpaas_testkit::servers::registry(&Default::default()).unwrap();
+    let t = Target {
+        base: format!("http://{}", reg.addr),
+        project: "p".into(),
+        auth: None,
+    };
+    let c = Client {
+        http: reqwest::Client::new(),
+        t,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let bundle = dir.path();
+    let good = b"the bytes the bundle signed".to_vec();
+    let d = Digest::of(&good);
+    let p = blob_path(bundle, &d);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    let size = good.len() as u64;
+    // Intact and trusted: sent, stored under its digest.
+    std::fs::write(&p, &good).unwrap();
+    c.send_blob(bundle, "p/good", &d, size, true).await.unwrap();
+    assert!(c.has_blob("p/good", &d).await.unwrap());
+    // Damaged, same size.
+    let mut bad = good.clone();
+    bad[0] ^= 0xff;
+    std::fs::write(&p, &bad).unwrap();
+    let e = c
+        .send_blob(bundle, "p/trusted", &d, size, true)
+        .await
+        .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains(d.as_str()) && e.contains("400"), "{e}");
+    assert!(!c.has_blob("p/trusted", &d).await.unwrap());
+    let e = c
+        .send_blob(bundle, "p/hashed", &d, size, false)
+        .await
+        .unwrap_err();
+    let e = format!("{e:#}");
+    assert!(e.contains("the bundle is damaged"), "{e}");
+    assert!(!c.has_blob("p/hashed", &d).await.unwrap());
+}

@@ -164,6 +164,12 @@ impl Seed {
         }
     }
 
+    /// The blobs hashed and found intact so far (on first read, or all of
+    /// them after a full verification).
+    pub fn verified_blobs(&self) -> HashSet<Digest> {
+        self.verified.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
     pub fn repositories(&self) -> impl Iterator<Item = &String> {
         self.repos.keys()
     }
