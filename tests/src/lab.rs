@@ -76,6 +76,8 @@ pub struct Lab {
     /// (Harbor's place, 30002) and Vault (31654).
     pub registry_port: u16,
     pub vault_port: u16,
+    /// Whether the seeds deploy the platform (else the cluster only).
+    pub platform: bool,
 }
 
 impl Lab {
@@ -144,6 +146,7 @@ impl Lab {
             api_port: crate::servers::free_port(),
             registry_port: crate::servers::free_port(),
             vault_port: crate::servers::free_port(),
+            platform,
         })
     }
 
@@ -457,24 +460,36 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// The console lines of a guest, with the seconds since its power-on.
 pub type Lines = Arc<Mutex<Vec<(f64, String)>>>;
 
+/// The limit measured at the end of a bench's run (`crate::limit`).
+#[derive(Debug)]
+pub struct Limits {
+    /// The platform's pods back Ready with their images present: seconds
+    /// and how many (platform labs only).
+    pub pods: Option<Result<(f64, usize), String>>,
+    /// `kubeadm init` on the worker, its images present: seconds.
+    pub kubeadm_init: Result<f64, String>,
+}
+
 impl Lab {
     /// Run `run` of a bench: a master and a worker (universal seed) on fresh
     /// overlays of the image, powered on together, their consoles watched
-    /// until the master prints `until` (or `limit` passes). Returns the
-    /// master's and the worker's lines.
+    /// until the master prints `until` (or `limit` passes); then, with
+    /// `limits`, the limit measured on the same guests. Returns the
+    /// master's and the worker's lines and the limit.
     pub fn race(
         &self,
         work: &Path,
         run: usize,
         until: &str,
         limit: Duration,
-    ) -> Result<(Lines, Lines)> {
+        limits: bool,
+    ) -> Result<(Lines, Lines, Option<Limits>)> {
         let md = overlay(&self.raw, &work.join(format!("m{run}.qcow2")));
         let wd = overlay(&self.raw, &work.join(format!("w{run}.qcow2")));
         let stop = Arc::new(AtomicBool::new(false));
         let mut m = self.master(&md);
         std::thread::sleep(Duration::from_millis(300));
-        let w = self.worker("worker", &wd, &self.seeds.join("universal.iso"));
+        let mut w = self.worker("worker", &wd, &self.seeds.join("universal.iso"));
         let ml = watch(m.serial.clone(), m.started, stop.clone());
         let wl = watch(w.serial.clone(), w.started, stop.clone());
         let res = m.wait_for(until, limit);
@@ -490,6 +505,31 @@ impl Lab {
         stop.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(300));
         res.map_err(|e| anyhow::anyhow!("run {run}: {e:#}"))?;
-        Ok((ml, wl))
+        let measured = limits.then(|| {
+            let kc = self.kubeconfig();
+            let pods = self
+                .platform
+                .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));
+            Limits {
+                pods,
+                kubeadm_init: crate::limit::kubeadm_init(&kc, &mut w, &self.dir),
+            }
+        });
+        Ok((ml, wl, measured))
     }
+}
+
+/// The seconds a step's `cost:` line gives (`kpaas-agent: STEP: cost: 131.5
+/// s: ...`): the step's own duration as the agent measured it.
+pub fn step_secs(lines: &Lines, step: &str) -> Option<f64> {
+    let marker = format!("kpaas-agent: {step}: cost: ");
+    let lines = lines.lock().ok()?;
+    lines.iter().find_map(|(_, l)| {
+        l.split(&marker)
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    })
 }

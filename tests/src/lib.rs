@@ -8,6 +8,7 @@ pub mod control_plane;
 pub mod http;
 pub mod kit;
 pub mod lab;
+pub mod limit;
 pub mod servers;
 pub mod vm;
 

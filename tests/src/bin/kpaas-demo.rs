@@ -133,6 +133,7 @@ fn main() -> Result<()> {
         api_port: kpaas_testkit::servers::free_port(),
         registry_port: kpaas_testkit::servers::free_port(),
         vault_port: kpaas_testkit::servers::free_port(),
+        platform: true,
     };
     let disk = kpaas_testkit::lab::overlay(&lab.raw, &dir.join("demo-master.qcow2"));
     let mut vm = lab.master(&disk);

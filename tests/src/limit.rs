@@ -1,0 +1,208 @@
+//! The limit the speed benches judge the agent by, measured in the same run
+//! on the same guests once the agent is done: what the same work costs
+//! when nothing of ours is on the path and every image is already on the
+//! node.
+//! - the platform's pods: deleted all at once and timed until their
+//!   controllers have them Ready again (no apply, no wave order, no pull);
+//! - `kubeadm init` alone: on the worker, reset first, the control plane's
+//!   images pulled before the clock starts, one `kubeadm init` with the
+//!   settings the agent gives the master (its probe patches included, so a
+//!   slow start is not counted against the limit).
+//!
+//! Both take the lab apart (the pods restart, the worker leaves the
+//! cluster): benches only, at the end of a run.
+
+#![allow(clippy::unwrap_used)] // test tooling: a panic is the failure report
+
+use crate::lab::kubectl;
+use crate::vm::Vm;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// Namespaces whose pods are not restarted for the limit: the cluster's
+/// own, and Vault's (a restarted Vault is sealed until the agent unseals
+/// it, so it would never be Ready by itself).
+const KEEP: &[&str] = &["kube-system", "kube-flannel", "vault"];
+
+/// The platform's pods (those of the namespaces outside [`KEEP`] that a
+/// controller other than a Job keeps), deleted at once; the seconds until
+/// a new pod is Ready for each, and how many there were.
+pub fn platform_pods(kubeconfig: &Path, timeout: Duration) -> Result<(f64, usize), String> {
+    let kept = |p: &serde_json::Value| {
+        let ns = p["metadata"]["namespace"].as_str().unwrap_or_default();
+        let by_job = p["metadata"]["ownerReferences"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|r| r["kind"] == "Job"));
+        !KEEP.contains(&ns) && !by_job && p["status"]["phase"] != "Succeeded"
+    };
+    let pods = all_pods(kubeconfig)?;
+    let old: Vec<&serde_json::Value> = pods["items"]
+        .as_array()
+        .map(|v| v.iter().filter(|p| kept(p)).collect())
+        .unwrap_or_default();
+    if old.is_empty() {
+        return Err("no platform pods to restart".into());
+    }
+    let uids: BTreeSet<String> = old
+        .iter()
+        .map(|p| {
+            p["metadata"]["uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    let namespaces: BTreeSet<&str> = old
+        .iter()
+        .filter_map(|p| p["metadata"]["namespace"].as_str())
+        .collect();
+    let start = Instant::now();
+    for ns in &namespaces {
+        let names: Vec<&str> = old
+            .iter()
+            .filter(|p| p["metadata"]["namespace"] == *ns)
+            .filter_map(|p| p["metadata"]["name"].as_str())
+            .collect();
+        let mut args = vec!["delete", "pod", "-n", ns, "--wait=false"];
+        args.extend(&names);
+        kubectl(kubeconfig, &args)?;
+    }
+    loop {
+        let now = all_pods(kubeconfig)?;
+        let ready = now["items"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter(|p| kept(p))
+                    .filter(|p| {
+                        !uids.contains(p["metadata"]["uid"].as_str().unwrap_or_default())
+                            && p["metadata"]["deletionTimestamp"].is_null()
+                            && p["status"]["conditions"].as_array().is_some_and(|c| {
+                                c.iter()
+                                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                            })
+                    })
+                    .count()
+            })
+            .unwrap_or_default();
+        if ready >= uids.len() {
+            return Ok((start.elapsed().as_secs_f64(), uids.len()));
+        }
+        if start.elapsed() > timeout {
+            return Err(format!(
+                "{ready} of {} platform pods Ready again after {} s",
+                uids.len(),
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every pod, as JSON; an error (not a panic: a bench's run is long) when
+/// kubectl fails.
+fn all_pods(kubeconfig: &Path) -> Result<serde_json::Value, String> {
+    let out = kubectl(kubeconfig, &["get", "pods", "-A", "-o", "json"])?;
+    serde_json::from_str(&out).map_err(|e| format!("kubectl get pods: {e}"))
+}
+
+/// The worker's `kubeadm init` with its images present, run on the worker
+/// itself (a privileged pod starts it as a transient systemd unit of the
+/// host, so the reset that removes the pod does not stop it); its time is
+/// read from the worker's console.
+pub fn kubeadm_init(kubeconfig: &Path, worker: &mut Vm, dir: &Path) -> Result<f64, String> {
+    let pod = dir.join("limit-pod.json");
+    let manifest = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kpaas-limit", "namespace": "kube-system"},
+        "spec": {
+            "nodeName": "kpaas-worker1",
+            "hostPID": true,
+            "restartPolicy": "Never",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "limit",
+                // The bundle's busybox (the static one: it has nsenter).
+                "image": "docker.io/library/busybox:1.35",
+                "securityContext": {"privileged": true},
+                "command": ["/bin/busybox", "nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "--",
+                    "systemd-run", "--unit=kpaas-limit", "--collect", "/bin/sh", "-c", SCRIPT],
+            }],
+        },
+    });
+    std::fs::write(&pod, manifest.to_string()).map_err(|e| e.to_string())?;
+    kubectl(kubeconfig, &["apply", "-f", &pod.to_string_lossy()])?;
+    let deadline = worker.started.elapsed() + Duration::from_secs(20 * 60);
+    let waited = worker.wait_unless(
+        "kpaas-limit: kubeadm init took",
+        &["kpaas-limit: FAILED"],
+        deadline,
+    );
+    let console = worker.console();
+    if let Err(e) = waited {
+        // The script's own lines say which command failed and how.
+        let said: Vec<&str> = console
+            .lines()
+            .filter_map(|l| l.split("kpaas-limit: ").nth(1))
+            .collect();
+        return Err(format!(
+            "{}; the worker said: {}",
+            format!("{e:#}").lines().next().unwrap_or_default(),
+            said.join(" | ")
+        ));
+    }
+    console
+        .lines()
+        .find_map(|l| l.split("kpaas-limit: kubeadm init took ").nth(1))
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| "no time in the limit's line".to_string())
+}
+
+/// On the worker, as root, in the host's namespaces. The settings are the
+/// master's (`agent/src/kube.rs`: cluster_config and the probe patches),
+/// the address and name the worker's.
+const SCRIPT: &str = r#"
+say() { echo "kpaas-limit: $*" > /dev/console; }
+d=/run/kpaas-limit
+mkdir -p $d/patches
+cp /etc/kubernetes/resolv.conf $d/resolv.conf 2>/dev/null || cp /etc/resolv.conf $d/resolv.conf
+cat > $d/kubeadm.yaml <<EOF
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: InitConfiguration
+localAPIEndpoint: {advertiseAddress: 10.10.0.11}
+nodeRegistration: {name: kpaas-worker1, criSocket: "unix:///run/containerd/containerd.sock"}
+patches: {directory: $d/patches}
+---
+apiVersion: kubeadm.k8s.io/v1beta3
+kind: ClusterConfiguration
+clusterName: limit
+kubernetesVersion: v1.25.6
+imageRepository: registry.k8s.io
+networking: {dnsDomain: cluster.local, podSubnet: 10.233.64.0/18, serviceSubnet: 10.233.0.0/18}
+apiServer: {timeoutForControlPlane: 15m0s}
+controllerManager: {extraArgs: {leader-elect: "false"}}
+scheduler: {extraArgs: {leader-elect: "false"}}
+---
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+cgroupDriver: systemd
+failSwapOn: true
+resolvConf: $d/resolv.conf
+EOF
+for c in kube-apiserver etcd kube-controller-manager kube-scheduler; do
+  printf 'spec:\n  containers:\n    - name: %s\n      startupProbe:\n        failureThreshold: 60\n      livenessProbe:\n        failureThreshold: 24\n' $c > $d/patches/$c+strategic.yaml
+done
+say "pulling the control plane's images (not timed)"
+kubeadm config images pull --config $d/kubeadm.yaml > $d/pull.log 2>&1 || { say "FAILED: image pull: $(tail -n 2 $d/pull.log | tr '\n' ' ')"; exit 1; }
+kubeadm reset -f > $d/reset.log 2>&1 || { say "FAILED: kubeadm reset: $(tail -n 2 $d/reset.log | tr '\n' ' ')"; exit 1; }
+say "kubeadm init starts"
+t0=$(cut -d' ' -f1 /proc/uptime)
+if kubeadm init --config $d/kubeadm.yaml --ignore-preflight-errors=all > $d/init.log 2>&1; then
+  t1=$(cut -d' ' -f1 /proc/uptime)
+  say "kubeadm init took $(awk "BEGIN{printf \"%.1f\", $t1-$t0}") s"
+else
+  say "FAILED: kubeadm init: $(tail -n 3 $d/init.log | tr '\n' ' ')"
+fi
+"#;
