@@ -119,13 +119,23 @@ pub fn at(ctx: &Ctx, rel: &str) -> PathBuf {
 /// few seconds after the agent starts: waited for, bounded.
 pub fn secrets(ctx: &Ctx, events: &mut Sink, step: StepId, names: &[&str]) -> Result<Vec<String>> {
     let dir = at(ctx, kube::SECRETS_DIR);
-    wait(events, step, "the cluster secrets from the seed", SECRETS_WAIT, || {
-        let missing: Vec<&str> = names.iter().copied().filter(|n| !dir.join(n).is_file()).collect();
+    // A stat per probe costs nothing, and cloud-init lays the files seconds
+    // after the agent starts: a short fixed pause, not the growing one
+    // (whose 1-2-4 s steps cost up to 4 s of both nodes' critical path).
+    let probe = || {
+        let missing: Vec<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| !dir.join(n).is_file())
+            .collect();
         if missing.is_empty() {
             Ok(Some(()))
         } else {
             Err(format!("{} has no {}", dir.display(), missing.join(", ")))
         }
+    };
+    wait_with(events, step, "the cluster secrets from the seed", SECRETS_WAIT, probe, |_| {
+        std::thread::sleep(SECRETS_POLL)
     })
     .context("cloud-init's write_files (its network stage) did not lay the cluster secrets; check the node's seed (kpaas-builder seeds) and `cloud-init status --long`")?;
     names
@@ -140,6 +150,7 @@ pub fn secrets(ctx: &Ctx, events: &mut Sink, step: StepId, names: &[&str]) -> Re
 }
 
 pub const SECRETS_WAIT: Duration = Duration::from_secs(180);
+const SECRETS_POLL: Duration = Duration::from_millis(200);
 /// Between progress lines of a wait.
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
