@@ -473,17 +473,16 @@ pub struct Limits {
 impl Lab {
     /// Run `run` of a bench: a master and a worker (universal seed) on fresh
     /// overlays of the image, powered on together, their consoles watched
-    /// until the master prints `until` (or `limit` passes); then, with
-    /// `limits`, the limit measured on the same guests. Returns the
-    /// master's and the worker's lines and the limit.
+    /// until the master prints `until` (or `limit` passes); then the limit
+    /// measured on the same guests. Returns the master's and the worker's
+    /// lines and the limit.
     pub fn race(
         &self,
         work: &Path,
         run: usize,
         until: &str,
         limit: Duration,
-        limits: bool,
-    ) -> Result<(Lines, Lines, Option<Limits>)> {
+    ) -> Result<(Lines, Lines, Limits)> {
         let md = overlay(&self.raw, &work.join(format!("m{run}.qcow2")));
         let wd = overlay(&self.raw, &work.join(format!("w{run}.qcow2")));
         let stop = Arc::new(AtomicBool::new(false));
@@ -505,16 +504,14 @@ impl Lab {
         stop.store(true, Ordering::SeqCst);
         std::thread::sleep(Duration::from_millis(300));
         res.map_err(|e| anyhow::anyhow!("run {run}: {e:#}"))?;
-        let measured = limits.then(|| {
-            let kc = self.kubeconfig();
-            let pods = self
-                .platform
-                .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));
-            Limits {
-                pods,
-                kubeadm_init: crate::limit::kubeadm_init(&kc, &mut w, &self.dir),
-            }
-        });
+        let kc = self.kubeconfig();
+        let pods = self
+            .platform
+            .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));
+        let measured = Limits {
+            pods,
+            kubeadm_init: crate::limit::kubeadm_init(&kc, &mut w, &self.dir),
+        };
         Ok((ml, wl, measured))
     }
 }

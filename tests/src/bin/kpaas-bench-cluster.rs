@@ -27,13 +27,8 @@ fn main() -> Result<()> {
         Lab::build(work.path(), false).context("building the lab (demo bundle, seeds, image)")?;
     let (mut masters, mut workers) = (Vec::new(), Vec::new());
     for run in 1..=runs {
-        let (ml, wl, limits) = lab.race(
-            work.path(),
-            run,
-            "kpaas-agent: ready: cluster ready",
-            LIMIT,
-            true,
-        )?;
+        let (ml, wl, limits) =
+            lab.race(work.path(), run, "kpaas-agent: ready: cluster ready", LIMIT)?;
         let ready = first(&ml, "kpaas-agent: ready: cluster ready").unwrap_or_default();
         let joined = first(&wl, "kpaas-agent: join: joined").unwrap_or_default();
         println!(
@@ -51,12 +46,12 @@ fn main() -> Result<()> {
         }
         print_costs("master", &ml);
         print_costs("worker", &wl);
-        match (limits.map(|l| l.kubeadm_init), step_secs(&ml, "init")) {
-            (Some(Ok(k)), Some(i)) => println!(
+        match (limits.kubeadm_init, step_secs(&ml, "init")) {
+            (Ok(k), Some(i)) => println!(
                 "  the limit, same run: kubeadm init with its images present (worker) {k:.0} s; the master's init step {i:.0} s: {:.2}x the limit (goal <= 1.5x)",
                 i / k.max(0.001)
             ),
-            (Some(Err(e)), _) => println!("  the limit: not measured: {e}"),
+            (Err(e), _) => println!("  the limit: not measured: {e}"),
             _ => println!("  the limit: no init cost line from the master"),
         }
         masters.push(ready);

@@ -41,7 +41,6 @@ fn main() -> Result<()> {
             run,
             "kpaas-agent: deploy: platform ready",
             LIMIT,
-            true,
         )?;
         let lines = ml.lock().map(|l| l.clone()).unwrap_or_default();
         let at = |marker: &str| first(&ml, marker);
@@ -97,9 +96,7 @@ fn main() -> Result<()> {
         }
         print_costs("master", &ml);
         print_costs("worker", &wl);
-        if let Some(l) = limits {
-            print_limits(&l, step_secs(&ml, "init"), total - cluster);
-        }
+        print_limits(&limits, step_secs(&ml, "init"), total - cluster);
         totals.push(total);
     }
     let med = median(totals);
