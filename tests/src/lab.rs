@@ -460,16 +460,6 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// The console lines of a guest, with the seconds since its power-on.
 pub type Lines = Arc<Mutex<Vec<(f64, String)>>>;
 
-/// The limit measured at the end of a bench's run (`crate::limit`).
-#[derive(Debug)]
-pub struct Limits {
-    /// The platform's pods back Ready with their images present: seconds
-    /// and how many (platform labs only).
-    pub pods: Option<Result<(f64, usize), String>>,
-    /// `kubeadm init` on the worker, its images present: seconds.
-    pub kubeadm_init: Result<f64, String>,
-}
-
 impl Lab {
     /// Run `run` of a bench: a master and a worker (universal seed) on fresh
     /// overlays of the image, powered on together, their consoles watched
@@ -482,7 +472,7 @@ impl Lab {
         run: usize,
         until: &str,
         limit: Duration,
-    ) -> Result<(Lines, Lines, Limits)> {
+    ) -> Result<(Lines, Lines, crate::limit::Limits)> {
         let md = overlay(&self.raw, &work.join(format!("m{run}.qcow2")));
         let wd = overlay(&self.raw, &work.join(format!("w{run}.qcow2")));
         let stop = Arc::new(AtomicBool::new(false));
@@ -508,7 +498,7 @@ impl Lab {
         let pods = self
             .platform
             .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));
-        let measured = Limits {
+        let measured = crate::limit::Limits {
             pods,
             kubeadm_init: crate::limit::kubeadm_init(&kc, &mut w, &self.dir),
         };

@@ -14,11 +14,56 @@
 
 #![allow(clippy::unwrap_used)] // test tooling: a panic is the failure report
 
-use crate::lab::kubectl;
+use crate::lab::{Lines, kubectl, step_secs};
 use crate::vm::Vm;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+/// Our time as a multiple of the limit measured in the same run.
+const GOAL: f64 = 1.5;
+
+/// The limit measured at the end of a bench's run.
+#[derive(Debug)]
+pub struct Limits {
+    /// The platform's pods back Ready with their images present: seconds
+    /// and how many (platform labs only).
+    pub pods: Option<Result<(f64, usize), String>>,
+    /// `kubeadm init` on the worker, its images present: seconds.
+    pub kubeadm_init: Result<f64, String>,
+}
+
+/// Our time against the limit: the master's `init` step (its cost line in
+/// `master`) against `kubeadm init` alone, and, on a platform lab, cluster
+/// ready -> platform ready (`waves`) against the platform's pods restarted.
+pub fn print(l: &Limits, master: &Lines, waves: Option<f64>) {
+    println!("  the limit, measured in the same run on the same guests:");
+    let ratio = |ours: f64, limit: f64| {
+        let r = ours / limit.max(0.001);
+        format!(
+            "{r:.2}x the limit (goal <= {GOAL}x: {})",
+            if r <= GOAL { "met" } else { "not met" }
+        )
+    };
+    match (&l.kubeadm_init, step_secs(master, "init")) {
+        (Ok(k), Some(i)) => println!(
+            "    kubeadm init, images present (worker): {k:.0} s; the master's init step {i:.0} s: {}",
+            ratio(i, *k)
+        ),
+        (Ok(k), None) => println!(
+            "    kubeadm init, images present: {k:.0} s; no init cost line from the master"
+        ),
+        (Err(e), _) => println!("    kubeadm init, images present: not measured: {e}"),
+    }
+    match (&l.pods, waves) {
+        (Some(Ok((p, n))), Some(w)) => println!(
+            "    the platform's {n} pods restarted, images present (Vault's kept: it restarts sealed): {p:.0} s; cluster ready -> platform ready {w:.0} s: {}",
+            ratio(w, *p)
+        ),
+        (Some(Err(e)), _) => println!("    the platform's pods: not measured: {e}"),
+        _ => {}
+    }
+}
 
 /// Namespaces whose pods are not restarted for the limit: the cluster's
 /// own, and Vault's (a restarted Vault is sealed until the agent unseals

@@ -9,7 +9,8 @@
 //! nothing.
 
 use anyhow::{Context, Result};
-use kpaas_testkit::lab::{Lab, first, median, print_costs, step_secs};
+use kpaas_testkit::lab::{Lab, first, median, print_costs};
+use kpaas_testkit::limit;
 use std::time::Duration;
 
 /// Runs by default (`--runs N` to change).
@@ -46,14 +47,7 @@ fn main() -> Result<()> {
         }
         print_costs("master", &ml);
         print_costs("worker", &wl);
-        match (limits.kubeadm_init, step_secs(&ml, "init")) {
-            (Ok(k), Some(i)) => println!(
-                "  the limit, same run: kubeadm init with its images present (worker) {k:.0} s; the master's init step {i:.0} s: {:.2}x the limit (goal <= 1.5x)",
-                i / k.max(0.001)
-            ),
-            (Err(e), _) => println!("  the limit: not measured: {e}"),
-            _ => println!("  the limit: no init cost line from the master"),
-        }
+        limit::print(&limits, &ml, None);
         masters.push(ready);
         workers.push(joined);
     }

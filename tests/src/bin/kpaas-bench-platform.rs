@@ -15,7 +15,8 @@
 //! <= 1.5x). Prints figures; asserts nothing.
 
 use anyhow::{Context, Result};
-use kpaas_testkit::lab::{Lab, Limits, first, median, print_costs, step_secs};
+use kpaas_testkit::lab::{Lab, first, median, print_costs};
+use kpaas_testkit::limit;
 use std::time::Duration;
 
 /// One run by default (a run takes most of an hour here): `--runs N`.
@@ -23,8 +24,6 @@ const RUNS: usize = 1;
 const LIMIT: Duration = Duration::from_secs(90 * 60);
 const GOAL_SECS: f64 = 12.0 * 60.0;
 const FILL_GOAL: f64 = 0.4;
-/// Our time as a multiple of the limit measured in the same run.
-const LIMIT_GOAL: f64 = 1.5;
 
 fn main() -> Result<()> {
     let runs = match kpaas_testkit::flag("--runs") {
@@ -96,7 +95,7 @@ fn main() -> Result<()> {
         }
         print_costs("master", &ml);
         print_costs("worker", &wl);
-        print_limits(&limits, step_secs(&ml, "init"), total - cluster);
+        limit::print(&limits, &ml, Some(total - cluster));
         totals.push(total);
     }
     let med = median(totals);
@@ -105,37 +104,4 @@ fn main() -> Result<()> {
         med / GOAL_SECS
     );
     Ok(())
-}
-
-/// Our time against the limit the same run measured after the platform was
-/// ready (`kpaas_testkit::limit`): the master's init step against
-/// `kubeadm init` alone with its images present, the waves (cluster ready
-/// to platform ready) against the platform's pods restarted with theirs.
-fn print_limits(l: &Limits, init: Option<f64>, waves: f64) {
-    println!("  the limit, measured in the same run on the same guests:");
-    let ratio = |ours: f64, limit: f64| {
-        let r = ours / limit.max(0.001);
-        format!(
-            "{r:.2}x the limit (goal <= {LIMIT_GOAL}x: {})",
-            if r <= LIMIT_GOAL { "met" } else { "not met" }
-        )
-    };
-    match (&l.kubeadm_init, init) {
-        (Ok(k), Some(i)) => println!(
-            "    kubeadm init, images present (worker): {k:.0} s; the master's init step {i:.0} s: {}",
-            ratio(i, *k)
-        ),
-        (Ok(k), None) => println!(
-            "    kubeadm init, images present: {k:.0} s; no init cost line from the master"
-        ),
-        (Err(e), _) => println!("    kubeadm init, images present: not measured: {e}"),
-    }
-    match &l.pods {
-        Some(Ok((p, n))) => println!(
-            "    the platform's {n} pods restarted, images present (Vault's kept: it restarts sealed): {p:.0} s; cluster ready -> platform ready {waves:.0} s: {}",
-            ratio(waves, *p)
-        ),
-        Some(Err(e)) => println!("    the platform's pods: not measured: {e}"),
-        None => {}
-    }
 }
