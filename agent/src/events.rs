@@ -95,6 +95,19 @@ impl Sink {
         })
     }
 
+    /// Another sink on the same stream and console, for a thread of its
+    /// own (a component deployed beside others). Each event is one append,
+    /// so the threads' lines interleave whole.
+    pub fn fork(&self) -> Result<Sink> {
+        let dir = self
+            .stream_path
+            .parent()
+            .context("the events stream has no directory")?;
+        let mut s = Sink::open(dir)?;
+        s.console = self.console;
+        Ok(s)
+    }
+
     /// No console lines (unit tests).
     #[cfg(test)]
     pub fn quiet(mut self) -> Sink {
@@ -165,10 +178,14 @@ impl Sink {
         if self.console
             && let Some(line) = e.console_line()
         {
-            eprintln!("{line}");
-            if let Some(t) = &e.took {
-                eprintln!("kpaas-agent: {step}: cost: {}", t.line());
-            }
+            // The cost line right after its outcome, in one write: a
+            // concurrent thread's line never lands between them.
+            let cost = e
+                .took
+                .as_ref()
+                .map(|t| format!("kpaas-agent: {step}: cost: {}\n", t.line()))
+                .unwrap_or_default();
+            eprint!("{line}\n{cost}");
         }
         // One write per line in append mode: readers never see half a line
         // from us, and a crash loses at most the last event.

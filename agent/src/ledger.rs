@@ -9,14 +9,18 @@
 
 use airgap_bundle::run::{self, Spent, clock_ticks, proc_stat_fields};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Time spent inside waits, less the processes run while waiting.
-static WAITED: Mutex<Duration> = Mutex::new(Duration::ZERO);
+thread_local! {
+    /// Time this thread spent inside waits, less the processes run while
+    /// waiting. Per thread, as the processes are (`run::spent_here`):
+    /// components deployed at once each have their own account.
+    static WAITED: Cell<Duration> = const { Cell::new(Duration::ZERO) };
+}
 
-/// A point to measure from.
+/// A point to measure from, on this thread.
 #[derive(Debug, Clone)]
 pub struct Mark {
     at: Instant,
@@ -25,14 +29,14 @@ pub struct Mark {
 }
 
 fn waited_so_far() -> Duration {
-    WAITED.lock().map(|w| *w).unwrap_or_default()
+    WAITED.with(Cell::get)
 }
 
 pub fn mark() -> Mark {
     Mark {
         at: Instant::now(),
         waited: waited_so_far(),
-        spent: run::spent(),
+        spent: run::spent_here(),
     }
 }
 
@@ -41,9 +45,32 @@ pub fn mark() -> Mark {
 pub fn waited(began: &Mark) {
     let d = began.since();
     let waiting = d.wall.saturating_sub(d.processes_wall());
-    if let Ok(mut w) = WAITED.lock() {
-        *w += waiting;
+    WAITED.with(|w| w.set(w.get() + waiting));
+}
+
+/// What a span on one thread went to (its waits and processes), to be
+/// counted on another: a helper thread's by the thread that joined it, or
+/// the critical path's components by the deploy that waited for them.
+#[derive(Debug, Clone, Default)]
+pub struct Account {
+    waited: Duration,
+    spent: BTreeMap<String, Spent>,
+}
+
+impl Account {
+    /// Adds another span's (the next component on a chain).
+    pub fn add(&mut self, o: &Account) {
+        self.waited += o.waited;
+        for (k, v) in &o.spent {
+            self.spent.entry(k.clone()).or_default().add(v);
+        }
     }
+}
+
+/// Counts `a` as this thread's own waits and processes.
+pub fn absorb(a: &Account) {
+    WAITED.with(|w| w.set(w.get() + a.waited));
+    run::add_here(&a.spent);
 }
 
 /// One program's processes in a span.
@@ -80,7 +107,7 @@ impl Delta {
 
 impl Mark {
     fn since(&self) -> Delta {
-        let now = run::spent();
+        let now = run::spent_here();
         let spent = now
             .into_iter()
             .filter_map(|(k, v)| {
@@ -104,14 +131,24 @@ impl Mark {
         }
     }
 
+    /// This thread's waits and processes since the mark, for another
+    /// thread to [`absorb`].
+    pub fn account(&self) -> Account {
+        let d = self.since();
+        Account {
+            waited: d.waited,
+            spent: d.spent,
+        }
+    }
+
     /// What the time since this mark went to.
     pub fn took(&self) -> Took {
         let d = self.since();
         let procs = d.processes_wall();
         Took {
             wall_s: d.wall.as_secs_f64(),
-            // Processes on another thread (helm beside its progress loop)
-            // overlap: the own part never goes below zero.
+            // Processes another thread ran for this one (helm beside its
+            // progress loop) overlap: the own part never goes below zero.
             own_s: d
                 .wall
                 .saturating_sub(d.waited)
@@ -312,6 +349,29 @@ mod tests {
             "{}",
             Took::default().line()
         );
+    }
+
+    #[test]
+    fn a_thread_is_charged_only_with_its_own_and_what_it_absorbs() {
+        let m = mark();
+        // Another thread's process and wait are not this thread's...
+        let other = std::thread::spawn(|| {
+            let m = mark();
+            let w = mark();
+            run("sh").args(["-c", "sleep 0.2"]).ok().unwrap();
+            waited(&w);
+            m.account()
+        })
+        .join()
+        .unwrap();
+        let t = m.took();
+        assert!(!t.processes.contains_key("sh"), "{t:?}");
+        assert!(t.waiting_s < 0.1, "{t:?}");
+        // ...until it counts them as its own (a joined helper's).
+        absorb(&other);
+        let t = m.took();
+        assert_eq!(t.processes["sh"].count, 1, "{t:?}");
+        assert!(t.processes["sh"].wall_s >= 0.15, "{t:?}");
     }
 
     #[test]

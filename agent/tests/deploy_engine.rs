@@ -229,7 +229,7 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
     let out = text(&o);
     assert!(!o.status.success(), "{out}");
     assert!(
-        out.contains("wave refused before anything of it was applied")
+        out.contains("refused before anything of it was applied")
             && out.contains("apps/demo: Deployment/demo.spec.template.spec.containers[0].image names registry.demo.kpaas.test/demo/not-bundled:1.0"),
         "the refusal names release, object and image:\n{out}"
     );
@@ -278,9 +278,9 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         "{status}"
     );
 
-    // 3. Pods run again; a readiness check the test holds back keeps the
-    //    wave waiting; the agent is killed (-9) once both of its releases
-    //    are applied.
+    // 3. Pods run again; a readiness check the test holds back keeps apps
+    //    waiting, while pipelines, which does not depend on it, gets ready
+    //    beside it; the agent is killed (-9) then.
     cp.kubectl(&["taint", "nodes", "--all", "kpaas-test-"])
         .unwrap();
     let mut held = platform();
@@ -321,11 +321,14 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         notes: Vec::new(),
     });
     node.plan(held);
+    let from_3 = node.events().len();
     let mut child = node.deploy_cmd(&["--timeout", "300"]).spawn().unwrap();
     let start = Instant::now();
     loop {
         let j = node.journal();
-        if j["releases"]["apps/demo"].is_object() && j["releases"]["apps/demo-app.yaml"].is_object()
+        if j["releases"]["apps/demo"].is_object()
+            && j["releases"]["apps/demo-app.yaml"].is_object()
+            && j["ready"]["pipelines"].is_object()
         {
             break;
         }
@@ -336,7 +339,7 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         );
         assert!(
             start.elapsed() < Duration::from_secs(240),
-            "releases not applied: {j}"
+            "releases not applied or pipelines not ready: {j}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -366,15 +369,35 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         (1, "deployed".to_string()),
         "nothing installed twice"
     );
-    // Waves in order; the kustomization ran (its overlay's prefix, namespace and image).
-    let at = |c: &str| {
+    // Across both runs, each component started only once what it depends
+    // on was ready (at that run or an earlier one); what was ready before
+    // the kill is not run again. The kustomization ran (its overlay's
+    // prefix, namespace and image).
+    assert!(
         again
             .iter()
-            .position(|d| d.contains(&format!("wave {}: {c}", wave(c))))
-            .unwrap_or_else(|| panic!("no wave of {c} in {again:#?}"))
+            .any(|d| d.contains("(pipelines): ready at an earlier run")),
+        "{again:#?}"
+    );
+    let both = node.details_since(from_3);
+    let pos = |want: &str| both.iter().position(|d| d.contains(want));
+    let ready = |c: &str| {
+        pos(&format!("({c}): ready at an earlier run"))
+            .into_iter()
+            .chain(pos(&format!("{c}: ready in")))
+            .min()
+            .unwrap_or_else(|| panic!("{c} never ready in {both:#?}"))
     };
-    let (apps_at, storage_at, pipes_at) = (at("apps"), at("storage"), at("pipelines"));
-    assert!(apps_at < storage_at && storage_at < pipes_at, "{again:#?}");
+    for (c, after) in [
+        ("apps", "core"),
+        ("pipelines", "storage"),
+        ("harbor", "pipelines"),
+    ] {
+        let started = pos(&format!("{c}: starting (after {after})"))
+            .unwrap_or_else(|| panic!("{c} did not start in {both:#?}"));
+        assert!(ready(after) < started, "{c} before {after}: {both:#?}");
+        assert!(started < ready(c), "{both:#?}");
+    }
     // The storage wave's StorageClass is the default.
     let sc = cp
         .kubectl(&[
@@ -449,8 +472,8 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         "{hosts}"
     );
     assert!(
-        again.iter().any(|d| d.contains("harbor: hand-off: ")),
-        "{again:#?}"
+        both.iter().any(|d| d.contains("harbor: hand-off: ")),
+        "{both:#?}"
     );
     assert_eq!(
         cp.kubectl(&[
@@ -478,7 +501,8 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
     );
 
     // 4. A run with everything done changes nothing; --from re-runs from a
-    //    wave: the chart's wave upgrades the release (revision 2).
+    //    wave: Harbor's place only, then from the chart's wave, which
+    //    upgrades the release (revision 2).
     let seen = node.events().len();
     assert!(node.deploy(&[]).status.success());
     let d = node.details_since(seen);
@@ -489,9 +513,10 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         "{d:#?}"
     );
     assert_eq!(node.release().0, 1);
-    let o = node.deploy(&["--from", &p.to_string()]);
+    let h = wave("pipelines") + 1;
+    let o = node.deploy(&["--from", &h.to_string()]);
     assert!(o.status.success(), "{}", text(&o));
-    assert_eq!(node.release().0, 1, "apps' wave is before --from {p}");
+    assert_eq!(node.release().0, 1, "apps' wave is before --from {h}");
     let o = node.deploy(&["--from", &wave("apps").to_string()]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(

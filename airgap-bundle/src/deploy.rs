@@ -33,7 +33,7 @@ pub struct Deploy {
     /// release it journals. Absent: images only, nothing to apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub install: Vec<Install>,
-    /// Checked in order; the next wave starts when all hold.
+    /// Checked in order; what depends on the component starts when all hold.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ready: Vec<Readiness>,
     /// Where this appliance deliberately differs from the upstream scripts.

@@ -131,10 +131,42 @@ pub struct Spent {
 static SPENT: std::sync::Mutex<std::collections::BTreeMap<String, Spent>> =
     std::sync::Mutex::new(std::collections::BTreeMap::new());
 
+thread_local! {
+    /// The same, for the processes this thread ran (and those other threads
+    /// ran for it, added by [`add_here`]): a span's report on one thread is
+    /// not charged with what a concurrent thread ran meanwhile.
+    static HERE: std::cell::RefCell<std::collections::BTreeMap<String, Spent>> =
+        const { std::cell::RefCell::new(std::collections::BTreeMap::new()) };
+}
+
 /// What each program's processes have cost so far, by program (its file
 /// name), sorted.
 pub fn spent() -> std::collections::BTreeMap<String, Spent> {
     SPENT.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+/// As [`spent`], for this thread's processes only.
+pub fn spent_here() -> std::collections::BTreeMap<String, Spent> {
+    HERE.with(|h| h.borrow().clone())
+}
+
+/// Counts processes another thread ran on this one's behalf as this
+/// thread's (a helper thread's, once it is joined).
+pub fn add_here(more: &std::collections::BTreeMap<String, Spent>) {
+    HERE.with(|h| {
+        let mut h = h.borrow_mut();
+        for (k, v) in more {
+            h.entry(k.clone()).or_default().add(v);
+        }
+    });
+}
+
+impl Spent {
+    pub fn add(&mut self, o: &Spent) {
+        self.count += o.count;
+        self.wall += o.wall;
+        self.cpu += o.cpu;
+    }
 }
 
 /// The processes started so far, per program (its file name), sorted.
@@ -246,15 +278,18 @@ impl Runner for Host {
         let status = child
             .wait()
             .with_context(|| format!("waiting for `{what}`"))?;
+        let name = std::path::Path::new(&cmd.prog)
+            .file_name()
+            .map_or(cmd.prog.clone(), |n| n.to_string_lossy().to_string());
+        let this = Spent {
+            count: 1,
+            wall: started.elapsed(),
+            cpu,
+        };
         if let Ok(mut m) = SPENT.lock() {
-            let name = std::path::Path::new(&cmd.prog)
-                .file_name()
-                .map_or(cmd.prog.clone(), |n| n.to_string_lossy().to_string());
-            let e = m.entry(name).or_default();
-            e.count += 1;
-            e.wall += started.elapsed();
-            e.cpu += cpu;
+            m.entry(name.clone()).or_default().add(&this);
         }
+        add_here(&[(name, this)].into());
         let o = std::process::Output {
             status,
             stdout,
@@ -383,6 +418,10 @@ mod tests {
         assert_eq!(out, b"done\n");
         let after = spent()["kpaas-busy-test"];
         assert_eq!(after.count, before.count + 1);
+        // This thread ran it: its own count has it, another thread's not.
+        assert_eq!(spent_here()["kpaas-busy-test"].count, 1);
+        let elsewhere = std::thread::spawn(spent_here).join().unwrap();
+        assert!(!elsewhere.contains_key("kpaas-busy-test"), "{elsewhere:?}");
         assert!(after.cpu > before.cpu, "{after:?}");
         assert!(after.wall >= after.cpu.mul_f64(0.5), "{after:?}");
         assert_eq!(

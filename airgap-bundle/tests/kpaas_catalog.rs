@@ -76,9 +76,20 @@ fn the_catalog_is_valid_and_ordered_like_upstream() {
             .depends_on
             .clone()
     };
+    // The real dependencies only (what deploys at once waits for nothing
+    // else), and upstream's order is one they allow: each component is
+    // listed after everything it needs.
     assert_eq!(deps("ingress-nginx"), ["kubernetes"]);
-    assert_eq!(deps("vault"), ["kubeflow"]);
-    assert_eq!(deps("portal"), ["keycloak"]);
+    assert_eq!(deps("storage"), ["kubernetes"]);
+    assert_eq!(deps("kubeflow"), ["storage"]);
+    assert_eq!(deps("vault"), ["storage"]);
+    assert_eq!(deps("keycloak"), ["mariadb", "harbor"]);
+    assert_eq!(deps("portal"), ["keycloak", "vault", "harbor"]);
+    for (i, n) in order.iter().enumerate() {
+        for d in deps(n) {
+            assert!(order[..i].contains(&d.as_str()), "{n} is listed before {d}");
+        }
+    }
     assert!(
         c.components
             .iter()

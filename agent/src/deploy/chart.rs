@@ -159,7 +159,12 @@ impl Engine {
         f: impl FnOnce() -> T + Send,
     ) -> Result<T> {
         std::thread::scope(|sc| {
-            let h = sc.spawn(f);
+            // Its processes are this thread's (the component's) once joined.
+            let h = sc.spawn(|| {
+                let m = crate::ledger::mark();
+                let out = f();
+                (out, m.account())
+            });
             let start = Instant::now();
             let mut said = Instant::now();
             while !h.is_finished() {
@@ -196,8 +201,11 @@ impl Engine {
                     )?;
                 }
             }
-            h.join()
-                .map_err(|_| anyhow::anyhow!("{label}: the thread running it panicked"))
+            let (out, spent) = h
+                .join()
+                .map_err(|_| anyhow::anyhow!("{label}: the thread running it panicked"))?;
+            crate::ledger::absorb(&spent);
+            Ok(out)
         })
     }
 }

@@ -1,13 +1,14 @@
 //! The deploy engine: the plan's platform steps (the node config's
-//! `platform`, copied from `kpaas-builder plan`) applied wave by wave from
-//! the node's own bundle. Each release (a Helm chart through the bundled
+//! `platform`, copied from `kpaas-builder plan`) applied from the node's own
+//! bundle, each component on a thread of its own as soon as the components
+//! it depends on are ready. Each release (a Helm chart through the bundled
 //! helm's `upgrade --install`, a manifest or a kustomization applied
 //! server-side with the bundled kubectl) is journaled when it is applied and
 //! each component when its readiness holds, so a run after kill -9 or a
-//! power cut resumes at the first unfinished release. Before anything of a
-//! wave is applied, every object it would create is rendered and every image
-//! they name is checked against the bundle: a wave that would need the
-//! internet is refused whole (the renderer and the verdict are
+//! power cut resumes at the first unfinished release of each component.
+//! Before anything is applied, every object still to create is rendered and
+//! every image they name is checked against the bundle: a plan that would
+//! need the internet is refused whole (the renderer and the verdict are
 //! `airgap_bundle::render` and `::offline`, the ones check-offline uses).
 //!
 //! Install kinds are `airgap_bundle::kinds`, one table; `apply` is
@@ -49,9 +50,153 @@ use airgap_bundle::run::{Runner, run};
 use airgap_bundle::{Digest, fsutil};
 use anyhow::{Context, Result, bail};
 use journal::DeployJournal;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
+
+/// A wave's rendered releases: (component, release, objects' file).
+type Rendered = Vec<(String, String, PathBuf)>;
+
+/// A component's thread, ended.
+struct Finished {
+    step: usize,
+    result: Result<()>,
+    /// Its waits and processes, for the critical path's split.
+    account: crate::ledger::Account,
+    at: Instant,
+}
+
+/// Which component may start: the engine's scheduler, kept apart from the
+/// threads so its rules read in one place.
+struct Schedule<'a> {
+    steps: &'a [&'a Step],
+    /// In the platform (a dependency outside it, the cluster, is met).
+    names: BTreeSet<&'a str>,
+    ready: BTreeSet<&'a str>,
+    started: BTreeMap<usize, Started>,
+    failures: Vec<String>,
+    /// The last component to finish: what let the next one start.
+    last: Option<usize>,
+}
+
+struct Started {
+    at: Instant,
+    /// The dependency whose readiness let it start (its last), if any.
+    after: Option<usize>,
+    ended: Option<(Instant, crate::ledger::Account)>,
+}
+
+impl<'a> Schedule<'a> {
+    fn new(steps: &'a [&'a Step]) -> Schedule<'a> {
+        Schedule {
+            steps,
+            names: steps.iter().map(|s| s.component.as_str()).collect(),
+            ready: BTreeSet::new(),
+            started: BTreeMap::new(),
+            failures: Vec::new(),
+            last: None,
+        }
+    }
+
+    fn deps(&self, i: usize) -> impl Iterator<Item = &'a str> + '_ {
+        self.steps[i]
+            .depends_on
+            .iter()
+            .map(String::as_str)
+            .filter(|d| self.names.contains(d))
+    }
+
+    /// The first component (in wave order) not started whose dependencies
+    /// are all ready.
+    fn next(&self) -> Option<usize> {
+        (0..self.steps.len()).find(|&i| {
+            let c = self.steps[i].component.as_str();
+            !self.ready.contains(c)
+                && !self.started.contains_key(&i)
+                && self.deps(i).all(|d| self.ready.contains(d))
+        })
+    }
+
+    fn start(&mut self, i: usize) {
+        // Started right after the last finish: that was its last dependency.
+        let after = self
+            .last
+            .filter(|l| self.deps(i).any(|d| d == self.steps[*l].component));
+        self.started.insert(
+            i,
+            Started {
+                at: Instant::now(),
+                after,
+                ended: None,
+            },
+        );
+    }
+
+    /// ` (after a, b)` for the start event.
+    fn after(&self, i: usize) -> String {
+        let d: Vec<&str> = self.deps(i).collect();
+        if d.is_empty() {
+            String::new()
+        } else {
+            format!(" (after {})", d.join(", "))
+        }
+    }
+
+    fn finish(&mut self, f: Finished) {
+        if let Some(s) = self.started.get_mut(&f.step) {
+            s.ended = Some((f.at, f.account));
+        }
+        match f.result {
+            Ok(()) => {
+                self.ready.insert(&self.steps[f.step].component);
+                self.last = Some(f.step);
+            }
+            Err(e) => self.failures.push(format!("{e:#}")),
+        }
+    }
+
+    /// A component never started and what it waits for, when one is left.
+    fn waiting(&self) -> Option<String> {
+        (0..self.steps.len()).find_map(|i| {
+            let c = self.steps[i].component.as_str();
+            if self.ready.contains(c) || self.started.contains_key(&i) {
+                return None;
+            }
+            let missing: Vec<&str> = self.deps(i).filter(|d| !self.ready.contains(d)).collect();
+            Some(format!("{c} waits for {}", missing.join(", ")))
+        })
+    }
+
+    /// The chain of components that decided when the platform was ready:
+    /// from the last to finish back through the dependency that let each
+    /// start; as text (each with its seconds) and its waits and processes.
+    fn critical_path(&self, from: Instant) -> (String, crate::ledger::Account) {
+        let mut chain = Vec::new();
+        let mut at = self
+            .started
+            .iter()
+            .filter_map(|(i, s)| s.ended.as_ref().map(|(e, _)| (*i, *e)))
+            .max_by_key(|(_, e)| *e)
+            .map(|(i, _)| i);
+        let mut spent = crate::ledger::Account::default();
+        while let Some(i) = at {
+            let s = &self.started[&i];
+            if let Some((end, a)) = &s.ended {
+                chain.push(format!(
+                    "{} {:.0} s (from {:.0} s)",
+                    self.steps[i].component,
+                    end.duration_since(s.at).as_secs_f64(),
+                    s.at.duration_since(from).as_secs_f64()
+                ));
+                spent.add(a);
+            }
+            at = s.after;
+        }
+        chain.reverse();
+        (chain.join(" -> "), spent)
+    }
+}
 
 /// Blobs pushed at once by the hand-off.
 const FILL_JOBS: usize = 4;
@@ -155,15 +300,16 @@ impl Engine {
         })
     }
 
-    fn steps_in(&self, wave: usize) -> Vec<&Step> {
-        self.cfg
-            .platform
-            .iter()
-            .filter(|s| s.wave == wave)
-            .collect()
-    }
-
-    /// Every wave in order; returns the summary "done" records.
+    /// The platform's components, each started once every component it
+    /// depends on (the plan's `depends_on`) is ready, beside whatever else
+    /// is running: the plan is a DAG and only its edges order the work. A
+    /// dependency outside the platform (the cluster step) is met. Every
+    /// release still to apply is rendered and its images checked first, so
+    /// a plan that would need the internet is refused before anything of it
+    /// is applied (not only the wave that would pull). After a failure
+    /// nothing new starts; what runs is let finish, and every failure is
+    /// reported at once. Returns the summary "done" record, with the
+    /// critical path.
     pub fn run(&self, events: &mut Sink, opts: Options) -> Result<String> {
         let start = Instant::now();
         let mut j = DeployJournal::open(&self.cfg.state_dir)?;
@@ -191,47 +337,102 @@ impl Engine {
             );
         }
         fsutil::create_dir(&self.work)?;
-        let waves = self.cfg.platform.iter().map(|s| s.wave).max();
-        let mut summary = Vec::new();
-        for wave in self.cfg.platform.iter().map(|s| s.wave).min().unwrap_or(0)..=waves.unwrap_or(0)
-        {
-            let steps = self.steps_in(wave);
-            if steps.is_empty() {
-                continue;
-            }
-            let names: Vec<&str> = steps.iter().map(|s| s.component.as_str()).collect();
-            if steps.iter().all(|s| j.is_ready(&s.component)) {
+        let redo = opts.from.is_some();
+        let mut steps: Vec<&Step> = self.cfg.platform.iter().collect();
+        steps.sort_by(|a, b| a.wave.cmp(&b.wave).then(a.component.cmp(&b.component)));
+        let mut sched = Schedule::new(&steps);
+        for s in &steps {
+            if j.is_ready(&s.component) {
+                sched.ready.insert(&s.component);
                 events.emit(
                     StepId::Deploy,
                     Kind::Progress,
-                    &format!(
-                        "wave {wave} ({}): ready at an earlier run",
-                        names.join(", ")
-                    ),
+                    &format!("wave {} ({}): ready at an earlier run", s.wave, s.component),
                 )?;
-                continue;
             }
-            let t = Instant::now();
-            events.emit(
-                StepId::Deploy,
-                Kind::Progress,
-                &format!("wave {wave}: {}", names.join(", ")),
-            )?;
-            let rendered = self.render_wave(&steps, &j, opts.from.is_some())?;
-            for s in &steps {
-                if j.is_ready(&s.component) {
-                    continue;
-                }
-                self.component(events, &mut j, s, &rendered, opts.from.is_some())?;
-            }
-            summary.push(format!("wave {wave} {:.0} s", t.elapsed().as_secs_f64()));
         }
+        let todo: Vec<&Step> = steps
+            .iter()
+            .filter(|s| !sched.ready.contains(s.component.as_str()))
+            .copied()
+            .collect();
+        let rendered = self.render_steps(&todo, &j, redo)?;
+        let j = Mutex::new(j);
+        let mut announced = BTreeSet::new();
+        let (tx, rx) = mpsc::channel::<Finished>();
+        std::thread::scope(|sc| -> Result<()> {
+            let mut running = 0;
+            loop {
+                while sched.failures.is_empty()
+                    && let Some(i) = sched.next()
+                {
+                    let s = steps[i];
+                    if announced.insert(s.wave) {
+                        let names: Vec<&str> = todo
+                            .iter()
+                            .filter(|x| x.wave == s.wave)
+                            .map(|x| x.component.as_str())
+                            .collect();
+                        events.emit(
+                            StepId::Deploy,
+                            Kind::Progress,
+                            &format!("wave {}: {}", s.wave, names.join(", ")),
+                        )?;
+                    }
+                    sched.start(i);
+                    events.emit(
+                        StepId::Deploy,
+                        Kind::Progress,
+                        &format!("{}: starting{}", s.component, sched.after(i)),
+                    )?;
+                    let mut ev = events.fork()?;
+                    let (tx, j, r) = (tx.clone(), &j, &rendered);
+                    sc.spawn(move || {
+                        let m = crate::ledger::mark();
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.component(&mut ev, j, s, r, redo)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(anyhow::anyhow!("{}: its thread panicked", s.component))
+                        });
+                        // The receiver lives until every sender's thread ends.
+                        let _ = tx.send(Finished {
+                            step: i,
+                            result,
+                            account: m.account(),
+                            at: Instant::now(),
+                        });
+                    });
+                    running += 1;
+                }
+                if running == 0 {
+                    return Ok(());
+                }
+                let f = rx
+                    .recv()
+                    .context("a component's thread ended without a word")?;
+                running -= 1;
+                sched.finish(f);
+            }
+        })?;
+        if !sched.failures.is_empty() {
+            bail!("{}", sched.failures.join("\n"));
+        }
+        if let Some(w) = sched.waiting() {
+            bail!("nothing was left running, yet {w}: the plan's dependencies cannot be met");
+        }
+        let (path, spent) = sched.critical_path(start);
+        crate::ledger::absorb(&spent);
         Ok(format!(
-            "platform ready: {} component(s) in {} wave(s) ({}) in {:.0} s",
+            "platform ready: {} component(s) in {} wave(s) in {:.0} s; critical path {}",
             self.cfg.platform.len(),
-            summary.len(),
-            summary.join(", "),
-            start.elapsed().as_secs_f64()
+            announced.len(),
+            start.elapsed().as_secs_f64(),
+            if path.is_empty() {
+                "none (everything ready at an earlier run)".to_string()
+            } else {
+                path
+            }
         ))
     }
 
@@ -259,16 +460,21 @@ impl Engine {
     fn component(
         &self,
         events: &mut Sink,
-        j: &mut DeployJournal,
+        j: &Mutex<DeployJournal>,
         s: &Step,
-        rendered: &[(String, String, PathBuf)],
+        rendered: &Rendered,
         redo: bool,
     ) -> Result<()> {
         let t = Instant::now();
         let cost = crate::ledger::mark();
+        let journal = || {
+            j.lock()
+                .map_err(|_| anyhow::anyhow!("the deploy journal's lock"))
+        };
         for r in &s.releases {
             let name = r.name();
-            if !redo && let Some(rec) = j.applied(&s.component, &name) {
+            let earlier = journal()?.applied(&s.component, &name).cloned();
+            if !redo && let Some(rec) = earlier {
                 events.emit(
                     StepId::Deploy,
                     Kind::Progress,
@@ -297,10 +503,12 @@ impl Engine {
                     report::report(&self.kube, s)
                 ),
             };
+            let mut j = journal()?;
             j.mark_applied(&s.component, &name, s.wave, &detail)?;
             if let Install::Fill(f) = &r.item {
                 j.set_registry(&format!("{}/{}", f.registry, f.project))?;
             }
+            drop(j);
             events.emit(
                 StepId::Deploy,
                 Kind::Progress,
@@ -325,14 +533,14 @@ impl Engine {
                 )
             }
         );
-        // The images this component's pods unpacked are on disk before the
-        // next wave starts: containerd writes unpacked layers without
+        // The images this component's pods unpacked are on disk before
+        // what depends on it starts: containerd writes unpacked layers without
         // syncing, and a power cut can leave their files empty (seen at
         // kubeadm init). The journal says ready only for what would survive.
         run("sync")
             .ok_on(self.runner.as_ref())
             .context("flushing the unpacked images to disk")?;
-        j.mark_ready(&s.component, s.wave, &detail)?;
+        journal()?.mark_ready(&s.component, s.wave, &detail)?;
         events.progress_took(StepId::Deploy, &format!("{}: {detail}", s.component), &cost)
     }
 
@@ -443,7 +651,91 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::retryable;
+    use super::{Finished, Schedule, retryable};
+    use airgap_bundle::plan::Step;
+    use std::time::Instant;
+
+    fn step(wave: usize, name: &str, deps: &[&str]) -> Step {
+        Step {
+            wave,
+            component: name.into(),
+            namespace: None,
+            release: None,
+            depends_on: deps.iter().map(|d| d.to_string()).collect(),
+            artifacts: Vec::new(),
+            values: Default::default(),
+            releases: Vec::new(),
+            readiness: Vec::new(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn done(step: usize, ok: bool) -> Finished {
+        Finished {
+            step,
+            result: if ok {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("it broke"))
+            },
+            account: Default::default(),
+            at: Instant::now(),
+        }
+    }
+
+    #[test]
+    fn a_component_starts_once_its_own_dependencies_are_ready_not_its_wave() {
+        let steps = [
+            step(1, "storage", &["kubernetes"]),
+            step(1, "core", &["kubernetes"]),
+            step(2, "vault", &["storage"]),
+            step(2, "apps", &["core"]),
+            step(3, "portal", &["vault", "apps"]),
+        ];
+        let refs: Vec<&Step> = steps.iter().collect();
+        let mut s = Schedule::new(&refs);
+        // The cluster is outside the platform: met.
+        assert_eq!(s.next(), Some(0));
+        s.start(0);
+        assert_eq!(s.next(), Some(1));
+        s.start(1);
+        assert_eq!(s.next(), None);
+        // Core ready: apps starts while storage still runs.
+        s.finish(done(1, true));
+        assert_eq!(s.next(), Some(3));
+        s.start(3);
+        assert_eq!(s.after(3), " (after core)");
+        assert_eq!(s.next(), None);
+        s.finish(done(0, true));
+        assert_eq!(s.next(), Some(2));
+        s.start(2);
+        s.finish(done(3, true));
+        assert_eq!(s.next(), None, "the portal waits for vault too");
+        s.finish(done(2, true));
+        assert_eq!(s.next(), Some(4));
+        s.start(4);
+        s.finish(done(4, true));
+        assert_eq!(s.waiting(), None);
+        // Vault finished last of the portal's two: the chain runs through it.
+        let (path, _) = s.critical_path(Instant::now());
+        let names: Vec<&str> = path
+            .split(" -> ")
+            .map(|c| c.split(' ').next().unwrap_or(""))
+            .collect();
+        assert_eq!(names, ["storage", "vault", "portal"], "{path}");
+    }
+
+    #[test]
+    fn what_depends_on_a_failed_component_never_starts_and_is_named() {
+        let steps = [step(1, "storage", &[]), step(2, "vault", &["storage"])];
+        let refs: Vec<&Step> = steps.iter().collect();
+        let mut s = Schedule::new(&refs);
+        s.start(0);
+        s.finish(done(0, false));
+        assert_eq!(s.failures, ["it broke"]);
+        assert_eq!(s.next(), None);
+        assert_eq!(s.waiting().as_deref(), Some("vault waits for storage"));
+    }
 
     #[test]
     fn what_a_later_try_mends_is_retried_a_bad_object_is_not() {

@@ -1,9 +1,9 @@
-//! Before a wave: every release still to apply rendered with the renderer
+//! Before the deploy: every release still to apply rendered with the renderer
 //! check-offline uses (`airgap_bundle::render`, at the bundle's Kubernetes
 //! version, from the node's verified blob store, the site's passwords filled
 //! into chart values on the master only) and judged by the same verdict
-//! (`airgap_bundle::offline`); a wave naming an image the seed does not hold
-//! is refused whole before anything of it is applied.
+//! (`airgap_bundle::offline`); a plan naming an image the seed does not
+//! hold is refused whole before anything of it is applied.
 
 use super::Engine;
 use super::journal::DeployJournal;
@@ -18,11 +18,11 @@ use anyhow::{Context, Result, bail};
 use std::path::PathBuf;
 
 impl Engine {
-    /// Renders every release of the wave still to apply and checks every
+    /// Renders every release of `steps` still to apply and checks every
     /// image the objects name against the bundle (the same rendering and
-    /// verdict as `kpaas-builder check-offline`); refuses the wave, naming
-    /// each release, object and image, before anything of it is applied.
-    pub(super) fn render_wave(
+    /// verdict as `kpaas-builder check-offline`); refuses them all, naming
+    /// each release, object and image, before anything is applied.
+    pub(super) fn render_steps(
         &self,
         steps: &[&Step],
         j: &DeployJournal,
@@ -51,7 +51,7 @@ impl Engine {
         }
         if !verdict.missing.is_empty() {
             bail!(
-                "wave refused before anything of it was applied: {} image reference(s) the seed does not hold:\n  {}",
+                "deploy refused before anything of it was applied: {} image reference(s) the seed does not hold:\n  {}",
                 verdict.missing.len(),
                 verdict.missing_lines().join("\n  ")
             );

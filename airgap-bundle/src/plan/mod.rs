@@ -20,7 +20,11 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct Plan {
     pub platform: String,
     pub cluster: String,
-    /// Components in each wave; a wave starts when the previous one is ready.
+    /// Components by depth in the dependency graph (a component's wave is
+    /// one more than its deepest dependency's). The agent starts each
+    /// component once its own dependencies are ready, so components of a
+    /// wave run side by side and a wave's start may overlap the previous
+    /// one's end; a wave is the unit of the offline check and of `--from`.
     pub waves: Vec<Vec<String>>,
     pub steps: Vec<Step>,
     /// Optional components left out, and why.

@@ -51,17 +51,39 @@ fn main() -> Result<()> {
             first(&wl, "kpaas-agent: join: joined").unwrap_or_default(),
             first(&wl, "kpaas-agent: handoff: ").unwrap_or_default(),
         );
-        // Each wave from its first line to the next wave's (or the end).
-        let waves: Vec<(f64, String)> = lines
+        // Each component from its start to its readiness (they overlap:
+        // each starts once its own dependencies are ready), then the chain
+        // that decided the total.
+        let deploy = |(t, l): &(f64, String)| {
+            let rest = l.split("kpaas-agent: deploy: ").nth(1)?;
+            Some((*t, rest.to_string()))
+        };
+        let said: Vec<(f64, String)> = lines.iter().filter_map(deploy).collect();
+        for (t, rest) in &said {
+            let Some(c) = rest
+                .strip_suffix(": starting")
+                .or_else(|| rest.split_once(": starting (").map(|(c, _)| c))
+            else {
+                continue;
+            };
+            let ready = said
+                .iter()
+                .find(|(_, r)| r.starts_with(&format!("{c}: ready in ")))
+                .map(|(r, _)| *r);
+            match ready {
+                Some(r) => println!(
+                    "  {c:<14} started {t:>5.0} s, ready {r:>5.0} s: {:>5.0} s",
+                    r - t
+                ),
+                None => println!("  {c:<14} started {t:>5.0} s, never ready"),
+            }
+        }
+        if let Some(path) = said
             .iter()
-            .filter_map(|(t, l)| {
-                let rest = l.split("kpaas-agent: deploy: ").nth(1)?;
-                rest.starts_with("wave ").then(|| (*t, rest.to_string()))
-            })
-            .collect();
-        for (i, (t, what)) in waves.iter().enumerate() {
-            let end = waves.get(i + 1).map_or(total, |(n, _)| *n);
-            println!("  {what:<40} {:>6.0} s (from {t:.0} s)", end - t);
+            .find_map(|(_, r)| r.split("; critical path ").nth(1))
+            .and_then(|p| p.split("; since the agent started").next())
+        {
+            println!("  critical path: {path}");
         }
         if let Some((_, l)) = lines.iter().find(|(_, l)| l.contains("hand-off: ")) {
             let detail = l.split("hand-off: ").nth(1).unwrap_or(l);
