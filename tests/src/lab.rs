@@ -495,10 +495,14 @@ impl Lab {
         std::thread::sleep(Duration::from_millis(300));
         res.map_err(|e| anyhow::anyhow!("run {run}: {e:#}"))?;
         let kc = self.kubeconfig();
+        // Read before the limit restarts the pods (its own events say
+        // "already present").
+        let pulls = self.platform.then(|| crate::limit::pulls(&kc));
         let pods = self
             .platform
             .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));
         let measured = crate::limit::Limits {
+            pulls,
             pods,
             kubeadm_init: crate::limit::kubeadm_init(&kc, &mut w, &self.dir),
         };

@@ -31,6 +31,92 @@ pub struct Limits {
     pub pods: Option<Result<(f64, usize), String>>,
     /// `kubeadm init` on the worker, its images present: seconds.
     pub kubeadm_init: Result<f64, String>,
+    /// What the limit does not pay and our run did: every image the
+    /// kubelets pulled (platform labs only), read before the limit runs.
+    pub pulls: Option<Result<Vec<Pull>, String>>,
+}
+
+/// One image pull as the kubelet reported it (its `Pulled` event).
+#[derive(Debug)]
+pub struct Pull {
+    pub namespace: String,
+    pub node: String,
+    pub image: String,
+    /// Pull and unpack, as the kubelet timed it.
+    pub secs: f64,
+}
+
+/// Every pull the kubelets' events report with its duration
+/// (`Successfully pulled image "X" in 1.5s`), longest first.
+pub fn pulls(kubeconfig: &Path) -> Result<Vec<Pull>, String> {
+    let out = kubectl(
+        kubeconfig,
+        &[
+            "get",
+            "events",
+            "-A",
+            "--field-selector",
+            "reason=Pulled",
+            "-o",
+            "json",
+        ],
+    )?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    let mut all: Vec<Pull> = v["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|e| {
+                    let msg = e["message"].as_str()?;
+                    let rest = msg.strip_prefix("Successfully pulled image \"")?;
+                    let (image, after) = rest.split_once('"')?;
+                    let secs = parse_go_duration(after.strip_prefix(" in ")?.split(' ').next()?)?;
+                    Some(Pull {
+                        namespace: e["metadata"]["namespace"].as_str()?.to_string(),
+                        node: e["source"]["host"].as_str().unwrap_or("?").to_string(),
+                        image: image.to_string(),
+                        secs,
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort_by(|a, b| b.secs.total_cmp(&a.secs));
+    Ok(all)
+}
+
+/// A Go duration as the kubelet prints it: `1m2.5s`, `12.345s`, `850ms`.
+fn parse_go_duration(d: &str) -> Option<f64> {
+    let (mut total, mut num) = (0.0, String::new());
+    let mut chars = d.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = match (c, chars.peek()) {
+            ('m', Some('s')) => {
+                chars.next();
+                0.001
+            }
+            ('µ' | 'u', Some('s')) => {
+                chars.next();
+                0.000_001
+            }
+            ('n', Some('s')) => {
+                chars.next();
+                0.000_000_001
+            }
+            ('h', _) => 3600.0,
+            ('m', _) => 60.0,
+            ('s', _) => 1.0,
+            _ => return None,
+        };
+        total += num.parse::<f64>().ok()? * unit;
+        num.clear();
+    }
+    num.is_empty().then_some(total)
 }
 
 /// Our time against the limit: the master's `init` step (its cost line in
@@ -62,6 +148,23 @@ pub fn print(l: &Limits, master: &Lines, waves: Option<f64>) {
         ),
         (Some(Err(e)), _) => println!("    the platform's pods: not measured: {e}"),
         _ => {}
+    }
+    match &l.pulls {
+        Some(Ok(p)) => {
+            let sum: f64 = p.iter().map(|x| x.secs).sum();
+            println!(
+                "    what the limit does not pay: {} image pull(s) by the kubelets, {sum:.0} s summed (pull and unpack, overlapping), the longest:",
+                p.len()
+            );
+            for x in p.iter().take(8) {
+                println!(
+                    "      {:>5.1} s  {:<12} {:<16} {}",
+                    x.secs, x.namespace, x.node, x.image
+                );
+            }
+        }
+        Some(Err(e)) => println!("    image pulls: not read: {e}"),
+        None => {}
     }
 }
 
@@ -251,3 +354,17 @@ else
   say "FAILED: kubeadm init: $(tail -n 3 $d/init.log | tr '\n' ' ')"
 fi
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::parse_go_duration;
+
+    #[test]
+    fn the_kubelets_durations_read_as_seconds() {
+        assert_eq!(parse_go_duration("12.5s"), Some(12.5));
+        assert_eq!(parse_go_duration("1m2.5s"), Some(62.5));
+        assert_eq!(parse_go_duration("850ms"), Some(0.85));
+        assert_eq!(parse_go_duration("12.5"), None);
+        assert_eq!(parse_go_duration("5x"), None);
+    }
+}
