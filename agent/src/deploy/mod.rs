@@ -1,7 +1,7 @@
 //! The deploy engine: the plan's platform steps (the node config's
 //! `platform`, copied from `kpaas-builder plan`) applied from the node's own
 //! bundle, each component on a thread of its own as soon as the components
-//! it depends on are ready. Each release (a Helm chart through the bundled
+//! it depends on are ready (`schedule` says which may start). Each release (a Helm chart through the bundled
 //! helm's `upgrade --install`, a manifest or a kustomization applied
 //! server-side with the bundled kubectl) is journaled when it is applied and
 //! each component when its readiness holds, so a run after kill -9 or a
@@ -31,6 +31,7 @@ mod handoff;
 pub mod journal;
 mod prewave;
 mod report;
+mod schedule;
 mod secret;
 mod storage_class;
 mod vault_setup;
@@ -50,153 +51,14 @@ use airgap_bundle::run::{Runner, run};
 use airgap_bundle::{Digest, fsutil};
 use anyhow::{Context, Result, bail};
 use journal::DeployJournal;
-use std::collections::{BTreeMap, BTreeSet};
+use schedule::{Finished, Schedule};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// A wave's rendered releases: (component, release, objects' file).
 type Rendered = Vec<(String, String, PathBuf)>;
-
-/// A component's thread, ended.
-struct Finished {
-    step: usize,
-    result: Result<()>,
-    /// Its waits and processes, for the critical path's split.
-    account: crate::ledger::Account,
-    at: Instant,
-}
-
-/// Which component may start: the engine's scheduler, kept apart from the
-/// threads so its rules read in one place.
-struct Schedule<'a> {
-    steps: &'a [&'a Step],
-    /// In the platform (a dependency outside it, the cluster, is met).
-    names: BTreeSet<&'a str>,
-    ready: BTreeSet<&'a str>,
-    started: BTreeMap<usize, Started>,
-    failures: Vec<String>,
-    /// The last component to finish: what let the next one start.
-    last: Option<usize>,
-}
-
-struct Started {
-    at: Instant,
-    /// The dependency whose readiness let it start (its last), if any.
-    after: Option<usize>,
-    ended: Option<(Instant, crate::ledger::Account)>,
-}
-
-impl<'a> Schedule<'a> {
-    fn new(steps: &'a [&'a Step]) -> Schedule<'a> {
-        Schedule {
-            steps,
-            names: steps.iter().map(|s| s.component.as_str()).collect(),
-            ready: BTreeSet::new(),
-            started: BTreeMap::new(),
-            failures: Vec::new(),
-            last: None,
-        }
-    }
-
-    fn deps(&self, i: usize) -> impl Iterator<Item = &'a str> + '_ {
-        self.steps[i]
-            .depends_on
-            .iter()
-            .map(String::as_str)
-            .filter(|d| self.names.contains(d))
-    }
-
-    /// The first component (in wave order) not started whose dependencies
-    /// are all ready.
-    fn next(&self) -> Option<usize> {
-        (0..self.steps.len()).find(|&i| {
-            let c = self.steps[i].component.as_str();
-            !self.ready.contains(c)
-                && !self.started.contains_key(&i)
-                && self.deps(i).all(|d| self.ready.contains(d))
-        })
-    }
-
-    fn start(&mut self, i: usize) {
-        // Started right after the last finish: that was its last dependency.
-        let after = self
-            .last
-            .filter(|l| self.deps(i).any(|d| d == self.steps[*l].component));
-        self.started.insert(
-            i,
-            Started {
-                at: Instant::now(),
-                after,
-                ended: None,
-            },
-        );
-    }
-
-    /// ` (after a, b)` for the start event.
-    fn after(&self, i: usize) -> String {
-        let d: Vec<&str> = self.deps(i).collect();
-        if d.is_empty() {
-            String::new()
-        } else {
-            format!(" (after {})", d.join(", "))
-        }
-    }
-
-    fn finish(&mut self, f: Finished) {
-        if let Some(s) = self.started.get_mut(&f.step) {
-            s.ended = Some((f.at, f.account));
-        }
-        match f.result {
-            Ok(()) => {
-                self.ready.insert(&self.steps[f.step].component);
-                self.last = Some(f.step);
-            }
-            Err(e) => self.failures.push(format!("{e:#}")),
-        }
-    }
-
-    /// A component never started and what it waits for, when one is left.
-    fn waiting(&self) -> Option<String> {
-        (0..self.steps.len()).find_map(|i| {
-            let c = self.steps[i].component.as_str();
-            if self.ready.contains(c) || self.started.contains_key(&i) {
-                return None;
-            }
-            let missing: Vec<&str> = self.deps(i).filter(|d| !self.ready.contains(d)).collect();
-            Some(format!("{c} waits for {}", missing.join(", ")))
-        })
-    }
-
-    /// The chain of components that decided when the platform was ready:
-    /// from the last to finish back through the dependency that let each
-    /// start; as text (each with its seconds) and its waits and processes.
-    fn critical_path(&self, from: Instant) -> (String, crate::ledger::Account) {
-        let mut chain = Vec::new();
-        let mut at = self
-            .started
-            .iter()
-            .filter_map(|(i, s)| s.ended.as_ref().map(|(e, _)| (*i, *e)))
-            .max_by_key(|(_, e)| *e)
-            .map(|(i, _)| i);
-        let mut spent = crate::ledger::Account::default();
-        while let Some(i) = at {
-            let s = &self.started[&i];
-            if let Some((end, a)) = &s.ended {
-                chain.push(format!(
-                    "{} {:.0} s (from {:.0} s)",
-                    self.steps[i].component,
-                    end.duration_since(s.at).as_secs_f64(),
-                    s.at.duration_since(from).as_secs_f64()
-                ));
-                spent.add(a);
-            }
-            at = s.after;
-        }
-        chain.reverse();
-        (chain.join(" -> "), spent)
-    }
-}
 
 /// Blobs pushed at once by the hand-off.
 const FILL_JOBS: usize = 4;
@@ -651,91 +513,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::{Finished, Schedule, retryable};
-    use airgap_bundle::plan::Step;
-    use std::time::Instant;
-
-    fn step(wave: usize, name: &str, deps: &[&str]) -> Step {
-        Step {
-            wave,
-            component: name.into(),
-            namespace: None,
-            release: None,
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            artifacts: Vec::new(),
-            values: Default::default(),
-            releases: Vec::new(),
-            readiness: Vec::new(),
-            notes: Vec::new(),
-        }
-    }
-
-    fn done(step: usize, ok: bool) -> Finished {
-        Finished {
-            step,
-            result: if ok {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("it broke"))
-            },
-            account: Default::default(),
-            at: Instant::now(),
-        }
-    }
-
-    #[test]
-    fn a_component_starts_once_its_own_dependencies_are_ready_not_its_wave() {
-        let steps = [
-            step(1, "storage", &["kubernetes"]),
-            step(1, "core", &["kubernetes"]),
-            step(2, "vault", &["storage"]),
-            step(2, "apps", &["core"]),
-            step(3, "portal", &["vault", "apps"]),
-        ];
-        let refs: Vec<&Step> = steps.iter().collect();
-        let mut s = Schedule::new(&refs);
-        // The cluster is outside the platform: met.
-        assert_eq!(s.next(), Some(0));
-        s.start(0);
-        assert_eq!(s.next(), Some(1));
-        s.start(1);
-        assert_eq!(s.next(), None);
-        // Core ready: apps starts while storage still runs.
-        s.finish(done(1, true));
-        assert_eq!(s.next(), Some(3));
-        s.start(3);
-        assert_eq!(s.after(3), " (after core)");
-        assert_eq!(s.next(), None);
-        s.finish(done(0, true));
-        assert_eq!(s.next(), Some(2));
-        s.start(2);
-        s.finish(done(3, true));
-        assert_eq!(s.next(), None, "the portal waits for vault too");
-        s.finish(done(2, true));
-        assert_eq!(s.next(), Some(4));
-        s.start(4);
-        s.finish(done(4, true));
-        assert_eq!(s.waiting(), None);
-        // Vault finished last of the portal's two: the chain runs through it.
-        let (path, _) = s.critical_path(Instant::now());
-        let names: Vec<&str> = path
-            .split(" -> ")
-            .map(|c| c.split(' ').next().unwrap_or(""))
-            .collect();
-        assert_eq!(names, ["storage", "vault", "portal"], "{path}");
-    }
-
-    #[test]
-    fn what_depends_on_a_failed_component_never_starts_and_is_named() {
-        let steps = [step(1, "storage", &[]), step(2, "vault", &["storage"])];
-        let refs: Vec<&Step> = steps.iter().collect();
-        let mut s = Schedule::new(&refs);
-        s.start(0);
-        s.finish(done(0, false));
-        assert_eq!(s.failures, ["it broke"]);
-        assert_eq!(s.next(), None);
-        assert_eq!(s.waiting().as_deref(), Some("vault waits for storage"));
-    }
+    use super::retryable;
 
     #[test]
     fn what_a_later_try_mends_is_retried_a_bad_object_is_not() {
