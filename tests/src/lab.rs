@@ -501,9 +501,13 @@ impl Lab {
         let pods = self
             .platform
             .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));
+        let fill = self
+            .platform
+            .then(|| crate::limit::local_fill(&kc, &self.dir));
         let measured = crate::limit::Limits {
             pulls,
             pods,
+            fill,
             kubeadm_init: crate::limit::kubeadm_init(&kc, &mut w, &self.dir),
         };
         Ok((ml, wl, measured))

@@ -34,6 +34,158 @@ pub struct Limits {
     /// What the limit does not pay and our run did: every image the
     /// kubelets pulled (platform labs only), read before the limit runs.
     pub pulls: Option<Result<Vec<Pull>, String>>,
+    /// The hand-off with no NodePort and no network on the path: the
+    /// master's agent filling a registry on the master itself (platform
+    /// labs only).
+    pub fill: Option<Result<LocalFill, String>>,
+}
+
+/// `kpaas-agent fill` on the master into the same registry program on the
+/// master's own loopback, and the seed's read rate measured beside it.
+#[derive(Debug)]
+pub struct LocalFill {
+    pub push_bps: f64,
+    pub read_bps: f64,
+    pub bytes: u64,
+}
+
+/// The registry and the pusher of [`local_fill`], both on the master.
+const FILL_PORT: u16 = 5001;
+
+/// The hand-off's limit on this lab: Harbor's place (distribution, the
+/// bundle's `registry:2.8.2`) as a pod on the master's host network with an
+/// emptyDir, filled by the master's own `kpaas-agent fill` from the bundle
+/// on its disk (a privileged pod enters the host), then the seed read the
+/// same way. Nothing crosses the NodePort, kube-proxy or flannel. The fill
+/// subcommand hashes every blob itself (it cannot know what the seed
+/// hashed), so this is a floor on the local rate, not a ceiling.
+pub fn local_fill(kubeconfig: &Path, dir: &Path) -> Result<LocalFill, String> {
+    let registry = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kpaas-limit-registry", "namespace": "kube-system"},
+        "spec": {
+            "nodeName": "kpaas-master",
+            "hostNetwork": true,
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "registry",
+                "image": "docker.io/library/registry:2.8.2",
+                "env": [
+                    {"name": "REGISTRY_HTTP_ADDR", "value": format!("127.0.0.1:{FILL_PORT}")},
+                    {"name": "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "value": "/var/lib/registry"},
+                ],
+                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/registry"}],
+                // On the host's network the probe's default host is the
+                // node's address; the registry listens on loopback only.
+                "readinessProbe": {
+                    "httpGet": {"host": "127.0.0.1", "path": "/v2/", "port": FILL_PORT},
+                    "periodSeconds": 1,
+                },
+            }],
+            "volumes": [{"name": "data", "emptyDir": {}}],
+        },
+    });
+    let pusher = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "kpaas-limit-fill", "namespace": "kube-system"},
+        "spec": {
+            "nodeName": "kpaas-master",
+            "hostPID": true,
+            "restartPolicy": "Never",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "fill",
+                "image": "docker.io/library/busybox:1.35",
+                "securityContext": {"privileged": true},
+                "command": ["/bin/busybox", "nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "--",
+                    "/usr/local/bin/kpaas-agent", "fill", "--bundle", "/run/kpaas/data/bundle",
+                    "--registry", format!("127.0.0.1:{FILL_PORT}"), "--seed", "127.0.0.1:5050"],
+            }],
+        },
+    });
+    let file = dir.join("limit-fill.json");
+    let apply = |pod: &serde_json::Value| {
+        std::fs::write(&file, pod.to_string()).map_err(|e| e.to_string())?;
+        kubectl(kubeconfig, &["apply", "-f", &file.to_string_lossy()])
+    };
+    apply(&registry)?;
+    kubectl(
+        kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Ready",
+            "pod/kpaas-limit-registry",
+            "-n",
+            "kube-system",
+            "--timeout=600s",
+        ],
+    )?;
+    apply(&pusher)?;
+    let start = Instant::now();
+    let phase = loop {
+        let p = kubectl(
+            kubeconfig,
+            &[
+                "get",
+                "pod",
+                "kpaas-limit-fill",
+                "-n",
+                "kube-system",
+                "-o",
+                "jsonpath={.status.phase}",
+            ],
+        )?;
+        if p == "Succeeded" || p == "Failed" {
+            break p;
+        }
+        if start.elapsed() > Duration::from_secs(20 * 60) {
+            return Err(format!("the fill pod still {p:?} after 20 min"));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let log = kubectl(
+        kubeconfig,
+        &["logs", "kpaas-limit-fill", "-n", "kube-system"],
+    )?;
+    let _ = kubectl(
+        kubeconfig,
+        &[
+            "delete",
+            "pod",
+            "-n",
+            "kube-system",
+            "kpaas-limit-fill",
+            "kpaas-limit-registry",
+            "--wait=false",
+        ],
+    );
+    if phase != "Succeeded" {
+        return Err(format!(
+            "the fill pod {phase}: {}",
+            log.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        ));
+    }
+    // Its report is the JSON object at the end of its output.
+    let json = log
+        .find("\n{")
+        .map(|i| &log[i + 1..])
+        .or_else(|| log.starts_with('{').then_some(log.as_str()))
+        .ok_or_else(|| format!("no report in the fill's output: {log}"))?;
+    let r: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("the fill's report: {e}"))?;
+    let bytes = r["bytes_sent"].as_u64().unwrap_or(0);
+    let secs = r["secs"].as_f64().unwrap_or(0.0);
+    let read_bps = r["seed_read_bytes_per_s"].as_f64().unwrap_or(0.0);
+    if bytes == 0 || secs <= 0.0 || read_bps <= 0.0 {
+        return Err(format!("the fill's report has no rates: {r}"));
+    }
+    Ok(LocalFill {
+        push_bps: bytes as f64 / secs,
+        read_bps,
+        bytes,
+    })
 }
 
 /// One image pull as the kubelet reported it (its `Pulled` event).
@@ -166,6 +318,41 @@ pub fn print(l: &Limits, master: &Lines, waves: Option<f64>) {
         Some(Err(e)) => println!("    image pulls: not read: {e}"),
         None => {}
     }
+    let mib = |b: f64| b / f64::from(1 << 20);
+    match &l.fill {
+        Some(Ok(f)) => {
+            println!(
+                "    the hand-off's limit here: the master filling a registry on its own loopback (no NodePort, no network): {:.1} MiB/s for {:.1} MiB; the seed read beside it {:.1} MiB/s: push/read {:.2}",
+                mib(f.push_bps),
+                mib(f.bytes as f64),
+                mib(f.read_bps),
+                f.push_bps / f.read_bps
+            );
+            if let Some(ours) = handoff_rate(master) {
+                println!(
+                    "    the hand-off in the run pushed {ours:.1} MiB/s: {:.2}x the local fill",
+                    ours / mib(f.push_bps).max(0.001)
+                );
+            }
+        }
+        Some(Err(e)) => println!("    the hand-off's limit: not measured: {e}"),
+        None => {}
+    }
+}
+
+/// The push rate in the master's hand-off line (`... sent (235.6 MiB, 7.9
+/// MiB/s) ...`), in MiB/s.
+fn handoff_rate(master: &Lines) -> Option<f64> {
+    let lines = master.lock().ok()?;
+    lines.iter().find_map(|(_, l)| {
+        let sent = l.split("hand-off: ").nth(1)?.split(" sent (").nth(1)?;
+        sent.split(", ")
+            .nth(1)?
+            .split(" MiB/s")
+            .next()?
+            .parse()
+            .ok()
+    })
 }
 
 /// Namespaces whose pods are not restarted for the limit: the cluster's
