@@ -47,6 +47,10 @@ pub struct Event {
     /// report needs (the cluster ready, the platform ready).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<Cpu>,
+    /// The platform component whose thread wrote it (components deploy
+    /// side by side): what the status page groups by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
 }
 
 impl Event {
@@ -75,6 +79,8 @@ pub struct Sink {
     console: bool,
     /// Each running step's start, for its cost at its outcome.
     marks: std::collections::BTreeMap<StepId, Mark>,
+    /// Set on a component's own sink ([`Sink::fork`]), on each event.
+    component: Option<String>,
 }
 
 impl Sink {
@@ -92,19 +98,21 @@ impl Sink {
             stream_path,
             console: true,
             marks: Default::default(),
+            component: None,
         })
     }
 
-    /// Another sink on the same stream and console, for a thread of its
-    /// own (a component deployed beside others). Each event is one append,
-    /// so the threads' lines interleave whole.
-    pub fn fork(&self) -> Result<Sink> {
+    /// Another sink on the same stream and console, for a component's own
+    /// thread (components deploy side by side): its events name it. Each
+    /// event is one append, so the threads' lines interleave whole.
+    pub fn fork(&self, component: &str) -> Result<Sink> {
         let dir = self
             .stream_path
             .parent()
             .context("the events stream has no directory")?;
         let mut s = Sink::open(dir)?;
         s.console = self.console;
+        s.component = Some(component.to_string());
         Ok(s)
     }
 
@@ -138,6 +146,7 @@ impl Sink {
             uptime_s: uptime(),
             took,
             cpu: None,
+            component: None,
         })
     }
 
@@ -152,6 +161,7 @@ impl Sink {
             uptime_s: uptime(),
             took: Some(from.took()),
             cpu: None,
+            component: None,
         })
     }
 
@@ -169,10 +179,12 @@ impl Sink {
             uptime_s: uptime(),
             took: None,
             cpu: Some(cpu),
+            component: None,
         })
     }
 
-    fn write(&mut self, e: Event) -> Result<()> {
+    fn write(&mut self, mut e: Event) -> Result<()> {
+        e.component.clone_from(&self.component);
         let (step, kind, detail) = (e.step, e.kind, e.detail.clone());
         let detail = detail.as_str();
         if self.console

@@ -47,6 +47,17 @@ pub struct Now {
     pub elapsed_s: u64,
     /// Its last progress line: what it waits for, which wave or release.
     pub doing: String,
+    /// The platform's components running side by side, each with its own
+    /// last line (the deploy step only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentNow>,
+}
+
+/// A component deploying now and its last progress line.
+#[derive(Debug, Serialize, PartialEq)]
+pub struct ComponentNow {
+    pub component: String,
+    pub doing: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,11 +112,31 @@ fn running(all: &[Event], now_s: u64) -> Option<Now> {
         .find(|e| e.step == s.step && e.kind == Kind::Progress)
         .map(|e| e.detail.clone())
         .unwrap_or_default();
+    // Each component's last line; one whose last line is its readiness
+    // (the line that carries its cost) is done.
+    let mut last: Vec<(&str, &Event)> = Vec::new();
+    for e in after.iter().filter(|e| e.step == s.step) {
+        if let Some(c) = e.component.as_deref() {
+            match last.iter_mut().find(|(n, _)| *n == c) {
+                Some(slot) => slot.1 = e,
+                None => last.push((c, e)),
+            }
+        }
+    }
+    let components = last
+        .into_iter()
+        .filter(|(_, e)| e.took.is_none())
+        .map(|(c, e)| ComponentNow {
+            component: c.to_string(),
+            doing: e.detail.clone(),
+        })
+        .collect();
     Some(Now {
         step: s.step,
         since: s.at.clone(),
         elapsed_s: parse_rfc3339(&s.at).map_or(0, |t| now_s.saturating_sub(t)),
         doing,
+        components,
     })
 }
 
@@ -120,6 +151,17 @@ pub fn text(s: &Snapshot) -> String {
         ));
     }
     match &s.now {
+        Some(n) if !n.components.is_empty() => {
+            out.push_str(&format!(
+                "\nnow: {} for {} s, {} component(s) at once:\n",
+                n.step,
+                n.elapsed_s,
+                n.components.len()
+            ));
+            for c in &n.components {
+                out.push_str(&format!("  {}: {}\n", c.component, c.doing));
+            }
+        }
         Some(n) => out.push_str(&format!(
             "\nnow: {} for {} s{}\n",
             n.step,
@@ -203,6 +245,45 @@ mod tests {
         ] {
             assert!(page.contains(want), "{want:?} in:\n{page}");
         }
+        // Components side by side: each with its own last line; one whose
+        // readiness was said is not listed.
+        let mut vault = s.fork("vault").unwrap();
+        let mut harbor = s.fork("harbor").unwrap();
+        vault
+            .progress(
+                StepId::Deploy,
+                "waiting for vault to be ready (12 s: vault-0 sealed)",
+            )
+            .unwrap();
+        harbor
+            .progress(
+                StepId::Deploy,
+                "harbor: registry.yaml applied server-side (6 object(s))",
+            )
+            .unwrap();
+        harbor
+            .progress_took(
+                StepId::Deploy,
+                "harbor: ready in 40 s",
+                &crate::ledger::mark(),
+            )
+            .unwrap();
+        s.emit(StepId::Deploy, Kind::Progress, "wave 3: keycloak")
+            .unwrap();
+        let snap = snapshot(t.path()).unwrap();
+        let now = snap.now.as_ref().unwrap();
+        assert_eq!(
+            now.components,
+            [ComponentNow {
+                component: "vault".into(),
+                doing: "waiting for vault to be ready (12 s: vault-0 sealed)".into()
+            }]
+        );
+        let page = text(&snap);
+        assert!(
+            page.contains("1 component(s) at once:\n  vault: waiting for vault to be ready"),
+            "{page}"
+        );
         s.emit(StepId::Deploy, Kind::Done, "platform ready: 3 component(s)")
             .unwrap();
         let snap = snapshot(t.path()).unwrap();

@@ -247,7 +247,7 @@ impl Engine {
                         Kind::Progress,
                         &format!("{}: starting{}", s.component, sched.after(i)),
                     )?;
-                    let mut ev = events.fork()?;
+                    let mut ev = events.fork(&s.component)?;
                     let (tx, j, r) = (tx.clone(), &j, &rendered);
                     sc.spawn(move || {
                         let m = crate::ledger::mark();
