@@ -53,8 +53,9 @@ pub struct LocalFill {
 const FILL_PORT: u16 = 5001;
 
 /// The hand-off's limit on this lab: Harbor's place (distribution, the
-/// bundle's `registry:2.8.2`) as a pod on the master's host network with an
-/// emptyDir, filled by the master's own `kpaas-agent fill` from the bundle
+/// bundle's `registry:2.8.2`, with the demo's own registry config) as a pod
+/// on the master's host network with an emptyDir, filled by the master's
+/// own `kpaas-agent fill` from the bundle
 /// on its disk (a privileged pod enters the host), then the seed read the
 /// same way. Nothing crosses the NodePort, kube-proxy or flannel. The fill
 /// subcommand hashes every blob itself (it cannot know what the seed
@@ -63,7 +64,10 @@ pub fn local_fill(kubeconfig: &Path, dir: &Path) -> Result<LocalFill, String> {
     let registry = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "kpaas-limit-registry", "namespace": "kube-system"},
+        // Beside Harbor's place: the image has no config of its own, its
+        // ConfigMap (`cp-harbor-registry-config`, the demo's registry.yaml)
+        // is mounted as there.
+        "metadata": {"name": "kpaas-limit-registry", "namespace": "harbor"},
         "spec": {
             "nodeName": "kpaas-master",
             "hostNetwork": true,
@@ -75,7 +79,10 @@ pub fn local_fill(kubeconfig: &Path, dir: &Path) -> Result<LocalFill, String> {
                     {"name": "REGISTRY_HTTP_ADDR", "value": format!("127.0.0.1:{FILL_PORT}")},
                     {"name": "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "value": "/var/lib/registry"},
                 ],
-                "volumeMounts": [{"name": "data", "mountPath": "/var/lib/registry"}],
+                "volumeMounts": [
+                    {"name": "data", "mountPath": "/var/lib/registry"},
+                    {"name": "config", "mountPath": "/etc/docker/registry"},
+                ],
                 // On the host's network the probe's default host is the
                 // node's address; the registry listens on loopback only.
                 "readinessProbe": {
@@ -83,13 +90,16 @@ pub fn local_fill(kubeconfig: &Path, dir: &Path) -> Result<LocalFill, String> {
                     "periodSeconds": 1,
                 },
             }],
-            "volumes": [{"name": "data", "emptyDir": {}}],
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "config", "configMap": {"name": "cp-harbor-registry-config"}},
+            ],
         },
     });
     let pusher = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {"name": "kpaas-limit-fill", "namespace": "kube-system"},
+        "metadata": {"name": "kpaas-limit-fill", "namespace": "harbor"},
         "spec": {
             "nodeName": "kpaas-master",
             "hostPID": true,
@@ -118,7 +128,7 @@ pub fn local_fill(kubeconfig: &Path, dir: &Path) -> Result<LocalFill, String> {
             "--for=condition=Ready",
             "pod/kpaas-limit-registry",
             "-n",
-            "kube-system",
+            "harbor",
             "--timeout=600s",
         ],
     )?;
@@ -132,7 +142,7 @@ pub fn local_fill(kubeconfig: &Path, dir: &Path) -> Result<LocalFill, String> {
                 "pod",
                 "kpaas-limit-fill",
                 "-n",
-                "kube-system",
+                "harbor",
                 "-o",
                 "jsonpath={.status.phase}",
             ],
@@ -145,17 +155,14 @@ pub fn local_fill(kubeconfig: &Path, dir: &Path) -> Result<LocalFill, String> {
         }
         std::thread::sleep(Duration::from_secs(2));
     };
-    let log = kubectl(
-        kubeconfig,
-        &["logs", "kpaas-limit-fill", "-n", "kube-system"],
-    )?;
+    let log = kubectl(kubeconfig, &["logs", "kpaas-limit-fill", "-n", "harbor"])?;
     let _ = kubectl(
         kubeconfig,
         &[
             "delete",
             "pod",
             "-n",
-            "kube-system",
+            "harbor",
             "kpaas-limit-fill",
             "kpaas-limit-registry",
             "--wait=false",
