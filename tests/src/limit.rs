@@ -96,25 +96,21 @@ pub fn local_fill(kubeconfig: &Path, dir: &Path) -> Result<LocalFill, String> {
             ],
         },
     });
-    let pusher = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "kpaas-limit-fill", "namespace": "harbor"},
-        "spec": {
-            "nodeName": "kpaas-master",
-            "hostPID": true,
-            "restartPolicy": "Never",
-            "tolerations": [{"operator": "Exists"}],
-            "containers": [{
-                "name": "fill",
-                "image": "docker.io/library/busybox:1.35",
-                "securityContext": {"privileged": true},
-                "command": ["/bin/busybox", "nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "--",
-                    "/usr/local/bin/kpaas-agent", "fill", "--bundle", "/run/kpaas/data/bundle",
-                    "--registry", format!("127.0.0.1:{FILL_PORT}"), "--seed", "127.0.0.1:5050"],
-            }],
-        },
-    });
+    let pusher = on_host(
+        "kpaas-limit-fill",
+        "harbor",
+        "kpaas-master",
+        &[
+            "/usr/local/bin/kpaas-agent",
+            "fill",
+            "--bundle",
+            "/run/kpaas/data/bundle",
+            "--registry",
+            &format!("127.0.0.1:{FILL_PORT}"),
+            "--seed",
+            "127.0.0.1:5050",
+        ],
+    );
     let file = dir.join("limit-fill.json");
     let apply = |pod: &serde_json::Value| {
         std::fs::write(&file, pod.to_string()).map_err(|e| e.to_string())?;
@@ -449,31 +445,61 @@ fn all_pods(kubeconfig: &Path) -> Result<serde_json::Value, String> {
     serde_json::from_str(&out).map_err(|e| format!("kubectl get pods: {e}"))
 }
 
+/// A pod that runs `command` once on `node`'s host itself (privileged,
+/// every namespace of its PID 1 entered).
+fn on_host(name: &str, namespace: &str, node: &str, command: &[&str]) -> serde_json::Value {
+    let mut argv = vec![
+        "/bin/busybox",
+        "nsenter",
+        "-t",
+        "1",
+        "-m",
+        "-u",
+        "-i",
+        "-n",
+        "-p",
+        "--",
+    ];
+    argv.extend(command);
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "nodeName": node,
+            "hostPID": true,
+            "restartPolicy": "Never",
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "host",
+                // The bundle's busybox (the static one: it has nsenter).
+                "image": "docker.io/library/busybox:1.35",
+                "securityContext": {"privileged": true},
+                "command": argv,
+            }],
+        },
+    })
+}
+
 /// The worker's `kubeadm init` with its images present, run on the worker
 /// itself (a privileged pod starts it as a transient systemd unit of the
 /// host, so the reset that removes the pod does not stop it); its time is
 /// read from the worker's console.
 pub fn kubeadm_init(kubeconfig: &Path, worker: &mut Vm, dir: &Path) -> Result<f64, String> {
     let pod = dir.join("limit-pod.json");
-    let manifest = serde_json::json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "kpaas-limit", "namespace": "kube-system"},
-        "spec": {
-            "nodeName": "kpaas-worker1",
-            "hostPID": true,
-            "restartPolicy": "Never",
-            "tolerations": [{"operator": "Exists"}],
-            "containers": [{
-                "name": "limit",
-                // The bundle's busybox (the static one: it has nsenter).
-                "image": "docker.io/library/busybox:1.35",
-                "securityContext": {"privileged": true},
-                "command": ["/bin/busybox", "nsenter", "-t", "1", "-m", "-u", "-i", "-n", "-p", "--",
-                    "systemd-run", "--unit=kpaas-limit", "--collect", "/bin/sh", "-c", SCRIPT],
-            }],
-        },
-    });
+    let manifest = on_host(
+        "kpaas-limit",
+        "kube-system",
+        "kpaas-worker1",
+        &[
+            "systemd-run",
+            "--unit=kpaas-limit",
+            "--collect",
+            "/bin/sh",
+            "-c",
+            SCRIPT,
+        ],
+    );
     std::fs::write(&pod, manifest.to_string()).map_err(|e| e.to_string())?;
     kubectl(kubeconfig, &["apply", "-f", &pod.to_string_lossy()])?;
     let deadline = worker.started.elapsed() + Duration::from_secs(20 * 60);
