@@ -111,6 +111,10 @@ enum Cmd {
         /// rate is measured after the push, as the yardstick.
         #[arg(long)]
         seed: Option<String>,
+        /// Hash every blob before the push (timed apart) instead of while
+        /// sending it: the push's rate is then the registry's intake alone.
+        #[arg(long)]
+        verify_first: bool,
     },
     /// Write the runtime mirror configuration for a bundle.
     Mirrors {
@@ -224,6 +228,7 @@ fn dispatch(cmd: Cmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             harbor,
             jobs,
             seed,
+            verify_first,
         } => {
             let auth = if harbor {
                 let pw = std::env::var("KPAAS_HARBOR_PASSWORD").map_err(|_| {
@@ -243,10 +248,26 @@ fn dispatch(cmd: Cmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             if harbor {
                 rt.block_on(fill::ensure_project(&t))?;
             }
-            // Run on its own, nothing has hashed the bundle's blobs: all are.
-            let r = rt.block_on(fill::fill(&bundle, &t, jobs, &Default::default()))?;
+            // Run on its own, nothing has hashed the bundle's blobs: all
+            // are, first or while sent.
+            let (proven, verified) = if verify_first {
+                let (proven, bytes, secs) = rt.block_on(fill::verify_first(&bundle, jobs))?;
+                eprintln!(
+                    "kpaas-agent: fill: {} blob(s), {:.1} MiB hashed in {secs:.1} s before the push",
+                    proven.len(),
+                    bytes as f64 / f64::from(1 << 20)
+                );
+                (proven, Some((bytes, secs)))
+            } else {
+                Default::default()
+            };
+            let r = rt.block_on(fill::fill(&bundle, &t, jobs, &proven))?;
             eprintln!("kpaas-agent: fill: {}", r.summary());
             let mut out = serde_json::to_value(&r)?;
+            if let Some((bytes, secs)) = verified {
+                out["verified_bytes"] = bytes.into();
+                out["verified_secs"] = secs.into();
+            }
             if let Some(seed) = seed {
                 let (bytes, rate) = rt.block_on(fill::seed_read_rate(
                     &bundle,

@@ -868,6 +868,46 @@ fn the_hand_off_fills_a_real_registry_and_containerd_pulls_through_it() {
     )
     .unwrap();
     assert_eq!(head.status, 404);
+    // Hashed first (`--verify-first`): the same damage is found before the
+    // push starts, and the whole bundle is checked, not one blob.
+    let verify_first = |bundle: &Path, project: &str| {
+        Command::new(env!("CARGO_BIN_EXE_kpaas-agent"))
+            .args(["fill", "--verify-first", "--bundle"])
+            .arg(bundle)
+            .args(["--registry", &target.addr, "--project", project])
+            .output()
+            .unwrap()
+    };
+    let o = verify_first(&damaged, "damaged-first");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("1 blob(s) of the bundle are damaged; nothing was pushed")
+            && err.contains(&layer[7..]),
+        "{err}"
+    );
+    let head = http::send(
+        &target.addr,
+        "GET",
+        "/v2/damaged-first/registry.demo.kpaas.test/demo/app-a/tags/list",
+        &[],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(head.status, 404);
+    // Sound, into a project of its own: everything is hashed once, then
+    // sent with nothing hashed again.
+    let o = verify_first(&b, "verified");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["artifacts"], pushed.len(), "{v}");
+    assert!(v["verified_bytes"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["verified_secs"].as_f64().is_some(), "{v}");
+    // A new project links nothing yet: the same blobs go as at the first
+    // fill, each sent once and mounted where shared.
+    assert_eq!(v["blobs_sent"], r["blobs_sent"], "{v}");
+    assert_eq!(v["blobs_mounted"], r["blobs_mounted"], "{v}");
+    assert_eq!(v["bytes_sent"], r["bytes_sent"], "{v}");
 
     // The mirror switch: the registry first, the seed behind it. No seed
     // runs, so a pull that works came through the registry.

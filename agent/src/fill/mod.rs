@@ -529,6 +529,56 @@ pub async fn fill(
     Ok(report)
 }
 
+/// Hashes every blob [`fill`] would send from `bundle`, `jobs` at a time,
+/// and returns them as proven (for `fill`'s `trusted`), with the bytes
+/// hashed and the seconds it took. Every damaged blob is named at once.
+/// The `fill` subcommand's `--verify-first`: the push that follows does
+/// nothing but read and send, so its rate is the registry's ingest with the
+/// thinnest client this agent has.
+pub async fn verify_first(bundle: &Path, jobs: usize) -> Result<(HashSet<Digest>, u64, f64)> {
+    let start = Instant::now();
+    let mut all: BTreeMap<Digest, u64> = BTreeMap::new();
+    for p in plans(bundle, "")? {
+        all.extend(p.blobs);
+    }
+    let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for (d, size) in all {
+        let (sem, path) = (sem.clone(), blob_path(bundle, &d));
+        tasks.spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let shown = path.display().to_string();
+            let (got, len) = tokio::task::spawn_blocking(move || {
+                airgap_bundle::digest::hash_reader(std::fs::File::open(&path)?)
+            })
+            .await?
+            .with_context(|| format!("reading {shown}"))?;
+            if got != d || len != size {
+                bail!("{shown} holds {len} bytes hashing to {got}, not {size} bytes of {d}");
+            }
+            Ok((d, size))
+        });
+    }
+    let (mut proven, mut bytes, mut errors) = (HashSet::new(), 0, Vec::new());
+    while let Some(r) = tasks.join_next().await {
+        match r.map_err(anyhow::Error::from).and_then(|x| x) {
+            Ok((d, size)) => {
+                bytes += size;
+                proven.insert(d);
+            }
+            Err(e) => errors.push(format!("{e:#}")),
+        }
+    }
+    if !errors.is_empty() {
+        bail!(
+            "{} blob(s) of the bundle are damaged; nothing was pushed:\n  {}",
+            errors.len(),
+            errors.join("\n  ")
+        );
+    }
+    Ok((proven, bytes, start.elapsed().as_secs_f64()))
+}
+
 /// What one task of [`fill`] did.
 #[derive(Debug, Default)]
 struct Pushed {
