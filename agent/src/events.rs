@@ -72,7 +72,9 @@ impl Event {
 
 /// Where events go.
 pub struct Sink {
-    journal: Journal,
+    /// The boot journal; none on a component's sink ([`Sink::fork`]): its
+    /// events are progress only, the step's outcome is its own sink's.
+    journal: Option<Journal>,
     /// events.jsonl, opened once in append mode.
     stream: File,
     stream_path: PathBuf,
@@ -93,7 +95,7 @@ impl Sink {
             .open(&stream_path)
             .with_context(|| format!("opening {}", stream_path.display()))?;
         Ok(Sink {
-            journal: Journal::open(state_dir)?,
+            journal: Some(Journal::open(state_dir)?),
             stream,
             stream_path,
             console: true,
@@ -105,15 +107,20 @@ impl Sink {
     /// Another sink on the same stream and console, for a component's own
     /// thread (components deploy side by side): its events name it. Each
     /// event is one append, so the threads' lines interleave whole.
+    /// It shares the stream's open file and carries no journal, so a fork
+    /// reads nothing from disk.
     pub fn fork(&self, component: &str) -> Result<Sink> {
-        let dir = self
-            .stream_path
-            .parent()
-            .context("the events stream has no directory")?;
-        let mut s = Sink::open(dir)?;
-        s.console = self.console;
-        s.component = Some(component.to_string());
-        Ok(s)
+        Ok(Sink {
+            journal: None,
+            stream: self
+                .stream
+                .try_clone()
+                .with_context(|| format!("sharing {}", self.stream_path.display()))?,
+            stream_path: self.stream_path.clone(),
+            console: self.console,
+            marks: Default::default(),
+            component: Some(component.to_string()),
+        })
     }
 
     /// No console lines (unit tests).
@@ -123,8 +130,9 @@ impl Sink {
         self
     }
 
-    pub fn journal(&self) -> &Journal {
-        &self.journal
+    /// The boot journal, of a step's own sink (a fork has none: `None`).
+    pub fn journal(&self) -> Option<&Journal> {
+        self.journal.as_ref()
     }
 
     /// A step's outcome carries its cost (from its start) and puts a
@@ -206,12 +214,13 @@ impl Sink {
         self.stream
             .write_all(&line)
             .with_context(|| format!("appending to {}", self.stream_path.display()))?;
+        let Some(journal) = self.journal.as_mut() else {
+            return Ok(());
+        };
         match kind {
             // The first success is the one `status` shows: when the node got there.
-            Kind::Done if !self.journal.done(step) => {
-                self.journal.record(step, State::Done, &e.at, detail)
-            }
-            Kind::Failed => self.journal.record(step, State::Failed, &e.at, detail),
+            Kind::Done if !journal.done(step) => journal.record(step, State::Done, &e.at, detail),
+            Kind::Failed => journal.record(step, State::Failed, &e.at, detail),
             _ => Ok(()),
         }
     }
@@ -251,10 +260,10 @@ mod tests {
         s.emit(StepId::Verify, Kind::Done, "fast: 3 artifacts")
             .unwrap();
         // Again at a later boot: streamed, but the journal keeps the first.
-        let first = s.journal().steps[&StepId::Verify].clone();
+        let first = s.journal().unwrap().steps[&StepId::Verify].clone();
         s.emit(StepId::Verify, Kind::Done, "fast: 4 artifacts")
             .unwrap();
-        assert_eq!(s.journal().steps[&StepId::Verify], first);
+        assert_eq!(s.journal().unwrap().steps[&StepId::Verify], first);
         s.emit(StepId::Serve, Kind::Failed, "port 5050 in use")
             .unwrap();
         let ev = read_all(t.path()).unwrap();

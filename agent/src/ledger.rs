@@ -61,9 +61,7 @@ impl Account {
     /// Adds another span's (the next component on a chain).
     pub fn add(&mut self, o: &Account) {
         self.waited += o.waited;
-        for (k, v) in &o.spent {
-            self.spent.entry(k.clone()).or_default().add(v);
-        }
+        run::merge(&mut self.spent, &o.spent);
     }
 }
 

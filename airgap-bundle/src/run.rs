@@ -153,12 +153,17 @@ pub fn spent_here() -> std::collections::BTreeMap<String, Spent> {
 /// Counts processes another thread ran on this one's behalf as this
 /// thread's (a helper thread's, once it is joined).
 pub fn add_here(more: &std::collections::BTreeMap<String, Spent>) {
-    HERE.with(|h| {
-        let mut h = h.borrow_mut();
-        for (k, v) in more {
-            h.entry(k.clone()).or_default().add(v);
-        }
-    });
+    HERE.with(|h| merge(&mut h.borrow_mut(), more));
+}
+
+/// Adds `more`'s processes into `into`, program by program.
+pub fn merge(
+    into: &mut std::collections::BTreeMap<String, Spent>,
+    more: &std::collections::BTreeMap<String, Spent>,
+) {
+    for (k, v) in more {
+        into.entry(k.clone()).or_default().add(v);
+    }
 }
 
 impl Spent {

@@ -138,7 +138,7 @@ pub fn run(ctx: &mut Ctx, events: &mut Sink, steps: &[Step]) -> Result<(), Stopp
             continue;
         }
         let id = s.id;
-        if s.rerun == Rerun::Once && events.journal().done(id) {
+        if s.rerun == Rerun::Once && events.journal().is_some_and(|j| j.done(id)) {
             events
                 .emit(id, Kind::Skipped, "done at an earlier boot")
                 .map_err(Stopped::Sink)?;

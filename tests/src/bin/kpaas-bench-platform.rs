@@ -85,18 +85,12 @@ fn main() -> Result<()> {
         {
             println!("  critical path: {path}");
         }
-        if let Some((_, l)) = lines.iter().find(|(_, l)| l.contains("hand-off: ")) {
-            let detail = l.split("hand-off: ").nth(1).unwrap_or(l);
+        if let Some(h) = limit::handoff(&ml) {
             println!(
                 "  hand-off: {}",
-                detail.chars().take(400).collect::<String>()
+                h.detail.chars().take(400).collect::<String>()
             );
-            let ratio = detail
-                .split("push/read ")
-                .nth(1)
-                .and_then(|r| r.split(';').next())
-                .and_then(|r| r.trim().parse::<f64>().ok());
-            match ratio {
+            match h.push_read {
                 Some(r) => println!(
                     "  fill: push/seed-read ratio {r:.2} (goal >= {FILL_GOAL:.1}: {})",
                     if r >= FILL_GOAL { "met" } else { "not met" }
