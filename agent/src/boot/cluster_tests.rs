@@ -573,3 +573,49 @@ fn a_join_that_finished_before_a_power_cut_is_not_redone() {
         e.starts_with("join Done: joined before this boot: not redone; node w is in the cluster")
     }));
 }
+
+/// A cheap probe is asked again every `every`, not after a growing pause:
+/// over a 300 ms limit at 20 ms it is asked many times (the backoff's first
+/// pause alone, 1 s, would let it be asked once), and the failure names
+/// what was waited for and the probe's last word.
+#[test]
+fn a_cheap_probe_is_asked_at_its_pace_without_backing_off() {
+    use super::cluster::wait_every;
+    use std::time::Duration;
+    let t = tempfile::tempdir().unwrap();
+    let mut events = crate::events::Sink::open(t.path()).unwrap().quiet();
+    let mut asked = 0;
+    let e = wait_every(
+        &mut events,
+        StepId::Join,
+        "the master's API at 192.0.2.1:6443",
+        Duration::from_millis(300),
+        Duration::from_millis(20),
+        || -> Result<Option<()>, String> {
+            asked += 1;
+            Err("connection refused".into())
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(asked >= 5, "asked {asked} time(s)");
+    assert!(
+        e.contains("the master's API at 192.0.2.1:6443") && e.contains("connection refused"),
+        "{e}"
+    );
+    // And it ends at the first yes.
+    let mut asked = 0;
+    let got = wait_every(
+        &mut events,
+        StepId::Join,
+        "x",
+        Duration::from_secs(60),
+        Duration::from_millis(1),
+        || {
+            asked += 1;
+            Ok((asked == 3).then_some(asked))
+        },
+    )
+    .unwrap();
+    assert_eq!((got, asked), (3, 3));
+}

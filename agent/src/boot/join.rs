@@ -6,7 +6,7 @@
 //! the step's failure. Once; a power cut mid-join is reset and rejoined at
 //! the next boot, a finished join is never redone.
 
-use super::cluster::{self, at, kubeadm_config, on_worker, tools, wait};
+use super::cluster::{self, at, kubeadm_config, on_worker, tools, wait_every};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::{Kind, Sink};
 use crate::kube;
@@ -88,11 +88,12 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let api: SocketAddr = i.endpoint().parse()?;
     // Only whether something listens: trust comes from kubeadm's pinned
     // discovery, never from this probe.
-    wait(
+    wait_every(
         events,
         StepId::Join,
         &format!("the master's API at {api}"),
         MASTER_WAIT,
+        cluster::CHEAP_PROBE_EVERY,
         || {
             TcpStream::connect_timeout(&api, Duration::from_secs(3))
                 .map(|_| Some(()))

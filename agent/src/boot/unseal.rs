@@ -3,7 +3,7 @@
 //! kept (`crate::vault`), without anyone typing. Bounded: the cluster and
 //! Vault's pod come up first.
 
-use super::cluster::{on_master, wait};
+use super::cluster::{on_master, wait_every};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::Sink;
 use crate::vault;
@@ -28,11 +28,12 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
     let path = vault::key_path(&ctx.cfg.state_dir);
     let address = vault::read_kept(&path)?.address;
     let rt = ctx.rt.clone();
-    wait(
+    wait_every(
         events,
         StepId::Unseal,
         &format!("Vault at {address} to answer"),
         UNSEAL_WAIT,
+        super::cluster::CHEAP_PROBE_EVERY,
         || {
             rt.block_on(vault::status(&address))
                 .map(Some)

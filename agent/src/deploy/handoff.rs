@@ -4,7 +4,7 @@
 
 use super::{Apply, At, Engine, FILL_JOBS, Outcome, block_on, hook_item, runtime};
 use crate::boot::StepId;
-use crate::boot::cluster::{last_line, wait};
+use crate::boot::cluster::{CHEAP_PROBE_EVERY, last_line, wait_every};
 use crate::events::Sink;
 use crate::{fill, mirrors};
 use airgap_bundle::deploy::Hook;
@@ -41,11 +41,12 @@ impl Engine {
             harbor_api,
         } = f;
         let t = self.target(registry, project, *harbor_api)?;
-        wait(
+        wait_every(
             events,
             StepId::Deploy,
             &format!("the registry at {registry} to answer"),
             self.limit,
+            CHEAP_PROBE_EVERY,
             || match crate::probe::status_blocking(
                 &format!("{}/v2/", t.base),
                 std::time::Duration::from_secs(5),

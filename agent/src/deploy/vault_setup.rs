@@ -5,7 +5,7 @@
 
 use super::{Apply, At, Engine, Outcome, block_on, hook_item, runtime};
 use crate::boot::StepId;
-use crate::boot::cluster::{last_line, wait};
+use crate::boot::cluster::{CHEAP_PROBE_EVERY, last_line, wait_every};
 use crate::events::Sink;
 use crate::vault;
 use airgap_bundle::deploy::Hook;
@@ -28,11 +28,12 @@ impl Engine {
             threshold,
         } = v;
         let rt = runtime("Vault")?;
-        wait(
+        wait_every(
             events,
             StepId::Deploy,
             &format!("Vault at {address} to answer"),
             self.limit,
+            CHEAP_PROBE_EVERY,
             || {
                 rt.block_on(vault::status(address))
                     .map(Some)
