@@ -476,6 +476,7 @@ impl Lab {
         let md = overlay(&self.raw, &work.join(format!("m{run}.qcow2")));
         let wd = overlay(&self.raw, &work.join(format!("w{run}.qcow2")));
         let stop = Arc::new(AtomicBool::new(false));
+        let powered_on = std::time::SystemTime::now();
         let mut m = self.master(&md);
         std::thread::sleep(Duration::from_millis(300));
         let mut w = self.worker("worker", &wd, &self.seeds.join("universal.iso"));
@@ -498,6 +499,9 @@ impl Lab {
         // Read before the limit restarts the pods (its own events say
         // "already present").
         let pulls = self.platform.then(|| crate::limit::pulls(&kc));
+        let timeline = self
+            .platform
+            .then(|| crate::limit::timeline(&kc, crate::limit::TIMELINE, powered_on));
         let pods = self
             .platform
             .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));
@@ -508,6 +512,7 @@ impl Lab {
             pulls,
             pods,
             fill,
+            timeline,
             kubeadm_init: crate::limit::kubeadm_init(&kc, &mut w, &self.dir),
         };
         Ok((ml, wl, measured))

@@ -38,7 +38,15 @@ pub struct Limits {
     /// master's agent filling a registry on the master itself (platform
     /// labs only).
     pub fill: Option<Result<LocalFill, String>>,
+    /// The cluster's events of the namespaces whose components wait on a
+    /// volume and a registry (platform labs only), read before the limit.
+    pub timeline: Option<Result<Vec<Happened>, String>>,
 }
+
+/// The namespaces [`Limits::timeline`] reads: the provisioner's (its
+/// helper pods make each volume) and those of the components that wait on
+/// a volume.
+pub const TIMELINE: &[&str] = &["local-path-storage", "harbor", "vault", "mariadb"];
 
 /// `kpaas-agent fill --verify-first` on the master into the same registry
 /// program on the master's own loopback, and the seed's read rate measured
@@ -251,6 +259,93 @@ pub fn pulls(kubeconfig: &Path) -> Result<Vec<Pull>, String> {
         .unwrap_or_default();
     all.sort_by(|a, b| b.secs.total_cmp(&a.secs));
     Ok(all)
+}
+
+/// One event of the cluster's, at its time since the master's power-on.
+#[derive(Debug)]
+pub struct Happened {
+    pub secs: f64,
+    pub namespace: String,
+    /// `Kind/name` of what it is about.
+    pub object: String,
+    pub reason: String,
+    pub message: String,
+}
+
+/// The events of `namespaces` (the kubelets', the scheduler's, the
+/// controllers' and the provisioner's), oldest first, at their time since
+/// `powered_on` (the host's clock at the master's power-on; the guests'
+/// clocks start from the host's, so within a second or so of it): where a
+/// component's wait went (its volume provisioned, its pod scheduled,
+/// pulled, started, ready).
+pub fn timeline(
+    kubeconfig: &Path,
+    namespaces: &[&str],
+    powered_on: std::time::SystemTime,
+) -> Result<Vec<Happened>, String> {
+    let zero = powered_on
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs_f64();
+    let out = kubectl(kubeconfig, &["get", "events", "-A", "-o", "json"])?;
+    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    let mut all: Vec<Happened> = v["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|e| {
+                    let ns = e["metadata"]["namespace"].as_str()?;
+                    if !namespaces.contains(&ns) {
+                        return None;
+                    }
+                    // The scheduler writes eventTime only, the kubelet
+                    // firstTimestamp only.
+                    let at = e["firstTimestamp"]
+                        .as_str()
+                        .or_else(|| e["eventTime"].as_str())
+                        .and_then(unix_secs)?;
+                    let o = &e["involvedObject"];
+                    Some(Happened {
+                        secs: at - zero,
+                        namespace: ns.to_string(),
+                        object: format!(
+                            "{}/{}",
+                            o["kind"].as_str().unwrap_or("?"),
+                            o["name"].as_str().unwrap_or("?")
+                        ),
+                        reason: e["reason"].as_str().unwrap_or("?").to_string(),
+                        message: e["message"].as_str().unwrap_or("").to_string(),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+    Ok(all)
+}
+
+/// An RFC 3339 UTC time (`2026-12-07T08:10:12Z`, `…12.123456Z`) as
+/// seconds since the Unix epoch.
+fn unix_secs(t: &str) -> Option<f64> {
+    let t = t.strip_suffix('Z')?;
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut c = time.split(':');
+    let (h, mi) = (
+        c.next()?.parse::<i64>().ok()?,
+        c.next()?.parse::<i64>().ok()?,
+    );
+    let sec: f64 = c.next()?.parse().ok()?;
+    // Days from the civil date (the proleptic Gregorian calendar).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60) as f64 + sec)
 }
 
 /// A Go duration as the kubelet prints it: `1m2.5s`, `12.345s`, `850ms`.
@@ -612,7 +707,7 @@ fi
 
 #[cfg(test)]
 mod tests {
-    use super::{handoff, parse_go_duration};
+    use super::{handoff, parse_go_duration, unix_secs};
     use std::sync::{Arc, Mutex};
 
     #[test]
@@ -639,5 +734,14 @@ mod tests {
         let h = handoff(&lines).unwrap();
         assert_eq!((h.push_mib_s, h.push_read), (Some(2.5), None));
         assert!(handoff(&Arc::new(Mutex::new(Vec::new()))).is_none());
+    }
+
+    #[test]
+    fn rfc3339_times_read_as_unix_seconds() {
+        assert_eq!(unix_secs("1970-01-01T00:00:00Z"), Some(0.0));
+        // `date -u -d 2026-12-07T08:10:12Z +%s`
+        assert_eq!(unix_secs("2026-12-07T08:10:12Z"), Some(1_796_631_012.0));
+        assert_eq!(unix_secs("2000-02-29T00:00:00.5Z"), Some(951_782_400.5));
+        assert_eq!(unix_secs("2026-12-07 08:10:12"), None);
     }
 }

@@ -85,6 +85,26 @@ fn main() -> Result<()> {
         {
             println!("  critical path: {path}");
         }
+        match &limits.timeline {
+            Some(Ok(t)) => {
+                println!(
+                    "  the cluster's events of {} (s since power-on, the guests' clocks):",
+                    limit::TIMELINE.join(", ")
+                );
+                for e in t {
+                    println!(
+                        "    {:>5.0} s  {:<18} {:<44} {}: {}",
+                        e.secs,
+                        e.namespace,
+                        e.object,
+                        e.reason,
+                        e.message.chars().take(90).collect::<String>()
+                    );
+                }
+            }
+            Some(Err(e)) => println!("  the cluster's events: not read: {e}"),
+            None => {}
+        }
         if let Some(h) = limit::handoff(&ml) {
             println!(
                 "  hand-off: {}",
