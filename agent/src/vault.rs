@@ -29,6 +29,9 @@ pub struct Kept {
     pub at: String,
 }
 
+/// How long [`call`] asks again while Vault refuses the connection.
+const CONNECT_RETRY: Duration = Duration::from_secs(30);
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
@@ -210,18 +213,30 @@ async fn call(
     path: &str,
     body: Option<serde_json::Value>,
 ) -> Result<serde_json::Value> {
-    let mut req = client()
-        .request(method.clone(), format!("{}/v1/{path}", k.address))
-        .header("X-Vault-Token", &k.root_token);
-    if let Some(b) = body {
-        req = req
-            .header("Content-Type", "application/json")
-            .body(b.to_string());
-    }
-    let r = req
-        .send()
-        .await
-        .with_context(|| format!("Vault at {}: {method} /v1/{path}", k.address))?;
+    let started = std::time::Instant::now();
+    let r = loop {
+        let mut req = client()
+            .request(method.clone(), format!("{}/v1/{path}", k.address))
+            .header("X-Vault-Token", &k.root_token);
+        if let Some(b) = &body {
+            req = req
+                .header("Content-Type", "application/json")
+                .body(b.to_string());
+        }
+        match req.send().await {
+            Ok(r) => break r,
+            // No connection, so nothing reached Vault: safe to ask again,
+            // for a while. Seen once: Vault running and unsealed, its
+            // NodePort refused one call in the middle of the setup.
+            Err(e) if e.is_connect() && started.elapsed() < CONNECT_RETRY => {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                return Err(anyhow::Error::from(e))
+                    .with_context(|| format!("Vault at {}: {method} /v1/{path}", k.address));
+            }
+        }
+    };
     let status = r.status();
     let bytes = r.bytes().await?;
     if !status.is_success() {
@@ -441,6 +456,36 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         panic!("Vault at {address} did not answer");
+    }
+
+    /// A refused connection is asked again: Vault started only after the
+    /// first call was refused still answers that call.
+    #[tokio::test]
+    async fn a_call_refused_before_vault_listens_is_made_again() {
+        let Some(bin) = kpaas_testkit::kit::program("vault_connect_retry", "vault") else {
+            return;
+        };
+        let t = tempfile::tempdir().unwrap();
+        let port = kpaas_testkit::servers::free_port();
+        let k = Kept {
+            address: format!("http://127.0.0.1:{port}"),
+            keys_base64: vec![],
+            root_token: "unused".into(),
+            threshold: 1,
+            at: String::new(),
+        };
+        // Refused now: nothing listens on the port.
+        assert!(status(&k.address).await.is_err());
+        let dir = t.path().to_path_buf();
+        let later = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(1500));
+            start(&bin, &dir, port)
+        });
+        let v = call(&k, reqwest::Method::GET, "sys/seal-status", None)
+            .await
+            .unwrap();
+        assert_eq!(v["initialized"], false, "{v}");
+        drop(later.join().unwrap());
     }
 
     #[tokio::test]
