@@ -882,7 +882,8 @@ fn the_hand_off_fills_a_real_registry_and_containerd_pulls_through_it() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         !o.status.success()
-            && err.contains("1 blob(s) of the bundle are damaged; nothing was pushed")
+            && err
+                .contains("1 blob(s) of the bundle are damaged or unreadable; nothing was pushed")
             && err.contains(&layer[7..]),
         "{err}"
     );

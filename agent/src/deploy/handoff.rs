@@ -41,6 +41,20 @@ impl Engine {
             harbor_api,
         } = f;
         let t = self.target(registry, project, *harbor_api)?;
+        let seed = format!("127.0.0.1:{}", self.cfg.seed_port);
+        // The yardstick, in the same run on the same node: how fast the
+        // seed itself serves the bytes a fill sends (the largest blobs
+        // first), read while the registry's pod is still being made, off
+        // the critical path. A blob the seed hashes here is one the fill
+        // need not hash. A failure is reported, not fatal.
+        let yardstick = {
+            let (bundle, seed) = (self.cfg.bundle.clone(), seed.clone());
+            std::thread::spawn(move || {
+                let budget = fill::bytes_to_send(&bundle)?.max(64 << 20);
+                runtime("the seed's read rate")?
+                    .block_on(fill::seed_read_rate(&bundle, &seed, budget))
+            })
+        };
         wait_every(
             events,
             StepId::Deploy,
@@ -66,16 +80,8 @@ impl Engine {
             .map(|s| s.verified_blobs())
             .unwrap_or_default();
         let report = rt.block_on(fill::fill(&self.cfg.bundle, &t, FILL_JOBS, &trusted))?;
-        // The yardstick, in the same run on the same node: how fast the
-        // seed itself serves the same bytes (the largest blobs, up to as
-        // much as was pushed). A failure here is reported, not fatal.
-        let seed = format!("127.0.0.1:{}", self.cfg.seed_port);
-        let yardstick = match rt.block_on(fill::seed_read_rate(
-            &self.cfg.bundle,
-            &seed,
-            report.bytes_sent.max(64 << 20),
-        )) {
-            Ok((_, rate)) => {
+        let yardstick = match yardstick.join() {
+            Ok(Ok((_, rate))) => {
                 let push = report.bytes_sent as f64 / report.secs.max(0.001);
                 format!(
                     "; the seed reads at {:.1} MiB/s here: push/read {:.2}",
@@ -83,10 +89,11 @@ impl Engine {
                     push / rate.max(1.0)
                 )
             }
-            Err(e) => format!(
+            Ok(Err(e)) => format!(
                 "; the seed's read rate could not be measured: {}",
                 last_line(&e)
             ),
+            Err(_) => "; the seed's read rate could not be measured: its thread panicked".into(),
         };
         let hosts = mirrors::registries(
             self.manifest

@@ -537,13 +537,9 @@ pub async fn fill(
 /// thinnest client this agent has.
 pub async fn verify_first(bundle: &Path, jobs: usize) -> Result<(HashSet<Digest>, u64, f64)> {
     let start = Instant::now();
-    let mut all: BTreeMap<Digest, u64> = BTreeMap::new();
-    for p in plans(bundle, "")? {
-        all.extend(p.blobs);
-    }
     let sem = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
-    for (d, size) in all {
+    for (d, size) in distinct_blobs(bundle)? {
         let (sem, path) = (sem.clone(), blob_path(bundle, &d));
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await;
@@ -571,7 +567,7 @@ pub async fn verify_first(bundle: &Path, jobs: usize) -> Result<(HashSet<Digest>
     }
     if !errors.is_empty() {
         bail!(
-            "{} blob(s) of the bundle are damaged; nothing was pushed:\n  {}",
+            "{} blob(s) of the bundle are damaged or unreadable; nothing was pushed:\n  {}",
             errors.len(),
             errors.join("\n  ")
         );
@@ -630,6 +626,21 @@ async fn collect(
         bail!("{} {what}:\n  {}", errors.len(), errors.join("\n  "));
     }
     Ok(())
+}
+
+/// The bytes a fill into an empty registry sends: every distinct blob of
+/// the bundle's images and charts once.
+pub fn bytes_to_send(bundle: &Path) -> Result<u64> {
+    Ok(distinct_blobs(bundle)?.values().sum())
+}
+
+/// Every distinct blob of the bundle's images and charts, with its size.
+fn distinct_blobs(bundle: &Path) -> Result<BTreeMap<Digest, u64>> {
+    let mut all = BTreeMap::new();
+    for p in plans(bundle, "")? {
+        all.extend(p.blobs);
+    }
+    Ok(all)
 }
 
 /// How fast the node's own seed registry serves the bundle's blobs (the
