@@ -372,11 +372,6 @@ apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 cgroupDriver: systemd
 failSwapOn: true
-# Images come from the node's own seed on loopback: pulled one at a time,
-# Vault's 32 s pull waited 17-20 s more behind MariaDB's and the registry's
-# (the kubelet's own "including waiting" figure), beside Harbor on the
-# platform's critical path.
-serializeImagePulls: false
 resolvConf: /{KUBELET_RESOLV}
 "#,
         cluster = i.cluster,
