@@ -482,7 +482,10 @@ impl Lab {
         let mut w = self.worker("worker", &wd, &self.seeds.join("universal.iso"));
         let ml = watch(m.serial.clone(), m.started, stop.clone());
         let wl = watch(w.serial.clone(), w.started, stop.clone());
-        let res = m.wait_for(until, limit);
+        // A step that failed stops the run at once (it would otherwise sit
+        // out the whole limit: seen, a bench still waiting for "platform
+        // ready" long after the deploy had stopped).
+        let res = m.wait_unless(until, &["kpaas-agent: the cluster stopped at step"], limit);
         // The console can show the marker before its line ends: the
         // watcher keeps whole lines only, so it is stopped once it holds
         // the marker's line (seen: a run whose "platform ready" line was
