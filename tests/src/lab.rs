@@ -501,10 +501,15 @@ impl Lab {
         let kc = self.kubeconfig();
         // Read before the limit restarts the pods (its own events say
         // "already present").
-        let pulls = self.platform.then(|| crate::limit::pulls(&kc));
-        let timeline = self
-            .platform
-            .then(|| crate::limit::timeline(&kc, crate::limit::TIMELINE, powered_on));
+        let events = self.platform.then(|| crate::limit::cluster_events(&kc));
+        let pulls = events
+            .as_ref()
+            .map(|e| e.as_ref().map(crate::limit::pulls).map_err(Clone::clone));
+        let timeline = events.as_ref().map(|e| {
+            e.as_ref()
+                .map_err(Clone::clone)
+                .and_then(|e| crate::limit::timeline(e, crate::limit::TIMELINE, powered_on))
+        });
         let pods = self
             .platform
             .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));

@@ -221,22 +221,16 @@ pub struct Pull {
     pub secs: f64,
 }
 
+/// The cluster's events, every namespace, as the API gives them: read
+/// once at the end of a run for [`pulls`] and [`timeline`].
+pub fn cluster_events(kubeconfig: &Path) -> Result<serde_json::Value, String> {
+    let out = kubectl(kubeconfig, &["get", "events", "-A", "-o", "json"])?;
+    serde_json::from_str(&out).map_err(|e| e.to_string())
+}
+
 /// Every pull the kubelets' events report with its duration
 /// (`Successfully pulled image "X" in 1.5s`), longest first.
-pub fn pulls(kubeconfig: &Path) -> Result<Vec<Pull>, String> {
-    let out = kubectl(
-        kubeconfig,
-        &[
-            "get",
-            "events",
-            "-A",
-            "--field-selector",
-            "reason=Pulled",
-            "-o",
-            "json",
-        ],
-    )?;
-    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+pub fn pulls(v: &serde_json::Value) -> Vec<Pull> {
     let mut all: Vec<Pull> = v["items"]
         .as_array()
         .map(|items| {
@@ -258,7 +252,7 @@ pub fn pulls(kubeconfig: &Path) -> Result<Vec<Pull>, String> {
         })
         .unwrap_or_default();
     all.sort_by(|a, b| b.secs.total_cmp(&a.secs));
-    Ok(all)
+    all
 }
 
 /// One event of the cluster's, at its time since the master's power-on.
@@ -279,7 +273,7 @@ pub struct Happened {
 /// component's wait went (its volume provisioned, its pod scheduled,
 /// pulled, started, ready).
 pub fn timeline(
-    kubeconfig: &Path,
+    v: &serde_json::Value,
     namespaces: &[&str],
     powered_on: std::time::SystemTime,
 ) -> Result<Vec<Happened>, String> {
@@ -287,8 +281,6 @@ pub fn timeline(
         .duration_since(std::time::UNIX_EPOCH)
         .map_err(|e| e.to_string())?
         .as_secs_f64();
-    let out = kubectl(kubeconfig, &["get", "events", "-A", "-o", "json"])?;
-    let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
     let mut all: Vec<Happened> = v["items"]
         .as_array()
         .map(|items| {

@@ -134,9 +134,14 @@ pub fn secrets(ctx: &Ctx, events: &mut Sink, step: StepId, names: &[&str]) -> Re
             Err(format!("{} has no {}", dir.display(), missing.join(", ")))
         }
     };
-    wait_with(events, step, "the cluster secrets from the seed", SECRETS_WAIT, probe, |_| {
-        std::thread::sleep(SECRETS_POLL)
-    })
+    wait_every(
+        events,
+        step,
+        "the cluster secrets from the seed",
+        SECRETS_WAIT,
+        SECRETS_POLL,
+        probe,
+    )
     .context("cloud-init's write_files (its network stage) did not lay the cluster secrets; check the node's seed (kpaas-builder seeds) and `cloud-init status --long`")?;
     names
         .iter()
