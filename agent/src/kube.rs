@@ -50,6 +50,9 @@ pub struct Inputs {
     /// How many workers the cluster has: with none, the master takes the
     /// platform's workloads.
     pub workers: usize,
+    /// The seeds' join credential: how long kubeadm makes it valid (the
+    /// master's keeper renews it after that, by the policy).
+    pub join: airgap_bundle::join::JoinPolicy,
 }
 
 impl Inputs {
@@ -85,6 +88,7 @@ impl Inputs {
                 api_san: k.apiserver_san.clone(),
                 api_port: k.apiserver_port,
                 workers: cfg.nodes.iter().filter(|n| n.role == Role::Worker).count(),
+                join: cfg.join,
             }),
             _ => Err(anyhow!("{}", problems.join("; "))),
         }
@@ -279,7 +283,7 @@ kind: InitConfiguration
 bootstrapTokens:
   - token: "{token}"
     description: "kpaas: the cluster's join token, from the seeds"
-    ttl: 24h0m0s
+    ttl: {ttl}s
     usages: [signing, authentication]
     groups: ["system:bootstrappers:kubeadm:default-node-token"]
 localAPIEndpoint:
@@ -288,6 +292,7 @@ localAPIEndpoint:
 "#,
         ip = i.me.ip,
         port = i.api_port,
+        ttl = i.join.credential_ttl.secs(),
     );
     node_registration(&mut s, i);
     if i.workers == 0 {

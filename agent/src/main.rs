@@ -11,6 +11,7 @@ mod deploy;
 mod events;
 mod facts;
 mod fill;
+mod grow;
 mod journal;
 mod k8s;
 mod kube;
@@ -21,6 +22,7 @@ mod preflight;
 mod probe;
 mod runtime;
 mod seed_registry;
+mod site;
 mod state_file;
 mod status;
 mod vault;
@@ -143,6 +145,12 @@ enum Cmd {
         #[arg(long, default_value_t = deploy::READY_LIMIT.as_secs())]
         timeout: u64,
     },
+    /// The site's nodes, on the master: add one on day 2 (its own join
+    /// credential and a CIDATA seed), remove one, list them.
+    Node {
+        #[command(subcommand)]
+        cmd: NodeCmd,
+    },
     /// Show each first-boot step's state.
     Status {
         #[arg(long, default_value = node::STATE_DIR)]
@@ -153,6 +161,86 @@ enum Cmd {
         #[arg(long)]
         events: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum NodeCmd {
+    /// Check a new worker against the site, issue it a join credential of
+    /// its own and write its seed: a directory and a CIDATA disk image to
+    /// attach to the machine, which then boots the site's node image.
+    Add {
+        #[command(flatten)]
+        c: ConfigArg,
+        #[arg(long)]
+        hostname: String,
+        /// Its address on the node network.
+        #[arg(long)]
+        ip: std::net::Ipv4Addr,
+        /// Its NIC's MAC (the seed's network config matches it).
+        #[arg(long)]
+        mac: String,
+        /// How long its credential is valid (2h, 1d, 36h).
+        #[arg(long, default_value = "1d")]
+        valid_for: String,
+        /// Where to write the seed (default: the state directory's seeds/).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Take a worker out: Vault's role first, then drain and delete it and
+    /// withdraw its credentials.
+    Remove {
+        #[command(flatten)]
+        c: ConfigArg,
+        name: String,
+    },
+    /// Bind Vault's role to the site's nodes again (after Vault was away
+    /// during an add or remove).
+    Follow {
+        #[command(flatten)]
+        c: ConfigArg,
+    },
+    /// The site's record: its nodes, when each joined, every credential.
+    List {
+        #[command(flatten)]
+        c: ConfigArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn node_cmd(cmd: NodeCmd) -> Result<()> {
+    let c = match &cmd {
+        NodeCmd::Add { c, .. }
+        | NodeCmd::Remove { c, .. }
+        | NodeCmd::Follow { c }
+        | NodeCmd::List { c, .. } => c.clone(),
+    };
+    let cfg = config::load(&c.config, &c.root, &Host)?;
+    let sink = || events::Sink::open(&cfg.state_dir);
+    let out = match cmd {
+        NodeCmd::Add {
+            hostname,
+            ip,
+            mac,
+            valid_for,
+            out,
+            ..
+        } => {
+            let valid_for = airgap_bundle::join::Span::try_from(valid_for)
+                .map_err(|e| anyhow::anyhow!("--valid-for: {e}"))?;
+            let a = grow::AddArgs {
+                node: airgap_bundle::day2::NewNode { hostname, ip, mac },
+                valid_for,
+                out,
+            };
+            grow::add(&cfg, &c.root, &a, &mut sink()?)?
+        }
+        NodeCmd::Remove { name, .. } => grow::remove(&cfg, &c.root, &name, &Host, &mut sink()?)?,
+        NodeCmd::Follow { .. } => grow::follow_now(&cfg, &c.root, &mut sink()?)?,
+        NodeCmd::List { json, .. } => grow::list(&cfg, json)?,
+    };
+    println!("{out}");
+    Ok(())
 }
 
 fn first_boot(c: &ConfigArg, no_wait: bool, rt: &tokio::runtime::Runtime) -> Result<()> {
@@ -318,6 +406,7 @@ fn dispatch(cmd: Cmd, rt: &tokio::runtime::Runtime) -> Result<()> {
                 }
             }
         }
+        Cmd::Node { cmd } => node_cmd(cmd),
         Cmd::Status {
             state_dir,
             json,

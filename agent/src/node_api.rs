@@ -8,6 +8,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/node/v1/handoff` | `{"api": "kpaas.node/v1", "registry": "HOST:PORT/PROJECT" \| null}`: the platform's registry once the master's hand-off has filled it |
+//! | `/node/v1/join/<token id>` | `{"api": "kpaas.node/v1", "honoured": true \| false \| null, "detail": "..."}`: whether the master lets a node join with that credential (`null`: it never issued it), and why not |
 
 use crate::deploy::journal::DeployJournal;
 use axum::body::Body;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 pub const API: &str = "kpaas.node/v1";
 pub const HANDOFF_PATH: &str = "/node/v1/handoff";
+pub const JOIN_PATH: &str = "/node/v1/join";
 
 /// What a worker needs for its half of the hand-off.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -49,25 +51,80 @@ impl Handoff {
     }
 }
 
+/// What the master says of a join credential, by its public half: a worker
+/// asks before it joins, so a refused one says why at once instead of
+/// after kubeadm's five-minute discovery timeout.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct Join {
+    pub api: String,
+    pub honoured: Option<bool>,
+    pub detail: String,
+}
+
+impl Join {
+    /// From the site's record (none yet: the keeper has not run; unknown).
+    pub fn of(state_dir: &Path, token_id: &str) -> Join {
+        let site = crate::site::Site::load(state_dir).unwrap_or_default();
+        let (honoured, detail) = match site.credential(token_id) {
+            Some(c) => (Some(c.state.honoured()), c.describe()),
+            None if site.seeds.is_none() => (
+                None,
+                "the master has not checked its join credentials yet".into(),
+            ),
+            None => (
+                Some(false),
+                format!("token {token_id} was never issued by this master"),
+            ),
+        };
+        Join {
+            api: API.into(),
+            honoured,
+            detail,
+        }
+    }
+
+    pub fn parse(body: &[u8]) -> Result<Join, String> {
+        let j: Join =
+            serde_json::from_slice(body).map_err(|e| format!("the master's {JOIN_PATH}: {e}"))?;
+        if j.api != API {
+            return Err(format!(
+                "the master answers {JOIN_PATH} as {}, this agent speaks {API}",
+                j.api
+            ));
+        }
+        Ok(j)
+    }
+}
+
+fn json_reply<T: Serialize>(v: Result<T, tokio::task::JoinError>) -> Response<Body> {
+    match v {
+        Ok(v) => Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CACHE_CONTROL, "no-store")
+            .body(Body::from(serde_json::to_vec(&v).unwrap_or_default()))
+            .unwrap_or_default(),
+        Err(e) => Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .body(Body::from(format!("reading the agent's state: {e}")))
+            .unwrap_or_default(),
+    }
+}
+
 pub fn routes(state_dir: PathBuf) -> axum::Router {
-    axum::Router::new().route(
+    let join_dir = state_dir.clone();
+    axum::Router::new()
+        .route(
+            &format!("{JOIN_PATH}/{{id}}"),
+            axum::routing::get(move |axum::extract::Path(id): axum::extract::Path<String>| {
+                let dir = join_dir.clone();
+                async move { json_reply(tokio::task::spawn_blocking(move || Join::of(&dir, &id)).await) }
+            }),
+        )
+        .route(
         HANDOFF_PATH,
         axum::routing::get(move || {
             let dir = state_dir.clone();
-            async move {
-                let h = tokio::task::spawn_blocking(move || Handoff::of(&dir)).await;
-                match h {
-                    Ok(h) => Response::builder()
-                        .header(header::CONTENT_TYPE, "application/json")
-                        .header(header::CACHE_CONTROL, "no-store")
-                        .body(Body::from(serde_json::to_vec(&h).unwrap_or_default()))
-                        .unwrap_or_default(),
-                    Err(e) => Response::builder()
-                        .status(StatusCode::INTERNAL_SERVER_ERROR)
-                        .body(Body::from(format!("reading the deploy journal: {e}")))
-                        .unwrap_or_default(),
-                }
-            }
+            async move { json_reply(tokio::task::spawn_blocking(move || Handoff::of(&dir)).await) }
         }),
     )
 }

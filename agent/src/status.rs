@@ -11,6 +11,7 @@ use crate::boot::StepId;
 use crate::deploy::journal::DeployJournal;
 use crate::events::{self, Event, Kind};
 use crate::journal;
+use crate::site::Site;
 use airgap_bundle::fsutil::{now_unix, parse_rfc3339, rfc3339};
 use anyhow::Result;
 use serde::Serialize;
@@ -34,6 +35,12 @@ pub fn print(state_dir: &Path, json: bool, all_events: bool) -> Result<()> {
     } else {
         for r in rows {
             println!("{:<10} {:<8} {:<21} {}", r.step, r.state, r.at, r.detail);
+        }
+        if let Some(site) = site(state_dir) {
+            println!();
+            for l in site.describe() {
+                println!("{l}");
+            }
         }
     }
     Ok(())
@@ -69,6 +76,15 @@ pub struct Snapshot {
     /// `component/release` → what was applied, and components found ready.
     pub deploy: Option<DeployJournal>,
     pub platform_ready: bool,
+    /// The site's record (the master's): its nodes and join credentials,
+    /// token ids only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub site: Option<Site>,
+}
+
+/// The site's record, on the master once its keeper has run.
+fn site(state_dir: &Path) -> Option<Site> {
+    Site::load(state_dir).ok().filter(|s| !s.listed.is_empty())
 }
 
 pub fn snapshot(state_dir: &Path) -> Result<Snapshot> {
@@ -92,6 +108,7 @@ pub fn snapshot(state_dir: &Path) -> Result<Snapshot> {
         steps,
         deploy,
         platform_ready,
+        site: site(state_dir),
     })
 }
 
@@ -182,6 +199,12 @@ pub fn text(s: &Snapshot) -> String {
         }
         for (k, r) in &d.ready {
             out.push_str(&format!("  wave {} {k}: {}\n", r.wave, r.detail));
+        }
+    }
+    if let Some(site) = &s.site {
+        out.push_str("\nsite:\n");
+        for l in site.describe() {
+            out.push_str(&format!("  {l}\n"));
         }
     }
     if let Some(e) = &s.last_error {

@@ -383,6 +383,33 @@ pub async fn setup_cluster(kept: &Path, cs: &ClusterSecret<'_>, vars: &Path) -> 
     ))
 }
 
+/// Binds role `cp_role` to `bound_cidrs` (the site's nodes changed) and
+/// returns the addresses Vault holds for it now, read back.
+pub async fn bind_role(kept: &Path, bound_cidrs: &[String]) -> Result<Vec<String>> {
+    use reqwest::Method;
+    let k = read_kept(kept)?;
+    call(
+        &k,
+        Method::POST,
+        "auth/approle/role/cp_role",
+        Some(serde_json::json!({
+            "token_policies": ["cp_policy"],
+            "secret_id_bound_cidrs": bound_cidrs,
+            "token_bound_cidrs": bound_cidrs,
+        })),
+    )
+    .await?;
+    let role = call(&k, Method::GET, "auth/approle/role/cp_role", None).await?;
+    Ok(role["data"]["token_bound_cidrs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
 /// The hook `vault-cluster-secret`: the cluster's secret reads back with
 /// `api_url` and a token, and role `cp_role` exists. None when it holds;
 /// else what is missing.

@@ -234,6 +234,10 @@ pub struct Cluster {
     /// as K-PaaS, or containerd.
     #[serde(default)]
     pub container_manager: crate::node::Runtime,
+    /// How long the seeds' join credential stays valid, and whether the
+    /// master keeps it valid until every listed node has joined.
+    #[serde(default)]
+    pub join: crate::join::JoinPolicy,
 }
 
 fn default_seed_port() -> u16 {
@@ -430,6 +434,7 @@ impl Cluster {
                 crate::node::SEED_PORT
             ));
         }
+        p.extend(self.join.problems("join"));
         if let Some(d) = &self.install_disk
             && d != "auto"
             && !d.starts_with("/dev/")
@@ -502,6 +507,13 @@ enable: []
 
 # The nodes' container runtime: crio (K-PaaS's) or containerd.
 # container_manager: crio
+
+# The join credential every seed carries (a kubeadm bootstrap token): valid
+# credential_ttl at a time. renew: until-joined (the master renews it while a
+# listed node has not joined, then removes it) or never (kubeadm's own: it
+# lapses credential_ttl after the cluster forms). A node not listed here
+# joins later with a day-2 seed: kpaas-agent node add, on the master.
+# join: {credential_ttl: 2h, renew: until-joined}
 
 # Left out, each password is generated when the seeds are made and never printed.
 passwords: {}

@@ -5,11 +5,14 @@
 //! and reading and verifying a bundle in any of its shapes.
 
 pub mod catalog;
+pub mod cidata;
 pub mod cluster;
+pub mod day2;
 pub mod deploy;
 pub mod digest;
 pub mod fsutil;
 pub mod ident;
+pub mod join;
 pub mod kinds;
 pub mod kube_settings;
 pub mod lock;
@@ -27,6 +30,7 @@ pub mod reference;
 pub mod render;
 pub mod run;
 pub mod sbom;
+pub mod seed;
 pub mod sign;
 pub mod template;
 pub mod verify;

@@ -153,6 +153,14 @@ pub struct NodeConfig {
     /// the cluster is ready (`seeds` copies them from the plan).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platform: Vec<crate::plan::Step>,
+    /// The cluster file's join policy: the master keeps the seeds' join
+    /// credential by it.
+    #[serde(default)]
+    pub join: crate::join::JoinPolicy,
+    /// The cluster file's network and admin keys: what the master makes a
+    /// day-2 seed from (`kpaas-agent node add`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<crate::seed::SiteFacts>,
 }
 
 pub use crate::kube_settings::KubernetesStep;
@@ -190,6 +198,8 @@ impl NodeConfig {
             minimums: None,
             kubernetes: None,
             platform: Vec::new(),
+            join: Default::default(),
+            site: None,
         }
     }
 }
@@ -272,6 +282,7 @@ impl NodeConfig {
         if self.seed_port == 0 {
             p.push("seed_port: must be 1-65535".into());
         }
+        p.extend(self.join.problems("join"));
         p
     }
 }

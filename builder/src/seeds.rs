@@ -1,6 +1,7 @@
 //! `kpaas-builder seeds`: per-node NoCloud seeds (CIDATA ISO and vfat) from
-//! the cluster file, rendered from the handlebars templates in `cloud-init/`
-//! in strict mode, plus one universal seed that serves every node. Cluster
+//! the cluster file, rendered by `airgap_bundle::seed` (the handlebars
+//! templates in `cloud-init/`, shared with the master's day-2 seeds), plus
+//! one universal seed that serves every node. Cluster
 //! secrets are made here and reach only the nodes that need them.
 
 use airgap_bundle::catalog::Catalog;
@@ -8,10 +9,9 @@ use airgap_bundle::cluster::{Cluster, PASSWORD_KEYS};
 use airgap_bundle::manifest::BundleManifest;
 use airgap_bundle::node::{KubernetesStep, NodeConfig, NodeEntry, Role, VerifyMode};
 use airgap_bundle::run::run;
+use airgap_bundle::seed::{Renderer, Seed, SiteFacts};
 use airgap_bundle::{Digest, fsutil};
 use anyhow::{Context, Result, bail};
-use base64::Engine;
-use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
@@ -19,10 +19,6 @@ use std::path::Path;
 
 /// The catalog component that forms the cluster.
 pub const KUBERNETES: &str = "kubernetes";
-
-const USER_DATA: &str = include_str!("../../cloud-init/user-data.hbs");
-const META_DATA: &str = include_str!("../../cloud-init/meta-data.hbs");
-const NETWORK_CONFIG: &str = include_str!("../../cloud-init/network-config.hbs");
 
 fn random_string(n: usize, alphabet: &[u8]) -> Result<String> {
     let mut raw = vec![0u8; n];
@@ -137,85 +133,6 @@ fn inventory(c: &Cluster) -> Vec<NodeEntry> {
     v
 }
 
-fn renderer() -> Result<handlebars::Handlebars<'static>> {
-    let mut h = handlebars::Handlebars::new();
-    // A missing variable is an error, never an empty string in a seed.
-    h.set_strict_mode(true);
-    h.register_escape_fn(handlebars::no_escape);
-    h.register_helper(
-        "json",
-        Box::new(
-            |hh: &handlebars::Helper,
-             _: &handlebars::Handlebars,
-             _: &handlebars::Context,
-             _: &mut handlebars::RenderContext,
-             out: &mut dyn handlebars::Output| {
-                let v = hh.param(0).map(|p| p.value().clone()).unwrap_or_default();
-                out.write(&v.to_string())?;
-                Ok(())
-            },
-        ),
-    );
-    for (n, t) in [
-        ("user-data", USER_DATA),
-        ("meta-data", META_DATA),
-        ("network-config", NETWORK_CONFIG),
-    ] {
-        h.register_template_string(n, t)
-            .with_context(|| format!("cloud-init/{n}.hbs"))?;
-    }
-    Ok(h)
-}
-
-/// One seed's files, rendered: what goes on its CIDATA volume.
-pub struct Seed {
-    pub name: String,
-    pub files: Vec<(&'static str, String)>,
-}
-
-/// Renders one seed (pure: the snapshot tests call it with fixed secrets).
-fn render_seed(
-    h: &handlebars::Handlebars,
-    name: &str,
-    c: &Cluster,
-    node: Option<&NodeEntry>,
-    cfg: &NodeConfig,
-    secrets: &[(&str, &[u8])],
-    prefix: u8,
-) -> Result<Seed> {
-    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
-    let gateway = c.network.gateway.map(|g| g.to_string());
-    let node_yaml = serde_saphyr::to_string(cfg)?;
-    let nics: Vec<serde_json::Value> = match node {
-        Some(n) => vec![json!({"id": "eth0", "mac": n.mac.clone().and_then(|m| airgap_bundle::ident::normalize_mac(&m)), "ip": n.ip.to_string(), "prefix": prefix, "gateway": gateway})],
-        // One medium for every node: each finds its address by its MAC.
-        None => cfg.nodes.iter().filter_map(|n| Some(json!({"id": n.hostname.clone(), "mac": airgap_bundle::ident::normalize_mac(n.mac.as_deref()?), "ip": n.ip.to_string(), "prefix": prefix, "gateway": gateway}))).collect(),
-    };
-    let data = json!({
-        "cluster": c.name,
-        "who": node.map(|n| n.hostname.clone()).unwrap_or_else(|| "every node".into()),
-        "hostname": node.map(|n| n.hostname.clone()),
-        "instance_id": format!("{}-{}", c.name, name),
-        "ssh_keys": c.ssh_authorized_keys,
-        "node_config_b64": b64(node_yaml.as_bytes()),
-        "secrets": secrets.iter().map(|(n, b)| json!({"name": n, "b64": b64(b)})).collect::<Vec<_>>(),
-        "nics": nics,
-    });
-    let mut files = Vec::new();
-    for t in ["user-data", "meta-data", "network-config"] {
-        let text = h
-            .render(t, &data)
-            .with_context(|| format!("rendering cloud-init/{t}.hbs for {name}"))?;
-        files.push((t, text));
-    }
-    // Without cloud-init the agent reads this straight from the volume.
-    files.push((airgap_bundle::node::CIDATA_FILE, node_yaml));
-    Ok(Seed {
-        name: name.to_string(),
-        files,
-    })
-}
-
 /// What the nodes are told to do after the seed registry serves: form the
 /// cluster with the plan's `kubernetes` step, then (the master) deploy the
 /// plan's other steps. Empty: stop at the registry.
@@ -298,9 +215,13 @@ pub fn plan(
     seed_port: u16,
     verify: VerifyMode,
 ) -> Result<Vec<Seed>> {
-    let h = renderer()?;
+    let h = Renderer::new()?;
     let nodes = inventory(c);
-    let prefix = c.network.node_cidr.map_or(24, |n| n.prefix);
+    let site = SiteFacts {
+        node_cidr: c.network.node_cidr,
+        gateway: c.network.gateway,
+        ssh_authorized_keys: c.ssh_authorized_keys.clone(),
+    };
     let cfg = |node: Option<&NodeEntry>| NodeConfig {
         verify,
         seed_port,
@@ -311,6 +232,8 @@ pub fn plan(
         kubernetes: node_plan.kubernetes.clone(),
         platform: node_plan.platform.clone(),
         bundle_digest: node_plan.bundle_digest.clone(),
+        join: c.join,
+        site: Some(site.clone()),
         ..NodeConfig::with_defaults(&c.name, nodes.clone())
     };
     let get = |k: &str| secrets.get(k).map(Vec::as_slice).unwrap_or_default();
@@ -331,25 +254,9 @@ pub fn plan(
         } else {
             &worker
         };
-        seeds.push(render_seed(
-            &h,
-            &n.hostname,
-            c,
-            Some(n),
-            &cfg(Some(n)),
-            sec,
-            prefix,
-        )?);
+        seeds.push(h.render(&n.hostname, &site, Some(n), &cfg(Some(n)), sec)?);
     }
-    seeds.push(render_seed(
-        &h,
-        "universal",
-        c,
-        None,
-        &cfg(None),
-        &master,
-        prefix,
-    )?);
+    seeds.push(h.render("universal", &site, None, &cfg(None), &master)?);
     Ok(seeds)
 }
 
@@ -371,26 +278,10 @@ pub fn write_seed(out: &Path, seed: &Seed) -> Result<()> {
         x = x.arg(dir.join(f));
     }
     x.ok()?;
-    let vfat = out.join(format!("{}.vfat", seed.name));
-    let _ = std::fs::remove_file(&vfat);
-    run("mkfs.vfat")
-        .args(["-n", "CIDATA", "-C"])
-        .arg(&vfat)
-        .arg("2048")
-        .ok()?;
-    for (f, _) in &seed.files {
-        run("mcopy")
-            .arg("-i")
-            .arg(&vfat)
-            .arg(dir.join(f))
-            .arg(format!("::/{f}"))
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .ok()?;
-    }
-    for p in [&iso, &vfat] {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
-    }
-    Ok(())
+    std::fs::set_permissions(&iso, std::fs::Permissions::from_mode(0o600))?;
+    // The same writer as the master's day-2 seeds (`kpaas-agent node add`).
+    let files: Vec<(&str, &[u8])> = seed.files.iter().map(|(f, t)| (*f, t.as_bytes())).collect();
+    airgap_bundle::cidata::write_vfat(&out.join(format!("{}.vfat", seed.name)), &files)
 }
 
 #[cfg(test)]
@@ -455,6 +346,7 @@ mod tests {
         let names: Vec<&str> = seeds.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["kpaas-master", "kpaas-worker1", "universal"]);
         let user_data = |i: usize| seeds[i].files[0].1.clone();
+        use base64::Engine;
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
         // Only the master and the universal seed carry the CA key.
         assert!(user_data(0).contains(&b64("<ca.key>\n")));

@@ -13,7 +13,7 @@
 mod common;
 
 use common::ready;
-use kpaas_testkit::lab::{Lab, json, kubectl, overlay};
+use kpaas_testkit::lab::{Lab, NEW_MAC, WORKER_MAC, json, kubectl, on_node, overlay};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -137,6 +137,44 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
     );
     kubectl(&kc, &["get", "--raw", "/readyz"]).expect("the master is unharmed");
 
+    // The real worker, racked late: powered on only once the credential
+    // kubeadm init made (the lab's cluster file gives it 2 minutes) would
+    // have lapsed. The master kept it valid for the listed worker.
+    let kept = m.console();
+    let first = kept
+        .lines()
+        .find_map(|l| {
+            l.split("kpaas-agent: credential: the seeds' join credential: token ")
+                .nth(1)?
+                .split("valid until ")
+                .nth(1)
+        })
+        .and_then(|t| airgap_bundle::fsutil::parse_rfc3339(t.get(..20)?))
+        .unwrap_or_else(|| panic!("no credential line with its expiry:\n{kept}"));
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    while unix() <= first + 5 {
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let kept = m.console();
+    let renewed: Vec<u64> = kept
+        .lines()
+        .filter_map(|l| {
+            l.split("kpaas-agent: credential: join credential: token ")
+                .nth(1)?
+                .split("valid until ")
+                .nth(1)
+        })
+        .filter_map(|t| airgap_bundle::fsutil::parse_rfc3339(t.get(..20)?))
+        .collect();
+    assert!(
+        renewed.iter().any(|t| *t > first + 30),
+        "the master renewed the credential past kubeadm's expiry {first}: {renewed:?}\n{kept}"
+    );
     // The real worker, from the universal seed.
     let wdisk = overlay(&lab.raw, &t.path().join("worker.qcow2"));
     let mut w = lab.worker("worker", &wdisk, &lab.seeds.join("universal.iso"));
@@ -150,6 +188,13 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
     .unwrap();
     m.wait_unless(
         "kpaas-agent: ready: cluster ready: 2 node(s) Ready",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+    // Every listed node joined: the seeds' credential is gone for good.
+    m.wait_unless(
+        "every node the cluster file lists had joined (kpaas-master, kpaas-worker1)",
         STOPPED,
         LONG,
     )
@@ -409,4 +454,173 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
         &["get", "deploy", "-A", "-l", "kpaas.io/stand-in=true"],
     );
     assert_eq!(standins["items"].as_array().unwrap().len(), 2, "{standins}");
+
+    // Day 2, at the master's console (here through the API, as root on
+    // the master): a machine the cluster file does not list. A request
+    // with three problems names them all and issues nothing.
+    let agent = "/usr/local/bin/kpaas-agent";
+    let bad = on_node(
+        &kc,
+        t.path(),
+        "node-add-bad",
+        "kpaas-master",
+        &[
+            agent,
+            "node",
+            "add",
+            "--hostname",
+            "kpaas-worker1",
+            "--ip",
+            "10.10.0.1",
+            "--mac",
+            WORKER_MAC,
+        ],
+    )
+    .unwrap_err();
+    assert!(
+        bad.contains("3 problem(s), nothing issued or written"),
+        "{bad}"
+    );
+    let added = on_node(
+        &kc,
+        t.path(),
+        "node-add",
+        "kpaas-master",
+        &[
+            agent,
+            "node",
+            "add",
+            "--hostname",
+            "kpaas-worker2",
+            "--ip",
+            "10.10.0.12",
+            "--mac",
+            NEW_MAC,
+        ],
+    )
+    .unwrap();
+    assert!(
+        added.contains("node kpaas-worker2 (10.10.0.12, 52:54:00:12:34:12) added"),
+        "{added}"
+    );
+    // Vault's role now admits it (as Vault reads it back).
+    assert!(
+        added.contains("Vault's cp_role now bound to 10.10.0.10/32, 10.10.0.11/32, 10.10.0.12/32, 10.233.64.0/18"),
+        "{added}"
+    );
+    let b64 = on_node(
+        &kc,
+        t.path(),
+        "seed-out",
+        "kpaas-master",
+        &["base64", "-w0", "/var/lib/kpaas/seeds/kpaas-worker2.img"],
+    )
+    .unwrap();
+    let img = t.path().join("kpaas-worker2.img");
+    {
+        use base64::Engine;
+        std::fs::write(
+            &img,
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .unwrap(),
+        )
+        .unwrap();
+    }
+    // The same node image boots with it, joins, takes the registry.
+    let held = node_images(&json(&kc, &["get", "nodes"]));
+    let ndisk = overlay(&lab.raw, &t.path().join("worker2.qcow2"));
+    let mut w2 = lab.day2("worker2", &ndisk, &img);
+    w2.wait_unless("kpaas-agent: join: joined the cluster", STOPPED, LONG)
+        .unwrap();
+    w2.wait_unless(
+        "kpaas-agent: ready: node kpaas-worker2 Ready",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+    w2.wait_unless(
+        "kpaas-agent: handoff: mirrors now 10.10.0.10:30002/cp-portal-repository first",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+    m.wait_for("kpaas-worker2 joined", LONG).unwrap();
+    // A pod on it, of a bundled image no node has: pulled through the
+    // in-cluster registry (its access log shows the GET).
+    let fresh = arts
+        .iter()
+        .filter(|a| a["kind"] == "image")
+        .filter_map(|a| a["name"].as_str())
+        .find(|n| !held.contains(*n) && n.starts_with("registry.demo.kpaas.test/"))
+        .unwrap_or_else(|| panic!("every bundled image is held already: {held:?}"));
+    let repo = airgap_bundle::ImageRef::parse(fresh).unwrap().name();
+    let (_, _) = run_pod(
+        &kc,
+        t.path(),
+        "day2-pull",
+        "kpaas-worker2",
+        fresh,
+        &["/bin/true"],
+        false,
+    );
+    let log = kubectl(&kc, &["logs", "-n", "harbor", "deploy/cp-harbor-registry"]).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("\"GET /v2/cp-portal-repository/{repo}/"))),
+        "kpaas-worker2's pull of {fresh} did not come through the registry"
+    );
+    // The old worker goes: Vault's role first, then drained and deleted.
+    let removed = on_node(
+        &kc,
+        t.path(),
+        "node-remove",
+        "kpaas-master",
+        &[agent, "node", "remove", "kpaas-worker1"],
+    )
+    .unwrap();
+    assert!(
+        removed.contains("node kpaas-worker1 removed: drained and deleted"),
+        "{removed}"
+    );
+    assert!(
+        removed
+            .contains("Vault's cp_role now bound to 10.10.0.10/32, 10.10.0.12/32, 10.233.64.0/18"),
+        "{removed}"
+    );
+    let names: BTreeSet<String> = json(&kc, &["get", "nodes"])["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["kpaas-master".into(), "kpaas-worker2".into()])
+    );
+    let record = on_node(
+        &kc,
+        t.path(),
+        "node-list",
+        "kpaas-master",
+        &[agent, "node", "list"],
+    )
+    .unwrap();
+    assert!(
+        record.contains("node kpaas-worker2 10.10.0.12 Worker, added on day 2: joined ")
+            && record.contains("node kpaas-worker1 removed "),
+        "{record}"
+    );
+    // Its machine, made afresh and booted with its old seed: refused with
+    // the reason and the way back, never a bare kubeadm error.
+    drop(w);
+    let odisk = overlay(&lab.raw, &t.path().join("old-seed.qcow2"));
+    let mut old = lab.worker("old-seed", &odisk, &lab.seeds.join("universal.iso"));
+    old.wait_for("kpaas-agent: join: FAILED", LONG).unwrap();
+    let c = old.console();
+    assert!(
+        c.contains("the master no longer honours this seed's join credential")
+            && c.contains("kpaas-agent node add --hostname kpaas-worker1 --ip 10.10.0.11"),
+        "{c}"
+    );
 }

@@ -112,6 +112,8 @@ impl ControlPlane {
                 &format!("--etcd-servers={etcd_url}"),
                 "--allow-privileged=true",
                 "--authorization-mode=Node,RBAC",
+                // As kubeadm's control plane: join credentials authenticate.
+                "--enable-bootstrap-token-auth=true",
                 "--enable-admission-plugins=NodeRestriction",
                 &format!("--client-ca-file={}", p("ca.crt")),
                 &format!("--tls-cert-file={}", p("apiserver.crt")),

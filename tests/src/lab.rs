@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 /// The lab: containerd (the image has no CRI-O), a gateway for the default
 /// route Kubernetes and flannel choose addresses by (nothing is at
 /// 10.10.0.1: the route leads nowhere), small-VM minimums.
-pub const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\ncontainer_manager: containerd\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.1}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nminimums: {cpus: 2, memory_mib: 1200, root_free_mib: 100}\n";
+pub const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\ncontainer_manager: containerd\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.1}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nminimums: {cpus: 2, memory_mib: 1200, root_free_mib: 100}\njoin: {credential_ttl: 2m}\n";
 
 pub const MASTER_MAC: &str = "52:54:00:12:34:10";
 pub const WORKER_MAC: &str = "52:54:00:12:34:11";
+/// A machine the cluster file does not list (day 2).
+pub const NEW_MAC: &str = "52:54:00:12:34:12";
 /// The master's second NIC, on the host's restricted user network.
 pub const HOST_LINK_MAC: &str = "52:54:00:12:34:99";
 const HOST_LINK_IP: &str = "10.0.2.15";
@@ -58,19 +60,61 @@ fn dgram(local: u16, remote: u16) -> String {
     )
 }
 
+/// The guests' network: a hub on loopback with three places (the master,
+/// a worker, a day-2 node). Each guest's NIC is a point-to-point UDP link
+/// (`-netdev dgram`) to its own port of the hub, which repeats every frame
+/// to the other places. Datagrams, not a stream: a guest that loses power
+/// and boots again is on the same network as before, as with a real
+/// switch (a `socket`/`stream` connection is gone for good when its
+/// listener dies). A place with no guest drops what is sent to it.
+#[derive(Clone, Debug)]
+pub struct Net {
+    /// Each place's guest port (its `local`) and hub port (its `remote`).
+    pub places: [(u16, u16); 3],
+}
+
+impl Net {
+    pub fn start() -> Net {
+        let port = crate::servers::free_port;
+        let places = [(port(), port()), (port(), port()), (port(), port())];
+        let sockets: Vec<Arc<std::net::UdpSocket>> = places
+            .iter()
+            .map(|(_, hub)| Arc::new(std::net::UdpSocket::bind(("127.0.0.1", *hub)).unwrap()))
+            .collect();
+        for i in 0..places.len() {
+            let sockets = sockets.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65_536];
+                loop {
+                    let Ok(n) = sockets[i].recv(&mut buf) else {
+                        continue;
+                    };
+                    for (j, (guest, _)) in places.iter().enumerate() {
+                        if j != i {
+                            // From the receiver's own hub port: what its
+                            // link expects to hear from.
+                            let _ = sockets[j].send_to(&buf[..n], ("127.0.0.1", *guest));
+                        }
+                    }
+                }
+            });
+        }
+        Net { places }
+    }
+
+    fn link(&self, place: usize) -> String {
+        let (guest, hub) = self.places[place];
+        dgram(guest, hub)
+    }
+}
+
 pub struct Lab {
     pub dir: PathBuf,
     pub raw: PathBuf,
     pub seeds: PathBuf,
     pub bundle: PathBuf,
-    /// The guests' network: two UDP ports on loopback, the master's and
-    /// the worker's (`-netdev dgram`, point to point). Datagrams, not a
-    /// stream: a master that loses power and boots again is on the same
-    /// network as before, as with a real switch (a `socket`/`stream`
-    /// connection is gone for good when its listener dies, and the worker
-    /// would never reach the master again). One worker at a time.
-    pub net_port: u16,
-    pub peer_port: u16,
+    /// The guests' network: the master, one worker and one day-2 node at a time.
+    pub net: Net,
     pub api_port: u16,
     /// The platform's NodePorts on the host: the in-cluster registry
     /// (Harbor's place, 30002) and Vault (31654).
@@ -141,8 +185,7 @@ impl Lab {
             raw,
             seeds,
             bundle,
-            net_port: crate::servers::free_port(),
-            peer_port: crate::servers::free_port(),
+            net: Net::start(),
             api_port: crate::servers::free_port(),
             registry_port: crate::servers::free_port(),
             vault_port: crate::servers::free_port(),
@@ -164,7 +207,7 @@ impl Lab {
             )
             .memory(2560)
             .writable()
-            .netdev(dgram(self.net_port, self.peer_port))
+            .netdev(self.net.link(0))
             .host_link(HostLink {
                 mac: HOST_LINK_MAC.into(),
                 // The API, and the NodePorts a test reads the platform
@@ -209,7 +252,20 @@ impl Lab {
             &VmSpec::node(name, Firmware::Uefi, disk, seed, WORKER_MAC)
                 .memory(1536)
                 .writable()
-                .netdev(dgram(self.peer_port, self.net_port)),
+                .netdev(self.net.link(1)),
+        )
+        .unwrap()
+    }
+
+    /// A machine the cluster file does not list, booted from `seed` (a
+    /// day-2 seed's CIDATA image), on the network's third place.
+    pub fn day2(&self, name: &str, disk: &Path, seed: &Path) -> Vm {
+        vm::start(
+            &self.dir,
+            &VmSpec::node(name, Firmware::Uefi, disk, seed, NEW_MAC)
+                .memory(1536)
+                .writable()
+                .netdev(self.net.link(2)),
         )
         .unwrap()
     }
@@ -540,4 +596,55 @@ pub fn step_secs(lines: &Lines, step: &str) -> Option<f64> {
             .parse()
             .ok()
     })
+}
+
+/// Runs `command` on `node`'s host as root, through the cluster's API (a
+/// privileged pod that enters the host's namespaces): what an operator
+/// types at that node's console. Its output, or why it failed with it.
+pub fn on_node(
+    kubeconfig: &Path,
+    dir: &Path,
+    name: &str,
+    node: &str,
+    command: &[&str],
+) -> Result<String, String> {
+    let pod = dir.join(format!("{name}.json"));
+    let manifest = crate::limit::on_host(name, "kube-system", node, command);
+    std::fs::write(&pod, manifest.to_string()).map_err(|e| e.to_string())?;
+    kubectl(kubeconfig, &["apply", "-f", &pod.to_string_lossy()])?;
+    let start = Instant::now();
+    let phase = loop {
+        let p = kubectl(
+            kubeconfig,
+            &[
+                "get",
+                "pod",
+                name,
+                "-n",
+                "kube-system",
+                "-o",
+                "jsonpath={.status.phase}",
+            ],
+        )
+        .unwrap_or_default();
+        if p == "Succeeded" || p == "Failed" {
+            break p;
+        }
+        if start.elapsed() > Duration::from_secs(15 * 60) {
+            return Err(format!(
+                "{name} on {node}: not done after 15 min (phase {p:?})"
+            ));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let log = kubectl(kubeconfig, &["logs", name, "-n", "kube-system"])?;
+    let _ = kubectl(
+        kubeconfig,
+        &["delete", "pod", name, "-n", "kube-system", "--wait=false"],
+    );
+    if phase == "Succeeded" {
+        Ok(log)
+    } else {
+        Err(log)
+    }
 }

@@ -569,7 +569,7 @@ fn all_pods(kubeconfig: &Path) -> Result<serde_json::Value, String> {
 
 /// A pod that runs `command` once on `node`'s host itself (privileged,
 /// every namespace of its PID 1 entered).
-fn on_host(name: &str, namespace: &str, node: &str, command: &[&str]) -> serde_json::Value {
+pub fn on_host(name: &str, namespace: &str, node: &str, command: &[&str]) -> serde_json::Value {
     let mut argv = vec![
         "/bin/busybox",
         "nsenter",

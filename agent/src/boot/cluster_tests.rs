@@ -20,7 +20,7 @@ const CNI: &str = "kind: DaemonSet # mounts configMap kube-flannel-cfg\n";
 
 /// A bundle with the two images kubeadm is scripted to ask for, the four
 /// node tools at their install paths, and the CNI manifest.
-fn bundle(dir: &Path) {
+pub(crate) fn bundle(dir: &Path) {
     let mut l = Layout::new(&dir.join("oci")).unwrap();
     for (i, name) in [
         "registry.k8s.io/kube-apiserver:v1.25.6",
@@ -166,7 +166,11 @@ struct Node {
 /// first (answers are matched in order), then with kubeadm's image list,
 /// both nodes Ready and every other kubectl call succeeding.
 fn node(role: Role, script: impl FnOnce(Recording, &Path) -> Recording) -> Node {
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // As the agent's: a worker thread drives the I/O (a current-thread
+    // runtime's handle cannot, and the join asks the master's endpoint).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
         .build()
         .unwrap();
     let t = tempfile::tempdir().unwrap();
@@ -328,6 +332,11 @@ fn a_master_prepares_configures_inits_lays_the_cni_and_waits_for_ready_in_order(
     }
     want.extend([
         "systemctl enable kubelet.service".into(),
+        // The credential's first check: both listed nodes are in the
+        // cluster, so the seeds' token is removed (the stand-in API
+        // records a DELETE as its path).
+        "GET /api/v1/nodes".into(),
+        "GET /api/v1/namespaces/kube-system/secrets/bootstrap-token-abcdef".into(),
         apply("cni-settings.yaml"),
         apply("cni.yaml"),
         // Ready: the API answers, then each check reads its object.
@@ -370,10 +379,17 @@ fn a_master_prepares_configures_inits_lays_the_cni_and_waits_for_ready_in_order(
             .starts_with("ready Done: cluster ready: 2 node(s) Ready (m, w)"),
         "{ev:?}"
     );
-    // A second boot redoes nothing.
+    assert!(
+        ev.iter().any(|e| e.starts_with(
+            "credential Done: the seeds' join credential: token abcdef: withdrawn at "
+        ) && e.contains("every node the cluster file lists had joined (m, w)")),
+        "{ev:?}"
+    );
+    // A second boot redoes nothing but the credential's check (a node
+    // list: a removed credential is never made again).
     let before = n.lines().len();
     n.boot().unwrap();
-    assert_eq!(n.lines().len(), before);
+    assert_eq!(n.lines()[before..], ["GET /api/v1/nodes"]);
 }
 
 #[test]

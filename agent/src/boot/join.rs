@@ -10,6 +10,7 @@ use super::cluster::{self, at, kubeadm_config, on_worker, tools, wait_every};
 use super::{Ctx, Rerun, Step, StepId};
 use crate::events::{Kind, Sink};
 use crate::kube;
+use airgap_bundle::node::{NodeEntry, Role};
 use airgap_bundle::run::run;
 use anyhow::{Result, anyhow};
 use k8s_openapi::api::core::v1::Node;
@@ -34,6 +35,55 @@ const JOIN_PAUSE: Duration = if cfg!(test) {
 } else {
     Duration::from_secs(15)
 };
+
+/// kubeadm 1.25's words when the cluster has no signature for the token
+/// (it lapsed, was removed, or never existed) or one it cannot verify
+/// (the token's secret half differs).
+const UNKNOWN_TOKEN: &str = "could not find a JWS signature in the cluster-info ConfigMap";
+const BAD_SIGNATURE: &str = "failed to verify JWS signature";
+
+/// The master's node endpoint is asked this often (its agent may be
+/// restarting); no answer leaves the verdict to kubeadm.
+const ASK_ATTEMPTS: u32 = if cfg!(test) { 1 } else { 3 };
+
+/// The master's own word on this seed's credential, from its node
+/// endpoint: why it no longer honours it, or None (it does, it does not
+/// know it yet, or it does not answer: kubeadm's discovery decides).
+fn masters_word(ctx: &Ctx, token_id: &str) -> Option<String> {
+    let m = ctx.cfg.nodes.iter().find(|n| n.role == Role::Master)?;
+    let url = format!(
+        "http://{}:{}{}/{token_id}",
+        m.ip,
+        ctx.cfg.seed_port,
+        crate::node_api::JOIN_PATH
+    );
+    for _ in 0..ASK_ATTEMPTS {
+        match ctx
+            .rt
+            .block_on(crate::probe::get(&url, Duration::from_secs(10)))
+            .and_then(|b| crate::node_api::Join::parse(&b))
+        {
+            Ok(j) if j.honoured == Some(false) => return Some(j.detail),
+            Ok(_) => return None,
+            Err(_) => std::thread::sleep(JOIN_PAUSE / 3),
+        }
+    }
+    None
+}
+
+/// The refusal an operator can act on: what happened and the day-2 seed
+/// that lets this machine join.
+pub fn no_longer_honoured(me: &NodeEntry, why: &str) -> String {
+    format!(
+        "the master no longer honours this seed's join credential: {why}. This machine joins with a day-2 seed instead: on the master run `kpaas-agent node add --hostname {} --ip {}{}` and boot this machine with the seed it writes",
+        me.hostname,
+        me.ip,
+        me.mac
+            .as_deref()
+            .map(|m| format!(" --mac {m}"))
+            .unwrap_or_else(|| " --mac <its MAC>".into())
+    )
+}
 
 /// Why kubeadm refused, from its output: its own `error execution phase`
 /// line when it printed one, else its last line.
@@ -100,6 +150,12 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
                 .map_err(|e| e.to_string())
         },
     )?;
+    let token = super::credential::Token::parse(
+        &cluster::secrets(ctx, events, StepId::Join, &["bootstrap-token"])?[0],
+    )?;
+    if let Some(why) = masters_word(ctx, &token.id) {
+        return Err(anyhow!("{}", no_longer_honoured(&i.me, &why)));
+    }
     let mut attempt = 1;
     loop {
         let Err(e) = run(&t.kubeadm)
@@ -135,6 +191,18 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
                 "kubeadm join to {api} timed out {attempt} times on a busy master: {why} ({undone})"
             ));
         }
+        if why.contains(UNKNOWN_TOKEN) || why.contains(BAD_SIGNATURE) {
+            return Err(anyhow!(
+                "{} ({undone})",
+                no_longer_honoured(
+                    &i.me,
+                    &format!(
+                        "the cluster's cluster-info carries no valid signature for token {} (kubeadm: {why})",
+                        token.id
+                    )
+                )
+            ));
+        }
         return Err(anyhow!(
             "kubeadm join to {api} was refused: {why} ({undone})"
         ));
@@ -158,5 +226,26 @@ mod tests {
         let out = "`kubeadm join --config x` failed with exit status: 1:\n[preflight] Running pre-flight checks\nerror execution phase preflight: couldn't validate the identity of the API Server: cluster CA found in cluster-info ConfigMap is invalid: none of the public keys \"sha256:ab\" are pinned\nTo see the stack trace of this error execute with --v=5 or higher\n";
         assert!(refusal(out).starts_with("error execution phase preflight: couldn't validate"));
         assert_eq!(refusal("one\nlast\n"), "last");
+    }
+
+    #[test]
+    fn a_lapsed_or_removed_credential_is_said_with_the_way_out() {
+        // kubeadm 1.25's words after its discovery timeout, as it prints them.
+        let out = "`kubeadm join --config x` failed with exit status: 1:\n[preflight] Running pre-flight checks\nerror execution phase preflight: couldn't validate the identity of the API Server: could not find a JWS signature in the cluster-info ConfigMap for token ID \"abcdef\"\nTo see the stack trace of this error execute with --v=5 or higher\n";
+        assert!(refusal(out).contains(UNKNOWN_TOKEN));
+        let me = NodeEntry {
+            hostname: "kpaas-worker1".into(),
+            ip: "10.10.0.11".parse().unwrap(),
+            mac: Some("52:54:00:12:34:11".into()),
+            role: Role::Worker,
+        };
+        let m = no_longer_honoured(&me, "token abcdef: withdrawn");
+        assert!(
+            m.starts_with(
+                "the master no longer honours this seed's join credential: token abcdef: withdrawn."
+            ),
+            "{m}"
+        );
+        assert!(m.contains("kpaas-agent node add --hostname kpaas-worker1 --ip 10.10.0.11 --mac 52:54:00:12:34:11"), "{m}");
     }
 }

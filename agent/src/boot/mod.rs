@@ -5,6 +5,7 @@
 
 pub mod cluster;
 mod cni;
+pub mod credential;
 mod deploy;
 mod handoff;
 pub mod identity;
@@ -53,6 +54,9 @@ pub const CLUSTER_STEPS: &[Step] = &[
     runtime::STEP,
     kubelet::STEP,
     init::STEP,
+    // Right after init (and at every later boot): a worker racked late
+    // finds the join credential valid whatever the later steps do.
+    credential::STEP,
     cni::STEP,
     join::STEP,
     ready::STEP,
@@ -164,7 +168,7 @@ pub fn run(ctx: &mut Ctx, events: &mut Sink, steps: &[Step]) -> Result<(), Stopp
 }
 
 #[cfg(test)]
-mod cluster_tests;
+pub(crate) mod cluster_tests;
 
 #[cfg(test)]
 mod tests {

@@ -35,7 +35,11 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
                 .as_ref()
                 .map(|k| k.ready.clone())
                 .unwrap_or_default(),
-            ctx.cfg.nodes.iter().map(|n| n.hostname.clone()).collect(),
+            // The site's nodes: those added on day 2 in, removed ones out.
+            crate::grow::site_nodes(&ctx.cfg)
+                .into_iter()
+                .map(|n| n.hostname)
+                .collect(),
             kube::ADMIN_CONF,
         ),
         // A node's credentials may read its own Node, not the rest.

@@ -22,12 +22,16 @@ pub enum StepId {
     Runtime,
     Kubelet,
     Init,
+    Credential,
     Cni,
     Join,
     Ready,
     Unseal,
     Deploy,
     Handoff,
+    /// Not a boot step: the site's nodes added and removed on day 2
+    /// (`kpaas-agent node add|remove`), in the same event stream.
+    Nodes,
 }
 
 impl StepId {
@@ -43,12 +47,14 @@ impl StepId {
         StepId::Runtime,
         StepId::Kubelet,
         StepId::Init,
+        StepId::Credential,
         StepId::Cni,
         StepId::Join,
         StepId::Ready,
         StepId::Unseal,
         StepId::Deploy,
         StepId::Handoff,
+        StepId::Nodes,
     ];
 
     /// Steps that only some boots or roles run (live from the ISO,
@@ -60,11 +66,13 @@ impl StepId {
             StepId::Live
                 | StepId::Install
                 | StepId::Init
+                | StepId::Credential
                 | StepId::Cni
                 | StepId::Join
                 | StepId::Deploy
                 | StepId::Handoff
                 | StepId::Unseal
+                | StepId::Nodes
         )
     }
 
@@ -86,12 +94,14 @@ impl StepId {
             StepId::Runtime => "runtime",
             StepId::Kubelet => "kubelet",
             StepId::Init => "init",
+            StepId::Credential => "credential",
             StepId::Cni => "cni",
             StepId::Join => "join",
             StepId::Ready => "ready",
             StepId::Deploy => "deploy",
             StepId::Handoff => "handoff",
             StepId::Unseal => "unseal",
+            StepId::Nodes => "nodes",
         }
     }
 }

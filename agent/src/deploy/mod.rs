@@ -442,7 +442,10 @@ impl Engine {
         if s.readiness.is_empty() {
             return Ok(());
         }
-        let nodes: Vec<String> = self.cfg.nodes.iter().map(|n| n.hostname.clone()).collect();
+        let nodes: Vec<String> = crate::grow::site_nodes(&self.cfg)
+            .into_iter()
+            .map(|n| n.hostname)
+            .collect();
         let what = format!("{} to be ready", s.component);
         let mut failed: Option<String> = None;
         let r = wait_with(

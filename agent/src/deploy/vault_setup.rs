@@ -72,7 +72,13 @@ impl Engine {
     /// secret, policy and role (`vault::setup_cluster`). The token goes
     /// from the TokenRequest API's answer to Vault, never to a file or a log.
     fn vault_cluster(&self, v: &VaultCluster) -> Result<String> {
-        let (api_url, bound_cidrs) = (&v.api_url, &v.bound_cidrs);
+        let api_url = &v.api_url;
+        // The site's nodes now (day-2 nodes in, removed ones out).
+        let bound_cidrs = &crate::grow::bound_cidrs(
+            &v.bound_cidrs,
+            &self.cfg.nodes,
+            &crate::grow::site_nodes(&self.cfg),
+        );
         let sa = serde_json::json!({
             "apiVersion": "v1",
             "kind": "List",

@@ -22,7 +22,8 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kube::api::{
-    DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+    DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams, PostParams, WatchEvent,
+    WatchParams,
 };
 use kube::discovery::{ApiResource, Discovery};
 use kube::{Client, Config, Resource};
@@ -265,6 +266,81 @@ impl Api {
             self.all::<K>()
                 .patch(name, &PatchParams::default(), &Patch::Merge(patch)),
         )
+    }
+
+    /// Makes a namespaced object (409 if it exists: `Refused`).
+    pub fn create<K>(&self, namespace: &str, object: &K) -> Result<K, Failure>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + DeserializeOwned
+            + serde::Serialize
+            + Clone
+            + fmt::Debug,
+    {
+        let name = object.meta().name.clone().unwrap_or_default();
+        let what = format!("making {namespace}/{}/{name}", K::kind(&()).to_lowercase());
+        self.call(
+            &what,
+            self.ns::<K>(namespace)
+                .create(&PostParams::default(), object),
+        )
+    }
+
+    /// A merge patch of a namespaced object.
+    pub fn merge_patch<K>(
+        &self,
+        namespace: &str,
+        name: &str,
+        patch: &serde_json::Value,
+    ) -> Result<K, Failure>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + DeserializeOwned
+            + Clone
+            + fmt::Debug,
+    {
+        let what = format!(
+            "patching {namespace}/{}/{name}",
+            K::kind(&()).to_lowercase()
+        );
+        self.call(
+            &what,
+            self.ns::<K>(namespace)
+                .patch(name, &PatchParams::default(), &Patch::Merge(patch)),
+        )
+    }
+
+    /// Deletes a namespaced object; one already gone is `NotFound`.
+    pub fn delete<K>(&self, namespace: &str, name: &str) -> Result<(), Failure>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + DeserializeOwned
+            + Clone
+            + fmt::Debug,
+    {
+        let what = format!(
+            "deleting {namespace}/{}/{name}",
+            K::kind(&()).to_lowercase()
+        );
+        self.call(
+            &what,
+            self.ns::<K>(namespace)
+                .delete(name, &DeleteParams::default()),
+        )
+        .map(|_| ())
+    }
+
+    /// Deletes a cluster-scoped object (a Node); one already gone is `NotFound`.
+    pub fn delete_cluster<K>(&self, name: &str) -> Result<(), Failure>
+    where
+        K: Resource<DynamicType = ()> + DeserializeOwned + Clone + fmt::Debug,
+    {
+        let what = format!("deleting {}/{name}", K::kind(&()).to_lowercase());
+        self.call(
+            &what,
+            self.all::<K>().delete(name, &DeleteParams::default()),
+        )
+        .map(|_| ())
     }
 
     /// The API server's own readiness (`/readyz`): `Err` carries its

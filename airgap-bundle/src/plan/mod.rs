@@ -30,6 +30,9 @@ pub struct Plan {
     /// Optional components left out, and why.
     pub skipped: Vec<String>,
     pub capacity: Capacity,
+    /// The join credential's policy, and the nodes it is kept for.
+    pub join: crate::join::JoinPolicy,
+    pub listed_nodes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -299,6 +302,11 @@ pub fn build(
         waves,
         steps,
         skipped,
+        join: cluster.join,
+        listed_nodes: std::iter::once(&cluster.master.hostname)
+            .chain(cluster.workers.iter().map(|w| &w.hostname))
+            .cloned()
+            .collect(),
         capacity: Capacity {
             by_kind,
             bundle_bytes: bundle.map(|b| b.totals.unique_bytes),

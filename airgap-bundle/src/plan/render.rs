@@ -46,6 +46,11 @@ impl Plan {
                 s.push_str(&format!("  differs from upstream: {n}\n"));
             }
         }
+        s.push_str(&format!(
+            "\njoining: {} ({}); a node not listed joins with a day-2 seed (kpaas-agent node add)\n",
+            self.join.describe(),
+            self.listed_nodes.join(", ")
+        ));
         for k in &self.skipped {
             s.push_str(&format!("\nskipped: {k}\n"));
         }
