@@ -107,4 +107,8 @@ bench-platform:
     cargo build --release -p kpaas-builder -p kpaas-agent -p kpaas-testkit
     ./target/release/kpaas-bench-platform
 
+# Day 2 is a phase of bench-platform (the same lab, before its limit takes
+# it apart): node add on the master, a third guest booted with its seed.
+bench-grow: bench-platform
+
 bench: bench-bundle bench-seed bench-image bench-cluster bench-platform

@@ -400,11 +400,19 @@ pub async fn bind_role(kept: &Path, bound_cidrs: &[String]) -> Result<Vec<String
     )
     .await?;
     let role = call(&k, Method::GET, "auth/approle/role/cp_role", None).await?;
+    // Vault answers a single address without its /32: said as given.
     Ok(role["data"]["token_bound_cidrs"]
         .as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|c| c.as_str().map(str::to_string))
+                .filter_map(|c| c.as_str())
+                .map(|c| {
+                    if c.contains('/') {
+                        c.to_string()
+                    } else {
+                        format!("{c}/32")
+                    }
+                })
                 .collect()
         })
         .unwrap_or_default())
@@ -668,5 +676,11 @@ mod tests {
             refused.contains("400") || refused.contains("403"),
             "{refused}"
         );
+        // The site's nodes changed (node add): the role follows, as Vault
+        // reads it back, and this host's address logs in again.
+        let nodes = vec!["127.0.0.1/32".to_string(), "192.0.2.12/32".to_string()];
+        let held = bind_role(&key, &nodes).await.unwrap();
+        assert_eq!(held, nodes);
+        login(&address, &vars).await.unwrap();
     }
 }

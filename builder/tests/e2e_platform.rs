@@ -458,7 +458,7 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
     // Day 2, at the master's console (here through the API, as root on
     // the master): a machine the cluster file does not list. A request
     // with three problems names them all and issues nothing.
-    let agent = "/usr/local/bin/kpaas-agent";
+    let agent = kpaas_testkit::lab::AGENT;
     let bad = on_node(
         &kc,
         t.path(),
@@ -555,21 +555,30 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
         .find(|n| !held.contains(*n) && n.starts_with("registry.demo.kpaas.test/"))
         .unwrap_or_else(|| panic!("every bundled image is held already: {held:?}"));
     let repo = airgap_bundle::ImageRef::parse(fresh).unwrap().name();
-    let (_, _) = run_pod(
-        &kc,
-        t.path(),
-        "day2-pull",
-        "kpaas-worker2",
-        fresh,
-        &["/bin/true"],
-        false,
-    );
-    let log = kubectl(&kc, &["logs", "-n", "harbor", "deploy/cp-harbor-registry"]).unwrap();
-    assert!(
-        log.lines()
-            .any(|l| l.contains(&format!("\"GET /v2/cp-portal-repository/{repo}/"))),
-        "kpaas-worker2's pull of {fresh} did not come through the registry"
-    );
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "day2-pull", "namespace": "default"},
+        "spec": {"nodeName": "kpaas-worker2", "restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": fresh, "command": ["/bin/true"]}]},
+    });
+    let f = t.path().join("day2-pull.json");
+    std::fs::write(&f, pod.to_string()).unwrap();
+    kubectl(&kc, &["apply", "-f", &f.to_string_lossy()]).unwrap();
+    // Whatever the image runs, its pull is what is asked: read in the
+    // registry's access log (the hand-off only HEADs and PUTs).
+    let want = format!("\"GET /v2/cp-portal-repository/{repo}/");
+    let start = std::time::Instant::now();
+    while !kubectl(&kc, &["logs", "-n", "harbor", "deploy/cp-harbor-registry"])
+        .unwrap_or_default()
+        .contains(&want)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10 * 60),
+            "kpaas-worker2's pull of {fresh} did not come through the registry: {}",
+            json(&kc, &["get", "pod", "day2-pull", "-n", "default"])["status"]
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
     // The old worker goes: Vault's role first, then drained and deleted.
     let removed = on_node(
         &kc,

@@ -23,6 +23,8 @@ pub const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\ncontai
 
 pub const MASTER_MAC: &str = "52:54:00:12:34:10";
 pub const WORKER_MAC: &str = "52:54:00:12:34:11";
+/// Where the image installs the agent (airgap_bundle::node::AGENT_PATH).
+pub const AGENT: &str = "/usr/local/bin/kpaas-agent";
 /// A machine the cluster file does not list (day 2).
 pub const NEW_MAC: &str = "52:54:00:12:34:12";
 /// The master's second NIC, on the host's restricted user network.
@@ -569,6 +571,9 @@ impl Lab {
         let pods = self
             .platform
             .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));
+        // Day 2 before the limit takes the lab apart: the worker must
+        // still serve the registry and Vault.
+        let grow = self.platform.then(|| self.grow(work, run, &kc));
         let fill = self
             .platform
             .then(|| crate::limit::local_fill(&kc, &self.dir));
@@ -577,9 +582,157 @@ impl Lab {
             pods,
             fill,
             timeline,
+            grow,
             kubeadm_init: crate::limit::kubeadm_init(&kc, &mut w, &self.dir),
         };
         Ok((ml, wl, measured))
+    }
+}
+
+/// A node added on day 2, timed from its power-on (the host's clock).
+#[derive(Debug, Clone)]
+pub struct Grow {
+    /// `node add` on the master, seed fetched: before power-on.
+    pub add_s: f64,
+    pub joined_s: f64,
+    pub ready_s: f64,
+    /// Its first platform pod (a bundled image no node held, pinned to
+    /// it, made before power-on) started: pulled and running.
+    pub pod_s: f64,
+    pub image: String,
+}
+
+impl Lab {
+    /// `node add` on the master, the seed fetched, and a new guest booted
+    /// with it on the network's third place: its power-on to joined, to
+    /// Ready and to its first platform pod started. The guest is powered
+    /// off after.
+    pub fn grow(&self, work: &Path, run: usize, kc: &Path) -> Result<Grow, String> {
+        let name = format!("kpaas-grow{run}");
+        let ip = format!("10.10.0.{}", 20 + run);
+        let t0 = Instant::now();
+        on_node(
+            kc,
+            &self.dir,
+            &format!("bench-add-{run}"),
+            "kpaas-master",
+            &[
+                AGENT,
+                "node",
+                "add",
+                "--hostname",
+                &name,
+                "--ip",
+                &ip,
+                "--mac",
+                NEW_MAC,
+            ],
+        )?;
+        let b64 = on_node(
+            kc,
+            &self.dir,
+            &format!("bench-seed-{run}"),
+            "kpaas-master",
+            &["base64", "-w0", &format!("/var/lib/kpaas/seeds/{name}.img")],
+        )?;
+        let img = work.join(format!("{name}.img"));
+        std::fs::write(
+            &img,
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let add_s = t0.elapsed().as_secs_f64();
+        // A bundled image no node holds, in a pod bound to the new node
+        // before it exists: the kubelet starts it once it registers.
+        let nodes: serde_json::Value =
+            serde_json::from_str(&kubectl(kc, &["get", "nodes", "-o", "json"])?)
+                .map_err(|e| e.to_string())?;
+        let held: Vec<String> = nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|n| {
+                n["status"]["images"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .flat_map(|i| i["names"].as_array().cloned().unwrap_or_default())
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect();
+        let bj: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.bundle.join("bundle.json")).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        let image = bj["artifacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["kind"] == "image")
+            .filter_map(|a| a["name"].as_str())
+            .find(|n| !held.iter().any(|h| h == n) && n.starts_with("registry.demo.kpaas.test/"))
+            .ok_or("every bundled image is held already")?
+            .to_string();
+        let pod = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("grow-{run}"), "namespace": "default"},
+            "spec": {"nodeName": name, "restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": image, "command": ["/bin/true"]}]},
+        });
+        let f = work.join(format!("grow-{run}.json"));
+        std::fs::write(&f, pod.to_string()).map_err(|e| e.to_string())?;
+        kubectl(kc, &["apply", "-f", &f.to_string_lossy()])?;
+        let disk = overlay(&self.raw, &work.join(format!("g{run}.qcow2")));
+        let mut g = self.day2(&format!("grow{run}"), &disk, &img);
+        let limit = Duration::from_secs(30 * 60);
+        let joined_s = g
+            .wait_unless(
+                "kpaas-agent: join: joined the cluster",
+                &["kpaas-agent: join: FAILED"],
+                limit,
+            )
+            .map_err(|e| format!("{e:#}"))?;
+        let ready_s = g
+            .wait_unless(
+                &format!("kpaas-agent: ready: node {name} Ready"),
+                &["FAILED"],
+                limit,
+            )
+            .map_err(|e| format!("{e:#}"))?;
+        let pod_s = loop {
+            let p = kubectl(
+                kc,
+                &[
+                    "get",
+                    "pod",
+                    &format!("grow-{run}"),
+                    "-n",
+                    "default",
+                    "-o",
+                    "json",
+                ],
+            )
+            .unwrap_or_default();
+            let p: serde_json::Value = serde_json::from_str(&p).unwrap_or_default();
+            let st = &p["status"]["containerStatuses"][0]["state"];
+            if st["running"]["startedAt"].is_string() || st["terminated"]["startedAt"].is_string() {
+                break g.started.elapsed().as_secs_f64();
+            }
+            if g.started.elapsed() > limit {
+                return Err(format!("pod grow-{run} never started: {}", p["status"]));
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        };
+        drop(g);
+        Ok(Grow {
+            add_s,
+            joined_s,
+            ready_s,
+            pod_s,
+            image,
+        })
     }
 }
 

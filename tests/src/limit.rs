@@ -41,6 +41,8 @@ pub struct Limits {
     /// The cluster's events of the namespaces whose components wait on a
     /// volume and a registry (platform labs only), read before the limit.
     pub timeline: Option<Result<Vec<Happened>, String>>,
+    /// A node added on day 2 (platform labs only), before the limit.
+    pub grow: Option<Result<crate::lab::Grow, String>>,
 }
 
 /// The namespaces [`Limits::timeline`] reads: the provisioner's (its

@@ -12,7 +12,10 @@
 //! then the limit on the same guests (`kpaas_testkit::limit`: the platform's
 //! pods restarted with their images present, `kubeadm init` alone on the
 //! worker with its images present) and our time as a ratio of it (goal
-//! <= 1.5x). Prints figures; asserts nothing.
+//! <= 1.5x). Before the limit, a phase of day 2: `node add` on the master
+//! and a third guest booted with its seed, timed from its power-on to
+//! joined, Ready and its first platform pod started, beside the listed
+//! worker's first join. Prints figures; asserts nothing.
 
 use anyhow::{Context, Result};
 use kpaas_testkit::lab::{Lab, first, median, print_costs};
@@ -128,6 +131,25 @@ fn main() -> Result<()> {
                 Some(cost) => println!("  master's agent since power-on: {}", cost.trim()),
                 None => println!("  master's agent: no process count in its done line"),
             }
+        }
+        // Day 2 beside the first join: the listed worker's power-on to
+        // joined and Ready (powered on with the master), the added node's
+        // from its own power-on, the master long up.
+        let first_join = first(&wl, "kpaas-agent: join: joined").unwrap_or_default();
+        let first_ready =
+            first(&wl, "kpaas-agent: ready: node kpaas-worker1 Ready").unwrap_or_default();
+        match &limits.grow {
+            Some(Ok(g)) => println!(
+                "  grow: node add on the master and its seed fetched {:.0} s; the added node's power-on -> joined {:.0} s, -> Ready {:.0} s, -> first platform pod started {:.0} s ({}); the first join (listed worker, powered on with the master): -> joined {first_join:.0} s, -> Ready {first_ready:.0} s; added/first Ready {:.2}",
+                g.add_s,
+                g.joined_s,
+                g.ready_s,
+                g.pod_s,
+                g.image,
+                g.ready_s / first_ready.max(0.001)
+            ),
+            Some(Err(e)) => println!("  grow: not measured: {e}"),
+            None => {}
         }
         print_costs("master", &ml);
         print_costs("worker", &wl);
