@@ -317,12 +317,37 @@ fn follow(cfg: &NodeConfig, events: &mut Sink) -> String {
         Ok(held) => {
             let line = format!("Vault's cp_role now bound to {}", held.join(", "));
             let _ = events.emit(crate::boot::StepId::Nodes, Kind::Progress, &line);
+            if let Err(e) = Site::update(&cfg.state_dir, |s| {
+                s.vault_role = Some(held.clone());
+                Ok(())
+            }) {
+                return format!("{line} (not recorded: {e:#})");
+            }
             line
         }
         Err(e) => format!(
-            "Vault's role NOT updated ({e:#}): run `kpaas-agent node follow` once Vault answers"
+            "Vault's role NOT updated ({e:#}): the master's keeper binds it once Vault answers (or `kpaas-agent node follow`)"
         ),
     }
+}
+
+/// The keeper's turn: Vault's role bound again when the site's nodes say
+/// otherwise than it was last bound (a node add or remove while Vault was
+/// away). Only once the deploy has bound it: before, the deploy binds it
+/// from the site's nodes itself. Some(line) when it tried.
+pub fn follow_if_stale(cfg: &NodeConfig, events: &mut Sink) -> Option<String> {
+    let v = cfg
+        .platform
+        .iter()
+        .flat_map(|s| &s.releases)
+        .find_map(|r| match &r.item {
+            Install::VaultCluster(v) => Some(v),
+            _ => None,
+        })?;
+    let site = Site::load(&cfg.state_dir).ok()?;
+    let held = site.vault_role.as_ref()?;
+    let want = bound_cidrs(&v.bound_cidrs, &cfg.nodes, &site.nodes());
+    (held != &want).then(|| follow(cfg, events))
 }
 
 /// The plan's CIDRs with each listed node's /32 replaced by the site's
@@ -394,6 +419,68 @@ mod tests {
             ["10.0.0.10/32", "10.0.0.12/32", "10.233.64.0/18"]
         );
         assert_eq!(bound_cidrs(&plan, &listed, &listed), plan);
+    }
+
+    #[test]
+    fn the_keeper_follows_vaults_role_only_once_the_deploy_bound_it_and_when_it_is_stale() {
+        use airgap_bundle::kinds::vault_cluster::VaultCluster;
+        use airgap_bundle::plan::{Release, Step};
+        let t = tempfile::tempdir().unwrap();
+        let n = |h: &str, ip: &str, role| NodeEntry {
+            hostname: h.into(),
+            ip: ip.parse().unwrap(),
+            mac: None,
+            role,
+        };
+        let mut cfg = NodeConfig::with_defaults(
+            "lab",
+            vec![
+                n("m", "10.0.0.10", Role::Master),
+                n("w1", "10.0.0.11", Role::Worker),
+            ],
+        );
+        cfg.state_dir = t.path().to_path_buf();
+        let plan = vec!["10.0.0.10/32".to_string(), "10.0.0.11/32".into()];
+        cfg.platform = vec![Step {
+            wave: 2,
+            component: "vault".into(),
+            namespace: None,
+            release: None,
+            depends_on: Vec::new(),
+            artifacts: Vec::new(),
+            values: Default::default(),
+            releases: vec![Release::of(Install::VaultCluster(VaultCluster {
+                address: "http://10.0.0.10:31654".into(),
+                api_url: "https://10.0.0.10:6443".into(),
+                bound_cidrs: plan.clone(),
+            }))],
+            readiness: Vec::new(),
+            notes: Vec::new(),
+        }];
+        let mut events = Sink::open(t.path()).unwrap().quiet();
+        // Not bound by the deploy yet: nothing to follow.
+        assert_eq!(follow_if_stale(&cfg, &mut events), None);
+        let set = |v: Vec<String>, removed: bool| {
+            Site::update(t.path(), |s| {
+                s.listed.clone_from(&cfg.nodes);
+                s.vault_role = Some(v);
+                if removed {
+                    s.removed.push(Removed {
+                        hostname: "w1".into(),
+                        at: rfc3339(0),
+                    });
+                }
+                Ok(())
+            })
+            .unwrap()
+        };
+        set(plan.clone(), false);
+        assert_eq!(follow_if_stale(&cfg, &mut events), None);
+        // w1 removed while Vault was away: stale, so it tries (here Vault
+        // was never set up on this tree, and says so).
+        set(plan, true);
+        let r = follow_if_stale(&cfg, &mut events).unwrap();
+        assert!(r.contains("Vault is not set up yet"), "{r}");
     }
 
     /// `node add` and `node remove` against a real control plane: the

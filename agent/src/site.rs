@@ -34,6 +34,11 @@ pub struct Site {
     /// Each node and when it was first seen in the cluster.
     #[serde(default)]
     pub joined: BTreeMap<String, String>,
+    /// The addresses Vault's `cp_role` is bound to, as last set (the
+    /// deploy) or read back (a follow): the keeper binds it again when the
+    /// site's nodes say otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vault_role: Option<Vec<String>>,
 }
 
 /// A join credential (a kubeadm bootstrap token) and its fate.

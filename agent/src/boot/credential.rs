@@ -356,6 +356,7 @@ fn keep(kubeconfig: &Path, cfg: &NodeConfig, token: &Token, events: &mut Sink) {
         }
     };
     let mut last_failure: Option<String> = None;
+    let mut last_follow: Option<String> = None;
     // The step made the first check.
     std::thread::sleep(SETTLE);
     until_due(&api, cfg.join.renew_every().saturating_sub(SETTLE));
@@ -369,6 +370,17 @@ fn keep(kubeconfig: &Path, cfg: &NodeConfig, token: &Token, events: &mut Sink) {
                 last_failure = None;
                 for l in lines {
                     say(events, &format!("join credential: {l}"));
+                }
+                // What the plan derived from the node list follows it.
+                // Said once per reason, as a failed check is.
+                match crate::grow::follow_if_stale(cfg, events) {
+                    Some(r) if r.contains("NOT updated") => {
+                        if last_follow.as_deref() != Some(r.as_str()) {
+                            say(events, &r);
+                        }
+                        last_follow = Some(r);
+                    }
+                    _ => last_follow = None,
                 }
                 std::thread::sleep(SETTLE);
                 until_due(&api, cfg.join.renew_every().saturating_sub(SETTLE));

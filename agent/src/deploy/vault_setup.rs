@@ -98,7 +98,7 @@ impl Engine {
             .api
             .token("kube-system", "k8sadmin", TOKEN_SECONDS)
             .map_err(|f| anyhow::anyhow!("making a token for kube-system/k8sadmin: {f}"))?;
-        block_on(vault::setup_cluster(
+        let done = block_on(vault::setup_cluster(
             &vault::key_path(&self.cfg.state_dir),
             &vault::ClusterSecret {
                 api_url,
@@ -106,7 +106,14 @@ impl Engine {
                 bound_cidrs,
             },
             &self.cfg.state_dir.join(vault::APPROLE_FILE),
-        ))
+        ))?;
+        // What the role is bound to, for the master's keeper to follow
+        // the site's nodes from (crate::grow::follow).
+        crate::site::Site::update(&self.cfg.state_dir, |s| {
+            s.vault_role = Some(bound_cidrs.clone());
+            Ok(())
+        })?;
+        Ok(done)
     }
 
     /// `vault-cluster-secret`: the step's Vault holds the cluster's secret
