@@ -10,8 +10,8 @@
 //! The step starts the keeper and returns: the keeper is a thread beside
 //! the rest of the boot, so a worker racked weeks later finds the
 //! credential valid whatever the master's other steps are doing. What it
-//! did is in `join-credential.json` (token id only, never the secret),
-//! which `status` and the status page show.
+//! did is in the site's record (`crate::site`: token ids only, never the
+//! secret halves), which `status`, `node list` and the status page show.
 
 use super::cluster::{self, on_master};
 use super::{Ctx, Rerun, Step, StepId};
@@ -325,7 +325,9 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
         .name("join-credential".into())
         .spawn(move || keep(&kubeconfig, &cfg, &token, &mut sink))?;
     Ok(match first {
-        Ok(seeds) => format!("the seeds' join credential: {seeds}; kept by the policy from now on"),
+        Ok(seeds) => {
+            format!("the seeds' join credential: {seeds}; the keeper runs beside the boot")
+        }
         Err(e) => format!(
             "the first check failed ({e:#}); the keeper tries again every {} s",
             RETRY.as_secs()
