@@ -401,6 +401,11 @@ mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
     use super::*;
 
+    fn base64_of(s: &str) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    }
+
     #[test]
     fn vaults_addresses_follow_the_site_nodes_and_keep_the_rest() {
         let n = |h: &str, ip: &str| NodeEntry {
@@ -596,7 +601,14 @@ mod tests {
         assert!(
             user_data.contains("ssh-ed25519 AAAA admin@site") && user_data.contains("hostname: w2")
         );
-        assert!(!said.contains(&site.added[0].credential.token_id.repeat(2)));
+        // The credential's secret half is in the seed only: not in what
+        // the operator reads, not in the events.
+        let secret: Secret = api.get("kube-system", &secret_name(&id)).unwrap();
+        let half = String::from_utf8(secret.data.unwrap()["token-secret"].0.clone()).unwrap();
+        assert!(user_data.contains(&base64_of(&format!("{id}.{half}\n"))));
+        let stream =
+            std::fs::read_to_string(cfg.state_dir.join(crate::events::EVENTS_FILE)).unwrap();
+        assert!(!said.contains(&half) && !stream.contains(&half) && stream.contains(&id));
         // The same node again: refused by name, address and MAC.
         let e = add(
             &cfg,

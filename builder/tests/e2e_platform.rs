@@ -13,31 +13,15 @@
 mod common;
 
 use common::ready;
-use kpaas_testkit::lab::{Lab, NEW_MAC, WORKER_MAC, json, kubectl, on_node, overlay};
+use kpaas_testkit::lab::{
+    Lab, NEW_MAC, WORKER_MAC, json, kubectl, node_images, on_node, overlay, pod_on,
+};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(40 * 60);
 /// A cluster step that failed: the boot stops there until the next one.
 const STOPPED: &[&str] = &["the cluster stopped at step"];
-
-/// Every image reference a node holds, by tag or by digest, as the node's
-/// status lists them (containerd's image store through kubelet).
-fn node_images(nodes: &serde_json::Value) -> BTreeSet<String> {
-    nodes["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .flat_map(|n| {
-            n["status"]["images"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
-        })
-        .flat_map(|i| i["names"].as_array().cloned().unwrap_or_default())
-        .filter_map(|n| n.as_str().map(str::to_string))
-        .collect()
-}
 
 /// A pod on `node` (host network when asked) running `cmd` in `image`,
 /// to completion; returns its phase and log.
@@ -528,7 +512,7 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
         .unwrap();
     }
     // The same node image boots with it, joins, takes the registry.
-    let held = node_images(&json(&kc, &["get", "nodes"]));
+    let fresh = lab.unheld_image(&kc).unwrap();
     let ndisk = overlay(&lab.raw, &t.path().join("worker2.qcow2"));
     let mut w2 = lab.day2("worker2", &ndisk, &img);
     w2.wait_unless("kpaas-agent: join: joined the cluster", STOPPED, LONG)
@@ -548,22 +532,8 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
     m.wait_for("kpaas-worker2 joined", LONG).unwrap();
     // A pod on it, of a bundled image no node has: pulled through the
     // in-cluster registry (its access log shows the GET).
-    let fresh = arts
-        .iter()
-        .filter(|a| a["kind"] == "image")
-        .filter_map(|a| a["name"].as_str())
-        .find(|n| !held.contains(*n) && n.starts_with("registry.demo.kpaas.test/"))
-        .unwrap_or_else(|| panic!("every bundled image is held already: {held:?}"));
-    let repo = airgap_bundle::ImageRef::parse(fresh).unwrap().name();
-    let pod = serde_json::json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "day2-pull", "namespace": "default"},
-        "spec": {"nodeName": "kpaas-worker2", "restartPolicy": "Never",
-                 "containers": [{"name": "c", "image": fresh, "command": ["/bin/true"]}]},
-    });
-    let f = t.path().join("day2-pull.json");
-    std::fs::write(&f, pod.to_string()).unwrap();
-    kubectl(&kc, &["apply", "-f", &f.to_string_lossy()]).unwrap();
+    let repo = airgap_bundle::ImageRef::parse(&fresh).unwrap().name();
+    pod_on(&kc, t.path(), "day2-pull", "kpaas-worker2", &fresh).unwrap();
     // Whatever the image runs, its pull is what is asked: read in the
     // registry's access log (the hand-off only HEADs and PUTs).
     let want = format!("\"GET /v2/cp-portal-repository/{repo}/");

@@ -646,44 +646,8 @@ impl Lab {
         let add_s = t0.elapsed().as_secs_f64();
         // A bundled image no node holds, in a pod bound to the new node
         // before it exists: the kubelet starts it once it registers.
-        let nodes: serde_json::Value =
-            serde_json::from_str(&kubectl(kc, &["get", "nodes", "-o", "json"])?)
-                .map_err(|e| e.to_string())?;
-        let held: Vec<String> = nodes["items"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|n| {
-                n["status"]["images"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-            })
-            .flat_map(|i| i["names"].as_array().cloned().unwrap_or_default())
-            .filter_map(|n| n.as_str().map(str::to_string))
-            .collect();
-        let bj: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(self.bundle.join("bundle.json")).map_err(|e| e.to_string())?,
-        )
-        .map_err(|e| e.to_string())?;
-        let image = bj["artifacts"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|a| a["kind"] == "image")
-            .filter_map(|a| a["name"].as_str())
-            .find(|n| !held.iter().any(|h| h == n) && n.starts_with("registry.demo.kpaas.test/"))
-            .ok_or("every bundled image is held already")?
-            .to_string();
-        let pod = serde_json::json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": format!("grow-{run}"), "namespace": "default"},
-            "spec": {"nodeName": name, "restartPolicy": "Never",
-                     "containers": [{"name": "c", "image": image, "command": ["/bin/true"]}]},
-        });
-        let f = work.join(format!("grow-{run}.json"));
-        std::fs::write(&f, pod.to_string()).map_err(|e| e.to_string())?;
-        kubectl(kc, &["apply", "-f", &f.to_string_lossy()])?;
+        let image = self.unheld_image(kc)?;
+        pod_on(kc, work, &format!("grow-{run}"), &name, &image)?;
         let disk = overlay(&self.raw, &work.join(format!("g{run}.qcow2")));
         let mut g = self.day2(&format!("grow{run}"), &disk, &img);
         let limit = Duration::from_secs(30 * 60);
@@ -733,6 +697,62 @@ impl Lab {
             pod_s,
             image,
         })
+    }
+}
+
+/// Every image reference a node holds, by tag or by digest, as the nodes'
+/// status lists them (the runtime's image store through kubelet).
+pub fn node_images(nodes: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    nodes["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|n| {
+            n["status"]["images"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .flat_map(|i| i["names"].as_array().cloned().unwrap_or_default())
+        .filter_map(|n| n.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A pod `name` in `default`, bound to `node` (which may not exist yet),
+/// running `image` once.
+pub fn pod_on(kc: &Path, dir: &Path, name: &str, node: &str, image: &str) -> Result<(), String> {
+    let pod = serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": image, "command": ["/bin/true"]}]},
+    });
+    let f = dir.join(format!("{name}.json"));
+    std::fs::write(&f, pod.to_string()).map_err(|e| e.to_string())?;
+    kubectl(kc, &["apply", "-f", &f.to_string_lossy()]).map(|_| ())
+}
+
+impl Lab {
+    /// A bundled image of the demo's own registry that no node holds: a
+    /// pull of it shows where a node pulls from.
+    pub fn unheld_image(&self, kc: &Path) -> Result<String, String> {
+        let nodes: serde_json::Value =
+            serde_json::from_str(&kubectl(kc, &["get", "nodes", "-o", "json"])?)
+                .map_err(|e| e.to_string())?;
+        let held = node_images(&nodes);
+        let bj: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(self.bundle.join("bundle.json")).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        bj["artifacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| a["kind"] == "image")
+            .filter_map(|a| a["name"].as_str())
+            .find(|n| !held.contains(*n) && n.starts_with("registry.demo.kpaas.test/"))
+            .map(str::to_string)
+            .ok_or_else(|| format!("every bundled image is held already: {held:?}"))
     }
 }
 
