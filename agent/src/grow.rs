@@ -48,6 +48,14 @@ pub fn site_nodes(cfg: &NodeConfig) -> Vec<NodeEntry> {
     }
 }
 
+/// The nodes the cluster must have Ready (`Site::members`).
+pub fn ready_nodes(cfg: &NodeConfig) -> Vec<NodeEntry> {
+    match Site::load(&cfg.state_dir) {
+        Ok(s) if !s.listed.is_empty() => s.members(),
+        _ => cfg.nodes.clone(),
+    }
+}
+
 fn admin(root: &Path) -> Result<Api> {
     Api::from_kubeconfig(&root.join(kube::ADMIN_CONF))
         .context("node add and node remove run on the master, as root (they read /etc/kubernetes/admin.conf)")
@@ -69,7 +77,14 @@ fn must_be_master(cfg: &NodeConfig, root: &Path) -> Result<()> {
 pub fn add(cfg: &NodeConfig, root: &Path, a: &AddArgs, events: &mut Sink) -> Result<String> {
     must_be_master(cfg, root)?;
     let site_facts = cfg.site.clone().unwrap_or_default();
-    let nodes = site_nodes(cfg);
+    // A node that never joined and whose credential is gone may be given
+    // a new seed under its own name: it is not a collision with itself.
+    let site = Site::load(&cfg.state_dir)?;
+    let reissue = site.never_joined(&a.node.hostname);
+    let nodes: Vec<NodeEntry> = site_nodes(cfg)
+        .into_iter()
+        .filter(|n| !(reissue && n.hostname == a.node.hostname))
+        .collect();
     let (pods, services) = cfg
         .kubernetes
         .as_ref()
@@ -91,12 +106,11 @@ pub fn add(cfg: &NodeConfig, root: &Path, a: &AddArgs, events: &mut Sink) -> Res
     let expires = rfc3339(now + a.valid_for.secs());
     // The new node's config: the master's, as that node, knowing the site
     // as it is now and itself.
-    let mut node_cfg = NodeConfig {
+    let node_cfg = NodeConfig {
         node: Some(name.clone()),
         nodes: nodes.iter().cloned().chain([entry.clone()]).collect(),
         ..cfg.clone()
     };
-    node_cfg.install_disk = cfg.install_disk.clone();
     // Held to the rules a node applies to its config at boot.
     NodeConfig::from_yaml(
         &serde_saphyr::to_string(&node_cfg)?,
@@ -121,6 +135,11 @@ pub fn add(cfg: &NodeConfig, root: &Path, a: &AddArgs, events: &mut Sink) -> Res
     fsutil::set_mode(&out, 0o700)?;
     let dir = out.join(&name);
     let img = out.join(format!("{name}.img"));
+    if reissue {
+        // Its earlier seed holds a credential that opens nothing now.
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_file(&img);
+    }
     if dir.exists() || img.exists() {
         bail!(
             "node add: {} or {} exists already (an earlier seed for {name}): move it away first",
@@ -195,7 +214,19 @@ pub fn remove(
 ) -> Result<String> {
     must_be_master(cfg, root)?;
     let nodes = site_nodes(cfg);
-    let Some(n) = nodes.iter().find(|n| n.hostname == name) else {
+    // One recorded removed whose drain did not finish may be removed again.
+    let again = Site::load(&cfg.state_dir)?.is_removed(name);
+    let worker = NodeEntry {
+        hostname: name.into(),
+        ip: std::net::IpAddr::from([0, 0, 0, 0]),
+        mac: None,
+        role: Role::Worker,
+    };
+    let Some(n) = nodes
+        .iter()
+        .find(|n| n.hostname == name)
+        .or(again.then_some(&worker))
+    else {
         bail!(
             "node remove: {name:?} is not one of the site's nodes ({})",
             nodes

@@ -181,13 +181,40 @@ impl Site {
 
     /// The site's nodes: the cluster file's, then those added, less those
     /// removed.
+    /// A listed node given a day-2 seed (it never joined with the
+    /// seeds' credential) is there once, as added.
     pub fn nodes(&self) -> Vec<NodeEntry> {
+        let added = |h: &str| self.added.iter().any(|a| a.node.hostname == h);
         self.listed
             .iter()
+            .filter(|n| !added(&n.hostname))
             .chain(self.added.iter().map(|a| &a.node))
             .filter(|n| !self.is_removed(&n.hostname))
             .cloned()
             .collect()
+    }
+
+    /// The nodes the cluster must have Ready: the listed ones, and those
+    /// added that have joined (one whose seed is not yet attached does not
+    /// hold up a master's boot or a deploy).
+    pub fn members(&self) -> Vec<NodeEntry> {
+        let pending = |h: &str| {
+            self.added.iter().any(|a| a.node.hostname == h) && !self.joined.contains_key(h)
+        };
+        self.nodes()
+            .into_iter()
+            .filter(|n| !pending(&n.hostname))
+            .collect()
+    }
+
+    /// A node that may be given a (new) day-2 seed under its own name: one
+    /// that never joined (a listed worker whose seeds' credential lapsed, an
+    /// added one whose credential lapsed or was withdrawn).
+    pub fn never_joined(&self, hostname: &str) -> bool {
+        !self.joined.contains_key(hostname)
+            && self
+                .credentials()
+                .any(|c| c.nodes.iter().any(|n| n == hostname) && !c.state.honoured())
     }
 
     pub fn is_removed(&self, hostname: &str) -> bool {
@@ -302,6 +329,20 @@ mod tests {
             "{lines}"
         );
         assert!(lines.contains("node w1 removed"), "{lines}");
+        // w2 has not joined: it is a node (Vault's role names it) but not
+        // one a master's readiness waits for.
+        let members: Vec<String> = s.members().into_iter().map(|n| n.hostname).collect();
+        assert_eq!(members, ["m"]);
+        assert!(!s.never_joined("w2"), "its credential is still good");
+        // Its credential lapsed before it joined: it may get a new seed
+        // under its name; a listed node given one is there once.
+        let mut s2 = s.clone();
+        s2.added[0].credential.set(State::Lapsed, "lapsed", 9);
+        assert!(s2.never_joined("w2") && !s2.never_joined("m"));
+        s2.removed.clear();
+        s2.added[0].node.hostname = "w1".into();
+        let names: Vec<String> = s2.nodes().into_iter().map(|n| n.hostname).collect();
+        assert_eq!(names, ["m", "w1"]);
         // A failed change writes nothing.
         let e: Result<()> = Site::update(t.path(), |s| {
             s.added.clear();

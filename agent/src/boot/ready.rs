@@ -36,7 +36,7 @@ fn work(ctx: &mut Ctx, events: &mut Sink) -> Result<String> {
                 .map(|k| k.ready.clone())
                 .unwrap_or_default(),
             // The site's nodes: those added on day 2 in, removed ones out.
-            crate::grow::site_nodes(&ctx.cfg)
+            crate::grow::ready_nodes(&ctx.cfg)
                 .into_iter()
                 .map(|n| n.hostname)
                 .collect(),

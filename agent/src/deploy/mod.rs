@@ -442,7 +442,7 @@ impl Engine {
         if s.readiness.is_empty() {
             return Ok(());
         }
-        let nodes: Vec<String> = crate::grow::site_nodes(&self.cfg)
+        let nodes: Vec<String> = crate::grow::ready_nodes(&self.cfg)
             .into_iter()
             .map(|n| n.hostname)
             .collect();
