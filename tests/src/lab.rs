@@ -597,7 +597,7 @@ pub struct Grow {
     pub joined_s: f64,
     pub ready_s: f64,
     /// Its first platform pod (a bundled image no node held, pinned to
-    /// it, made before power-on) started: pulled and running.
+    /// it, made once it joined) started: pulled and running.
     pub pod_s: f64,
     pub image: String,
 }
@@ -644,10 +644,7 @@ impl Lab {
         )
         .map_err(|e| e.to_string())?;
         let add_s = t0.elapsed().as_secs_f64();
-        // A bundled image no node holds, in a pod bound to the new node
-        // before it exists: the kubelet starts it once it registers.
         let image = self.unheld_image(kc)?;
-        pod_on(kc, work, &format!("grow-{run}"), &name, &image)?;
         let disk = overlay(&self.raw, &work.join(format!("g{run}.qcow2")));
         let mut g = self.day2(&format!("grow{run}"), &disk, &img);
         let limit = Duration::from_secs(30 * 60);
@@ -658,6 +655,10 @@ impl Lab {
                 limit,
             )
             .map_err(|e| format!("{e:#}"))?;
+        // A bundled image no node holds, in a pod bound to the new node
+        // once it is in the cluster (the pod garbage collector deletes one
+        // bound to a node that does not exist yet).
+        pod_on(kc, work, &format!("grow-{run}"), &name, &image)?;
         let ready_s = g
             .wait_unless(
                 &format!("kpaas-agent: ready: node {name} Ready"),
