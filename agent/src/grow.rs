@@ -321,18 +321,9 @@ pub fn remove(
 /// else the plan named, the pod network). Vault not deployed or not
 /// answering is said, not fatal: the deploy binds it from the same list.
 fn follow(cfg: &NodeConfig, events: &mut Sink) -> String {
-    let Some(v) = cfg
-        .platform
-        .iter()
-        .flat_map(|s| &s.releases)
-        .find_map(|r| match &r.item {
-            Install::VaultCluster(v) => Some(v),
-            _ => None,
-        })
-    else {
+    let Some(cidrs) = vault_role_for(cfg, &site_nodes(cfg)) else {
         return "no Vault role to follow".into();
     };
-    let cidrs = bound_cidrs(&v.bound_cidrs, &cfg.nodes, &site_nodes(cfg));
     let kept = vault::key_path(&cfg.state_dir);
     if !kept.exists() {
         return "Vault is not set up yet: its deploy binds cp_role to the site's nodes".into();
@@ -367,6 +358,15 @@ fn follow(cfg: &NodeConfig, events: &mut Sink) -> String {
 /// away). Only once the deploy has bound it: before, the deploy binds it
 /// from the site's nodes itself. Some(line) when it tried.
 pub fn follow_if_stale(cfg: &NodeConfig, events: &mut Sink) -> Option<String> {
+    let site = Site::load(&cfg.state_dir).ok()?;
+    let held = site.vault_role.as_ref()?;
+    let want = vault_role_for(cfg, &site.nodes())?;
+    (held != &want).then(|| follow(cfg, events))
+}
+
+/// The addresses the plan's Vault role (its `vault-cluster` release) is
+/// bound to for these nodes; None when the plan has no such release.
+fn vault_role_for(cfg: &NodeConfig, nodes: &[NodeEntry]) -> Option<Vec<String>> {
     let v = cfg
         .platform
         .iter()
@@ -375,10 +375,7 @@ pub fn follow_if_stale(cfg: &NodeConfig, events: &mut Sink) -> Option<String> {
             Install::VaultCluster(v) => Some(v),
             _ => None,
         })?;
-    let site = Site::load(&cfg.state_dir).ok()?;
-    let held = site.vault_role.as_ref()?;
-    let want = bound_cidrs(&v.bound_cidrs, &cfg.nodes, &site.nodes());
-    (held != &want).then(|| follow(cfg, events))
+    Some(bound_cidrs(&v.bound_cidrs, &cfg.nodes, nodes))
 }
 
 /// The plan's CIDRs with each listed node's /32 replaced by the site's

@@ -326,17 +326,7 @@ pub async fn setup_cluster(kept: &Path, cs: &ClusterSecret<'_>, vars: &Path) -> 
         Some(serde_json::json!({ "policy": CP_POLICY })),
     )
     .await?;
-    call(
-        &k,
-        Method::POST,
-        "auth/approle/role/cp_role",
-        Some(serde_json::json!({
-            "token_policies": ["cp_policy"],
-            "secret_id_bound_cidrs": cs.bound_cidrs,
-            "token_bound_cidrs": cs.bound_cidrs,
-        })),
-    )
-    .await?;
+    write_role(&k, cs.bound_cidrs).await?;
     let made = if vars.exists() {
         false
     } else {
@@ -383,14 +373,12 @@ pub async fn setup_cluster(kept: &Path, cs: &ClusterSecret<'_>, vars: &Path) -> 
     ))
 }
 
-/// Binds role `cp_role` to `bound_cidrs` (the site's nodes changed) and
-/// returns the addresses Vault holds for it now, read back.
-pub async fn bind_role(kept: &Path, bound_cidrs: &[String]) -> Result<Vec<String>> {
-    use reqwest::Method;
-    let k = read_kept(kept)?;
+/// Role `cp_role`: the portal's policy, its secret ids and tokens bound to
+/// `bound_cidrs`. One writer for the setup and for a node list's change.
+async fn write_role(k: &Kept, bound_cidrs: &[String]) -> Result<()> {
     call(
-        &k,
-        Method::POST,
+        k,
+        reqwest::Method::POST,
         "auth/approle/role/cp_role",
         Some(serde_json::json!({
             "token_policies": ["cp_policy"],
@@ -398,7 +386,16 @@ pub async fn bind_role(kept: &Path, bound_cidrs: &[String]) -> Result<Vec<String
             "token_bound_cidrs": bound_cidrs,
         })),
     )
-    .await?;
+    .await
+    .map(|_| ())
+}
+
+/// Binds role `cp_role` to `bound_cidrs` (the site's nodes changed) and
+/// returns the addresses Vault holds for it now, read back.
+pub async fn bind_role(kept: &Path, bound_cidrs: &[String]) -> Result<Vec<String>> {
+    use reqwest::Method;
+    let k = read_kept(kept)?;
+    write_role(&k, bound_cidrs).await?;
     let role = call(&k, Method::GET, "auth/approle/role/cp_role", None).await?;
     // Vault answers a single address without its /32: said as given.
     Ok(role["data"]["token_bound_cidrs"]
