@@ -9,7 +9,14 @@ use airgap_bundle::run::{Runner, run};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
 
+/// The node config, as an installed update left it (`crate::update::store`):
+/// every step and command then reads the bundle and plan the node runs.
 pub fn load(config: &Path, root: &Path, r: &dyn Runner) -> Result<NodeConfig> {
+    crate::update::store::installed_view(load_seed(config, root, r)?)
+}
+
+/// The node config as its seed gave it.
+fn load_seed(config: &Path, root: &Path, r: &dyn Runner) -> Result<NodeConfig> {
     if config.is_file() {
         let text = std::fs::read_to_string(config)
             .with_context(|| format!("reading {}", config.display()))?;

@@ -109,7 +109,7 @@ pub fn add(cfg: &NodeConfig, root: &Path, a: &AddArgs, events: &mut Sink) -> Res
     let node_cfg = NodeConfig {
         node: Some(name.clone()),
         nodes: nodes.iter().cloned().chain([entry.clone()]).collect(),
-        ..cfg.clone()
+        ..crate::update::store::for_new_node(cfg)?
     };
     // Held to the rules a node applies to its config at boot.
     NodeConfig::from_yaml(

@@ -25,6 +25,7 @@ mod seed_registry;
 mod site;
 mod state_file;
 mod status;
+mod update;
 mod vault;
 
 use airgap_bundle::node::{self, Role};
@@ -150,6 +151,41 @@ enum Cmd {
     Node {
         #[command(subcommand)]
         cmd: NodeCmd,
+    },
+    /// The site's inventory, on the master: the bundle it runs (serial,
+    /// digest), every blob it holds, its releases with Helm's revisions,
+    /// its nodes. Carry it to the connected side for `kpaas-builder bundle
+    /// --since`. Nothing in it is secret.
+    Inventory {
+        #[command(flatten)]
+        c: ConfigArg,
+        /// Write it to this file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Apply an update bundle on the master: checked first (signature,
+    /// digests, platform, serial, a delta's base, Kubernetes version) with
+    /// nothing changed when a check fails; then staged, switched, the
+    /// platform's registry filled, each changed release applied in wave
+    /// order, removed ones uninstalled. Journaled: --resume continues it.
+    Update {
+        #[command(flatten)]
+        c: ConfigArg,
+        /// A bundle directory, .tar(.zst), or a device; default: the volume
+        /// labelled KPAAS-UPDATE.
+        path: Option<PathBuf>,
+        /// Check and print the plan; change nothing.
+        #[arg(long)]
+        check: bool,
+        /// Continue the update a power cut or a failure stopped.
+        #[arg(long, conflicts_with_all = ["check", "rollback", "path"])]
+        resume: bool,
+        /// Take an unfinished update back to the bundle it replaced.
+        #[arg(long, conflicts_with_all = ["check", "path"])]
+        rollback: bool,
+        /// How long one release or component may take, in seconds.
+        #[arg(long, default_value_t = deploy::READY_LIMIT.as_secs())]
+        timeout: u64,
     },
     /// Show each first-boot step's state.
     Status {
@@ -407,6 +443,47 @@ fn dispatch(cmd: Cmd, rt: &tokio::runtime::Runtime) -> Result<()> {
             }
         }
         Cmd::Node { cmd } => node_cmd(cmd),
+        Cmd::Inventory { c, out } => {
+            let cfg = config::load(&c.config, &c.root, &Host)?;
+            let inv = update::inventory::gather(&c.root, &cfg, Arc::new(Host))?;
+            match out {
+                Some(p) => {
+                    airgap_bundle::fsutil::write_atomic(&p, &inv.to_bytes())?;
+                    eprintln!(
+                        "inventory of {} ({} {} serial {}): {} blobs, {} releases, {} nodes, in {}",
+                        inv.cluster,
+                        inv.platform,
+                        inv.platform_version,
+                        inv.serial,
+                        inv.blobs.len(),
+                        inv.releases.len(),
+                        inv.nodes.len(),
+                        p.display()
+                    );
+                }
+                None => print!("{}", String::from_utf8_lossy(&inv.to_bytes())),
+            }
+            Ok(())
+        }
+        Cmd::Update {
+            c,
+            path,
+            check,
+            resume,
+            rollback,
+            timeout,
+        } => {
+            let cfg = config::load(&c.config, &c.root, &Host)?;
+            let a = update::Args {
+                path,
+                check,
+                resume,
+                rollback,
+                limit: std::time::Duration::from_secs(timeout),
+            };
+            println!("{}", update::run_update(&c.root, &cfg, Arc::new(Host), &a)?);
+            Ok(())
+        }
         Cmd::Status {
             state_dir,
             json,

@@ -8,6 +8,7 @@
 //! | path | answer |
 //! |---|---|
 //! | `/node/v1/handoff` | `{"api": "kpaas.node/v1", "registry": "HOST:PORT/PROJECT" \| null}`: the platform's registry once the master's hand-off has filled it |
+//! | `/node/v1/inventory` | the site's inventory (`airgap_bundle::inventory`), on the master: the bundle it runs, every blob it holds, its releases and nodes (what `kpaas-builder bundle --since` reads) |
 //! | `/node/v1/join/<token id>` | `{"api": "kpaas.node/v1", "honoured": true \| false \| null, "detail": "..."}`: whether the master lets a node join with that credential (`null`: it never issued it), and why not |
 
 use crate::deploy::journal::DeployJournal;
@@ -15,10 +16,16 @@ use axum::body::Body;
 use axum::http::{Response, StatusCode, header};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const API: &str = "kpaas.node/v1";
 pub const HANDOFF_PATH: &str = "/node/v1/handoff";
 pub const JOIN_PATH: &str = "/node/v1/join";
+pub const INVENTORY_PATH: &str = "/node/v1/inventory";
+
+/// Gathers the site's inventory (the master's; other nodes have none).
+pub type InventoryFn =
+    Arc<dyn Fn() -> anyhow::Result<airgap_bundle::inventory::Inventory> + Send + Sync>;
 
 /// What a worker needs for its half of the hand-off.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
@@ -96,7 +103,7 @@ impl Join {
     }
 }
 
-fn json_reply<T: Serialize>(v: Result<T, tokio::task::JoinError>) -> Response<Body> {
+fn json_reply<T: Serialize, E: std::fmt::Display>(v: Result<T, E>) -> Response<Body> {
     match v {
         Ok(v) => Response::builder()
             .header(header::CONTENT_TYPE, "application/json")
@@ -110,9 +117,26 @@ fn json_reply<T: Serialize>(v: Result<T, tokio::task::JoinError>) -> Response<Bo
     }
 }
 
-pub fn routes(state_dir: PathBuf) -> axum::Router {
+pub fn routes(state_dir: PathBuf, inventory: Option<InventoryFn>) -> axum::Router {
     let join_dir = state_dir.clone();
-    axum::Router::new()
+    let r = match inventory {
+        Some(f) => axum::Router::new().route(
+            INVENTORY_PATH,
+            axum::routing::get(move || {
+                let f = f.clone();
+                async move {
+                    json_reply(
+                        tokio::task::spawn_blocking(move || f().map_err(|e| format!("{e:#}")))
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r),
+                    )
+                }
+            }),
+        ),
+        None => axum::Router::new(),
+    };
+    r
         .route(
             &format!("{JOIN_PATH}/{{id}}"),
             axum::routing::get(move |axum::extract::Path(id): axum::extract::Path<String>| {

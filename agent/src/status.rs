@@ -42,6 +42,18 @@ pub fn print(state_dir: &Path, json: bool, all_events: bool) -> Result<()> {
                 println!("{l}");
             }
         }
+        if let Some(u) = update(state_dir) {
+            println!("\n{}", u.line);
+            for r in &u.releases {
+                println!(
+                    "  wave {} {} {:?}: {}",
+                    r.wave,
+                    r.release,
+                    r.change,
+                    r.detail.as_deref().unwrap_or(&r.state)
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -80,6 +92,16 @@ pub struct Snapshot {
     /// token ids only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub site: Option<Site>,
+    /// The last update (`kpaas-agent update`), done or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update: Option<crate::update::View>,
+}
+
+fn update(state_dir: &Path) -> Option<crate::update::View> {
+    crate::update::Record::load(state_dir)
+        .ok()
+        .flatten()
+        .map(|r| r.view())
 }
 
 /// The site's record, on the master once its keeper has run.
@@ -109,6 +131,7 @@ pub fn snapshot(state_dir: &Path) -> Result<Snapshot> {
         deploy,
         platform_ready,
         site: site(state_dir),
+        update: update(state_dir),
     })
 }
 
@@ -205,6 +228,18 @@ pub fn text(s: &Snapshot) -> String {
         out.push_str("\nsite:\n");
         for l in site.describe() {
             out.push_str(&format!("  {l}\n"));
+        }
+    }
+    if let Some(u) = &s.update {
+        out.push_str(&format!("\n{}\n", u.line));
+        for r in &u.releases {
+            out.push_str(&format!(
+                "  wave {} {} {:?}: {}\n",
+                r.wave,
+                r.release,
+                r.change,
+                r.detail.as_deref().unwrap_or(&r.state)
+            ));
         }
     }
     if let Some(e) = &s.last_error {

@@ -14,22 +14,20 @@ use airgap_bundle::deploy::{Hook, Readiness, Value};
 use airgap_bundle::kinds::Install;
 use airgap_bundle::kinds::fill::Fill;
 use airgap_bundle::kinds::namespace::Namespace;
-use airgap_bundle::node::{NodeConfig, NodeEntry, Role, Runtime};
+use airgap_bundle::node::NodeConfig;
 use airgap_bundle::plan::{Release, Step};
 use kpaas_testkit::control_plane::ControlPlane;
 use kpaas_testkit::{DemoEnv, have_tools};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use support::{Node, PORTAL_ADMIN, text};
+
+mod support;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const CLUSTER: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10}\nnetwork: {node_cidr: 10.10.0.0/24}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\n";
 
 /// The demo plan's platform steps up to Kubeflow's place (the later waves
 /// need real pods and node ports: the VM tests run them).
-/// The site's portal password: it must reach the chart's values and
-/// nothing else.
-const PORTAL_ADMIN: &str = "s1te-Portal-pw";
-
 fn platform() -> Vec<Step> {
     let cat =
         Catalog::from_yaml(airgap_bundle::platforms::builtin("demo").unwrap(), "demo").unwrap();
@@ -41,158 +39,19 @@ fn platform() -> Vec<Step> {
         .collect()
 }
 
+fn plan(node: &Node, platform: Vec<Step>) {
+    node.write(&NodeConfig {
+        platform,
+        ..node.base_config()
+    });
+}
+
 fn wave(component: &str) -> usize {
     platform()
         .iter()
         .find(|s| s.component == component)
         .unwrap()
         .wave
-}
-
-struct Node {
-    root: PathBuf,
-    state: PathBuf,
-    config: PathBuf,
-    bundle: PathBuf,
-}
-
-impl Node {
-    /// A node tree: the bundle's tools at their install paths, the admin
-    /// kubeconfig of the loopback control plane, a node config.
-    fn new(t: &Path, bundle: &Path, cp: &ControlPlane) -> Node {
-        let root = t.join("root");
-        let m: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(bundle.join("bundle.json")).unwrap()).unwrap();
-        for tool in ["kubectl", "helm", "kustomize"] {
-            let a = m["artifacts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|a| {
-                    a["kind"] == "file"
-                        && a["name"]
-                            .as_str()
-                            .unwrap()
-                            .contains(&format!("/{tool}:amd64"))
-                })
-                .unwrap();
-            let blob = bundle
-                .join("oci/blobs/sha256")
-                .join(&a["content_digest"].as_str().unwrap()[7..]);
-            let to = root.join(a["install_path"].as_str().unwrap().trim_start_matches('/'));
-            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-            std::fs::copy(blob, &to).unwrap();
-            std::fs::set_permissions(&to, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
-        }
-        std::fs::create_dir_all(root.join("etc/kubernetes")).unwrap();
-        // The site's passwords, as the seed leaves them on the master.
-        let secrets = root.join("etc/kpaas/secrets");
-        std::fs::create_dir_all(&secrets).unwrap();
-        std::fs::write(
-            secrets.join("passwords.yaml"),
-            format!("portal_admin: {PORTAL_ADMIN}\nmariadb_root: not-used-here\n"),
-        )
-        .unwrap();
-        std::fs::copy(&cp.kubeconfig, root.join("etc/kubernetes/admin.conf")).unwrap();
-        let n = Node {
-            state: t.join("state"),
-            config: t.join("node.yaml"),
-            root,
-            bundle: bundle.to_path_buf(),
-        };
-        n.plan(platform());
-        n
-    }
-
-    fn plan(&self, platform: Vec<Step>) {
-        let master = NodeEntry {
-            hostname: "kpaas-master".into(),
-            ip: "10.10.0.10".parse().unwrap(),
-            mac: None,
-            role: Role::Master,
-        };
-        let cfg = NodeConfig {
-            bundle: self.bundle.clone(),
-            state_dir: self.state.clone(),
-            platform,
-            // As the demo's lab: the hand-off's mirror switch then needs
-            // no CRI-O reload (no systemd here).
-            runtime: Runtime::Containerd,
-            ..NodeConfig::with_defaults("lab", vec![master])
-        };
-        std::fs::write(&self.config, serde_json::to_vec_pretty(&cfg).unwrap()).unwrap();
-    }
-
-    fn deploy_cmd(&self, extra: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_kpaas-agent"));
-        c.arg("deploy")
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--root")
-            .arg(&self.root)
-            .args(extra);
-        c
-    }
-
-    fn deploy(&self, extra: &[&str]) -> Output {
-        self.deploy_cmd(extra).output().unwrap()
-    }
-
-    fn events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.state.join("events.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
-
-    /// The details of the deploy events after the `n`th one.
-    fn details_since(&self, n: usize) -> Vec<String> {
-        self.events()[n..]
-            .iter()
-            .map(|e| {
-                format!(
-                    "{} {}",
-                    e["kind"].as_str().unwrap(),
-                    e["detail"].as_str().unwrap()
-                )
-            })
-            .collect()
-    }
-
-    fn journal(&self) -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(self.state.join("deploy.json")).unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    fn helm(&self, args: &[&str]) -> String {
-        let o = Command::new(self.root.join("usr/local/bin/helm"))
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(self.root.join("etc/kubernetes/admin.conf"))
-            .env("HELM_CACHE_HOME", self.state.join("t-helm"))
-            .env("HELM_CONFIG_HOME", self.state.join("t-helm"))
-            .env("HELM_DATA_HOME", self.state.join("t-helm"))
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&o.stdout).to_string()
-    }
-
-    /// The demo release's revision and status.
-    fn release(&self) -> (i64, String) {
-        let l: serde_json::Value =
-            serde_json::from_str(&self.helm(&["list", "-n", "demo", "-a", "-o", "json"])).unwrap();
-        let r = &l[0];
-        (
-            r["revision"].as_str().unwrap_or("0").parse().unwrap(),
-            r["status"].as_str().unwrap_or("").to_string(),
-        )
-    }
-}
-
-fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
 }
 
 #[test]
@@ -211,6 +70,7 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
     let t = tempfile::tempdir().unwrap();
     let (bundle, _) = kpaas_testkit::demo_bundle(&env, t.path()).unwrap();
     let node = Node::new(t.path(), &bundle, &cp);
+    plan(&node, platform());
 
     // 1. A chart whose rendered Deployment names an image the seed does not
     //    hold: the wave is refused before anything of it is applied.
@@ -224,7 +84,7 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
             );
         }
     }
-    node.plan(bad);
+    plan(&node, bad);
     let o = node.deploy(&["--timeout", "60"]);
     let out = text(&o);
     assert!(!o.status.success(), "{out}");
@@ -244,7 +104,7 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
 
     // 2. Nodes that take no pods: the hook Job never runs. The wait is
     //    bounded and the failure says what the cluster says.
-    node.plan(platform());
+    plan(&node, platform());
     cp.kubectl(&["taint", "nodes", "--all", "kpaas-test=hold:NoSchedule"])
         .unwrap();
     let o = node.deploy(&["--timeout", "20"]);
@@ -320,7 +180,7 @@ fn the_engine_deploys_waves_refuses_unbundled_images_reports_failures_and_resume
         }],
         notes: Vec::new(),
     });
-    node.plan(held);
+    plan(&node, held);
     let from_3 = node.events().len();
     let mut child = node.deploy_cmd(&["--timeout", "300"]).spawn().unwrap();
     let start = Instant::now();

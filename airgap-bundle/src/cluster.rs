@@ -251,7 +251,22 @@ pub const PASSWORD_KEYS: &[&str] = &[
     "portal_admin",
 ];
 
+/// What a node config's copy of the cluster file has for each password
+/// (a plan says only whether one was given; the values stay in the seed's
+/// `passwords.yaml`).
+pub const PASSWORD_KEPT: &str = "(in the master's passwords.yaml)";
+
 impl Cluster {
+    /// This cluster file with every password replaced by `PASSWORD_KEPT`:
+    /// re-planning from it gives the same plan, and it holds no secret.
+    pub fn without_passwords(&self) -> Cluster {
+        let mut c = self.clone();
+        for v in c.passwords.values_mut() {
+            *v = PASSWORD_KEPT.into();
+        }
+        c
+    }
+
     pub fn from_yaml(text: &str, file: &str) -> Result<Cluster, Problems> {
         let fail = |problems| Problems {
             file: file.into(),

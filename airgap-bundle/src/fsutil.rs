@@ -37,6 +37,13 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// Makes a directory's entries (a rename into it, a new file) durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing directory {}", dir.display()))
+}
+
 /// [`write_atomic`] for a file only root may read (it holds a secret): the
 /// temporary file is created 0600, and the mode is said again in case a
 /// umask or an older file had it otherwise.

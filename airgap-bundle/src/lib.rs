@@ -12,6 +12,7 @@ pub mod deploy;
 pub mod digest;
 pub mod fsutil;
 pub mod ident;
+pub mod inventory;
 pub mod join;
 pub mod kinds;
 pub mod kube_settings;
@@ -33,6 +34,7 @@ pub mod sbom;
 pub mod seed;
 pub mod sign;
 pub mod template;
+pub mod update;
 pub mod verify;
 
 pub use digest::Digest;

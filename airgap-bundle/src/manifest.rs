@@ -6,11 +6,15 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
-pub const BUNDLE_VERSION: u32 = 1;
+/// 2: a serial, the catalog, and deltas. A reader takes any version up to its own.
+pub const BUNDLE_VERSION: u32 = 2;
 pub const BUNDLE_JSON: &str = "bundle.json";
 pub const SIGNATURE: &str = "bundle.json.sig";
 pub const CHECKSUMS: &str = "SHA256SUMS";
 pub const SBOM: &str = "sbom.spdx.json";
+/// The catalog the bundle was built from (JSON), so a site can re-plan from
+/// an update without the connected side's files.
+pub const CATALOG: &str = "catalog.json";
 pub const LAYOUT_INDEX: &str = "oci/index.json";
 pub const LAYOUT_MARKER: &str = "oci/oci-layout";
 pub const BLOBS_DIR: &str = "oci/blobs/sha256/";
@@ -21,6 +25,11 @@ pub struct BundleManifest {
     pub bundle_version: u32,
     pub platform: String,
     pub platform_version: String,
+    /// The catalog's serial: a site takes a bundle only with a serial above
+    /// the one it runs (signed with the rest, so no rollback). 0: a bundle
+    /// made before serials, which no site takes as an update.
+    #[serde(default)]
+    pub serial: u64,
     /// From the lock, so rebuilding gives the same bytes.
     pub created: String,
     /// Image platforms bundled (`linux/amd64`, or `all`).
@@ -29,6 +38,53 @@ pub struct BundleManifest {
     /// Digests of the bundle's other metadata files, covered by the signature.
     pub files: BTreeMap<String, Digest>,
     pub totals: Totals,
+    /// A delta: the blobs a site already held were left out. The manifest
+    /// still describes the whole version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta: Option<Delta>,
+}
+
+/// What a delta was built against, and what it left out (signed, so a
+/// verifier knows which absent blobs are meant to be absent).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Delta {
+    pub base: BaseRef,
+    /// Every blob of this version the bundle does not carry: the base has it.
+    pub omitted: Vec<OmittedBlob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BaseRef {
+    pub platform: String,
+    pub platform_version: String,
+    pub serial: u64,
+    /// The digest of the base's `bundle.json`.
+    pub bundle: Digest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
+pub struct OmittedBlob {
+    pub digest: Digest,
+    pub size: u64,
+}
+
+impl Delta {
+    pub fn omitted_bytes(&self) -> u64 {
+        self.omitted.iter().map(|b| b.size).sum()
+    }
+}
+
+impl std::fmt::Display for BaseRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} serial {} (bundle.json {})",
+            self.platform, self.platform_version, self.serial, self.bundle
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -149,7 +205,14 @@ impl BundleManifest {
     }
 
     pub fn from_bytes(b: &[u8]) -> Result<Self> {
-        serde_json::from_slice(b).context("parsing bundle.json")
+        let m: BundleManifest = serde_json::from_slice(b).context("parsing bundle.json")?;
+        if m.bundle_version > BUNDLE_VERSION {
+            anyhow::bail!(
+                "bundle.json: bundle_version {} is newer than this program reads ({BUNDLE_VERSION}): use a newer kpaas-builder or agent",
+                m.bundle_version
+            );
+        }
+        Ok(m)
     }
 }
 

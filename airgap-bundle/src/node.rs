@@ -161,6 +161,11 @@ pub struct NodeConfig {
     /// day-2 seed from (`kpaas-agent node add`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<crate::seed::SiteFacts>,
+    /// The cluster file the seeds were made from, its passwords replaced by
+    /// a marker (they are in the master's `passwords.yaml`): what the master
+    /// re-plans from when it takes an update bundle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_file: Option<crate::cluster::Cluster>,
 }
 
 pub use crate::kube_settings::KubernetesStep;
@@ -200,6 +205,7 @@ impl NodeConfig {
             platform: Vec::new(),
             join: Default::default(),
             site: None,
+            cluster_file: None,
         }
     }
 }

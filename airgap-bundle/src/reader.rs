@@ -205,9 +205,12 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
         let e = e?;
         let t = e.file_type()?;
         let p = e.path();
+        // A link to a file counts as the file: a site's installed bundle
+        // links the blobs it shares with the media instead of copying them.
+        let linked_file = t.is_symlink() && p.metadata().is_ok_and(|m| m.is_file());
         if t.is_dir() {
             walk(root, &p, out)?;
-        } else if t.is_file() {
+        } else if t.is_file() || linked_file {
             out.push(
                 p.strip_prefix(root)
                     .unwrap_or(&p)

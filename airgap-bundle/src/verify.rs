@@ -20,6 +20,7 @@ const METADATA: &[&str] = &[
     SIGNATURE,
     CHECKSUMS,
     SBOM,
+    CATALOG,
     LAYOUT_INDEX,
     LAYOUT_MARKER,
 ];
@@ -45,6 +46,60 @@ pub struct Report {
     /// Each problem, with the artifacts it affects (empty: the bundle as a whole).
     pub problems: Vec<Problem>,
     pub warnings: Vec<String>,
+    /// For a delta: its base, and what comes from it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delta: Option<DeltaReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DeltaReport {
+    pub base: BaseRef,
+    /// Blobs (and their bytes) the delta leaves to its base.
+    pub from_base: usize,
+    pub from_base_bytes: u64,
+    /// What was checked against: a base given, or nothing.
+    pub base_checked: Option<String>,
+}
+
+/// Where a delta's left-out blobs may be found: a site's inventory (its
+/// list of digests) or bundle directories (the base bundle, a node's store).
+pub enum Base {
+    Inventory(Box<crate::inventory::Inventory>),
+    Dirs(Vec<std::path::PathBuf>),
+}
+
+impl Base {
+    /// Reads `--base`: an inventory file, or a bundle directory.
+    pub fn open(path: &Path) -> Result<Base> {
+        if path.is_dir() {
+            Ok(Base::Dirs(vec![path.to_path_buf()]))
+        } else {
+            crate::inventory::Inventory::from_file(path).map(|i| Base::Inventory(Box::new(i)))
+        }
+    }
+
+    pub fn holds(&self, d: &Digest, size: u64) -> bool {
+        match self {
+            Base::Inventory(i) => i.blobs.contains(d),
+            Base::Dirs(dirs) => dirs.iter().any(|b| {
+                std::fs::metadata(b.join(BLOBS_DIR).join(d.hex()))
+                    .is_ok_and(|m| m.is_file() && m.len() == size)
+            }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Base::Inventory(i) => {
+                format!("the inventory of site {} (taken {})", i.cluster, i.taken)
+            }
+            Base::Dirs(d) => d
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, Clone)]
@@ -84,6 +139,16 @@ struct Seen {
 }
 
 pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<Report> {
+    verify_with_base(path, key, None)
+}
+
+/// As `verify`; a delta's left-out blobs are looked for in `base` (when
+/// given), and each one it lacks is a problem naming its artifacts.
+pub fn verify_with_base(
+    path: &Path,
+    key: Option<&ed25519_dalek::VerifyingKey>,
+    base: Option<&Base>,
+) -> Result<Report> {
     let mut problems: Vec<Problem> = Vec::new();
     let mut warnings = Vec::new();
     let whole = |m: String| Problem {
@@ -225,8 +290,23 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
                     Some(_) => {}
                 }
             }
+            // A delta's left-out blobs may be here too (a site links them
+            // from its base): bundle.json, signed, lists them instead.
+            let omitted: BTreeSet<&Digest> = manifest
+                .iter()
+                .flat_map(|m| {
+                    m.delta
+                        .iter()
+                        .flat_map(|d| d.omitted.iter().map(|b| &b.digest))
+                })
+                .collect();
+            let left_out = |p: &str| {
+                p.strip_prefix(BLOBS_DIR)
+                    .and_then(|h| Digest::from_hex(h).ok())
+                    .is_some_and(|d| omitted.contains(&d))
+            };
             for p in seen.keys() {
-                if p != CHECKSUMS && p != SIGNATURE && !list.contains_key(p) {
+                if p != CHECKSUMS && p != SIGNATURE && !list.contains_key(p) && !left_out(p) {
                     problems.push(whole(format!("{p} is in the bundle but not in SHA256SUMS")));
                 }
             }
@@ -311,14 +391,48 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
             }
         }
     }
+    // A delta's left-out blobs are its base's, signed as such: absent here
+    // is expected; absent from a base given is a problem.
+    let omitted: BTreeMap<&Digest, u64> = manifest
+        .as_ref()
+        .and_then(|m| m.delta.as_ref())
+        .map(|d| d.omitted.iter().map(|b| (&b.digest, b.size)).collect())
+        .unwrap_or_default();
+    let mut delta = None;
+    if let Some(d) = manifest.as_ref().and_then(|m| m.delta.as_ref()) {
+        delta = Some(DeltaReport {
+            base: d.base.clone(),
+            from_base: d.omitted.len(),
+            from_base_bytes: d.omitted_bytes(),
+            base_checked: base.map(Base::describe),
+        });
+        if base.is_none() {
+            warnings.push(format!(
+                "a delta: {} blob(s) ({} bytes) come from its base, {}, and were not checked here (pass --base with the base bundle or the site's inventory)",
+                d.omitted.len(),
+                d.omitted_bytes(),
+                d.base
+            ));
+        }
+    }
     for (d, who) in &users {
         let path = format!("oci/{}", d.blob_path());
-        if !seen.contains_key(&path) {
-            problems.push(Problem {
-                artifacts: who.iter().cloned().collect(),
-                message: format!("blob {d} is missing"),
-            });
+        if seen.contains_key(&path) {
+            continue;
         }
+        let message = match (omitted.get(d), base) {
+            (Some(_), None) => continue,
+            (Some(size), Some(b)) if b.holds(d, *size) => continue,
+            (Some(_), Some(b)) => format!(
+                "blob {d} is left to the delta's base, but {} does not hold it",
+                b.describe()
+            ),
+            (None, _) => format!("blob {d} is missing"),
+        };
+        problems.push(Problem {
+            artifacts: who.iter().cloned().collect(),
+            message,
+        });
     }
     for (d, msg) in blob_problems {
         let who = users
@@ -340,5 +454,6 @@ pub fn verify(path: &Path, key: Option<&ed25519_dalek::VerifyingKey>) -> Result<
         bytes,
         problems,
         warnings,
+        delta,
     })
 }

@@ -4,21 +4,18 @@
 //! one universal seed that serves every node. Cluster
 //! secrets are made here and reach only the nodes that need them.
 
-use airgap_bundle::catalog::Catalog;
 use airgap_bundle::cluster::{Cluster, PASSWORD_KEYS};
-use airgap_bundle::manifest::BundleManifest;
-use airgap_bundle::node::{KubernetesStep, NodeConfig, NodeEntry, Role, VerifyMode};
+use airgap_bundle::node::{NodeConfig, NodeEntry, Role, VerifyMode};
 use airgap_bundle::run::run;
 use airgap_bundle::seed::{Renderer, Seed, SiteFacts};
 use airgap_bundle::{Digest, fsutil};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-/// The catalog component that forms the cluster.
-pub const KUBERNETES: &str = "kubernetes";
+pub use airgap_bundle::plan::node::{NodePlan, node_plan};
 
 fn random_string(n: usize, alphabet: &[u8]) -> Result<String> {
     let mut raw = vec![0u8; n];
@@ -133,78 +130,6 @@ fn inventory(c: &Cluster) -> Vec<NodeEntry> {
     v
 }
 
-/// What the nodes are told to do after the seed registry serves: form the
-/// cluster with the plan's `kubernetes` step, then (the master) deploy the
-/// plan's other steps. Empty: stop at the registry.
-#[derive(Debug, Default)]
-pub struct NodePlan {
-    pub kubernetes: Option<KubernetesStep>,
-    pub platform: Vec<airgap_bundle::plan::Step>,
-    /// The bundle the plan was checked against, by digest.
-    pub bundle_digest: Option<Digest>,
-}
-
-/// The plan for this cluster as the nodes receive it (the same data
-/// `kpaas-builder plan` prints); `platform: false` stops at a ready cluster.
-/// With the bundle, every artifact a release reads must be in it (all that
-/// are not are named at once).
-pub fn node_plan(
-    catalog: &Catalog,
-    c: &Cluster,
-    platform: bool,
-    bundle: Option<&BundleManifest>,
-) -> Result<NodePlan> {
-    let plan = airgap_bundle::plan::build(catalog, c, bundle)?;
-    if let Some(m) = bundle {
-        let missing: Vec<String> = plan
-            .steps
-            .iter()
-            .flat_map(|s| {
-                s.releases.iter().filter_map(move |r| {
-                    let a = r.artifact()?;
-                    (!m.artifacts.iter().any(|x| x.name == a))
-                        .then(|| format!("{}: {} reads {a}", s.component, r.name()))
-                })
-            })
-            .collect();
-        if !missing.is_empty() {
-            bail!(
-                "the bundle lacks {} artifact(s) the plan's releases read (rebuild it from this catalog):\n  {}",
-                missing.len(),
-                missing.join("\n  ")
-            );
-        }
-    }
-    let (kube, rest): (Vec<_>, Vec<_>) = plan
-        .steps
-        .into_iter()
-        .partition(|s| s.component == KUBERNETES);
-    let Some(k) = kube.into_iter().next() else {
-        bail!(
-            "platform {}: the catalog has no {KUBERNETES:?} component, so the nodes would not know how to form the cluster",
-            catalog.platform.name
-        );
-    };
-    // Typed and checked here, on the connected machine: a node never finds
-    // a bad CIDR or a missing CNI manifest at its first boot.
-    let version = match bundle {
-        Some(m) => airgap_bundle::render::kubernetes_version(m)?,
-        None => None,
-    };
-    let kubernetes = KubernetesStep::from_plan(&k.values, k.readiness, version).map_err(|p| {
-        anyhow::anyhow!(
-            "platform {}: the plan's {KUBERNETES:?} step cannot form a cluster:\n  {}",
-            catalog.platform.name,
-            p.join("\n  ")
-        )
-    })?;
-    Ok(NodePlan {
-        kubernetes: Some(kubernetes),
-        platform: if platform { rest } else { Vec::new() },
-        bundle_digest: None,
-    })
-}
-
 /// Every seed for the cluster: one per node and the universal one. Workers
 /// get the token and the CA hash; only the master (and the universal seed,
 /// which may boot the master) get the CA key and the passwords.
@@ -234,6 +159,7 @@ pub fn plan(
         bundle_digest: node_plan.bundle_digest.clone(),
         join: c.join,
         site: Some(site.clone()),
+        cluster_file: Some(c.without_passwords()),
         ..NodeConfig::with_defaults(&c.name, nodes.clone())
     };
     let get = |k: &str| secrets.get(k).map(Vec::as_slice).unwrap_or_default();
@@ -288,6 +214,8 @@ pub fn write_seed(out: &Path, seed: &Seed) -> Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
     use super::*;
+    use airgap_bundle::catalog::Catalog;
+    use airgap_bundle::plan::CLUSTER_STEP as KUBERNETES;
 
     const LAB: &str = "cluster_version: 1\nname: lab\nplatform: demo\nmaster: {hostname: kpaas-master, private_ip: 10.10.0.10, mac: \"52:54:00:12:34:10\"}\nworkers:\n  - {hostname: kpaas-worker1, private_ip: 10.10.0.11, mac: \"52:54:00:12:34:11\"}\nnetwork: {node_cidr: 10.10.0.0/24, gateway: 10.10.0.1}\nstorage: {type: nfs, nfs: {server: 10.10.0.20}}\nssh_authorized_keys: [\"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExample admin@site\"]\n";
 

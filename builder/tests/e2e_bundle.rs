@@ -1491,3 +1491,188 @@ fn bundle_json_bytes(dir: &Path, archive: &Path) -> Vec<u8> {
     );
     std::fs::read(dir.join("bundle.json")).unwrap()
 }
+
+/// Every blob file of a bundle directory: digest hex → size.
+fn blobs_of(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    std::fs::read_dir(dir.join("oci/blobs/sha256"))
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().to_string(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect()
+}
+
+/// The inventory a master running `base` writes (`kpaas-agent inventory`):
+/// the blobs it holds, its bundle, serial and platform.
+fn inventory_of(base: &Path, blobs: impl Iterator<Item = String>) -> serde_json::Value {
+    let m = bundle_json(base);
+    let bj = std::fs::read(base.join("bundle.json")).unwrap();
+    serde_json::json!({
+        "inventory_version": 1, "cluster": "lab", "taken": "2026-12-07T00:00:00Z",
+        "platform": m["platform"], "platform_version": m["platform_version"],
+        "serial": m["serial"],
+        "bundle": format!("sha256:{}", kpaas_testkit::content::sha256_hex(&bj)),
+        "blobs": blobs.map(|h| format!("sha256:{h}")).collect::<Vec<_>>(),
+        "releases": [], "nodes": []
+    })
+}
+
+#[test]
+fn a_delta_carries_only_what_the_site_lacks_names_its_base_and_refuses_rollback() {
+    if !have_tools("delta", PEERS) {
+        return;
+    }
+    let env = DemoEnv::start().unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n).to_string_lossy().to_string();
+    ok(&s(&["keygen", "--out", &p("k")]));
+    let sign = p("k.key");
+    ok(&bundle_args(&env, t.path(), "base", &["--sign-key", &sign]));
+    let base = t.path().join("base");
+    assert_eq!(bundle_json(&base)["serial"], 1);
+    let inv = t.path().join("inventory.json");
+    let write_inv = |v: &serde_json::Value| std::fs::write(&inv, v.to_string()).unwrap();
+    write_inv(&inventory_of(&base, blobs_of(&base).into_keys()));
+    let next = |out: &str, extra: &[&str]| {
+        let mut e = vec!["--sign-key", sign.as_str()];
+        e.extend(extra);
+        args_for(&env, "demo-0.2.0", t.path(), out, "next.lock", "cache", &e)
+    };
+    ok(&next("full", &[]));
+    let inv_s = inv.to_string_lossy().to_string();
+    let said = ok(&next("delta", &["--since", &inv_s]));
+    assert!(said.contains("delta against demo 0.1.0 serial 1"), "{said}");
+    let (full, delta) = (t.path().join("full"), t.path().join("delta"));
+
+    // It describes the whole 0.2.0, as the full bundle does, signed.
+    let (mf, md) = (bundle_json(&full), bundle_json(&delta));
+    assert_eq!(md["serial"], 2);
+    assert_eq!(mf["artifacts"], md["artifacts"]);
+    assert_eq!(mf["totals"], md["totals"]);
+    // It carries exactly the blobs the site lacks, and the manifests (so
+    // it walks and verifies without its base); bundle.json names every
+    // blob it left out.
+    let (bf, bb, bd) = (blobs_of(&full), blobs_of(&base), blobs_of(&delta));
+    let new: Vec<&String> = bf.keys().filter(|h| !bb.contains_key(*h)).collect();
+    assert!(!new.is_empty());
+    for h in &new {
+        assert!(bd.contains_key(*h), "the new blob {h} is carried");
+    }
+    let omitted: Vec<String> = md["delta"]["omitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["digest"].as_str().unwrap()[7..].to_string())
+        .collect();
+    for (h, size) in &bd {
+        if new.contains(&h) {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(delta.join("oci/blobs/sha256").join(h)).unwrap())
+                .unwrap_or_default();
+        assert!(
+            v["mediaType"].as_str().unwrap_or("").contains("manifest") || v["manifests"].is_array(),
+            "{h} ({size} bytes) is held by the site and is no manifest, yet carried"
+        );
+    }
+    let mut left: Vec<&String> = bf.keys().filter(|h| !bd.contains_key(*h)).collect();
+    left.sort();
+    let mut o: Vec<&String> = omitted.iter().collect();
+    o.sort();
+    assert_eq!(left, o, "bundle.json lists what was left out");
+    let new_bytes: u64 = new.iter().map(|h| bf[*h]).sum();
+    let carried: u64 = bd.values().sum();
+    let full_bytes: u64 = bf.values().sum();
+    assert!(
+        carried < full_bytes / 4 && carried >= new_bytes,
+        "the delta carries {carried} bytes of the full {full_bytes} (new blobs: {new_bytes})"
+    );
+
+    // verify and inspect say which base it needs and what it saved.
+    let pubk = p("k.pub");
+    let d = delta.to_string_lossy().to_string();
+    let v = ok(&s(&["verify", &d, "--key", &pubk]));
+    assert!(
+        v.contains("a delta of demo 0.1.0 serial 1") && v.contains("not checked: no --base"),
+        "{v}"
+    );
+    for b in [inv_s.clone(), base.to_string_lossy().to_string()] {
+        let v = ok(&s(&["verify", &d, "--key", &pubk, "--base", &b]));
+        assert!(v.contains("checked against") && v.contains("OK"), "{v}");
+    }
+    let i = ok(&s(&["inspect", &d]));
+    assert!(
+        i.contains("demo 0.2.0 serial 2")
+            && i.contains("a delta: needs the base demo 0.1.0 serial 1"),
+        "{i}"
+    );
+    // A base that lacks a left-out blob: named, with the artifacts using it.
+    // app-a 2.0's first layer: busybox, which the site holds.
+    let a2 = mf["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "registry.demo.kpaas.test/demo/app-a:2.0")
+        .unwrap();
+    let man: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            full.join("oci/blobs/sha256")
+                .join(&a2["digest"].as_str().unwrap()[7..]),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer = man["layers"][0]["digest"].as_str().unwrap()[7..].to_string();
+    assert!(omitted.contains(&layer));
+    let short = inventory_of(&base, blobs_of(&base).into_keys().filter(|h| *h != layer));
+    write_inv(&short);
+    let e = fail(&s(&["verify", &d, "--key", &pubk, "--base", &inv_s]));
+    assert!(
+        e.contains(&format!(
+            "blob sha256:{layer} is left to the delta's base, but the inventory of site lab"
+        )) && e.contains("image registry.demo.kpaas.test/demo/app-a:2.0"),
+        "{e}"
+    );
+    // A carried blob removed: missing, whatever the base.
+    let cut = t.path().join("cut");
+    assert!(
+        Command::new("cp")
+            .args(["-a", &d, &cut.to_string_lossy()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::remove_file(cut.join("oci/blobs/sha256").join(new[0])).unwrap();
+    let e = fail(&s(&[
+        "verify",
+        &cut.to_string_lossy(),
+        "--key",
+        &pubk,
+        "--base",
+        &base.to_string_lossy(),
+    ]));
+    assert!(
+        e.contains(&format!("blob sha256:{} is missing", new[0])),
+        "{e}"
+    );
+
+    // A site already at serial 2 (or another platform) gets no delta, and
+    // both reasons are named before anything is fetched.
+    let mut at2 = inventory_of(&base, blobs_of(&base).into_keys());
+    at2["serial"] = 2.into();
+    at2["platform"] = "k-paas-1.4.1".into();
+    write_inv(&at2);
+    let e = fail(&next("refused", &["--since", &inv_s]));
+    assert!(
+        e.contains("no delta was built")
+            && e.contains("the site runs platform \"k-paas-1.4.1\"")
+            && e.contains("serial 2 is not above it"),
+        "{e}"
+    );
+    assert!(!t.path().join("refused").exists());
+}

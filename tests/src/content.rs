@@ -167,12 +167,33 @@ impl Layout {
 /// (busybox's `sleep`, so it keeps running on a real node), after a
 /// pre-install/pre-upgrade hook Job with the same image has completed.
 pub fn chart_tgz(name: &str, version: &str, image: &str) -> Result<(Vec<u8>, serde_json::Value)> {
+    chart_tgz_with(name, version, image, None)
+}
+
+/// As [`chart_tgz`]; with a banner (the demo's 0.2.0 chart), a value the
+/// 0.1.0 chart does not have, put on the pods as an annotation.
+pub fn chart_tgz_with(
+    name: &str,
+    version: &str,
+    image: &str,
+    banner: Option<&str>,
+) -> Result<(Vec<u8>, serde_json::Value)> {
     let chart_yaml = format!(
         "apiVersion: v2\nname: {name}\nversion: {version}\nappVersion: \"1.0\"\ndescription: kpaas demo chart\ntype: application\n"
     );
-    let values =
+    let mut values =
         format!("image: {image}\nreplicas: 1\ncommand: [/bin/sleep, \"2147483647\"]\nhook: true\n");
-    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n  replicas: {{ .Values.replicas }}\n  selector:\n    matchLabels: {app: {{ .Release.Name }}}\n  template:\n    metadata:\n      labels: {app: {{ .Release.Name }}}\n    spec:\n      containers:\n        - name: app\n          image: {{ .Values.image }}\n          command: {{ toJson .Values.command }}\n";
+    let pod_meta = match banner {
+        Some(b) => {
+            values.push_str(&format!("banner: {b:?}\n"));
+            "    metadata:\n      labels: {app: {{ .Release.Name }}}\n      annotations: {kpaas.demo/banner: {{ .Values.banner | quote }}}\n"
+        }
+        None => "    metadata:\n      labels: {app: {{ .Release.Name }}}\n",
+    };
+    let deploy = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{{{ .Release.Name }}}}\nspec:\n  replicas: {{{{ .Values.replicas }}}}\n  selector:\n    matchLabels: {{app: {{{{ .Release.Name }}}}}}\n  template:\n{pod_meta}    spec:\n      containers:\n        - name: app\n          image: {{{{ .Values.image }}}}\n          command: {{{{ toJson .Values.command }}}}\n"
+    );
+    let deploy = deploy.as_str();
     let hook = "{{- if .Values.hook }}\napiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-pre-install\n  annotations:\n    helm.sh/hook: pre-install,pre-upgrade\n    helm.sh/hook-delete-policy: before-hook-creation\nspec:\n  backoffLimit: 2\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n        - name: hook\n          image: {{ .Values.image }}\n          command: [/bin/true]\n{{- end }}\n";
     let p = |f: &str| format!("{name}/{f}");
     let (a, b, c, d) = (
@@ -240,6 +261,10 @@ pub fn demo_kustomization() -> Result<Vec<u8>> {
     Ok(gz)
 }
 
+/// The demo 0.2.0's new component: app-a 2.0 kept running.
+pub const EXTRAS_FILE: &str = "files/v2/extras.yaml";
+pub const EXTRAS_MANIFEST: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: demo-extra, namespace: extras}\nspec:\n  selector: {matchLabels: {app: demo-extra}}\n  template:\n    metadata: {labels: {app: demo-extra}}\n    spec:\n      containers:\n        - {name: app, image: 'registry.demo.kpaas.test/demo/app-a:2.0', command: [/bin/sleep, '2147483647']}\n";
+
 /// One image to push into the demo registry.
 pub struct Push {
     /// The OCI layout holding it, and its ref name there.
@@ -259,6 +284,9 @@ pub struct Demo {
     pub multi_digest: String,
     pub app_a_digest: String,
     pub chart_tgz_sha256: String,
+    /// The demo 0.2.0's chart, and its new component's manifest.
+    pub chart2_tgz_sha256: String,
+    pub extras_sha256: String,
     pub kustomize_sha256: String,
     /// sha256 of each node file the demo serves (kubeadm, kubelet, …,
     /// cni-plugins.tgz): the test kit's real builds.
@@ -351,20 +379,41 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
     )?;
     let (c_m, _) = l.helm_chart(&tgz, &meta)?;
     l.tag("chart", man, &c_m);
+    // The demo's 0.2.0 (the update): app-a changed, the chart upgraded
+    // with a new value, a component added (its manifest).
+    let (a2_m, _) = l.image(
+        &[
+            base.clone(),
+            layer(&[("app/app-a.txt", b"hello from app-a 2.0\n", 0o644)])?,
+        ],
+        "amd64",
+        &["/bin/cat", "/app/app-a.txt"],
+    )?;
+    l.tag("app-a-2", man, &a2_m);
+    let (tgz2, _) = chart_tgz_with(
+        "demo-app",
+        "0.2.0",
+        "registry.demo.kpaas.test/demo/app-a:2.0",
+        Some("none"),
+    )?;
     l.write_index()?;
     let a_d = digest(&a_m);
     let www = root.join("www");
     std::fs::create_dir_all(www.join("charts"))?;
     std::fs::create_dir_all(www.join("files/v1"))?;
     std::fs::write(www.join("charts/demo-app-0.1.0.tgz"), &tgz)?;
+    std::fs::write(www.join("charts/demo-app-0.2.0.tgz"), &tgz2)?;
     std::fs::write(
         www.join("charts/index.yaml"),
         format!(
-            "apiVersion: v1\nentries:\n  demo-app:\n    - apiVersion: v2\n      name: demo-app\n      version: 0.1.0\n      digest: {}\n      urls:\n        - demo-app-0.1.0.tgz\ngenerated: \"2026-01-01T00:00:00Z\"\n",
+            "apiVersion: v1\nentries:\n  demo-app:\n    - apiVersion: v2\n      name: demo-app\n      version: 0.2.0\n      digest: {}\n      urls:\n        - demo-app-0.2.0.tgz\n    - apiVersion: v2\n      name: demo-app\n      version: 0.1.0\n      digest: {}\n      urls:\n        - demo-app-0.1.0.tgz\ngenerated: \"2026-01-01T00:00:00Z\"\n",
+            sha256_hex(&tgz2),
             sha256_hex(&tgz)
         ),
     )?;
     std::fs::write(www.join("files/v1/demo-app.yaml"), demo_manifest(&p_d))?;
+    std::fs::create_dir_all(www.join("files/v2"))?;
+    std::fs::write(www.join(EXTRAS_FILE), EXTRAS_MANIFEST)?;
     let kustomization = demo_kustomization()?;
     std::fs::write(www.join(KUSTOMIZE_FILE), &kustomization)?;
     let flannel = www.join(crate::kit::FLANNEL_MANIFEST_PATH);
@@ -390,6 +439,7 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         own("multi", "demo/multi:1.0", None),
         own("pinned", "demo/pinned:unlisted", None),
         own("chart", "charts/demo-app:0.1.0", None),
+        own("app-a-2", "demo/app-a:2.0", None),
         // app-b again as Docker schema 2 (skopeo converts): both manifest
         // families must bundle and verify.
         own("app-b", "demo/app-b-docker:1.0", Some("v2s2")),
@@ -415,6 +465,8 @@ pub fn build_demo(root: &Path, arm64_busybox: &Path) -> Result<Demo> {
         multi_digest: idx_d,
         app_a_digest: a_d,
         chart_tgz_sha256: sha256_hex(&tgz),
+        chart2_tgz_sha256: sha256_hex(&tgz2),
+        extras_sha256: sha256_hex(EXTRAS_MANIFEST.as_bytes()),
         file_sha256,
         manifest_sha256: sha256_hex(demo_manifest(&p_d).as_bytes()),
         kustomize_sha256: sha256_hex(&kustomization),

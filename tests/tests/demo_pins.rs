@@ -61,6 +61,28 @@ fn demo_catalog_pins_match_the_fixtures() {
             wrong.push(format!("{path}: catalog {pinned}, built {sum}"));
         }
     }
+    // The demo's 0.2.0 (the update) pins its chart and its new manifest;
+    // what it shares with 0.1.0 must agree too.
+    let next = catalog("demo-0.2.0");
+    if !next.contains(&d.chart2_tgz_sha256) {
+        wrong.push(format!("demo 0.2.0 chart {}", d.chart2_tgz_sha256));
+    }
+    for (path, sum) in [
+        (content::EXTRAS_FILE, &d.extras_sha256),
+        ("files/v1/demo-app.yaml", &d.manifest_sha256),
+    ] {
+        let url = format!("/{path}\n");
+        let at = next
+            .find(&url)
+            .unwrap_or_else(|| panic!("no {url:?} in the demo 0.2.0 catalog"));
+        let pinned = next[at..]
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("sha256: "))
+            .unwrap_or_default();
+        if pinned != sum {
+            wrong.push(format!("0.2.0 {path}: catalog {pinned}, built {sum}"));
+        }
+    }
     assert!(
         wrong.is_empty(),
         "the demo catalog and the built content disagree (a different Go or \
@@ -70,9 +92,13 @@ fn demo_catalog_pins_match_the_fixtures() {
 }
 
 fn airgap_bundle_catalog() -> String {
-    std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../airgap-bundle/platforms/demo/catalog.yaml"
+    catalog("demo")
+}
+
+fn catalog(dir: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../airgap-bundle/platforms/{dir}/catalog.yaml",
+        env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()
 }

@@ -24,10 +24,22 @@ fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
         listen.push(SocketAddr::new(me, port));
     }
     let seed = ctx.seed()?.clone();
+    // The master answers the site's inventory (read at each request: an
+    // update or a node added changes it while the agent runs).
+    let inventory: Option<crate::node_api::InventoryFn> =
+        (ctx.me()?.role == airgap_bundle::node::Role::Master).then(|| {
+            let (root, cfg) = (ctx.root.clone(), ctx.cfg.clone());
+            let f: crate::node_api::InventoryFn = Arc::new(move || {
+                let cfg = crate::update::store::installed_view(cfg.clone())?;
+                crate::update::inventory::gather(&root, &cfg, Arc::new(airgap_bundle::run::Host))
+            });
+            f
+        });
     let handles = ctx.rt.block_on(seed_registry::serve(
         seed,
         &listen,
         Some(&ctx.cfg.state_dir),
+        inventory,
     ))?;
     ctx.servers.extend(handles);
     Ok(format!(
@@ -67,7 +79,7 @@ pub fn alone(
         airgap_bundle::verify::verify(bundle, None)?.into_result()?;
         seed.trust_all();
     }
-    let handles = rt.block_on(seed_registry::serve(Arc::new(seed), listen, None))?;
+    let handles = rt.block_on(seed_registry::serve(Arc::new(seed), listen, None, None))?;
     let ready = format!("seed registry ready on {}", list(listen));
     eprintln!("kpaas-agent: {ready}");
     notify_ready(&ready);

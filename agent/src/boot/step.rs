@@ -32,6 +32,8 @@ pub enum StepId {
     /// Not a boot step: the site's nodes added and removed on day 2
     /// (`kpaas-agent node add|remove`), in the same event stream.
     Nodes,
+    /// Not a boot step: an update bundle applied (`kpaas-agent update`).
+    Update,
 }
 
 impl StepId {
@@ -55,6 +57,7 @@ impl StepId {
         StepId::Deploy,
         StepId::Handoff,
         StepId::Nodes,
+        StepId::Update,
     ];
 
     /// Steps that only some boots or roles run (live from the ISO,
@@ -73,6 +76,7 @@ impl StepId {
                 | StepId::Handoff
                 | StepId::Unseal
                 | StepId::Nodes
+                | StepId::Update
         )
     }
 
@@ -102,6 +106,7 @@ impl StepId {
             StepId::Handoff => "handoff",
             StepId::Unseal => "unseal",
             StepId::Nodes => "nodes",
+            StepId::Update => "update",
         }
     }
 }

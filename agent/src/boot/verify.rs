@@ -21,6 +21,13 @@ pub const STEP: Step = Step {
 
 fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
     let (seed, detail) = verify_bundle(&ctx.cfg).context("verifying the bundle")?;
+    // An unfinished update serves the bundle it replaces behind its own.
+    let seed = match crate::update::store::serving(&ctx.cfg.state_dir)? {
+        Some(list) if list.len() > 1 && list[0] == ctx.cfg.bundle => {
+            Seed::load_all(&list).context("serving an unfinished update's bundles")?
+        }
+        _ => seed,
+    };
     ctx.seed = Some(Arc::new(seed));
     Ok(detail)
 }

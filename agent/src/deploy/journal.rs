@@ -86,6 +86,13 @@ impl DeployJournal {
         self.save()
     }
 
+    /// Forgets a release an update removed (and its component's readiness).
+    pub fn forget(&mut self, component: &str, release: &str) -> Result<()> {
+        self.releases.remove(&release_key(component, release));
+        self.ready.remove(component);
+        self.save()
+    }
+
     pub fn set_registry(&mut self, registry: &str) -> Result<()> {
         self.registry = Some(registry.to_string());
         self.save()

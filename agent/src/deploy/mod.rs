@@ -26,6 +26,7 @@
 //! handles any kind (CRDs included) without typed models, all under one
 //! field manager, `kpaas-agent`.
 
+mod changes;
 mod chart;
 mod handoff;
 pub mod journal;
@@ -52,13 +53,13 @@ use airgap_bundle::{Digest, fsutil};
 use anyhow::{Context, Result, bail};
 use journal::DeployJournal;
 use schedule::{Finished, Schedule};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// A wave's rendered releases: (component, release, objects' file).
-type Rendered = Vec<(String, String, PathBuf)>;
+pub type Rendered = Vec<(String, String, PathBuf)>;
 
 /// Blobs pushed at once by the hand-off.
 const FILL_JOBS: usize = 4;
@@ -111,7 +112,7 @@ pub struct Engine {
     kustomize: String,
     manifest: BundleManifest,
     /// Where charts, values and rendered objects are written (state dir).
-    work: PathBuf,
+    pub(crate) work: PathBuf,
     /// Per component, for its readiness.
     pub limit: Duration,
     /// This node's seed registry when it runs in this process (first
@@ -309,6 +310,29 @@ impl Engine {
             .with_context(|| format!("the bundle holds no artifact {name}"))?;
         let blob = |d: &Digest| cluster::read_blob(&self.cfg, name, d);
         blob(&a.content_blob(blob)?)
+    }
+
+    /// Helm's releases in the cluster: (namespace, name) → (revision, status).
+    pub fn helm_releases(&self) -> Result<BTreeMap<(String, String), (u32, String)>> {
+        let out = self
+            .helm()
+            .args(["list", "--all-namespaces", "--all", "--output", "json"])
+            .output_on(self.runner.as_ref())?;
+        let v: Vec<serde_json::Value> =
+            serde_json::from_slice(&out).context("parsing `helm list --output json`")?;
+        Ok(v.iter()
+            .filter_map(|r| {
+                let ns = r["namespace"].as_str()?.to_string();
+                let name = r["name"].as_str()?.to_string();
+                // Helm writes the revision as a string.
+                let rev = match &r["revision"] {
+                    serde_json::Value::String(s) => s.parse().ok()?,
+                    n => u32::try_from(n.as_u64()?).ok()?,
+                };
+                let status = r["status"].as_str().unwrap_or("").to_string();
+                Some(((ns, name), (rev, status)))
+            })
+            .collect())
     }
 
     fn helm(&self) -> airgap_bundle::run::Cmd {

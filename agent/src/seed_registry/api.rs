@@ -415,3 +415,14 @@ async fn serve_blob(seed: &Seed, d: &Digest, head: bool, headers: &HeaderMap) ->
 pub fn router(seed: Arc<Seed>) -> axum::Router {
     axum::Router::new().fallback(handle).with_state(seed)
 }
+
+/// As [`router`], over the seed an update may swap.
+pub fn router_served(served: Arc<super::Served>) -> axum::Router {
+    axum::Router::new()
+        .fallback(
+            |State(s): State<Arc<super::Served>>, req: Request| async move {
+                handle(State(s.current()), req).await
+            },
+        )
+        .with_state(served)
+}

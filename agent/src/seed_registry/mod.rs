@@ -25,7 +25,9 @@ struct Repo {
 }
 
 pub struct Seed {
-    root: PathBuf,
+    /// The bundles served, in order: a blob is read from the first that
+    /// has it (while an update runs, the new bundle and the old one).
+    roots: Vec<PathBuf>,
     repos: BTreeMap<String, Repo>,
     /// Manifest bytes (small, verified at load) and their media types.
     manifests: HashMap<Digest, (Vec<u8>, String)>,
@@ -51,7 +53,7 @@ impl Seed {
         )
         .with_context(|| format!("parsing {}", idx_path.display()))?;
         let mut seed = Seed {
-            root: bundle.to_path_buf(),
+            roots: vec![bundle.to_path_buf()],
             repos: BTreeMap::new(),
             manifests: HashMap::new(),
             users: HashMap::new(),
@@ -157,6 +159,39 @@ impl Seed {
         Ok(seed)
     }
 
+    /// Several bundles as one registry: the first to name a tag wins it,
+    /// every digest of each stays served (an update serves its new bundle
+    /// first and the old one behind it until it is done).
+    pub fn load_all(bundles: &[PathBuf]) -> Result<Seed> {
+        let Some((first, rest)) = bundles.split_first() else {
+            bail!("no bundle to serve");
+        };
+        let mut seed = Seed::load(first)?;
+        for b in rest {
+            let other = Seed::load(b)?;
+            for (name, repo) in other.repos {
+                let mine = seed.repos.entry(name).or_default();
+                for (t, d) in repo.tags {
+                    mine.tags.entry(t).or_insert(d);
+                }
+                mine.digests.extend(repo.digests);
+            }
+            for (d, m) in other.manifests {
+                seed.manifests.entry(d).or_insert(m);
+            }
+            for (d, u) in other.users {
+                seed.users.entry(d).or_default().extend(u);
+            }
+            seed.roots.push(b.clone());
+        }
+        Ok(seed)
+    }
+
+    /// The bundles it serves.
+    pub fn roots(&self) -> &[PathBuf] {
+        &self.roots
+    }
+
     /// Marks blobs as verified (after a full verification at boot).
     pub fn trust_all(&self) {
         if let Ok(mut v) = self.verified.lock() {
@@ -199,7 +234,12 @@ impl Seed {
     }
 
     fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.root.join(format!("{BLOBS_DIR}{}", d.hex()))
+        let at = |r: &PathBuf| r.join(format!("{BLOBS_DIR}{}", d.hex()));
+        self.roots
+            .iter()
+            .map(at)
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| at(&self.roots[0]))
     }
 
     /// Hashes a blob before its first byte leaves; one hashing per blob even
@@ -305,16 +345,24 @@ pub async fn serve(
     seed: Arc<Seed>,
     listen: &[std::net::SocketAddr],
     state_dir: Option<&std::path::Path>,
+    inventory: Option<crate::node_api::InventoryFn>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>> {
     let mut handles = Vec::new();
+    let served = Arc::new(Served::new(seed.clone()));
+    if let Some(d) = state_dir {
+        handles.push(tokio::spawn(follow_updates(
+            served.clone(),
+            d.to_path_buf(),
+        )));
+    }
     for a in listen {
         let l = tokio::net::TcpListener::bind(a)
             .await
             .with_context(|| format!("seed registry: listening on {a}"))?;
         let app = match state_dir {
             Some(d) => status_routes(d.to_path_buf())
-                .merge(crate::node_api::routes(d.to_path_buf()))
-                .merge(router(seed.clone())),
+                .merge(crate::node_api::routes(d.to_path_buf(), inventory.clone()))
+                .merge(api::router_served(served.clone())),
             None => router(seed.clone()),
         };
         handles.push(tokio::spawn(async move {
@@ -324,6 +372,71 @@ pub async fn serve(
         }));
     }
     Ok(handles)
+}
+
+/// The seed the registry serves now, swapped when an update changes what
+/// it serves (`crate::update::store::SERVING_FILE`).
+pub struct Served(std::sync::RwLock<Arc<Seed>>);
+
+impl Served {
+    pub fn new(seed: Arc<Seed>) -> Served {
+        Served(std::sync::RwLock::new(seed))
+    }
+
+    pub fn current(&self) -> Arc<Seed> {
+        match self.0.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    fn swap(&self, seed: Arc<Seed>) {
+        match self.0.write() {
+            Ok(mut s) => *s = seed,
+            Err(p) => *p.into_inner() = seed,
+        }
+    }
+}
+
+/// How often the registry looks whether an update changed what it serves.
+const FOLLOW_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Serves what `serving.json` lists once an update writes it, and says so
+/// in `served.json` (the update waits for that word).
+async fn follow_updates(served: Arc<Served>, state_dir: PathBuf) {
+    use crate::update::store;
+    loop {
+        tokio::time::sleep(FOLLOW_EVERY).await;
+        let want = match store::serving(&state_dir) {
+            Ok(Some(w)) => w,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("kpaas-agent: seed registry: {e:#}");
+                continue;
+            }
+        };
+        if served.current().roots() == want.as_slice() {
+            continue;
+        }
+        let list = want.clone();
+        match tokio::task::spawn_blocking(move || Seed::load_all(&list)).await {
+            Ok(Ok(seed)) => {
+                served.swap(Arc::new(seed));
+                eprintln!(
+                    "kpaas-agent: seed registry: now serving {}",
+                    want.iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", then ")
+                );
+                if let Err(e) = store::set_served(&state_dir, &want) {
+                    eprintln!("kpaas-agent: seed registry: {e:#}");
+                }
+            }
+            Ok(Err(e)) => eprintln!("kpaas-agent: seed registry: cannot serve the update: {e:#}"),
+            Err(e) => eprintln!("kpaas-agent: seed registry: {e}"),
+        }
+    }
 }
 
 mod api;

@@ -196,7 +196,7 @@ async fn the_status_page_is_served_beside_the_registry() {
         .unwrap()
         .port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let handles = serve(seed, &[addr], Some(&state)).await.unwrap();
+    let handles = serve(seed, &[addr], Some(&state), None).await.unwrap();
     let get = move |path: &'static str, method: &'static str| {
         std::thread::spawn(move || {
             let mut s = std::net::TcpStream::connect(addr).unwrap();

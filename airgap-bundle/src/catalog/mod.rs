@@ -24,8 +24,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct PlatformInfo {
     pub name: String,
     pub version: String,
+    /// Raised by one for every build a site may take as an update: a site
+    /// refuses a bundle whose serial is not above its own (anti-rollback).
+    #[serde(default = "first_serial")]
+    pub serial: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+}
+
+fn first_serial() -> u64 {
+    1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -142,6 +150,12 @@ impl Catalog {
                 if p.version.trim().is_empty() {
                     problems.push("platform.version: must not be empty".into());
                 }
+                if p.serial == 0 {
+                    problems.push(
+                        "platform.serial: must be 1 or more (0 is a bundle made before serials)"
+                            .into(),
+                    );
+                }
                 Some(p)
             }
             Err(e) => {
@@ -231,6 +245,7 @@ impl Catalog {
             platform: platform.unwrap_or(PlatformInfo {
                 name: String::new(),
                 version: String::new(),
+                serial: first_serial(),
                 description: None,
             }),
             components,

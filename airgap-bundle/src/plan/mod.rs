@@ -5,6 +5,7 @@
 //! filled in, so an engine can execute the plan; the text form only renders
 //! it. Pure: the same inputs give the same plan, so it is snapshot-tested.
 
+pub mod node;
 mod render;
 
 use crate::catalog::{Artifact, Catalog, install_artifact};

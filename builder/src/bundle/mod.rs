@@ -40,6 +40,8 @@ pub struct Options {
     pub sign_key: Option<PathBuf>,
     pub volume_size: Option<u64>,
     pub zstd_level: i32,
+    /// A delta: the site's inventory; what it holds is left out.
+    pub since: Option<airgap_bundle::inventory::Inventory>,
 }
 
 /// One artifact, planned: its top manifest and every blob under it.
@@ -51,6 +53,9 @@ struct Planned {
     platforms: Vec<String>,
     /// (digest, size) of every blob, manifests included.
     blobs: Vec<(Digest, u64)>,
+    /// Which of `blobs` are manifests or indexes: a delta always carries
+    /// them, so it can be walked and verified without its base.
+    manifests: BTreeSet<Digest>,
 }
 
 /// Walks an image (or OCI chart) from its locked digest; returns planned blobs and wanted fetches.
@@ -60,9 +65,10 @@ async fn plan_image(
     l: &LockedArtifact,
     want_platforms: &[String],
     label: &str,
-) -> Result<(Vec<(Digest, u64)>, Vec<Want>, Vec<String>)> {
+) -> Result<(Vec<(Digest, u64)>, Vec<Want>, Vec<String>, BTreeSet<Digest>)> {
     let top = manifest_by_digest(&ctx.net, &ctx.cache, r, &l.digest, label).await?;
     let mut blobs = vec![(l.digest.clone(), top.len() as u64)];
+    let mut manifest_set = BTreeSet::from([l.digest.clone()]);
     let mut wants = Vec::new();
     let mut chosen = Vec::new();
     let mut manifests = Vec::new();
@@ -115,6 +121,7 @@ async fn plan_image(
     for m in manifests {
         let b = manifest_by_digest(&ctx.net, &ctx.cache, r, &m.digest, label).await?;
         blobs.push((m.digest.clone(), b.len() as u64));
+        manifest_set.insert(m.digest.clone());
         match oci::parse_manifest(&b, &m.media_type)
             .with_context(|| format!("{label}: manifest {}", m.digest))?
         {
@@ -132,7 +139,7 @@ async fn plan_image(
             Parsed::Index(_) => bail!("{label}: nested index {} is not supported", m.digest),
         }
     }
-    Ok((blobs, wants, chosen))
+    Ok((blobs, wants, chosen, manifest_set))
 }
 
 /// Helm's OCI config is the chart's Chart.yaml as JSON.
@@ -210,8 +217,36 @@ pub struct Built {
     pub phases: [f64; 3],
 }
 
+/// A delta is refused before anything is fetched when the site runs
+/// another platform or a serial the catalog's is not above.
+fn since_problems(catalog: &Catalog, inv: &airgap_bundle::inventory::Inventory) -> Result<()> {
+    let mut problems = Vec::new();
+    if inv.platform != catalog.platform.name {
+        problems.push(format!(
+            "--since: the site runs platform {:?}; the catalog is {:?} (a delta keeps the platform)",
+            inv.platform, catalog.platform.name
+        ));
+    }
+    if catalog.platform.serial <= inv.serial {
+        problems.push(format!(
+            "--since: the site runs serial {} ({}); the catalog's serial {} is not above it, so the site would refuse the bundle (raise `platform.serial` to {} or more)",
+            inv.serial,
+            inv.platform_version,
+            catalog.platform.serial,
+            inv.serial + 1
+        ));
+    }
+    if !problems.is_empty() {
+        bail!("no delta was built:\n  - {}", problems.join("\n  - "));
+    }
+    Ok(())
+}
+
 pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Options) -> Result<Built> {
     let t0 = Instant::now();
+    if let Some(inv) = &args.since {
+        since_problems(catalog, inv)?;
+    }
     let lock = ensure_lock(ctx, catalog, &args.lock, args.update).await?;
     let platforms = args.platforms.clone();
     // Phase 1: manifests (small, may need the network), planned per artifact.
@@ -237,7 +272,7 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Options) -> Result<Built
             let r: Result<(Planned, Vec<Want>)> = async {
                 // (top, platforms, blobs, wants): images and OCI charts are walked
                 // now; files and HTTP charts get their top and blobs once cached.
-                let (top, platforms, blobs, wants) = match &a {
+                let (top, platforms, blobs, wants, manifests) = match &a {
                     Artifact::Image(_) | Artifact::Chart(_) if l.media_type != oci::HELM_CHART => {
                         // The catalog names the source; a supplied image is already cached.
                         let r = match &a {
@@ -255,13 +290,14 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Options) -> Result<Built
                         } else {
                             &wanted
                         };
-                        let (blobs, w, chosen) =
+                        let (blobs, w, chosen, manifests) =
                             plan_image(&ctx, &r, &l, platforms, &label).await?;
                         (
                             Descriptor::new(&l.media_type, l.digest.clone(), l.size),
                             chosen,
                             blobs,
                             w,
+                            manifests,
                         )
                     }
                     _ => {
@@ -276,6 +312,7 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Options) -> Result<Built
                             vec![],
                             vec![],
                             vec![w],
+                            BTreeSet::new(),
                         )
                     }
                 };
@@ -286,6 +323,7 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Options) -> Result<Built
                     top,
                     platforms,
                     blobs,
+                    manifests,
                 };
                 Ok((planned, wants))
             }
@@ -304,6 +342,14 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Options) -> Result<Built
         }
     }
     let t_plan = Instant::now();
+    // A delta fetches no image blob the site holds: it is never written.
+    // (Files and HTTP charts are fetched anyway: a chart's OCI config is
+    // made from its archive.)
+    if let Some(inv) = &args.since {
+        wants.retain(|w| {
+            !(matches!(w.source, Source::Registry(_)) && inv.blobs.contains(&w.digest))
+        });
+    }
     // Phase 2: every blob, in parallel. Sizes of cached blobs count as reused.
     let missing: Vec<&Want> = wants.iter().filter(|w| !ctx.cache.has(&w.digest)).collect();
     let mut seen_missing = BTreeSet::new();
@@ -341,6 +387,7 @@ pub async fn build(ctx: &Ctx, catalog: &Catalog, args: &Options) -> Result<Built
         if p.blobs.is_empty() {
             let label = format!("{} {}", p.artifact.kind(), p.artifact.ref_name());
             let (top, blobs) = synthesize(ctx, &p.artifact, &p.locked, &label)?;
+            p.manifests = BTreeSet::from([top.digest.clone()]);
             p.top = top;
             p.blobs = blobs;
         }
@@ -421,6 +468,19 @@ fn assemble(
             unverified: p.artifact.unverified(),
         });
     }
+    // A delta leaves out what the site holds, except manifests.
+    let manifests: BTreeSet<&Digest> = done.iter().flat_map(|p| &p.manifests).collect();
+    let delta = args.since.as_ref().map(|inv| Delta {
+        base: inv.base(),
+        omitted: unique
+            .iter()
+            .filter(|(d, _)| inv.blobs.contains(*d) && !manifests.contains(d))
+            .map(|(d, s)| OmittedBlob {
+                digest: d.clone(),
+                size: *s,
+            })
+            .collect(),
+    });
     let layout = LayoutIndex {
         schema_version: 2,
         media_type: Some(oci::OCI_INDEX.into()),
@@ -438,11 +498,18 @@ fn assemble(
         bundle_version: BUNDLE_VERSION,
         platform: catalog.platform.name.clone(),
         platform_version: catalog.platform.version.clone(),
+        serial: catalog.platform.serial,
         created: created.into(),
         image_platforms: platforms.to_vec(),
         artifacts,
         files: BTreeMap::new(),
         totals,
+        delta,
+    };
+    let catalog_bytes = {
+        let mut v = serde_json::to_vec_pretty(catalog)?;
+        v.push(b'\n');
+        v
     };
     let bundle_id = Digest::of(&serde_json::to_vec(&m.artifacts)?);
     let sbom_bytes = {
@@ -455,6 +522,7 @@ fn assemble(
     m.files
         .insert(LAYOUT_MARKER.into(), Digest::of(oci::OCI_LAYOUT_FILE));
     m.files.insert(SBOM.into(), Digest::of(&sbom_bytes));
+    m.files.insert(CATALOG.into(), Digest::of(&catalog_bytes));
     let bj = m.to_bytes();
     let mut files: Files = vec![(BUNDLE_JSON.into(), bj.clone())];
     if let Some(k) = &args.sign_key {
@@ -470,13 +538,20 @@ fn assemble(
     let mut sums: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
     sums.insert(BUNDLE_JSON.into(), (Digest::of(&bj), bj.len() as u64));
     sums.insert(SBOM.into(), (Digest::of(&sbom_bytes), 0));
+    sums.insert(CATALOG.into(), (Digest::of(&catalog_bytes), 0));
     sums.insert(LAYOUT_INDEX.into(), (Digest::of(&layout_bytes), 0));
     sums.insert(LAYOUT_MARKER.into(), (Digest::of(oci::OCI_LAYOUT_FILE), 0));
+    if let Some(d) = &m.delta {
+        for b in &d.omitted {
+            unique.remove(&b.digest);
+        }
+    }
     for (d, s) in &unique {
         sums.insert(format!("oci/{}", d.blob_path()), (d.clone(), *s));
     }
     files.push((CHECKSUMS.into(), checksum_list(&sums)));
     files.push((SBOM.into(), sbom_bytes));
+    files.push((CATALOG.into(), catalog_bytes));
     files.push((LAYOUT_MARKER.into(), oci::OCI_LAYOUT_FILE.to_vec()));
     files.push((LAYOUT_INDEX.into(), layout_bytes));
     Ok((m, (files, unique)))

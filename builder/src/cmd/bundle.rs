@@ -28,6 +28,10 @@ pub struct Args {
     /// zstd level for .tar.zst output.
     #[arg(long, default_value_t = 3)]
     pub zstd_level: i32,
+    /// Build a delta for the site whose inventory this is (from `kpaas-agent
+    /// inventory` on its master): only the blobs the site lacks are carried.
+    #[arg(long, value_name = "INVENTORY")]
+    pub since: Option<PathBuf>,
 }
 
 fn image_platforms(args: &Args) -> Vec<String> {
@@ -63,6 +67,10 @@ pub async fn run(args: Args) -> Result<()> {
         sign_key: args.sign_key.clone(),
         volume_size: args.volume_size,
         zstd_level: args.zstd_level,
+        since: match &args.since {
+            Some(p) => Some(airgap_bundle::inventory::Inventory::from_file(p)?),
+            None => None,
+        },
     };
     let b = build(&ctx, &catalog, &opts).await?;
     let t = &b.manifest.totals;
@@ -80,6 +88,12 @@ pub async fn run(args: Args) -> Result<()> {
         "seconds_plan": b.phases[0],
         "seconds_fetch": b.phases[1],
         "seconds_write": b.phases[2],
+        "delta": b.manifest.delta.as_ref().map(|d| json!({
+            "base": d.base,
+            "omitted_blobs": d.omitted.len(),
+            "omitted_bytes": d.omitted_bytes(),
+            "carried_bytes": t.unique_bytes.saturating_sub(d.omitted_bytes()),
+        })),
     });
     if args.common.json {
         ctx.progress.event("summary", summary);
@@ -98,6 +112,16 @@ pub async fn run(args: Args) -> Result<()> {
             b.phases[1],
             b.phases[2]
         );
+        if let Some(d) = &b.manifest.delta {
+            eprintln!(
+                "delta against {}: carries {} of the version's {}; {} blob(s), {} left out (the site holds them)",
+                d.base,
+                human(t.unique_bytes.saturating_sub(d.omitted_bytes())),
+                human(t.unique_bytes),
+                d.omitted.len(),
+                human(d.omitted_bytes())
+            );
+        }
     }
     Ok(())
 }

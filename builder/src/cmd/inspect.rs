@@ -21,16 +21,30 @@ pub fn run(a: Args) -> Result<()> {
     if a.json {
         let mut v = serde_json::to_value(&m)?;
         v["totals"]["dedup_saved_bytes"] = t.referenced_bytes.saturating_sub(t.unique_bytes).into();
+        if let Some(d) = &m.delta {
+            v["delta"]["omitted_bytes"] = d.omitted_bytes().into();
+        }
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
     println!(
-        "{} {} (created {}, image platforms {})",
+        "{} {} serial {} (created {}, image platforms {})",
         m.platform,
         m.platform_version,
+        m.serial,
         m.created,
         m.image_platforms.join(",")
     );
+    if let Some(d) = &m.delta {
+        println!(
+            "a delta: needs the base {}; leaves out {} blob(s), {} ({} of the version's {} carried)",
+            d.base,
+            d.omitted.len(),
+            human(d.omitted_bytes()),
+            human(t.unique_bytes.saturating_sub(d.omitted_bytes())),
+            human(t.unique_bytes)
+        );
+    }
     println!(
         "{:<6} {:<14} {:>10}  {:<19}  {:<24} NAME",
         "KIND", "COMPONENT", "SIZE", "DIGEST", "PLATFORMS"

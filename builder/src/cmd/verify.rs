@@ -11,6 +11,10 @@ pub struct Args {
     /// Public key the bundle must be signed with.
     #[arg(long)]
     pub key: Option<PathBuf>,
+    /// For a delta: where its left-out blobs are (the base bundle's directory,
+    /// or the site's inventory); each one absent there is a problem.
+    #[arg(long, value_name = "DIR|INVENTORY")]
+    pub base: Option<PathBuf>,
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -32,7 +36,11 @@ pub fn run(a: Args) -> Result<()> {
         ),
         None => None,
     };
-    let r = verify::verify(&a.bundle, key.as_ref())?;
+    let base = match &a.base {
+        Some(b) => Some(verify::Base::open(b).with_context(|| format!("--base {}", b.display()))?),
+        None => None,
+    };
+    let r = verify::verify_with_base(&a.bundle, key.as_ref(), base.as_ref())?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&r)?);
     } else {
@@ -48,6 +56,18 @@ pub fn run(a: Args) -> Result<()> {
             verify::SignatureState::Missing => "unsigned".into(),
             verify::SignatureState::Bad => "signature BAD".into(),
         };
+        if let Some(d) = &r.delta {
+            println!(
+                "a delta of {}: {} blob(s), {} bytes, come from the base{}",
+                d.base,
+                d.from_base,
+                d.from_base_bytes,
+                match &d.base_checked {
+                    Some(b) => format!(" (checked against {b})"),
+                    None => " (not checked: no --base)".into(),
+                }
+            );
+        }
         println!(
             "{}: {} artifacts, {} blobs, {} bytes; {sig}; {}",
             a.bundle.display(),

@@ -18,13 +18,15 @@ fn main() -> Result<()> {
     let d = &env.demo;
     if args.iter().any(|a| a == "--print-pins") {
         println!(
-            "pinned image: {}\nmulti index: {}\napp-a: {}\nchart tgz: {}\nmanifest: {}\nkube-flannel.yml: {}",
+            "pinned image: {}\nmulti index: {}\napp-a: {}\nchart tgz: {}\nmanifest: {}\nkube-flannel.yml: {}\n0.2.0 chart tgz: {}\n0.2.0 extras.yaml: {}",
             d.pinned_digest,
             d.multi_digest,
             d.app_a_digest,
             d.chart_tgz_sha256,
             d.manifest_sha256,
-            d.flannel_manifest_sha256
+            d.flannel_manifest_sha256,
+            d.chart2_tgz_sha256,
+            d.extras_sha256
         );
         for (name, sum) in &d.file_sha256 {
             println!("{name}: {sum}");
