@@ -111,4 +111,8 @@ bench-platform:
 # it apart): node add on the master, a third guest booted with its seed.
 bench-grow: bench-platform
 
+# The update is a phase of bench-platform too (delta vs full bundle bytes,
+# the update's apply vs the first boot's deploy of the same component).
+bench-update: bench-platform
+
 bench: bench-bundle bench-seed bench-image bench-cluster bench-platform

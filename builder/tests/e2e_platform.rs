@@ -14,14 +14,16 @@ mod common;
 
 use common::ready;
 use kpaas_testkit::lab::{
-    Lab, NEW_MAC, WORKER_MAC, json, kubectl, node_images, on_node, overlay, pod_on,
+    Lab, NEW_MAC, WORKER_MAC, json, kubectl, node_images, on_node, overlay, pod_on, start_on_node,
+    update_volume,
 };
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(40 * 60);
-/// A cluster step that failed: the boot stops there until the next one.
-const STOPPED: &[&str] = &["the cluster stopped at step"];
+/// A cluster step that failed: the boot stops there until the next one;
+/// or the boot stopped before the cluster (its media refused).
+const STOPPED: &[&str] = &["the cluster stopped at step", "first boot stopped at step"];
 
 /// A pod on `node` (host network when asked) running `cmd` in `image`,
 /// to completion; returns its phase and log.
@@ -549,6 +551,9 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
         );
         std::thread::sleep(Duration::from_secs(3));
     }
+    // The update, while the listed worker still holds the platform's
+    // volumes (node-local in the lab: removing it leaves them Pending).
+    let _m = update(&lab, t.path(), &kc, m, &mdisk);
     // The old worker goes: Vault's role first, then drained and deleted.
     let removed = on_node(
         &kc,
@@ -602,4 +607,278 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
             && c.contains("kpaas-agent node add --hostname kpaas-worker1 --ip 10.10.0.11"),
         "{c}"
     );
+}
+
+/// The demo release `demo`'s (revision, status, chart), as Helm says.
+fn helm_demo(kc: &std::path::Path, dir: &std::path::Path) -> (String, String, String) {
+    let o = std::process::Command::new(kpaas_testkit::kit::bin_dir().join("helm"))
+        .args(["list", "-n", "demo", "-a", "-o", "json", "--kubeconfig"])
+        .arg(kc)
+        .env("HELM_CACHE_HOME", dir.join("helm"))
+        .env("HELM_CONFIG_HOME", dir.join("helm"))
+        .env("HELM_DATA_HOME", dir.join("helm"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    let s = |k: &str| v[0][k].as_str().unwrap_or("").to_string();
+    (s("revision"), s("status"), s("chart"))
+}
+
+/// Day 2, part 2: the site takes the demo's 0.2.0 from a delta built on the
+/// host against the inventory its master gives, delivered on a volume
+/// labelled KPAAS-UPDATE; the power is cut in the middle; never back.
+/// Returns the master, running.
+fn update(
+    lab: &Lab,
+    dir: &std::path::Path,
+    kc: &std::path::Path,
+    m: kpaas_testkit::vm::Vm,
+    mdisk: &std::path::Path,
+) -> kpaas_testkit::vm::Vm {
+    let agent = kpaas_testkit::lab::AGENT;
+    let inv = on_node(kc, dir, "inventory", "kpaas-master", &[agent, "inventory"]).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&inv).unwrap();
+    let media: BTreeSet<String> = std::fs::read_dir(lab.bundle.join("oci/blobs/sha256"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(
+        (v["serial"].as_u64(), v["blobs"].as_array().unwrap().len()),
+        (Some(1), media.len()),
+        "{v}"
+    );
+    let states: Vec<String> = v["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            format!(
+                "{} {}",
+                n["hostname"].as_str().unwrap(),
+                n["state"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert!(
+        states.contains(&"kpaas-worker2 joined".to_string())
+            && states.contains(&"kpaas-worker1 joined".to_string()),
+        "{states:?}"
+    );
+    let inv_path = dir.join("inventory.json");
+    std::fs::write(&inv_path, &inv).unwrap();
+    // The delta, on the connected side: only what the site lacks.
+    let env = kpaas_testkit::DemoEnv::start().unwrap();
+    let p = |n: &str| dir.join(n).to_string_lossy().to_string();
+    let mut a: Vec<String> = [
+        "bundle",
+        "-q",
+        "--platform",
+        "demo-0.2.0",
+        "--arch",
+        "all",
+        "--since",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    a.extend([
+        p("inventory.json"),
+        "--lock".into(),
+        p("next.lock"),
+        "--cache-dir".into(),
+        p("cache"),
+        "--out".into(),
+        p("delta"),
+        "--sign-key".into(),
+        p("key.key"),
+    ]);
+    a.extend(env.mirror_args());
+    let o = std::process::Command::new(kpaas_testkit::workspace_bin("kpaas-builder"))
+        .args(&a)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    drop(env);
+    let delta = dir.join("delta");
+    let mut new_bytes = 0;
+    let mut largest = (0, String::new());
+    for e in std::fs::read_dir(delta.join("oci/blobs/sha256")).unwrap() {
+        let e = e.unwrap();
+        let (name, len) = (
+            e.file_name().to_string_lossy().to_string(),
+            e.metadata().unwrap().len(),
+        );
+        if !media.contains(&name) {
+            new_bytes += len;
+            largest = largest.max((len, name));
+            continue;
+        }
+        // What the site holds is carried only as a manifest.
+        let b: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(e.path()).unwrap()).unwrap_or_default();
+        assert!(
+            b["manifests"].is_array() || b["layers"].is_array(),
+            "{name} ({len} bytes): the site holds it, yet the delta carries it"
+        );
+    }
+    let dm: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(delta.join("bundle.json")).unwrap()).unwrap();
+    let left: u64 = dm["delta"]["omitted"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["size"].as_u64().unwrap())
+        .sum();
+    assert!(
+        new_bytes > 0 && new_bytes < left / 10,
+        "the delta's new blobs ({new_bytes} bytes) against what it left to the site ({left})"
+    );
+    let vol = dir.join("update.img");
+    update_volume(&delta, &vol).unwrap();
+    // What no release change may touch: these objects' generations.
+    let keep = [
+        ("statefulset", "vault", "vault"),
+        ("deployment", "harbor", "cp-harbor-registry"),
+        ("statefulset", "mariadb", "cp-mariadb"),
+        ("deployment", "demo", "demo-app"),
+    ];
+    let generation = |(kind, ns, name): (&str, &str, &str)| {
+        json(kc, &["get", kind, name, "-n", ns])["metadata"]["generation"].clone()
+    };
+    let before: Vec<serde_json::Value> = keep.iter().map(|k| generation(*k)).collect();
+    assert!(before.iter().all(|g| g.is_u64()), "{keep:?}: {before:?}");
+
+    // The operator attaches the volume and restarts the master.
+    drop(m);
+    let mut m = lab.master_with(mdisk, &[&vol]);
+    m.wait_unless(
+        "kpaas-agent: the platform is deployed; serving the seed registry",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+    // A copy whose largest new blob changed after signing: refused, and
+    // nothing changed.
+    let orig = std::fs::read(delta.join("oci/blobs/sha256").join(&largest.1)).unwrap();
+    let at = orig.len() / 2;
+    let other = if orig[at] == b'x' { "y" } else { "x" };
+    let script = format!(
+        "set -e; mkdir -p /run/kpaas/t; mount -o ro /dev/disk/by-label/KPAAS-UPDATE /run/kpaas/t; \
+         rm -rf /var/tmp/tampered; cp -a /run/kpaas/t /var/tmp/tampered; umount /run/kpaas/t; \
+         printf {other} | dd of=/var/tmp/tampered/oci/blobs/sha256/{} bs=1 seek={at} conv=notrunc 2>/dev/null; \
+         exec {agent} update /var/tmp/tampered",
+        largest.1
+    );
+    let e = on_node(
+        kc,
+        dir,
+        "update-tampered",
+        "kpaas-master",
+        &["sh", "-c", &script],
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("refused, nothing changed") && e.contains("is corrupt"),
+        "{e}"
+    );
+    assert_eq!(helm_demo(kc, dir).0, "1");
+    // The update, found by its volume's label; the power is cut once the
+    // chart is upgraded.
+    start_on_node(kc, dir, "update-run", "kpaas-master", &[agent, "update"]).unwrap();
+    let start = std::time::Instant::now();
+    while helm_demo(kc, dir).0 != "2" || helm_demo(kc, dir).1 != "deployed" {
+        assert!(
+            start.elapsed() < LONG,
+            "the chart was not upgraded: {:?}",
+            helm_demo(kc, dir)
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    drop(m);
+    // The next boot (without the volume: what it brought is staged)
+    // finishes the update.
+    let mut m = lab.master(mdisk);
+    m.wait_unless(
+        "kpaas-agent: update: update 0.1.0 (serial 1) -> 0.2.0 (serial 2) done",
+        STOPPED,
+        LONG,
+    )
+    .unwrap();
+    let c = m.console();
+    assert!(
+        c.contains("resuming the update 0.1.0 (serial 1) -> 0.2.0 (serial 2)"),
+        "{c}"
+    );
+    assert!(
+        c.contains("the seed registry serves /var/lib/kpaas/store/gen/2-"),
+        "{c}"
+    );
+    // The chart upgraded once, with its new value; what did not change
+    // was not touched; the new component is ready; the removed one gone.
+    assert_eq!(
+        helm_demo(kc, dir),
+        ("2".into(), "deployed".into(), "demo-app-0.2.0".into())
+    );
+    let after: Vec<serde_json::Value> = keep.iter().map(|k| generation(*k)).collect();
+    assert_eq!(before, after, "{keep:?}");
+    let extra = json(kc, &["get", "deployment", "demo-extra", "-n", "extras"]);
+    assert_eq!(
+        extra["status"]["availableReplicas"], 1,
+        "{}",
+        extra["status"]
+    );
+    let annot = json(kc, &["get", "deployment", "demo", "-n", "demo"]);
+    assert_eq!(
+        annot["spec"]["template"]["metadata"]["annotations"]["kpaas.demo/banner"],
+        "0.2.0"
+    );
+    let start = std::time::Instant::now();
+    while kubectl(kc, &["get", "namespace", "ml"]).is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(600), "ml is not gone");
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let status = on_node(kc, dir, "update-status", "kpaas-master", &[agent, "status"]).unwrap();
+    assert!(
+        status.contains(
+            "update 0.1.0 (serial 1) -> 0.2.0 (serial 2): done; 3/3 release change(s) applied"
+        ),
+        "{status}"
+    );
+    // The day-2 worker runs the changed image, pulled through the
+    // in-cluster registry (filled with what the update brought).
+    pod_on(
+        kc,
+        dir,
+        "update-pull",
+        "kpaas-worker2",
+        "registry.demo.kpaas.test/demo/app-a:2.0",
+    )
+    .unwrap();
+    let want = "\"GET /v2/cp-portal-repository/registry.demo.kpaas.test/demo/app-a/manifests/2.0";
+    let start = std::time::Instant::now();
+    while !kubectl(kc, &["logs", "-n", "harbor", "deploy/cp-harbor-registry"])
+        .unwrap_or_default()
+        .contains(want)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "app-a 2.0 did not come through the registry"
+        );
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    // Never back: the 0.1.0 bundle on the master's own media is refused.
+    let e = on_node(
+        kc,
+        dir,
+        "update-replay",
+        "kpaas-master",
+        &[agent, "update", "/run/kpaas/data/bundle"],
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("anti-rollback") && e.contains("nothing changed"),
+        "{e}"
+    );
+    assert_eq!(helm_demo(kc, dir).0, "2");
+    m
 }

@@ -198,30 +198,28 @@ impl Lab {
     /// The master, on its own disk, listening for the guests' network, with
     /// the host link (the API forwarded to `api_port`).
     pub fn master(&self, disk: &Path) -> Vm {
-        vm::start(
-            &self.dir,
-            &VmSpec::node(
-                "master",
-                Firmware::Uefi,
-                disk,
-                &self.host_link_seed(),
-                MASTER_MAC,
-            )
+        self.master_with(disk, &[])
+    }
+
+    /// The master as [`Lab::master`], with `extra` read-only volumes
+    /// attached (an update's KPAAS-UPDATE volume).
+    pub fn master_with(&self, disk: &Path, extra: &[&Path]) -> Vm {
+        let seed = self.host_link_seed();
+        let mut spec = VmSpec::node("master", Firmware::Uefi, disk, &seed, MASTER_MAC)
             .memory(2560)
             .writable()
+            .hotplug()
             .netdev(self.net.link(0))
             .host_link(HostLink {
                 mac: HOST_LINK_MAC.into(),
-                // The API, and the NodePorts a test reads the platform
-                // through (kube-proxy serves them on every node address).
                 forwards: vec![
                     (self.api_port, format!("{HOST_LINK_IP}:6443")),
                     (self.registry_port, format!("{HOST_LINK_IP}:30002")),
                     (self.vault_port, format!("{HOST_LINK_IP}:31654")),
                 ],
-            }),
-        )
-        .unwrap()
+            });
+        spec.extra.extend(extra.iter().copied());
+        vm::start(&self.dir, &spec).unwrap()
     }
 
     /// The universal seed plus an address for the master's host-link NIC: a
@@ -574,6 +572,8 @@ impl Lab {
         // Day 2 before the limit takes the lab apart: the worker must
         // still serve the registry and Vault.
         let grow = self.platform.then(|| self.grow(work, run, &kc));
+        // The update, on the same master, before the limit too.
+        let update = self.platform.then(|| self.update(work, run, &kc, &m, &ml));
         let fill = self
             .platform
             .then(|| crate::limit::local_fill(&kc, &self.dir));
@@ -583,6 +583,7 @@ impl Lab {
             fill,
             timeline,
             grow,
+            update,
             kubeadm_init: crate::limit::kubeadm_init(&kc, &mut w, &self.dir),
         };
         Ok((ml, wl, measured))
@@ -701,6 +702,112 @@ impl Lab {
     }
 }
 
+/// The demo's update, measured on a running platform lab.
+#[derive(Debug, Clone)]
+pub struct Update {
+    /// The 0.2.0 delta built against the master's inventory, and the full
+    /// 0.2.0 bundle, on disk.
+    pub delta_bytes: u64,
+    pub full_bytes: u64,
+    /// `kpaas-agent update` on the master (found the volume, verified,
+    /// staged, switched, filled, every release change, done), timed from
+    /// the host around the privileged pod that runs it.
+    pub apply_s: f64,
+    /// The first boot's deploy of the component the update upgrades
+    /// (apps: its start to its readiness), on the same master.
+    pub fresh_s: f64,
+    pub summary: String,
+}
+
+impl Lab {
+    /// The master's inventory, the demo's 0.2.0 built as a delta against it
+    /// and as a full bundle, the delta hot-plugged to the master on a
+    /// KPAAS-UPDATE volume, and `kpaas-agent update` run there.
+    pub fn update(
+        &self,
+        work: &Path,
+        run: usize,
+        kc: &Path,
+        m: &Vm,
+        ml: &Lines,
+    ) -> Result<Update, String> {
+        let e = |e: anyhow::Error| format!("{e:#}");
+        let inv = on_node(
+            kc,
+            &self.dir,
+            &format!("bench-inventory-{run}"),
+            "kpaas-master",
+            &[AGENT, "inventory"],
+        )?;
+        let inv_path = work.join(format!("inventory{run}.json"));
+        std::fs::write(&inv_path, &inv).map_err(|e| e.to_string())?;
+        let env = crate::DemoEnv::start().map_err(e)?;
+        let build = |out: &Path, since: bool| -> Result<u64, String> {
+            let s = |p: &Path| p.to_string_lossy().to_string();
+            let mut a: Vec<String> = ["bundle", "-q", "--platform", "demo-0.2.0", "--arch", "all"]
+                .iter()
+                .map(|x| x.to_string())
+                .collect();
+            if since {
+                a.extend(["--since".into(), s(&inv_path)]);
+            }
+            a.extend([
+                "--lock".into(),
+                s(&self.dir.join("next.lock")),
+                "--cache-dir".into(),
+                s(&self.dir.join("cache")),
+                "--out".into(),
+                s(out),
+                "--sign-key".into(),
+                s(&self.dir.join("key.key")),
+            ]);
+            a.extend(env.mirror_args());
+            let o = Command::new(crate::workspace_bin("kpaas-builder"))
+                .args(&a)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !o.status.success() {
+                return Err(format!(
+                    "kpaas-builder {a:?}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+            walkdir_size(out).map_err(e)
+        };
+        let delta = work.join(format!("delta{run}"));
+        let delta_bytes = build(&delta, true)?;
+        let full_bytes = build(&work.join(format!("full{run}")), false)?;
+        drop(env);
+        let vol = work.join(format!("update{run}.img"));
+        update_volume(&delta, &vol).map_err(e)?;
+        m.attach(&format!("update{run}"), &vol).map_err(e)?;
+        // Timed here: the privileged pod's start (seconds) is in it.
+        let t0 = Instant::now();
+        let out = on_node(
+            kc,
+            &self.dir,
+            &format!("bench-update-{run}"),
+            "kpaas-master",
+            &[AGENT, "update"],
+        )?;
+        let apply_s = t0.elapsed().as_secs_f64();
+        let fresh_s = match (
+            first(ml, "kpaas-agent: deploy: apps: starting"),
+            first(ml, "kpaas-agent: deploy: apps: ready in"),
+        ) {
+            (Some(a), Some(b)) => b - a,
+            _ => return Err("the first boot's console has no apps start and ready".into()),
+        };
+        Ok(Update {
+            delta_bytes,
+            full_bytes,
+            apply_s,
+            fresh_s,
+            summary: out.lines().last().unwrap_or_default().to_string(),
+        })
+    }
+}
+
 /// Every image reference a node holds, by tag or by digest, as the nodes'
 /// status lists them (the runtime's image store through kubelet).
 pub fn node_images(nodes: &serde_json::Value) -> std::collections::BTreeSet<String> {
@@ -772,6 +879,54 @@ pub fn step_secs(lines: &Lines, step: &str) -> Option<f64> {
     })
 }
 
+/// Starts `command` on `node`'s host as root (as [`on_node`]) and returns
+/// at once: what runs on is the node's (a power cut may end it).
+pub fn start_on_node(
+    kubeconfig: &Path,
+    dir: &Path,
+    name: &str,
+    node: &str,
+    command: &[&str],
+) -> Result<(), String> {
+    let pod = dir.join(format!("{name}.json"));
+    let manifest = crate::limit::on_host(name, "kube-system", node, command);
+    std::fs::write(&pod, manifest.to_string()).map_err(|e| e.to_string())?;
+    kubectl(kubeconfig, &["apply", "-f", &pod.to_string_lossy()]).map(|_| ())
+}
+
+/// A read-only volume labelled KPAAS-UPDATE holding the bundle directory
+/// `bundle` at its top: what an operator attaches to the master with an
+/// update on it (ext4, made from the directory by mkfs.ext4 -d).
+pub fn update_volume(bundle: &Path, out: &Path) -> Result<()> {
+    let size: u64 = walkdir_size(bundle)?;
+    let mib = (size * 2 / (1 << 20)).max(16) + 16;
+    let f = std::fs::File::create(out)?;
+    f.set_len(mib << 20)?;
+    let o = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-L", "KPAAS-UPDATE", "-d"])
+        .arg(bundle)
+        .arg(out)
+        .output()?;
+    if !o.status.success() {
+        bail!("mkfs.ext4: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    Ok(())
+}
+
+fn walkdir_size(dir: &Path) -> Result<u64> {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let m = e.metadata()?;
+        n += if m.is_dir() {
+            walkdir_size(&e.path())?
+        } else {
+            m.len()
+        };
+    }
+    Ok(n)
+}
+
 /// Runs `command` on `node`'s host as root, through the cluster's API (a
 /// privileged pod that enters the host's namespaces): what an operator
 /// types at that node's console. Its output, or why it failed with it.
@@ -782,10 +937,7 @@ pub fn on_node(
     node: &str,
     command: &[&str],
 ) -> Result<String, String> {
-    let pod = dir.join(format!("{name}.json"));
-    let manifest = crate::limit::on_host(name, "kube-system", node, command);
-    std::fs::write(&pod, manifest.to_string()).map_err(|e| e.to_string())?;
-    kubectl(kubeconfig, &["apply", "-f", &pod.to_string_lossy()])?;
+    start_on_node(kubeconfig, dir, name, node, command)?;
     let start = Instant::now();
     let phase = loop {
         let p = kubectl(

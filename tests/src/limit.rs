@@ -43,6 +43,8 @@ pub struct Limits {
     pub timeline: Option<Result<Vec<Happened>, String>>,
     /// A node added on day 2 (platform labs only), before the limit.
     pub grow: Option<Result<crate::lab::Grow, String>>,
+    /// The demo's update (platform labs only), before the limit.
+    pub update: Option<Result<crate::lab::Update, String>>,
 }
 
 /// The namespaces [`Limits::timeline`] reads: the provisioner's (its

@@ -19,6 +19,8 @@ pub struct Vm {
     child: Child,
     pub serial: PathBuf,
     pub started: Instant,
+    /// qemu's QMP socket, when the spec asked for hot-plug.
+    qmp: Option<PathBuf>,
 }
 
 impl Drop for Vm {
@@ -52,6 +54,9 @@ pub struct VmSpec<'a> {
     /// The host's way in: a second NIC on qemu's user network,
     /// `restrict=on` (nothing on it reaches outside), with forwarded ports.
     pub host_link: Option<HostLink>,
+    /// A SCSI controller and a QMP socket: disks can be attached while the
+    /// guest runs ([`Vm::attach`]), as an operator plugs a USB stick in.
+    pub hotplug: bool,
 }
 
 /// A second NIC on qemu's user network (slirp, 10.0.2.0/24) with
@@ -92,7 +97,14 @@ impl<'a> VmSpec<'a> {
             cdrom: false,
             writable: false,
             host_link: None,
+            hotplug: false,
         }
+    }
+
+    /// Disks may be attached while it runs ([`Vm::attach`]).
+    pub fn hotplug(mut self) -> Self {
+        self.hotplug = true;
+        self
     }
 
     /// Give the guest a second NIC on the host's restricted user network.
@@ -208,6 +220,15 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
         c.arg("-device")
             .arg(format!("virtio-net-pci,netdev=u0,mac={}", l.mac));
     }
+    let qmp = spec.hotplug.then(|| dir.join(format!("{}.qmp", spec.name)));
+    if let Some(q) = &qmp {
+        let _ = std::fs::remove_file(q);
+        // SCSI takes a disk while the guest runs without PCI hot-plug
+        // (q35's root bus has none); the guest's virtio-scsi rescans.
+        c.args(["-device", "virtio-scsi-pci,id=hot"]);
+        c.arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", q.display()));
+    }
     c.args(["-display", "none", "-monitor", "none"]);
     if !spec.allow_reboot {
         c.arg("-no-reboot");
@@ -224,10 +245,51 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
         child,
         serial,
         started: Instant::now(),
+        qmp,
     })
 }
 
 impl Vm {
+    /// Attaches `file` (raw, read-only) as a SCSI disk while the guest runs,
+    /// through qemu's QMP (the spec must ask for [`VmSpec::hotplug`]).
+    pub fn attach(&self, id: &str, file: &Path) -> Result<()> {
+        use std::io::{BufRead, BufReader, Write};
+        let q = self
+            .qmp
+            .as_ref()
+            .context("this guest was started without hot-plug")?;
+        let stream = std::os::unix::net::UnixStream::connect(q)
+            .with_context(|| format!("connecting to {}", q.display()))?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+        let mut r = BufReader::new(stream.try_clone()?);
+        let mut w = stream;
+        let mut greeting = String::new();
+        r.read_line(&mut greeting)?;
+        // Replies carry "return" or "error"; events may come between.
+        let mut call = |cmd: serde_json::Value| -> Result<()> {
+            w.write_all(format!("{cmd}\n").as_bytes())?;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line)? == 0 {
+                    bail!("qmp: the socket closed");
+                }
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                if v.get("return").is_some() {
+                    return Ok(());
+                }
+                if let Some(e) = v.get("error") {
+                    bail!("qmp {cmd}: {e}");
+                }
+            }
+        };
+        call(serde_json::json!({"execute": "qmp_capabilities"}))?;
+        call(serde_json::json!({"execute": "blockdev-add", "arguments": {
+            "driver": "raw", "node-name": id, "read-only": true,
+            "file": {"driver": "file", "filename": file.to_string_lossy(), "read-only": true}}}))?;
+        call(serde_json::json!({"execute": "device_add", "arguments": {
+            "driver": "scsi-hd", "bus": "hot.0", "drive": id, "id": id}}))
+    }
+
     pub fn console(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.serial).unwrap_or_default()).to_string()
     }

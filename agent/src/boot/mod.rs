@@ -22,6 +22,7 @@ mod runtime;
 pub mod serve;
 mod step;
 mod unseal;
+mod update;
 mod verify;
 
 pub use step::{Rerun, Step, StepId, always};
@@ -65,6 +66,9 @@ pub const CLUSTER_STEPS: &[Step] = &[
     unseal::STEP,
     deploy::STEP,
     handoff::STEP,
+    // After the platform (the deploy's own resume first): an update a power
+    // cut stopped is finished.
+    update::STEP,
 ];
 
 /// Whether this node's seed asks it to form a cluster.

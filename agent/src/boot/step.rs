@@ -32,7 +32,8 @@ pub enum StepId {
     /// Not a boot step: the site's nodes added and removed on day 2
     /// (`kpaas-agent node add|remove`), in the same event stream.
     Nodes,
-    /// Not a boot step: an update bundle applied (`kpaas-agent update`).
+    /// An update bundle applied (`kpaas-agent update`); at a master's boot,
+    /// an unfinished one resumed.
     Update,
 }
 

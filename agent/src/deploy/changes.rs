@@ -7,7 +7,7 @@
 use super::{At, Engine, FILL_JOBS, Rendered, runtime};
 use crate::boot::StepId;
 use crate::events::{Kind, Sink};
-use crate::{fill, mirrors};
+use crate::fill;
 use airgap_bundle::kinds::{By, Install};
 use airgap_bundle::plan::{Release, Step};
 use anyhow::{Context, Result};
@@ -171,23 +171,10 @@ impl Engine {
             FILL_JOBS,
             &Default::default(),
         ))?;
-        let hosts = mirrors::registries(
-            self.manifest
-                .artifacts
-                .iter()
-                .filter(|a| a.kind == "image")
-                .map(|a| &a.name),
-        );
-        let seed = format!("127.0.0.1:{}", self.cfg.seed_port);
-        let platform = format!("{}/{}", f.registry, f.project);
-        let changed = mirrors::write_all(&self.root, &hosts, &seed, Some(&platform))?;
-        if !changed.is_empty() {
-            crate::runtime::mirrors_changed(self.cfg.runtime, self.runner.as_ref())?;
-        }
+        let (platform, changed) = self.point_mirrors(&f.registry, &f.project)?;
         Ok(Some(format!(
-            "{platform}: {}; {} mirror file(s) changed",
-            report.summary(),
-            changed.len()
+            "{platform}: {}; {changed} mirror file(s) changed",
+            report.summary()
         )))
     }
 }

@@ -95,6 +95,18 @@ impl Engine {
             ),
             Err(_) => "; the seed's read rate could not be measured: its thread panicked".into(),
         };
+        let (platform, changed) = self.point_mirrors(registry, project)?;
+        Ok(format!(
+            "hand-off: {}{yardstick}; this node's mirrors now {platform} first, the seed behind it ({changed} file(s))",
+            report.summary()
+        ))
+    }
+
+    /// This node's runtime mirrors for every registry the bundle's images
+    /// name: the platform's registry first, the seed behind it; the runtime
+    /// told each time (a run cut between the write and the reload must not
+    /// leave it unread). Returns the registry and how many files changed.
+    pub(super) fn point_mirrors(&self, registry: &str, project: &str) -> Result<(String, usize)> {
         let hosts = mirrors::registries(
             self.manifest
                 .artifacts
@@ -102,14 +114,11 @@ impl Engine {
                 .filter(|a| a.kind == "image")
                 .map(|a| &a.name),
         );
+        let seed = format!("127.0.0.1:{}", self.cfg.seed_port);
         let platform = format!("{registry}/{project}");
         let changed = mirrors::write_all(&self.root, &hosts, &seed, Some(&platform))?;
         crate::runtime::mirrors_changed(self.cfg.runtime, self.runner.as_ref())?;
-        Ok(format!(
-            "hand-off: {}{yardstick}; this node's mirrors now {platform} first, the seed behind it ({} file(s))",
-            report.summary(),
-            changed.len()
-        ))
+        Ok((platform, changed.len()))
     }
 
     /// `harbor-holds-bundle`: every image and chart of the bundle reads back

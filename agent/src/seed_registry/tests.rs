@@ -333,3 +333,113 @@ async fn tag_lists_page_and_errors_use_the_specs_codes() {
         assert_eq!((s, code(&body).as_str()), (status, want), "GET {path}");
     }
 }
+
+/// A layout with one image under `tag`, its layer's bytes `fill`.
+fn layout_tagged(dir: &Path, tag: &str, fill: u8) -> Digest {
+    let mut l = Layout::new(&dir.join("oci")).unwrap();
+    let layer = vec![fill; 64];
+    let diff_id = Digest::of(&layer).to_string();
+    let (manifest, m) = l.image(&[(layer, diff_id)], "amd64", &[]).unwrap();
+    l.tag(tag, oci::OCI_MANIFEST, &manifest);
+    l.write_index().unwrap();
+    Digest::parse(&m).unwrap()
+}
+
+/// An update's switch: the registry serves what `serving.json` lists (the
+/// new bundle first, the old behind it), says so in `served.json`, then
+/// the new one alone; the master's inventory is on the node endpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_registry_follows_an_update_and_the_master_answers_its_inventory() {
+    use std::io::{Read, Write};
+    let t = tempfile::tempdir().unwrap();
+    let (old, new) = (t.path().join("old"), t.path().join("new"));
+    let old_m = layout_tagged(&old, "registry.demo.kpaas.test/demo/app:1.0", 1);
+    let new_m = layout_tagged(&new, "registry.demo.kpaas.test/demo/app:2.0", 2);
+    let state = t.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let inv: serde_json::Value = serde_json::json!({
+        "inventory_version": 1, "cluster": "lab", "taken": "2026-01-01T00:00:00Z",
+        "platform": "demo", "platform_version": "0.1.0", "serial": 1,
+        "bundle": Digest::of(b"b"), "history": [], "blobs": [], "releases": [], "nodes": []
+    });
+    let answer: airgap_bundle::inventory::Inventory = serde_json::from_value(inv.clone()).unwrap();
+    let f: crate::node_api::InventoryFn = Arc::new(move || Ok(answer.clone()));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let seed = Arc::new(Seed::load(&old).unwrap());
+    let handles = serve(seed, &[addr], Some(&state), Some(f)).await.unwrap();
+    let get = move |path: String| {
+        std::thread::spawn(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            )
+            .unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        })
+        .join()
+        .unwrap()
+    };
+    let status = move |tag: &str| {
+        let p = format!("/v2/registry.demo.kpaas.test/demo/app/manifests/{tag}");
+        let out = get(p);
+        out.split(' ').nth(1).unwrap_or("").to_string()
+    };
+    let body = tokio::task::spawn_blocking(move || get("/node/v1/inventory".into()))
+        .await
+        .unwrap();
+    let got: serde_json::Value =
+        serde_json::from_str(body.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(got, inv);
+    let wait_served = |want: Vec<PathBuf>| {
+        let state = state.clone();
+        async move {
+            let ok = tokio::task::spawn_blocking(move || {
+                crate::update::store::await_served(
+                    &state,
+                    &want,
+                    std::time::Duration::from_secs(20),
+                )
+            })
+            .await
+            .unwrap();
+            assert!(ok, "the registry did not take up the new list");
+        }
+    };
+    let (o, n) = (old.clone(), new.clone());
+    assert_eq!(
+        tokio::task::spawn_blocking(move || (status("1.0"), status("2.0")))
+            .await
+            .unwrap(),
+        ("200".to_string(), "404".to_string())
+    );
+    crate::update::store::set_serving(&state, &[n.clone(), o.clone()]).unwrap();
+    wait_served(vec![n.clone(), o.clone()]).await;
+    let by_digest = format!("{old_m}");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || (status("1.0"), status("2.0"), status(&by_digest)))
+            .await
+            .unwrap(),
+        ("200".to_string(), "200".to_string(), "200".to_string()),
+        "the new bundle first, the old one behind it"
+    );
+    crate::update::store::set_serving(&state, std::slice::from_ref(&n)).unwrap();
+    wait_served(vec![n]).await;
+    let by_digest = format!("{new_m}");
+    assert_eq!(
+        tokio::task::spawn_blocking(move || (status("1.0"), status(&by_digest)))
+            .await
+            .unwrap(),
+        ("404".to_string(), "200".to_string()),
+        "done: the new bundle alone"
+    );
+    for h in handles {
+        h.abort();
+    }
+}

@@ -37,7 +37,10 @@ pub fn add_history(
     if h.is_empty() {
         h.push(from);
     }
-    h.push(to);
+    // A finish cut short and run again records it once.
+    if h.last().map(|l| &l.bundle) != Some(&to.bundle) {
+        h.push(to);
+    }
     crate::state_file::save(
         &state_dir.join(super::store::STORE_DIR).join(HISTORY_FILE),
         "the site's bundle history",
@@ -136,18 +139,30 @@ pub fn gather(root: &Path, cfg: &NodeConfig, runner: Arc<dyn Runner>) -> Result<
         });
     }
     Ok(Inventory {
+        history,
+        blobs: store.held()?,
+        releases,
+        releases_note,
+        nodes,
+        ..base(cfg, &m, &digest)
+    })
+}
+
+/// The inventory's head: the bundle the node runs (nothing it holds yet).
+pub fn base(cfg: &NodeConfig, m: &BundleManifest, digest: &Digest) -> Inventory {
+    Inventory {
         inventory_version: INVENTORY_VERSION,
         cluster: cfg.cluster.clone(),
         taken: rfc3339(now_unix()),
         platform: m.platform.clone(),
         platform_version: m.platform_version.clone(),
         serial: m.serial,
-        bundle: digest,
+        bundle: digest.clone(),
         kubernetes: cfg.kubernetes.as_ref().and_then(|k| k.version.clone()),
-        history,
-        blobs: store.held()?,
-        releases,
-        releases_note,
-        nodes,
-    })
+        history: vec![],
+        blobs: Default::default(),
+        releases: vec![],
+        releases_note: None,
+        nodes: vec![],
+    }
 }

@@ -21,7 +21,6 @@ use crate::deploy::journal::DeployJournal;
 use crate::events::{Kind, Sink};
 use airgap_bundle::catalog::Catalog;
 use airgap_bundle::fsutil::{now_unix, rfc3339};
-use airgap_bundle::inventory::{INVENTORY_VERSION, Inventory};
 use airgap_bundle::kinds::Install;
 use airgap_bundle::manifest::{BUNDLE_JSON, BundleManifest, CATALOG};
 use airgap_bundle::node::NodeConfig;
@@ -230,6 +229,66 @@ fn emit(events: &mut Sink, line: &str) -> Result<()> {
     events.emit(StepId::Update, Kind::Progress, line)
 }
 
+/// Held while an update runs: the command and a boot's resume never run
+/// one update twice at once.
+struct Held(#[allow(dead_code)] nix::fcntl::Flock<std::fs::File>);
+
+fn hold(state_dir: &Path) -> Result<Held> {
+    airgap_bundle::fsutil::create_dir(state_dir)?;
+    let p = state_dir.join("update.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .with_context(|| format!("opening {}", p.display()))?;
+    nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
+        .map(Held)
+        .map_err(|(_, e)| {
+            anyhow::anyhow!(
+                "an update is running now (another kpaas-agent holds {}: {e}); `kpaas-agent status` shows it",
+                p.display()
+            )
+        })
+}
+
+/// At the master's boot: an update a power cut stopped in the middle is
+/// taken to its end, as the deploy is; one a failure stopped waits for the
+/// operator (`--resume` or `--rollback`) and is named.
+pub fn at_boot(
+    root: &Path,
+    cfg: &NodeConfig,
+    runner: Arc<dyn Runner>,
+    events: &mut Sink,
+) -> Result<String> {
+    let _held = hold(&cfg.state_dir)?;
+    let Some(rec) = Record::load(&cfg.state_dir)?.filter(Record::unfinished) else {
+        return Ok("no unfinished update".into());
+    };
+    if rec.phase == Phase::Stopped {
+        return Ok(format!(
+            "{} (left as it is for the operator)",
+            rec.describe()
+        ));
+    }
+    emit(
+        events,
+        &format!(
+            "resuming the update {} -> {} a power cut or a restart stopped",
+            rec.from, rec.to
+        ),
+    )?;
+    apply(root, cfg, runner, rec, crate::deploy::READY_LIMIT, events)
+}
+
+/// Whether this node has an unfinished update (the boot step's rule).
+pub fn unfinished(state_dir: &Path) -> bool {
+    Record::load(state_dir)
+        .ok()
+        .flatten()
+        .is_some_and(|r| r.unfinished())
+}
+
 /// The update command. Returns the closing line.
 pub fn run_update(
     root: &Path,
@@ -238,18 +297,21 @@ pub fn run_update(
     a: &Args,
 ) -> Result<String> {
     let mut events = Sink::open(&cfg.state_dir)?;
+    let _held = hold(&cfg.state_dir)?;
     let rec = Record::load(&cfg.state_dir)?;
     if a.rollback {
         let rec = rec.filter(Record::unfinished).context(
             "no unfinished update to take back (`kpaas-agent status` shows the last one)",
         )?;
-        return rollback(root, cfg, runner, rec, a.limit, &mut events);
+        let r = rollback(root, cfg, runner, rec, a.limit, &mut events);
+        return done(&mut events, r);
     }
     if a.resume {
         let rec = rec
             .filter(Record::unfinished)
             .context("no unfinished update to resume")?;
-        return apply(root, cfg, runner, rec, a.limit, &mut events);
+        let r = apply(root, cfg, runner, rec, a.limit, &mut events);
+        return done(&mut events, r);
     }
     if let Some(r) = rec.filter(Record::unfinished) {
         bail!(
@@ -324,7 +386,16 @@ pub fn run_update(
             generation.display()
         ),
     )?;
-    apply(root, cfg, runner, rec, a.limit, &mut events)
+    let r = apply(root, cfg, runner, rec, a.limit, &mut events);
+    done(&mut events, r)
+}
+
+/// The command's outcome, as the `update` step's event.
+fn done(events: &mut Sink, r: Result<String>) -> Result<String> {
+    if let Ok(line) = &r {
+        events.emit(StepId::Update, Kind::Done, line)?;
+    }
+    r
 }
 
 /// Where the update is: the path given (a bundle directory, an archive,
@@ -479,25 +550,6 @@ impl Prepared {
     }
 }
 
-/// What the site runs, as the rules read it (no Helm needed).
-fn site_now(cfg: &NodeConfig, m: &BundleManifest, digest: &Digest) -> Inventory {
-    Inventory {
-        inventory_version: INVENTORY_VERSION,
-        cluster: cfg.cluster.clone(),
-        taken: rfc3339(now_unix()),
-        platform: m.platform.clone(),
-        platform_version: m.platform_version.clone(),
-        serial: m.serial,
-        bundle: digest.clone(),
-        kubernetes: cfg.kubernetes.as_ref().and_then(|k| k.version.clone()),
-        history: vec![],
-        blobs: BTreeSet::new(),
-        releases: vec![],
-        releases_note: None,
-        nodes: vec![],
-    }
-}
-
 fn prepare(root: &Path, cfg: &NodeConfig, runner: Arc<dyn Runner>, src: &Path) -> Result<Prepared> {
     let _ = (root, runner);
     let key_text = std::fs::read_to_string(&cfg.bundle_key)
@@ -559,7 +611,8 @@ fn prepare(root: &Path, cfg: &NodeConfig, runner: Arc<dyn Runner>, src: &Path) -
             (None, None)
         }
     };
-    let site = site_now(cfg, &old_m, &old_digest);
+    // What the site runs, as the rules read it (no Helm needed).
+    let site = inventory::base(cfg, &old_m, &old_digest);
     refusals.extend(airgap_bundle::update::refusals(
         &site,
         &m,
@@ -748,7 +801,6 @@ fn apply(
         freed.0,
         freed.1
     );
-    events.emit(StepId::Update, Kind::Done, &line)?;
     Ok(line)
 }
 
@@ -814,17 +866,7 @@ fn releases(
             if rec.applied.contains_key(&k) {
                 continue;
             }
-            let s = step(&c.component).with_context(|| format!("{k}: not in the new plan"))?;
-            let r = s
-                .releases
-                .iter()
-                .find(|r| r.name() == c.release)
-                .with_context(|| format!("{k}: not in the new plan"))?;
-            let file = rendered
-                .iter()
-                .find(|(comp, n, _)| comp == &c.component && n == &c.release)
-                .map(|(_, _, f)| f.clone())
-                .with_context(|| format!("{k} was not rendered"))?;
+            let (s, r, file) = release_of(&steps, &rendered, c, "new")?;
             let chart = match &r.item {
                 Install::Chart(ch) => Some((ch.namespace.clone(), ch.release.clone())),
                 _ => None,
@@ -842,7 +884,7 @@ fn releases(
                         let detail = format!(
                             "helm release {ns}/{rel} deployed (revision {rev}), found upgraded"
                         );
-                        done(rec, &state, c, &detail, events)?;
+                        record_applied(rec, &state, c, &detail, events)?;
                         continue;
                     }
                     _ => {}
@@ -853,7 +895,7 @@ fn releases(
                 &format!("wave {wave} {k}: {:?} ({})", c.change, c.why.join(", ")),
             )?;
             match eng_new.apply_release(events, s, r, &file) {
-                Ok(detail) => done(rec, &state, c, &detail, events)?,
+                Ok(detail) => record_applied(rec, &state, c, &detail, events)?,
                 Err(e) => {
                     if let (Some((ns, rel)), Some(before)) = (&chart, rec.revision_before.get(&k)) {
                         match eng_new.rollback_chart(ns, rel, *before) {
@@ -902,30 +944,43 @@ fn releases(
         if rec.applied.contains_key(&k) {
             continue;
         }
-        let s = old_steps
-            .iter()
-            .find(|s| s.component == c.component)
-            .with_context(|| format!("{k}: not in the old plan"))?;
-        let r = s
-            .releases
-            .iter()
-            .find(|r| r.name() == c.release)
-            .with_context(|| format!("{k}: not in the old plan"))?;
-        let file = rendered
-            .iter()
-            .find(|(comp, n, _)| comp == &c.component && n == &c.release)
-            .map(|(_, _, f)| f.clone())
-            .with_context(|| format!("{k} was not rendered"))?;
+        let (s, r, file) = release_of(&old_cfg.platform, &rendered, c, "old")?;
         emit(events, &format!("wave {} {k}: removing", c.wave))?;
         let detail = eng_old
             .remove_release(s, r, &file)
             .with_context(|| format!("{k}: removing it"))?;
-        done(rec, &state, c, &detail, events)?;
+        record_applied(rec, &state, c, &detail, events)?;
     }
     Ok(())
 }
 
-fn done(
+/// A change's step, release and rendered objects in a plan (`which`: new
+/// or old, for the error).
+fn release_of<'a>(
+    steps: &'a [Step],
+    rendered: &crate::deploy::Rendered,
+    c: &ReleaseChange,
+    which: &str,
+) -> Result<(&'a Step, &'a airgap_bundle::plan::Release, PathBuf)> {
+    let k = key(c);
+    let s = steps
+        .iter()
+        .find(|s| s.component == c.component)
+        .with_context(|| format!("{k}: not in the {which} plan"))?;
+    let r = s
+        .releases
+        .iter()
+        .find(|r| r.name() == c.release)
+        .with_context(|| format!("{k}: not in the {which} plan"))?;
+    let file = rendered
+        .iter()
+        .find(|(comp, n, _)| comp == &c.component && n == &c.release)
+        .map(|(_, _, f)| f.clone())
+        .with_context(|| format!("{k} was not rendered"))?;
+    Ok((s, r, file))
+}
+
+fn record_applied(
     rec: &mut Record,
     state: &Path,
     c: &ReleaseChange,
@@ -970,16 +1025,6 @@ fn rollback(
         let eng_new = engine(root, &new_cfg, &runner, limit, "new")?;
         let old_rendered = eng_old.render_all(&old_cfg.platform.iter().collect::<Vec<_>>())?;
         let new_rendered = eng_new.render_all(&new_cfg.platform.iter().collect::<Vec<_>>())?;
-        let find = |steps: &[Step], r: &Vec<(String, String, PathBuf)>, c: &ReleaseChange| {
-            let s = steps.iter().find(|s| s.component == c.component)?.clone();
-            let rel = s.releases.iter().find(|x| x.name() == c.release)?.clone();
-            let f = r
-                .iter()
-                .find(|(comp, n, _)| comp == &c.component && n == &c.release)?
-                .2
-                .clone();
-            Some((s, rel, f))
-        };
         let mut touched = BTreeSet::new();
         for c in rec.changes.iter().rev() {
             let k = key(c);
@@ -988,26 +1033,23 @@ fn rollback(
             }
             let line = match c.change {
                 Change::Upgrade => {
-                    let (s, r, f) = find(&old_cfg.platform, &old_rendered, c)
-                        .with_context(|| format!("{k}: not in the old plan"))?;
+                    let (s, r, f) = release_of(&old_cfg.platform, &old_rendered, c, "old")?;
                     touched.insert(c.component.clone());
                     match (&r.item, rec.revision_before.get(&k)) {
                         (Install::Chart(ch), Some(rev)) => {
                             eng_new.rollback_chart(&ch.namespace, &ch.release, *rev)?
                         }
-                        _ => eng_old.apply_release(events, &s, &r, &f)?,
+                        _ => eng_old.apply_release(events, s, r, &f)?,
                     }
                 }
                 Change::Install => {
-                    let (s, r, f) = find(&new_cfg.platform, &new_rendered, c)
-                        .with_context(|| format!("{k}: not in the new plan"))?;
-                    eng_new.remove_release(&s, &r, &f)?
+                    let (s, r, f) = release_of(&new_cfg.platform, &new_rendered, c, "new")?;
+                    eng_new.remove_release(s, r, &f)?
                 }
                 Change::Remove => {
-                    let (s, r, f) = find(&old_cfg.platform, &old_rendered, c)
-                        .with_context(|| format!("{k}: not in the old plan"))?;
+                    let (s, r, f) = release_of(&old_cfg.platform, &old_rendered, c, "old")?;
                     touched.insert(c.component.clone());
-                    eng_old.apply_release(events, &s, &r, &f)?
+                    eng_old.apply_release(events, s, r, &f)?
                 }
                 Change::Unchanged => continue,
             };
@@ -1042,6 +1084,5 @@ fn rollback(
         "update {} -> {} rolled back: {undone} release change(s) undone; the node runs {} again; {} blob(s) ({} bytes) the update staged freed",
         rec.from, rec.to, rec.from, freed.0, freed.1
     );
-    events.emit(StepId::Update, Kind::Done, &line)?;
     Ok(line)
 }

@@ -15,7 +15,11 @@
 //! <= 1.5x). Before the limit, a phase of day 2: `node add` on the master
 //! and a third guest booted with its seed, timed from its power-on to
 //! joined, Ready and its first platform pod started, beside the listed
-//! worker's first join. Prints figures; asserts nothing.
+//! worker's first join; and the update: the demo's 0.2.0 built as a delta
+//! against the master's inventory and as a full bundle (their sizes), the
+//! delta hot-plugged to the master and applied, timed against the first
+//! boot's deploy of the component it upgrades. Prints figures; asserts
+//! nothing.
 
 use anyhow::{Context, Result};
 use kpaas_testkit::lab::{Lab, first, median, print_costs};
@@ -149,6 +153,31 @@ fn main() -> Result<()> {
                 g.ready_s / first_ready.max(0.001)
             ),
             Some(Err(e)) => println!("  grow: not measured: {e}"),
+            None => {}
+        }
+        // The update against what the site holds: the delta against the
+        // full bundle of the same version, and its apply against the first
+        // boot's deploy of the component it upgrades.
+        match &limits.update {
+            Some(Ok(u)) => {
+                println!(
+                    "  update 0.1.0 -> 0.2.0: delta {} bytes, full 0.2.0 bundle {} bytes: delta/full {:.4}",
+                    u.delta_bytes,
+                    u.full_bytes,
+                    u.delta_bytes as f64 / u.full_bytes.max(1) as f64
+                );
+                println!(
+                    "  update applied in {:.0} s (volume found to done); the first boot's deploy of apps {:.0} s: update/fresh {:.2}",
+                    u.apply_s,
+                    u.fresh_s,
+                    u.apply_s / u.fresh_s.max(0.001)
+                );
+                println!(
+                    "  update: {}",
+                    u.summary.chars().take(300).collect::<String>()
+                );
+            }
+            Some(Err(e)) => println!("  update: not measured: {e}"),
             None => {}
         }
         print_costs("master", &ml);
