@@ -844,8 +844,20 @@ fn update(
         ),
         "{status}"
     );
-    // The day-2 worker runs the changed image, pulled through the
-    // in-cluster registry (filled with what the update brought).
+    // The day-2 worker runs the changed image (the upgraded chart's hook
+    // and pods, a pod of ours), pulled through the in-cluster registry,
+    // which the update filled: its access log has the GET of app-a 2.0's
+    // manifest by digest (a runtime HEADs the tag, then GETs the digest;
+    // the NodePort's SNAT hides which node asked).
+    let a2 = dm["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "registry.demo.kpaas.test/demo/app-a:2.0")
+        .unwrap()["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     pod_on(
         kc,
         dir,
@@ -854,15 +866,22 @@ fn update(
         "registry.demo.kpaas.test/demo/app-a:2.0",
     )
     .unwrap();
-    let want = "\"GET /v2/cp-portal-repository/registry.demo.kpaas.test/demo/app-a/manifests/2.0";
+    let want = format!(
+        "\"GET /v2/cp-portal-repository/registry.demo.kpaas.test/demo/app-a/manifests/{a2}"
+    );
     let start = std::time::Instant::now();
-    while !kubectl(kc, &["logs", "-n", "harbor", "deploy/cp-harbor-registry"])
-        .unwrap_or_default()
-        .contains(want)
-    {
+    loop {
+        let log =
+            kubectl(kc, &["logs", "-n", "harbor", "deploy/cp-harbor-registry"]).unwrap_or_default();
+        let nodes = json(kc, &["get", "node", "kpaas-worker2"]);
+        let held = node_images(&serde_json::json!({"items": [nodes]}));
+        if log.contains(&want) && held.contains("registry.demo.kpaas.test/demo/app-a:2.0") {
+            break;
+        }
         assert!(
             start.elapsed() < Duration::from_secs(600),
-            "app-a 2.0 did not come through the registry"
+            "app-a 2.0 did not come to kpaas-worker2 through the registry (GET {a2} seen: {})",
+            log.contains(&want)
         );
         std::thread::sleep(Duration::from_secs(3));
     }
