@@ -321,7 +321,7 @@ pub fn run_update(
     }
     let mounted = locate(root, a.path.as_deref(), runner.as_ref(), &mut events)?;
     let src = mounted.path.clone();
-    let p = prepare(root, cfg, runner.clone(), &src)?;
+    let p = prepare(cfg, &src)?;
     let plan_text = p.describe();
     if !p.refusals.is_empty() {
         let line = format!(
@@ -550,8 +550,7 @@ impl Prepared {
     }
 }
 
-fn prepare(root: &Path, cfg: &NodeConfig, runner: Arc<dyn Runner>, src: &Path) -> Result<Prepared> {
-    let _ = (root, runner);
+fn prepare(cfg: &NodeConfig, src: &Path) -> Result<Prepared> {
     let key_text = std::fs::read_to_string(&cfg.bundle_key)
         .with_context(|| format!("reading the site's bundle key {}", cfg.bundle_key.display()))?;
     let key =
