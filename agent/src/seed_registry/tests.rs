@@ -168,11 +168,24 @@ async fn a_corrupt_blob_is_refused_not_served() {
     assert_eq!(call(&seed, "GET", &uri, None).await.0, 500);
 }
 
+/// One request over a plain connection, the whole answer as text
+/// (blocking: callers run it off the runtime's threads).
+fn http(addr: std::net::SocketAddr, method: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(
+        format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
 /// The status page is served beside the registry, read-only, from the
 /// state directory of the moment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_status_page_is_served_beside_the_registry() {
-    use std::io::{Read, Write};
     let t = tempfile::tempdir().unwrap();
     layout(t.path());
     let state = t.path().join("state");
@@ -197,21 +210,7 @@ async fn the_status_page_is_served_beside_the_registry() {
         .port();
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let handles = serve(seed, &[addr], Some(&state), None).await.unwrap();
-    let get = move |path: &'static str, method: &'static str| {
-        std::thread::spawn(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(
-                format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        })
-        .join()
-        .unwrap()
-    };
+    let get = move |path: &'static str, method: &'static str| http(addr, method, path);
     let json = tokio::task::spawn_blocking(move || get("/status.json", "GET"))
         .await
         .unwrap();
@@ -350,7 +349,6 @@ fn layout_tagged(dir: &Path, tag: &str, fill: u8) -> Digest {
 /// the new one alone; the master's inventory is on the node endpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_registry_follows_an_update_and_the_master_answers_its_inventory() {
-    use std::io::{Read, Write};
     let t = tempfile::tempdir().unwrap();
     let (old, new) = (t.path().join("old"), t.path().join("new"));
     let old_m = layout_tagged(&old, "registry.demo.kpaas.test/demo/app:1.0", 1);
@@ -372,20 +370,7 @@ async fn the_registry_follows_an_update_and_the_master_answers_its_inventory() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let seed = Arc::new(Seed::load(&old).unwrap());
     let handles = serve(seed, &[addr], Some(&state), Some(f)).await.unwrap();
-    let get = move |path: String| {
-        std::thread::spawn(move || {
-            let mut s = std::net::TcpStream::connect(addr).unwrap();
-            s.write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-            )
-            .unwrap();
-            let mut out = String::new();
-            s.read_to_string(&mut out).unwrap();
-            out
-        })
-        .join()
-        .unwrap()
-    };
+    let get = move |path: String| http(addr, "GET", &path);
     let status = move |tag: &str| {
         let p = format!("/v2/registry.demo.kpaas.test/demo/app/manifests/{tag}");
         let out = get(p);

@@ -583,7 +583,7 @@ fn prepare(cfg: &NodeConfig, src: &Path) -> Result<Prepared> {
         kubernetes: cfg.kubernetes.clone(),
         platform: cfg.platform.clone(),
         at: rfc3339(now_unix()),
-        media: Store::of(cfg)?.media,
+        media: store.media.clone(),
         media_digest: match Installed::load(&cfg.state_dir)? {
             Some(i) => i.media_digest,
             None => cfg.bundle_digest.clone().or(Some(old_digest.clone())),
