@@ -9,7 +9,7 @@ setup:
     #!/usr/bin/env bash
     set -euo pipefail
     fx="${KPAAS_FIXTURES_DIR:-/var/cache/kpaas-fixtures}"
-    pkgs="docker-registry apache2-utils skopeo busybox-static nginx-light openssl zstd file ca-certificates containerd runc podman conmon catatonit mmdebstrap ovmf grub-efi-amd64-bin grub-pc-bin grub-common xorriso mtools dosfstools e2fsprogs fdisk cpio cloud-init gcc libc6-dev binutils"
+    pkgs="docker-registry apache2-utils skopeo busybox-static nginx-light openssl zstd file ca-certificates containerd runc podman conmon catatonit mmdebstrap ovmf grub-efi-amd64-bin grub-efi-amd64-signed shim-signed sbsigntool grub-pc-bin grub-common xorriso mtools dosfstools e2fsprogs fdisk cpio cloud-init gcc libc6-dev binutils"
     missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
     if [ -n "$missing" ]; then
         apt-get update -qq

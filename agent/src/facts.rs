@@ -81,3 +81,90 @@ pub fn local_ips(root: &Path) -> Vec<IpAddr> {
     }
     ips
 }
+
+/// The EFI global variables' GUID (UEFI spec), under efivarfs.
+const EFI_GLOBAL: &str = "8be4df61-93ca-11d2-aa0d-00e098032b8c";
+
+/// Whether the firmware booted this node with UEFI Secure Boot enforcing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SecureBoot {
+    On,
+    Off,
+    /// No platform key enrolled: the firmware checks nothing.
+    SetupMode,
+    /// Booted by BIOS (or CSM): there is no Secure Boot.
+    Bios,
+    /// UEFI, but efivarfs is not mounted: the variables cannot be read.
+    Unknown,
+}
+
+impl SecureBoot {
+    pub fn describe(self) -> &'static str {
+        match self {
+            SecureBoot::On => "on",
+            SecureBoot::Off => "off (the firmware does not check boot loaders)",
+            SecureBoot::SetupMode => "off: the firmware is in setup mode (no platform key)",
+            SecureBoot::Bios => "not available: booted by BIOS",
+            SecureBoot::Unknown => "unknown: efivarfs is not mounted",
+        }
+    }
+}
+
+/// Read from the firmware's variables (`SecureBoot`, `SetupMode`): four
+/// attribute bytes, then the value.
+pub fn secure_boot(root: &Path) -> SecureBoot {
+    let efi = root.join("sys/firmware/efi");
+    if !efi.is_dir() {
+        return SecureBoot::Bios;
+    }
+    let vars = efi.join("efivars");
+    let var = |name: &str| {
+        std::fs::read(vars.join(format!("{name}-{EFI_GLOBAL}")))
+            .ok()
+            .and_then(|b| b.get(4).copied())
+    };
+    match (var("SecureBoot"), var("SetupMode")) {
+        (Some(1), _) => SecureBoot::On,
+        (_, Some(1)) => SecureBoot::SetupMode,
+        (Some(_), _) => SecureBoot::Off,
+        // A firmware without Secure Boot has no such variable; an unmounted
+        // efivarfs has no variables at all.
+        (None, _) if std::fs::read_dir(&vars).is_ok_and(|mut d| d.next().is_some()) => {
+            SecureBoot::Off
+        }
+        (None, _) => SecureBoot::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod secure_boot_tests {
+    #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
+    use super::*;
+
+    fn firmware(vars: &[(&str, u8)]) -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("sys/firmware/efi/efivars");
+        std::fs::create_dir_all(&d).unwrap();
+        for (name, v) in vars {
+            std::fs::write(d.join(format!("{name}-{EFI_GLOBAL}")), [6, 0, 0, 0, *v]).unwrap();
+        }
+        t
+    }
+
+    #[test]
+    fn secure_boot_is_read_from_the_firmware_variables() {
+        let on = firmware(&[("SecureBoot", 1), ("SetupMode", 0)]);
+        assert_eq!(secure_boot(on.path()), SecureBoot::On);
+        let off = firmware(&[("SecureBoot", 0), ("SetupMode", 0)]);
+        assert_eq!(secure_boot(off.path()), SecureBoot::Off);
+        let setup = firmware(&[("SecureBoot", 0), ("SetupMode", 1)]);
+        assert_eq!(secure_boot(setup.path()), SecureBoot::SetupMode);
+        let no_sb = firmware(&[("BootOrder", 0)]);
+        assert_eq!(secure_boot(no_sb.path()), SecureBoot::Off);
+        let unmounted = firmware(&[]);
+        assert_eq!(secure_boot(unmounted.path()), SecureBoot::Unknown);
+        let bios = tempfile::tempdir().unwrap();
+        assert_eq!(secure_boot(bios.path()), SecureBoot::Bios);
+    }
+}

@@ -24,6 +24,8 @@ pub struct Needs {
     pub root_free_mib: u64,
     pub data_free_mib: u64,
     pub ports: Vec<u16>,
+    /// The cluster file's `secure_boot: required`.
+    pub secure_boot: bool,
 }
 
 impl Needs {
@@ -37,6 +39,12 @@ impl Needs {
         self
     }
 
+    /// The cluster file's Secure Boot policy.
+    pub fn secure_boot(mut self, p: airgap_bundle::node::SecureBootPolicy) -> Needs {
+        self.secure_boot = p == airgap_bundle::node::SecureBootPolicy::Required;
+        self
+    }
+
     /// K-PaaS minimums: control plane 2 vCPU / 8 GB; workers 1 vCPU / 4 GB
     /// (kubeadm's floor is 2 vCPU / 1.7 GB on the control plane).
     pub fn for_role(role: Role, seed_port: u16) -> Needs {
@@ -47,6 +55,7 @@ impl Needs {
                 root_free_mib: 20_480,
                 data_free_mib: 0,
                 ports: vec![seed_port, 6443, 2379, 2380, 10250, 10257, 10259],
+                secure_boot: false,
             },
             Role::Worker => Needs {
                 cpus: 1,
@@ -54,6 +63,7 @@ impl Needs {
                 root_free_mib: 20_480,
                 data_free_mib: 0,
                 ports: vec![seed_port, 10250],
+                secure_boot: false,
             },
         }
     }
@@ -194,6 +204,18 @@ pub fn run(
         &node.ip.to_string(),
         "fix network-config in the seed so the inventory address is assigned",
     ));
+    let sb = crate::facts::secure_boot(root);
+    out.push(check(
+        "secure boot",
+        !needs.secure_boot || sb == crate::facts::SecureBoot::On,
+        sb.describe().into(),
+        if needs.secure_boot {
+            "on (secure_boot: required)"
+        } else {
+            "on or off (secure_boot: optional)"
+        },
+        "boot by UEFI with Secure Boot on (the image's chain is signed for Microsoft's UEFI CA, which most firmware trusts by default), or set secure_boot: optional in the cluster file",
+    ));
     for p in &needs.ports {
         let free = TcpListener::bind(("0.0.0.0", *p)).is_ok();
         out.push(check(
@@ -254,5 +276,17 @@ mod tests {
             "absent"
         );
         assert_eq!(get("memory").measured, "7812 MiB");
+        // No firmware variables in the tree: a BIOS boot, fine unless required.
+        assert!(get("secure boot").ok);
+        let strict = run(
+            t.path(),
+            &node,
+            &needs.secure_boot(airgap_bundle::node::SecureBootPolicy::Required),
+            &["10.0.0.1".parse().unwrap()],
+            t.path(),
+            None,
+        );
+        let sb = strict.iter().find(|c| c.name == "secure boot").unwrap();
+        assert!(!sb.ok && sb.measured.contains("BIOS") && sb.fix.contains("secure_boot: optional"));
     }
 }

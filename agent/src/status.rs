@@ -88,6 +88,8 @@ pub struct Snapshot {
     /// `component/release` → what was applied, and components found ready.
     pub deploy: Option<DeployJournal>,
     pub platform_ready: bool,
+    /// Whether the firmware booted this node with Secure Boot enforcing.
+    pub secure_boot: crate::facts::SecureBoot,
     /// The site's record (the master's): its nodes and join credentials,
     /// token ids only.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -130,6 +132,7 @@ pub fn snapshot(state_dir: &Path) -> Result<Snapshot> {
         steps,
         deploy,
         platform_ready,
+        secure_boot: crate::facts::secure_boot(Path::new("/")),
         site: site(state_dir),
         update: update(state_dir),
     })
@@ -183,7 +186,11 @@ fn running(all: &[Event], now_s: u64) -> Option<Now> {
 /// The page for people: one line per step, then what runs now, the
 /// deploy's releases and the last error.
 pub fn text(s: &Snapshot) -> String {
-    let mut out = format!("kpaas-agent status at {}\n\n", s.at);
+    let mut out = format!(
+        "kpaas-agent status at {}\nsecure boot: {}\n\n",
+        s.at,
+        s.secure_boot.describe()
+    );
     for r in &s.steps {
         out.push_str(&format!(
             "{:<10} {:<8} {:<21} {}\n",

@@ -220,6 +220,13 @@ pub struct Cluster {
     /// Lower the node minimums (labs only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimums: Option<Minimums>,
+    /// `required`: every node must boot with UEFI Secure Boot on (its
+    /// preflight stops otherwise); `optional` (default): reported only.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::node::SecureBootPolicy::is_default"
+    )]
+    pub secure_boot: crate::node::SecureBootPolicy,
     /// Booted from the ISO, install to this disk (`auto`: the only empty one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_disk: Option<String>,

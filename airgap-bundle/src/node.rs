@@ -143,6 +143,9 @@ pub struct NodeConfig {
     /// Lower minimums than K-PaaS's (test labs, small VMs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minimums: Option<Minimums>,
+    /// Whether preflight stops a node whose firmware runs with Secure Boot off.
+    #[serde(default, skip_serializing_if = "SecureBootPolicy::is_default")]
+    pub secure_boot: SecureBootPolicy,
     /// The plan's `kubernetes` step, typed: `seeds` makes it from the plan
     /// (validated there), so the agent forms the cluster from what
     /// `kpaas-builder plan` prints. Absent: the node serves its bundle and
@@ -169,6 +172,22 @@ pub struct NodeConfig {
 }
 
 pub use crate::kube_settings::KubernetesStep;
+
+/// The cluster file's `secure_boot`: `required` makes preflight stop a node
+/// booted with UEFI Secure Boot off (or by BIOS); `optional` reports it.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SecureBootPolicy {
+    #[default]
+    Optional,
+    Required,
+}
+
+impl SecureBootPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == SecureBootPolicy::Optional
+    }
+}
 
 /// Overrides of the K-PaaS node minimums, for labs and small VMs; every
 /// preflight report says when they are in force.
@@ -201,6 +220,7 @@ impl NodeConfig {
             nodes,
             install_disk: None,
             minimums: None,
+            secure_boot: SecureBootPolicy::default(),
             kubernetes: None,
             platform: Vec::new(),
             join: Default::default(),

@@ -152,6 +152,7 @@ pub fn plan(
         seed_port,
         node: node.map(|n| n.hostname.clone()),
         minimums: c.minimums.clone(),
+        secure_boot: c.secure_boot,
         install_disk: c.install_disk.clone(),
         runtime: c.container_manager,
         kubernetes: node_plan.kubernetes.clone(),

@@ -138,11 +138,43 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     );
 
     let raw = t.path().join("node.raw");
-    let out = image(&b, &key, "raw", &raw, &[]);
+    let report = t.path().join("raw.report.json");
+    let out = image(
+        &b,
+        &key,
+        "raw",
+        &raw,
+        &["--report", &report.to_string_lossy()],
+    );
     assert!(
         out.contains("installed from the bundle: /usr/local/bin/kubeadm"),
         "{out}"
     );
+    // The UEFI chain is the distribution's signed one, and the report says
+    // who signed each link.
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let chain: Vec<(String, String)> = r["boot_chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["file"].as_str().unwrap().to_string(),
+                f["signed_by"].to_string(),
+            )
+        })
+        .collect();
+    let signer = |file: &str| {
+        chain
+            .iter()
+            .find(|(f, _)| f.starts_with(file))
+            .unwrap_or_else(|| panic!("{file} not in {chain:?}"))
+            .1
+            .clone()
+    };
+    assert!(signer("ESP:/EFI/BOOT/BOOTX64.EFI").contains("Microsoft Corporation UEFI CA 2011"));
+    assert!(signer("ESP:/EFI/BOOT/grubx64.efi").contains("Debian Secure Boot CA"));
+    assert!(signer("/boot/vmlinuz-").contains("Debian Secure Boot CA"));
     // Standard tools agree with what we wrote.
     let parts = partitions(&raw);
     let names: Vec<&str> = parts.iter().map(|p| p["name"].as_str().unwrap()).collect();
@@ -174,7 +206,8 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     image(&b, &key, "qcow2", &q, &[]);
     qemu_img(&[&"check", &q]);
 
-    // UEFI, qcow2, per-node seed: the node is who its seed says. The image
+    // UEFI with Secure Boot on and Microsoft's keys (a server's factory
+    // state), qcow2, per-node seed: the node is who its seed says. The image
     // sits under a 4 GiB overlay, as a VM's disk larger than the image.
     let disk = t.path().join("vm-disk.qcow2");
     qemu_img(&[
@@ -185,7 +218,7 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
         t.path(),
         &VmSpec::node(
             "uefi",
-            Firmware::Uefi,
+            Firmware::SecureBoot,
             &disk,
             &master_iso,
             "52:54:00:12:34:10",
@@ -206,6 +239,9 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
         c.contains("seed registry ready on 127.0.0.1:5050, 10.10.0.10:5050"),
         "{c}"
     );
+    // The firmware checked shim, shim checked GRUB, GRUB the kernel, and the
+    // agent read it from the firmware's variables.
+    assert!(c.contains("checks passed; Secure Boot on"), "{c}");
     assert!(
         !c.contains("Failed to start"),
         "a unit failed at boot:\n{c}"
@@ -232,18 +268,96 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     assert_root_fills_4g(&qcow2_partitions(&disk, &grown));
     std::fs::remove_file(&grown).unwrap();
 
-    // BIOS, raw, universal seed: the node finds itself by its MAC.
-    let uni = seeds.join("universal.iso");
+    // The same disk with its boot loader altered after signing (one byte of
+    // shim's code): the Secure Boot firmware refuses it, so nothing of ours
+    // ever runs.
+    let bad = t.path().join("tampered.raw");
+    let cp = Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&raw)
+        .arg(&bad)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let esp_at = format!(
+        "{}@@{}",
+        bad.display(),
+        parts[1]["start"].as_u64().unwrap() * 512
+    );
+    let shim = t.path().join("shim.efi");
+    let mtools = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+        let o = Command::new(args[0])
+            .args(&args[1..])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    mtools(&[&"mcopy", &"-i", &esp_at, &"::/EFI/BOOT/BOOTX64.EFI", &shim]);
+    let mut code = std::fs::read(&shim).unwrap();
+    let mid = code.len() / 3;
+    code[mid] ^= 0xff;
+    std::fs::write(&shim, code).unwrap();
+    mtools(&[
+        &"mcopy",
+        &"-o",
+        &"-i",
+        &esp_at,
+        &shim,
+        &"::/EFI/BOOT/BOOTX64.EFI",
+    ]);
+    let mut v = vm::start(
+        t.path(),
+        &VmSpec::node(
+            "tampered",
+            Firmware::SecureBoot,
+            &bad,
+            &master_iso,
+            "52:54:00:12:34:10",
+        ),
+    )
+    .unwrap();
+    v.wait_for("Access Denied", Duration::from_secs(120))
+        .unwrap();
+    let c = v.console();
+    assert!(
+        c.contains("failed to load Boot0001")
+            && !c.contains("Welcome to GRUB")
+            && !c.contains("Linux version"),
+        "{c}"
+    );
+    drop(v);
+    std::fs::remove_file(&bad).unwrap();
+
+    // BIOS, raw, universal seed: the node finds itself by its MAC. Its
+    // cluster file requires Secure Boot, which a BIOS boot cannot give:
+    // preflight stops it, naming the check.
+    let strict = t.path().join("strict.yaml");
+    std::fs::write(&strict, format!("{LAB}secure_boot: required\n")).unwrap();
+    let strict_seeds = t.path().join("strict-seeds");
+    ok(&[
+        "seeds",
+        "--seed-only",
+        "--bundle",
+        &b.to_string_lossy(),
+        "--cluster",
+        &strict.to_string_lossy(),
+        "--out",
+        &strict_seeds.to_string_lossy(),
+    ]);
+    let uni = strict_seeds.join("universal.iso");
     let mut w = vm::start(
         t.path(),
         &VmSpec::node("bios", Firmware::Bios, &raw, &uni, "52:54:00:12:34:11"),
     )
     .unwrap();
-    w.wait_for("registries sent to the seed", Duration::from_secs(300))
+    w.wait_for("preflight failed", Duration::from_secs(300))
         .unwrap();
     let c = w.console();
     assert!(
-        c.contains("identity: kpaas-worker1 (worker, 10.10.0.11)"),
+        c.contains("identity: kpaas-worker1 (worker, 10.10.0.11)")
+            && c.contains("secure boot (not available: booted by BIOS)")
+            && !c.contains("seed registry ready"),
         "{c}"
     );
 }
@@ -375,8 +489,14 @@ fn two_vms_from_one_image_and_one_universal_seed_find_themselves_and_each_other(
     let port = kpaas_testkit::servers::free_port();
     let mut m = vm::start(
         t.path(),
-        &VmSpec::node("master", Firmware::Uefi, &raw, &uni, "52:54:00:12:34:10")
-            .netdev(format!("socket,id=n0,listen=127.0.0.1:{port}")),
+        &VmSpec::node(
+            "master",
+            Firmware::SecureBoot,
+            &raw,
+            &uni,
+            "52:54:00:12:34:10",
+        )
+        .netdev(format!("socket,id=n0,listen=127.0.0.1:{port}")),
     )
     .unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -393,14 +513,13 @@ fn two_vms_from_one_image_and_one_universal_seed_find_themselves_and_each_other(
         Duration::from_secs(400),
     )
     .unwrap();
-    assert!(
-        m.console()
-            .contains("identity: kpaas-master (master, 10.10.0.10)")
-    );
-    assert!(
-        w.console()
-            .contains("identity: kpaas-worker1 (worker, 10.10.0.11)")
-    );
+    let (mc, wc) = (m.console(), w.console());
+    assert!(mc.contains("identity: kpaas-master (master, 10.10.0.10)"));
+    assert!(wc.contains("identity: kpaas-worker1 (worker, 10.10.0.11)"));
+    // One image, two firmwares: the raw disk boots with Secure Boot on and
+    // off, and each agent says which (the cluster file leaves it optional).
+    assert!(mc.contains("checks passed; Secure Boot on"), "{mc}");
+    assert!(wc.contains("checks passed; Secure Boot off"), "{wc}");
 }
 
 #[test]
@@ -432,14 +551,24 @@ fn the_hybrid_iso_runs_live_from_a_stick_under_uefi_and_from_a_cd_under_bios() {
         // Live, the whole root is in RAM (the kernel's rootfs gets half of
         // it): with the node's Kubernetes binaries and containerd that is
         // ~1 GiB, and preflight wants 100 MiB free.
-        &VmSpec::node("live", Firmware::Uefi, &iso, &seed, "52:54:00:12:34:10").memory(3072),
+        // Secure Boot on: shim, the signed CD GRUB, the signed kernel.
+        &VmSpec::node(
+            "live",
+            Firmware::SecureBoot,
+            &iso,
+            &seed,
+            "52:54:00:12:34:10",
+        )
+        .memory(3072),
     )
     .unwrap();
     v.wait_for("registries sent to the seed", Duration::from_secs(400))
         .unwrap();
     let c = v.console();
     assert!(
-        c.contains("live: bundle from /dev/vda") && c.contains("identity: kpaas-master (master"),
+        c.contains("live: bundle from /dev/vda")
+            && c.contains("identity: kpaas-master (master")
+            && c.contains("checks passed; Secure Boot on"),
         "{c}"
     );
     drop(v);
@@ -477,9 +606,15 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
         t.path(),
         // The live system holds its root tree (now with the Kubernetes node
         // binaries, ~300 MiB) in RAM while it decompresses the system image.
-        &VmSpec::node("install", Firmware::Uefi, &iso, &seed, "52:54:00:12:34:10")
-            .memory(3072)
-            .install_to(&blank),
+        &VmSpec::node(
+            "install",
+            Firmware::SecureBoot,
+            &iso,
+            &seed,
+            "52:54:00:12:34:10",
+        )
+        .memory(3072)
+        .install_to(&blank),
     )
     .unwrap();
     v.wait_for("install: done; rebooting", Duration::from_secs(400))
@@ -491,9 +626,14 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
         let c = v.console();
         let after = &c[c.find("install: done; rebooting").unwrap()..];
         if after.contains("registries sent to the seed") {
+            let before = &c[..c.find("install: done; rebooting").unwrap()];
+            assert!(before.contains("checks passed; Secure Boot on"), "{before}");
+            // The installer and the installed disk both booted with
+            // Secure Boot on.
             assert!(
                 after.contains("identity: kpaas-master (master, 10.10.0.10)")
-                    && !after.contains("live: bundle from"),
+                    && !after.contains("live: bundle from")
+                    && after.contains("checks passed; Secure Boot on"),
                 "{after}"
             );
             break;

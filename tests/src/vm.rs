@@ -9,9 +9,16 @@ use std::time::{Duration, Instant};
 
 pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF built with Secure Boot (it needs SMM), and variables with
+/// Microsoft's keys enrolled and Secure Boot on: what a server ships with.
+pub const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+pub const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
     Uefi,
+    /// UEFI with Secure Boot on and Microsoft's keys enrolled.
+    SecureBoot,
     Bios,
 }
 
@@ -152,7 +159,13 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
         "-M",
-        "q35",
+        // The Secure Boot firmware keeps its variables in SMM, where the OS
+        // cannot write them.
+        if spec.firmware == Firmware::SecureBoot {
+            "q35,smm=on"
+        } else {
+            "q35"
+        },
         "-nodefaults",
         "-accel",
         "tcg",
@@ -161,11 +174,19 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
         "-m",
         &spec.memory_mib.to_string(),
     ]);
-    if let Firmware::Uefi = spec.firmware {
+    let uefi = match spec.firmware {
+        Firmware::Uefi => Some((OVMF_CODE, OVMF_VARS)),
+        Firmware::SecureBoot => {
+            c.args(["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+            Some((OVMF_CODE_SECBOOT, OVMF_VARS_MS))
+        }
+        Firmware::Bios => None,
+    };
+    if let Some((code, vars_template)) = uefi {
         let vars = dir.join(format!("{}.vars.fd", spec.name));
-        std::fs::copy(OVMF_VARS, &vars).context("copying OVMF vars (apt-get install ovmf)")?;
+        std::fs::copy(vars_template, &vars).context("copying OVMF vars (apt-get install ovmf)")?;
         c.arg("-drive")
-            .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+            .arg(format!("if=pflash,format=raw,readonly=on,file={code}"));
         c.arg("-drive")
             .arg(format!("if=pflash,format=raw,file={}", vars.display()));
     }

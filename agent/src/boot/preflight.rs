@@ -29,13 +29,21 @@ fn work(ctx: &mut Ctx, _: &mut Sink) -> Result<String> {
             .join(", ");
         bail!("preflight failed, nothing was changed: {list}");
     }
-    Ok(format!("{} checks passed", all.len()))
+    // Said at every first boot (the console and events carry it): whether
+    // the firmware checked what booted this node.
+    Ok(format!(
+        "{} checks passed; Secure Boot {}",
+        all.len(),
+        facts::secure_boot(&ctx.root).describe()
+    ))
 }
 
 /// Every check for `me` on this machine (the boot step and `kpaas-agent
 /// preflight` share it).
 pub fn checks(root: &Path, cfg: &NodeConfig, me: &NodeEntry) -> Vec<preflight::Check> {
-    let needs = preflight::Needs::for_role(me.role, cfg.seed_port).lowered(cfg.minimums.as_ref());
+    let needs = preflight::Needs::for_role(me.role, cfg.seed_port)
+        .lowered(cfg.minimums.as_ref())
+        .secure_boot(cfg.secure_boot);
     preflight::run(
         root,
         me,

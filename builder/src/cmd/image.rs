@@ -84,6 +84,7 @@ pub fn run(a: Args) -> Result<()> {
         not_reproducible_because: why,
         stages: &stages,
         installed: &built.installed,
+        boot_chain: &built.boot_chain,
     };
     eprint!("{}", r.render());
     if let Some(path) = &a.report {

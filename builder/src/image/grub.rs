@@ -1,7 +1,8 @@
-//! GRUB for both firmwares, and the FAT images that carry it, built so the
-//! same config gives the same bytes: grub-mkimage with a memdisk we tar
-//! ourselves (grub-mkstandalone stamps its memdisk with the build time), and
-//! mtools/mkfs.vfat under SOURCE_DATE_EPOCH.
+//! GRUB for BIOS boot, and the FAT images that carry the UEFI chain, built
+//! so the same config gives the same bytes: grub-mkimage with a memdisk we
+//! tar ourselves (grub-mkstandalone stamps its memdisk with the build time),
+//! and mtools/mkfs.vfat under SOURCE_DATE_EPOCH. UEFI boots the
+//! distribution's signed chain instead (signed.rs).
 
 use airgap_bundle::run::run;
 use anyhow::{Context, Result};
@@ -45,15 +46,9 @@ pub enum Bios {
     ElTorito,
 }
 
-pub struct Images {
-    /// EFI/BOOT/BOOTX64.EFI
-    pub efi: PathBuf,
-    /// core.img or eltorito.img
-    pub bios: PathBuf,
-}
-
-/// Both boot loaders, each with `cfg` embedded as (memdisk)/boot/grub/grub.cfg.
-pub fn images(work: &Path, cfg: &str, bios: Bios) -> Result<Images> {
+/// The BIOS boot loader (core.img or eltorito.img) with `cfg` embedded as
+/// (memdisk)/boot/grub/grub.cfg.
+pub fn bios(work: &Path, cfg: &str, bios: Bios) -> Result<PathBuf> {
     let md = work.join("grub-memdisk");
     let cfg_path = md.join("boot/grub/grub.cfg");
     airgap_bundle::fsutil::create_dir(&md.join("boot/grub"))?;
@@ -83,20 +78,18 @@ pub fn images(work: &Path, cfg: &str, bios: Bios) -> Result<Images> {
             .args(MODULES)
             .ok()
     };
-    let efi = work.join("BOOTX64.EFI");
-    mkimage("x86_64-efi", &efi, &[])?;
     let (format, name) = match bios {
         Bios::Disk => ("i386-pc", "core.img"),
         Bios::ElTorito => ("i386-pc-eltorito", "eltorito.img"),
     };
     let bios = work.join(name);
     mkimage(format, &bios, &["biosdisk"])?;
-    Ok(Images { efi, bios })
+    Ok(bios)
 }
 
-/// A FAT image of `kib` KiB holding `efi` as the removable-media boot path.
+/// A FAT image of `kib` KiB holding `files` (source, path in the image).
 /// mkfs.vfat picks FAT12/16/32 from the size.
-pub fn esp(out: &Path, efi: &Path, kib: u64, fat32: bool) -> Result<()> {
+pub fn esp(out: &Path, files: &[(&Path, &str)], kib: u64, fat32: bool) -> Result<()> {
     // mkfs.vfat -C refuses an existing file; a missing one is the usual case.
     let _ = std::fs::remove_file(out);
     let mut mk = run("mkfs.vfat");
@@ -108,19 +101,29 @@ pub fn esp(out: &Path, efi: &Path, kib: u64, fat32: bool) -> Result<()> {
         .arg(kib.to_string())
         .env("SOURCE_DATE_EPOCH", EPOCH)
         .ok()?;
-    run("mmd")
-        .arg("-i")
-        .arg(out)
-        .args(["::/EFI", "::/EFI/BOOT"])
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .ok()?;
-    run("mcopy")
-        .arg("-i")
-        .arg(out)
-        .arg(efi)
-        .arg("::/EFI/BOOT/BOOTX64.EFI")
-        .env("MTOOLS_SKIP_CHECK", "1")
-        .env("SOURCE_DATE_EPOCH", EPOCH)
-        .ok()
+    // Every directory the files need, parents first, each once.
+    let mut dirs: Vec<String> = Vec::new();
+    for (_, at) in files {
+        let parts: Vec<&str> = at.split('/').collect();
+        for n in 1..parts.len() {
+            let d = format!("::/{}", parts[..n].join("/"));
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    let mtools = |tool: &str| {
+        run(tool)
+            .arg("-i")
+            .arg(out)
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+    };
+    if !dirs.is_empty() {
+        mtools("mmd").args(&dirs).ok()?;
+    }
+    for (from, at) in files {
+        mtools("mcopy").arg(from).arg(format!("::/{at}")).ok()?;
+    }
+    Ok(())
 }

@@ -6,6 +6,7 @@
 
 use super::cpio;
 use super::grub;
+use super::signed;
 use super::tree::{link_tree, size_of};
 use airgap_bundle::node::{ISO_DATA_DIR, ISO_SYSTEM_IMAGE, ISO_VOLUME_ID, LIVE_MARKER};
 use airgap_bundle::run::run;
@@ -48,22 +49,18 @@ pub fn build(
     put(root.join(LIVE_MARKER), b"running live from the ISO\n")?;
     let iso = work.join("iso");
     let installed = iso.join(ISO_SYSTEM_IMAGE);
-    let dirs = [iso.join("boot"), iso.join("live"), iso.join(ISO_DATA_DIR)];
+    let dirs = [
+        iso.join("boot/grub"),
+        iso.join(".disk"),
+        iso.join("live"),
+        iso.join(ISO_DATA_DIR),
+    ];
     for d in dirs.iter().map(PathBuf::as_path).chain(installed.parent()) {
         airgap_bundle::fsutil::create_dir(d)?;
     }
     std::fs::rename(system, &installed)
         .with_context(|| format!("moving {} to {}", system.display(), installed.display()))?;
-    let boot = root.join("boot");
-    let kernel = std::fs::read_dir(&boot)
-        .with_context(|| format!("listing {}", boot.display()))?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-        })
-        .context("no /boot/vmlinuz-* in the root tree")?;
+    let kernel = super::tree::kernel(root)?;
     std::fs::copy(&kernel, iso.join("live/vmlinuz"))
         .with_context(|| format!("copying {}", kernel.display()))?;
     initramfs(root, &iso.join("live/initrd.zst"))?;
@@ -73,11 +70,25 @@ pub fn build(
         "root tree as zstd cpio".into(),
     );
     link_tree(bundle, &iso.join(ISO_DATA_DIR).join("bundle"))?;
-    let boot = grub::images(work, GRUB_CFG, grub::Bios::ElTorito)?;
-    std::fs::copy(&boot.bios, iso.join("boot/eltorito.img"))
-        .with_context(|| format!("copying {}", boot.bios.display()))?;
-    // The EFI El Torito image, also exposed as a GPT partition for sticks.
-    grub::esp(&iso.join("boot/efi.img"), &boot.efi, 4096, false)?;
+    let bios = grub::bios(work, GRUB_CFG, grub::Bios::ElTorito)?;
+    std::fs::copy(&bios, iso.join("boot/eltorito.img"))
+        .with_context(|| format!("copying {}", bios.display()))?;
+    // The signed CD GRUB finds the medium by this file and reads the same
+    // menu from it.
+    put(iso.join(signed::ISO_CFG), GRUB_CFG.as_bytes())?;
+    put(
+        iso.join(signed::ISO_MARKER),
+        b"kpaas-appliance live and installer medium\n",
+    )?;
+    // The EFI El Torito image, also exposed as a GPT partition for sticks:
+    // shim, the CD GRUB and MokManager (about 5.8 MiB) with room to spare.
+    let chain = signed::Chain::host(signed::Media::Cd)?;
+    grub::esp(
+        &iso.join("boot/efi.img"),
+        &chain.esp_files(None),
+        8192,
+        false,
+    )?;
     std::fs::set_permissions(&iso, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("setting the mode of {}", iso.display()))?;
     run("xorriso")

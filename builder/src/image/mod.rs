@@ -13,6 +13,7 @@ pub mod iso;
 pub mod profile;
 pub mod report;
 pub mod rootfs;
+pub mod signed;
 pub mod tree;
 
 use airgap_bundle::fsutil::create_dir;
@@ -62,6 +63,8 @@ pub struct Inputs {
 pub struct Built {
     pub stages: Vec<Stage>,
     pub installed: Vec<String>,
+    /// The UEFI chain's files and who signed each.
+    pub boot_chain: Vec<signed::SignedFile>,
 }
 
 /// The inputs read and checked, every problem reported at once.
@@ -70,7 +73,7 @@ struct Checked {
     key: Vec<u8>,
 }
 
-fn check(p: &Profile, i: &Inputs) -> Result<Checked> {
+fn check(format: Format, p: &Profile, i: &Inputs) -> Result<Checked> {
     let manifest = std::fs::read(i.bundle.join(BUNDLE_JSON))
         .map_err(anyhow::Error::from)
         .and_then(|b| BundleManifest::from_bytes(&b));
@@ -102,6 +105,16 @@ fn check(p: &Profile, i: &Inputs) -> Result<Checked> {
         let k = i.bundle_key.display();
         problems.push(format!("--bundle-key {k}: not a bundle public key ({e:#})"));
     }
+    // The ISO carries both GRUBs: the CD's, and the disk's in what it installs.
+    let media: &[signed::Media] = match format {
+        Format::Iso => &[signed::Media::Disk, signed::Media::Cd],
+        _ => &[signed::Media::Disk],
+    };
+    for m in media {
+        if let Err(e) = signed::Chain::host(*m) {
+            problems.push(format!("{e:#}"));
+        }
+    }
     if !i.agent.is_file() {
         let a = i.agent.display();
         problems.push(format!(
@@ -130,6 +143,7 @@ struct Tree {
     layout: Layout,
     bundle_bytes: u64,
     installed: Vec<String>,
+    boot_chain: Vec<signed::SignedFile>,
 }
 
 fn tree(p: &Profile, i: &Inputs, c: &Checked, out_dir: &Path, st: &mut Stages) -> Result<Tree> {
@@ -163,6 +177,9 @@ fn tree(p: &Profile, i: &Inputs, c: &Checked, out_dir: &Path, st: &mut Stages) -
         &c.key,
         &p.architecture,
     )?;
+    // Before the file systems are made: a kernel shim would refuse stops
+    // the build here.
+    let boot_chain = signed::Chain::host(signed::Media::Disk)?.report(&tree::kernel(&root)?)?;
     let used = tree::tree_bytes(&root);
     st.done(
         "customize",
@@ -193,6 +210,7 @@ fn tree(p: &Profile, i: &Inputs, c: &Checked, out_dir: &Path, st: &mut Stages) -
         layout,
         bundle_bytes,
         installed,
+        boot_chain,
     })
 }
 
@@ -229,18 +247,31 @@ fn disk(
             if with_data { "" } else { ", filled at install" }
         ),
     );
-    // The same grub.cfg in each loader's memdisk.
-    let boot = grub::images(w, disk::GRUB_CFG, grub::Bios::Disk)?;
+    // The same grub.cfg in the BIOS loader's memdisk and on the ESP, where
+    // the signed GRUB looks.
+    let bios = grub::bios(w, disk::GRUB_CFG, grub::Bios::Disk)?;
+    let cfg = w.join("grub.cfg");
+    std::fs::write(&cfg, disk::GRUB_CFG).with_context(|| format!("writing {}", cfg.display()))?;
+    let chain = signed::Chain::host(signed::Media::Disk)?;
     let esp = w.join("esp.img");
-    grub::esp(&esp, &boot.efi, p.partitions.esp_mib * 1024, true)?;
-    st.done("boot loaders", size_of(&boot.efi), "GRUB EFI + BIOS".into());
+    grub::esp(
+        &esp,
+        &chain.esp_files(Some(&cfg)),
+        p.partitions.esp_mib * 1024,
+        true,
+    )?;
+    st.done(
+        "boot loaders",
+        size_of(&chain.grub),
+        "UEFI: shim -> signed GRUB; BIOS: GRUB".into(),
+    );
     disk::assemble(
         &t.layout,
         &disk::Parts {
             esp: &esp,
             root: &t.root_img,
             data: with_data.then_some(data_img.as_path()),
-            bios_core: &boot.bios,
+            bios_core: &bios,
         },
         out,
     )?;
@@ -256,7 +287,7 @@ fn disk(
 /// renamed into place: a failed build leaves nothing that looks complete).
 pub fn build(format: Format, p: &Profile, i: &Inputs, out: &Path) -> Result<Built> {
     let mut st = Stages::new();
-    let checked = check(p, i)?;
+    let checked = check(format, p, i)?;
     let dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -309,6 +340,7 @@ pub fn build(format: Format, p: &Profile, i: &Inputs, out: &Path) -> Result<Buil
     Ok(Built {
         stages: st.list,
         installed: t.installed,
+        boot_chain: t.boot_chain,
     })
 }
 

@@ -59,6 +59,8 @@ pub struct Report<'a> {
     pub not_reproducible_because: Option<String>,
     pub stages: &'a [Stage],
     pub installed: &'a [String],
+    /// UEFI's chain of trust: each file, where it came from, who signed it.
+    pub boot_chain: &'a [super::signed::SignedFile],
 }
 
 /// The medium's own digest, for whoever copies or burns it; timed as a stage.
@@ -117,6 +119,19 @@ impl Report<'_> {
                 self.installed.join(" ")
             }
         ));
+        s.push_str("UEFI Secure Boot chain (BIOS boots our own GRUB, unsigned):\n");
+        for f in self.boot_chain {
+            s.push_str(&format!(
+                "  {} from {}: {}\n",
+                f.file,
+                f.from,
+                if f.signed_by.is_empty() {
+                    "UNSIGNED".into()
+                } else {
+                    f.signed_by.join("; ")
+                }
+            ));
+        }
         s
     }
 }

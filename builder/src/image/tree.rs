@@ -272,6 +272,20 @@ pub fn link_tree(src: &Path, dst: &Path) -> Result<()> {
     })
 }
 
+/// The root tree's kernel, `/boot/vmlinuz-*` (the profile installs one).
+pub fn kernel(root: &Path) -> Result<PathBuf> {
+    let boot = root.join("boot");
+    std::fs::read_dir(&boot)
+        .with_context(|| format!("listing {}", boot.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .context("no /boot/vmlinuz-* in the root tree")
+}
+
 #[cfg(test)]
 pub mod tests {
     #![allow(clippy::unwrap_used)] // tests: a panic is the failure report
