@@ -40,6 +40,14 @@ pub enum Format {
 }
 
 impl Format {
+    /// The media its UEFI chain boots from.
+    fn media(self) -> &'static [signed::Media] {
+        match self {
+            Format::Iso => &[signed::Media::Disk, signed::Media::Cd],
+            _ => &[signed::Media::Disk],
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Format::Raw => "raw",
@@ -105,15 +113,8 @@ fn check(format: Format, p: &Profile, i: &Inputs) -> Result<Checked> {
         let k = i.bundle_key.display();
         problems.push(format!("--bundle-key {k}: not a bundle public key ({e:#})"));
     }
-    // The ISO carries both GRUBs: the CD's, and the disk's in what it installs.
-    let media: &[signed::Media] = match format {
-        Format::Iso => &[signed::Media::Disk, signed::Media::Cd],
-        _ => &[signed::Media::Disk],
-    };
-    for m in media {
-        if let Err(e) = signed::Chain::host(*m) {
-            problems.push(format!("{e:#}"));
-        }
+    if let Err(e) = signed::Chain::check(format.media()) {
+        problems.push(format!("{e:#}"));
     }
     if !i.agent.is_file() {
         let a = i.agent.display();
@@ -146,7 +147,14 @@ struct Tree {
     boot_chain: Vec<signed::SignedFile>,
 }
 
-fn tree(p: &Profile, i: &Inputs, c: &Checked, out_dir: &Path, st: &mut Stages) -> Result<Tree> {
+fn tree(
+    format: Format,
+    p: &Profile,
+    i: &Inputs,
+    c: &Checked,
+    out_dir: &Path,
+    st: &mut Stages,
+) -> Result<Tree> {
     let tar = rootfs::cached(&i.cache, p, i.offline)?;
     st.done("rootfs", size_of(&tar), "cached tar".into());
     // Beside the output: the bundle is hard-linked in from there when it
@@ -178,8 +186,20 @@ fn tree(p: &Profile, i: &Inputs, c: &Checked, out_dir: &Path, st: &mut Stages) -
         &p.architecture,
     )?;
     // Before the file systems are made: a kernel shim would refuse stops
-    // the build here.
-    let boot_chain = signed::Chain::host(signed::Media::Disk)?.report(&tree::kernel(&root)?)?;
+    // the build here. The ISO's report adds its CD GRUB.
+    let kernel = tree::kernel(&root)?;
+    let mut boot_chain = signed::Chain::host(signed::Media::Disk)?.report(&kernel)?;
+    if format == Format::Iso {
+        let cd = signed::Chain::host(signed::Media::Cd)?.report(&kernel)?;
+        boot_chain.extend(
+            cd.into_iter()
+                .filter(|f| f.file == "ESP:/EFI/BOOT/grubx64.efi")
+                .map(|mut f| {
+                    f.file = "ISO El Torito ESP:/EFI/BOOT/grubx64.efi".into();
+                    f
+                }),
+        );
+    }
     let used = tree::tree_bytes(&root);
     st.done(
         "customize",
@@ -301,7 +321,7 @@ pub fn build(format: Format, p: &Profile, i: &Inputs, out: &Path) -> Result<Buil
         ))
         .tempdir_in(dir)
         .with_context(|| format!("making a work directory in {}", dir.display()))?;
-    let t = tree(p, i, &checked, partial.path(), &mut st)?;
+    let t = tree(format, p, i, &checked, partial.path(), &mut st)?;
     let raw = partial.path().join("disk.raw");
     let result = partial.path().join("out");
     match format {

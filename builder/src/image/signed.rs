@@ -44,25 +44,41 @@ pub struct Chain {
 }
 
 impl Chain {
-    pub fn host(media: Media) -> Result<Chain> {
-        let grub = match media {
-            Media::Disk => GRUB_DISK,
-            Media::Cd => GRUB_CD,
-        };
-        let missing: Vec<&str> = [SHIM, MOK_MANAGER, grub]
+    /// Every signed file `media` need that this host lacks, named in one
+    /// error (an ISO needs both GRUBs: the CD's, and the disk's in the system
+    /// it installs).
+    pub fn check(media: &[Media]) -> Result<()> {
+        let mut missing: Vec<&str> = Vec::new();
+        for p in [SHIM, MOK_MANAGER]
             .into_iter()
-            .filter(|p| !Path::new(p).is_file())
-            .collect();
+            .chain(media.iter().map(|m| Self::grub_of(*m)))
+        {
+            if !Path::new(p).is_file() && !missing.contains(&p) {
+                missing.push(p);
+            }
+        }
         if !missing.is_empty() {
             bail!(
                 "the signed UEFI boot chain is not on this host ({} missing): apt-get install shim-signed grub-efi-amd64-signed",
                 missing.join(", ")
             );
         }
+        Ok(())
+    }
+
+    fn grub_of(media: Media) -> &'static str {
+        match media {
+            Media::Disk => GRUB_DISK,
+            Media::Cd => GRUB_CD,
+        }
+    }
+
+    pub fn host(media: Media) -> Result<Chain> {
+        Self::check(&[media])?;
         Ok(Chain {
             shim: SHIM.into(),
             mok: MOK_MANAGER.into(),
-            grub: grub.into(),
+            grub: Self::grub_of(media).into(),
         })
     }
 
