@@ -83,19 +83,7 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     let env = DemoEnv::start().unwrap();
     let t = tempfile::tempdir().unwrap();
     let (b, key) = bundle(&env, t.path());
-    let lab = t.path().join("lab.yaml");
-    std::fs::write(&lab, LAB).unwrap();
-    let seeds = t.path().join("seeds");
-    ok(&[
-        "seeds",
-        "--seed-only",
-        "--bundle",
-        &b.to_string_lossy(),
-        "--cluster",
-        &lab.to_string_lossy(),
-        "--out",
-        &seeds.to_string_lossy(),
-    ]);
+    let seeds = seeds_only(t.path(), "lab", &b, LAB);
     // Workers get the join token and CA hash, never the CA key.
     let worker = std::fs::read_to_string(seeds.join("kpaas-worker1/user-data")).unwrap();
     assert!(worker.contains("/etc/kpaas/secrets/bootstrap-token") && !worker.contains("ca.key"));
@@ -332,20 +320,13 @@ fn images_check_clean_and_boot_uefi_and_bios_to_a_ready_seed_registry() {
     // BIOS, raw, universal seed: the node finds itself by its MAC. Its
     // cluster file requires Secure Boot, which a BIOS boot cannot give:
     // preflight stops it, naming the check.
-    let strict = t.path().join("strict.yaml");
-    std::fs::write(&strict, format!("{LAB}secure_boot: required\n")).unwrap();
-    let strict_seeds = t.path().join("strict-seeds");
-    ok(&[
-        "seeds",
-        "--seed-only",
-        "--bundle",
-        &b.to_string_lossy(),
-        "--cluster",
-        &strict.to_string_lossy(),
-        "--out",
-        &strict_seeds.to_string_lossy(),
-    ]);
-    let uni = strict_seeds.join("universal.iso");
+    let strict = seeds_only(
+        t.path(),
+        "strict",
+        &b,
+        &format!("{LAB}secure_boot: required\n"),
+    );
+    let uni = strict.join("universal.iso");
     let mut w = vm::start(
         t.path(),
         &VmSpec::node("bios", Firmware::Bios, &raw, &uni, "52:54:00:12:34:11"),

@@ -79,24 +79,31 @@ pub fn bundle(env: &DemoEnv, t: &Path) -> (PathBuf, PathBuf) {
 pub fn lab_image(t: &Path, cluster: &str, format: &str) -> (PathBuf, PathBuf) {
     let env = DemoEnv::start().unwrap();
     let (b, key) = bundle(&env, t);
-    let lab = t.join("lab.yaml");
-    std::fs::write(&lab, cluster).unwrap();
-    let seeds = t.join("seeds");
-    // The image tier stops at the seed registry: a cluster forming in the
-    // background would only take the CPU the other guests need.
+    let seeds = seeds_only(t, "lab", &b, cluster);
+    let img = t.join(format!("node.{format}"));
+    image(&b, &key, format, &img, &[]);
+    (img, seeds)
+}
+
+/// Seeds made with `--seed-only` from `cluster` (written to `t/NAME.yaml`)
+/// and `bundle`, in `t/NAME-seeds`. The image tier stops at the seed
+/// registry: a cluster forming in the background would only take the CPU
+/// the other guests need.
+pub fn seeds_only(t: &Path, name: &str, bundle: &Path, cluster: &str) -> PathBuf {
+    let file = t.join(format!("{name}.yaml"));
+    std::fs::write(&file, cluster).unwrap();
+    let seeds = t.join(format!("{name}-seeds"));
     ok(&[
         "seeds",
         "--seed-only",
         "--bundle",
-        &b.to_string_lossy(),
+        &bundle.to_string_lossy(),
         "--cluster",
-        &lab.to_string_lossy(),
+        &file.to_string_lossy(),
         "--out",
         &seeds.to_string_lossy(),
     ]);
-    let img = t.join(format!("node.{format}"));
-    image(&b, &key, format, &img, &[]);
-    (img, seeds)
+    seeds
 }
 
 /// `kpaas-builder image` from the cached rootfs; returns what it printed.
