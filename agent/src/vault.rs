@@ -33,8 +33,20 @@ pub struct Kept {
 const CONNECT_RETRY: Duration = Duration::from_secs(30);
 
 fn client() -> reqwest::Client {
+    client_for(Duration::from_secs(15))
+}
+
+/// How long init may take. Init is not idempotent: a client that gives up
+/// while Vault is still generating and storing the key can leave a Vault
+/// initialised with a key nobody kept, which the next boot can only report
+/// ("initialised already"). In the platform lab a loaded TCG guest's Vault
+/// did not answer init within 15 s; so init waits as long as a slow node
+/// needs.
+const INIT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn client_for(timeout: Duration) -> reqwest::Client {
     reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
+        .timeout(timeout)
         .build()
         .unwrap_or_default()
 }
@@ -94,7 +106,7 @@ pub async fn init_and_unseal(
             path.display()
         );
     } else {
-        let r = client()
+        let r = client_for(INIT_TIMEOUT)
             .put(format!("{address}/v1/sys/init"))
             .header("Content-Type", "application/json")
             .body(
