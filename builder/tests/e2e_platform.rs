@@ -748,22 +748,18 @@ fn update(
     let before: Vec<serde_json::Value> = keep.iter().map(|k| generation(*k)).collect();
     assert!(before.iter().all(|g| g.is_u64()), "{keep:?}: {before:?}");
 
-    // The operator attaches the volume and restarts the master.
-    drop(m);
-    let mut m = lab.master_with(mdisk, &[&vol]);
-    m.wait_unless(
-        "kpaas-agent: the platform is deployed; serving the seed registry",
-        STOPPED,
-        LONG,
-    )
-    .unwrap();
+    // The operator plugs the volume into the running master (as a USB
+    // stick; a restart with it attached finds it the same way, by label).
+    m.attach("update", &vol).unwrap();
     // A copy whose largest new blob changed after signing: refused, and
     // nothing changed.
     let orig = std::fs::read(delta.join("oci/blobs/sha256").join(&largest.1)).unwrap();
     let at = orig.len() / 2;
     let other = if orig[at] == b'x' { "y" } else { "x" };
     let script = format!(
-        "set -e; mkdir -p /run/kpaas/t; mount -o ro /dev/disk/by-label/KPAAS-UPDATE /run/kpaas/t; \
+        "set -e; l=/dev/disk/by-label/KPAAS-UPDATE; i=0; \
+         while [ ! -e $l ] && [ $i -lt 120 ]; do sleep 1; i=$((i+1)); done; \
+         mkdir -p /run/kpaas/t; mount -o ro $l /run/kpaas/t; \
          rm -rf /var/tmp/tampered; cp -a /run/kpaas/t /var/tmp/tampered; umount /run/kpaas/t; \
          printf {other} | dd of=/var/tmp/tampered/oci/blobs/sha256/{} bs=1 seek={at} conv=notrunc 2>/dev/null; \
          exec {agent} update /var/tmp/tampered",

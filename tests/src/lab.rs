@@ -196,16 +196,11 @@ impl Lab {
     }
 
     /// The master, on its own disk, listening for the guests' network, with
-    /// the host link (the API forwarded to `api_port`).
+    /// the host link (the API forwarded to `api_port`). Volumes (an update's
+    /// KPAAS-UPDATE) are plugged in while it runs ([`Vm::attach`]).
     pub fn master(&self, disk: &Path) -> Vm {
-        self.master_with(disk, &[])
-    }
-
-    /// The master as [`Lab::master`], with `extra` read-only volumes
-    /// attached (an update's KPAAS-UPDATE volume).
-    pub fn master_with(&self, disk: &Path, extra: &[&Path]) -> Vm {
         let seed = self.host_link_seed();
-        let mut spec = VmSpec::node("master", Firmware::Uefi, disk, &seed, MASTER_MAC)
+        let spec = VmSpec::node("master", Firmware::Uefi, disk, &seed, MASTER_MAC)
             .memory(2560)
             .writable()
             .hotplug()
@@ -218,7 +213,6 @@ impl Lab {
                     (self.vault_port, format!("{HOST_LINK_IP}:31654")),
                 ],
             });
-        spec.extra.extend(extra.iter().copied());
         vm::start(&self.dir, &spec).unwrap()
     }
 
