@@ -158,9 +158,12 @@ pub fn add(cfg: &NodeConfig, root: &Path, a: &AddArgs, events: &mut Sink) -> Res
     let files: Vec<(&str, &[u8])> = seed.files.iter().map(|(f, t)| (*f, t.as_bytes())).collect();
     airgap_bundle::cidata::write_vfat(&img, &files)?;
     let api = admin(root)?;
-    let made = api.create(
+    // An operator's command on a busy control plane waits a little rather
+    // than failing at the first refused connection.
+    let made = api.create_own(
         "kube-system",
         &bootstrap_secret(&token, &expires, &format!("kpaas: day-2 join of {name}")),
+        std::time::Duration::from_secs(120),
     );
     if let Err(f) = made {
         let _ = std::fs::remove_file(&img);

@@ -37,7 +37,10 @@ use std::time::Duration;
 /// than any answer a busy control plane under emulation gives (seen: 10 s),
 /// short enough that a hung one is reported within a progress line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Room for the kernel's SYN retries (sent after 1, 3 and 7 s) when an
+/// overloaded API server's accept queue drops the first: seen on an
+/// emulated master just after its platform deployed, where 5 s failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Requests made by this process (each was a kubectl process before the
 /// agent had a client): said beside the processes it spawned.
@@ -284,6 +287,41 @@ impl Api {
             self.ns::<K>(namespace)
                 .create(&PostParams::default(), object),
         )
+    }
+
+    /// Makes a namespaced object whose name is this caller's alone (a
+    /// fresh token's secret), asking again for up to `within` while the
+    /// API server is away or busy. A request that timed out may have been
+    /// done: before asking again, the object is looked for, and found is
+    /// made.
+    pub fn create_own<K>(&self, namespace: &str, object: &K, within: Duration) -> Result<K, Failure>
+    where
+        K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + DeserializeOwned
+            + serde::Serialize
+            + Clone
+            + fmt::Debug,
+    {
+        let name = object.meta().name.clone().unwrap_or_default();
+        let start = std::time::Instant::now();
+        loop {
+            let failed = match self.create(namespace, object) {
+                Err(f @ (Failure::Transient(_) | Failure::TimedOut(_))) => f,
+                done => return done,
+            };
+            loop {
+                if start.elapsed() >= within {
+                    return Err(failed);
+                }
+                std::thread::sleep(Duration::from_secs(3));
+                match self.get::<K>(namespace, &name) {
+                    Ok(made) => return Ok(made),
+                    Err(Failure::NotFound(_)) => break,
+                    Err(Failure::Refused(r)) => return Err(Failure::Refused(r)),
+                    Err(_) => {}
+                }
+            }
+        }
     }
 
     /// A merge patch of a namespaced object.

@@ -203,3 +203,120 @@ fn the_k_paas_plan_asks_for_nothing_this_agent_cannot_run() {
         assert!(plan.steps.iter().any(|s| !s.releases.is_empty()));
     }
 }
+
+/// An API server answering each request from `script` in turn (status and
+/// body; `None` holds the request unanswered), logging "METHOD path".
+fn scripted(script: Vec<Option<(u16, String)>>) -> (String, Arc<Mutex<Vec<String>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        let mut script = script.into_iter();
+        for c in l.incoming().flatten() {
+            let mut r = BufReader::new(c.try_clone().unwrap());
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                r.read_line(&mut h).unwrap();
+                if h.trim().is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            r.read_exact(&mut vec![0; len]).unwrap();
+            let mut words = line.split(' ');
+            let (method, path) = (words.next().unwrap(), words.next().unwrap());
+            seen.lock().unwrap().push(format!("{method} {path}"));
+            match script.next().flatten() {
+                Some((code, body)) => {
+                    let mut c = c;
+                    write!(
+                        c,
+                        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .unwrap();
+                }
+                None => held.push(c),
+            }
+        }
+    });
+    (format!("http://{addr}"), log)
+}
+
+/// A day-2 credential's secret is made even when the API server is busy at
+/// first, or answers too late: a request that timed out is looked for
+/// before it is made again; one that exists before we ask is refused.
+#[test]
+fn an_own_object_is_made_through_a_busy_api_server_and_once() {
+    use k8s_openapi::api::core::v1::Secret;
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"}
+    }))
+    .unwrap();
+    let body = serde_json::to_string(&secret).unwrap();
+    let status = |code: u16, reason: &str| {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+            "message": reason, "reason": reason, "code": code})
+        .to_string()
+    };
+    let t = tempfile::tempdir().unwrap();
+    let api = |server: &str| {
+        Api::from_kubeconfig(&kubeconfig(t.path(), server))
+            .unwrap()
+            .bounded(Duration::from_millis(800))
+    };
+    let post = "POST /api/v1/namespaces/kube-system/secrets?";
+    let get = "GET /api/v1/namespaces/kube-system/secrets/bootstrap-token-abcdef";
+    let calls = |log: &Arc<Mutex<Vec<String>>>| -> Vec<String> {
+        log.lock()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                if l.starts_with("POST") {
+                    post.into()
+                } else {
+                    l.clone()
+                }
+            })
+            .collect()
+    };
+    // Busy, then not there, then made.
+    let (server, log) = scripted(vec![
+        Some((500, status(500, "InternalError"))),
+        Some((404, status(404, "NotFound"))),
+        Some((201, body.clone())),
+    ]);
+    let made = api(&server)
+        .create_own("kube-system", &secret, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(made.metadata.name, secret.metadata.name);
+    assert_eq!(calls(&log), [post, get, post]);
+    // No answer in time, yet done: found, not made twice.
+    let (server, log) = scripted(vec![None, Some((200, body.clone()))]);
+    api(&server)
+        .create_own("kube-system", &secret, Duration::from_secs(30))
+        .unwrap();
+    assert_eq!(calls(&log), [post, get]);
+    // There before we asked: not ours, refused at once.
+    let (server, log) = scripted(vec![Some((409, status(409, "AlreadyExists")))]);
+    let f = api(&server)
+        .create_own("kube-system", &secret, Duration::from_secs(30))
+        .unwrap_err();
+    assert!(matches!(f, Failure::Refused(_)), "{f:?}");
+    assert_eq!(calls(&log), [post]);
+    // Busy throughout: the last failure, once its time is up.
+    let (server, _) = scripted(vec![Some((500, status(500, "InternalError")))]);
+    let f = api(&server)
+        .create_own("kube-system", &secret, Duration::from_secs(1))
+        .unwrap_err();
+    assert!(matches!(f, Failure::Transient(_)), "{f:?}");
+}
