@@ -47,6 +47,8 @@ setup:
     # image tests then run with --offline and never reach the network.
     cargo build -q -p kpaas-builder -p kpaas-testkit
     ./target/debug/kpaas-builder rootfs --profile images/debian-12.yaml --cache-dir "$fx/cache"
+    # The bare-metal profile's (generic kernel, firmware): the installer test's.
+    ./target/debug/kpaas-builder rootfs --profile images/debian-12-metal.yaml --cache-dir "$fx/cache"
     # The test kit's Kubernetes: upstream programs built from their Go modules
     # at K-PaaS 1.4.1's versions (cached per component, version and Go
     # version: a warm setup builds nothing), then their images.

@@ -509,7 +509,9 @@ fn the_hybrid_iso_runs_live_from_a_stick_under_uefi_and_from_a_cd_under_bios() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let (iso, seeds) = lab_image(t.path(), LAB, "iso");
+    let ((iso, seeds), built) = lab_image_from(&profile(), t.path(), LAB, "iso");
+    // The cloud profile's size, beside the metal one's (README).
+    eprintln!("{}", built.lines().next().unwrap_or_default());
     let r = Command::new("xorriso")
         .args([
             "-indev",
@@ -579,14 +581,22 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
         return;
     }
     let t = tempfile::tempdir().unwrap();
-    let (iso, seeds) = lab_image(t.path(), &format!("{LAB}install_disk: auto\n"), "iso");
+    // The bare-metal profile's ISO, on a server's devices: an e1000e NIC
+    // and an NVMe disk, which the cloud kernel has no drivers for.
+    let ((iso, seeds), built) = lab_image_from(
+        &profile_named("debian-12-metal"),
+        t.path(),
+        &format!("{LAB}install_disk: auto\n"),
+        "iso",
+    );
     let blank = t.path().join("blank.qcow2");
     qemu_img(&[&"create", &"-q", &"-f", &"qcow2", &blank, &"4G"]);
     let seed = seeds.join("kpaas-master.iso");
     let mut v = vm::start(
         t.path(),
-        // The live system holds its root tree (now with the Kubernetes node
-        // binaries, ~300 MiB) in RAM while it decompresses the system image.
+        // The live system holds its root tree (the Kubernetes node binaries
+        // and the generic kernel's modules) in RAM while it decompresses the
+        // system image.
         &VmSpec::node(
             "install",
             Firmware::SecureBoot,
@@ -594,12 +604,28 @@ fn the_iso_installs_itself_to_the_empty_disk_and_reboots_into_it() {
             &seed,
             "52:54:00:12:34:10",
         )
-        .memory(3072)
+        .memory(4096)
+        .server()
         .install_to(&blank),
     )
     .unwrap();
     v.wait_for("install: done; rebooting", Duration::from_secs(400))
         .unwrap();
+    // The generic kernel (the report's boot chain names it), which has the
+    // drivers: the NVMe disk was found and written, the e1000e NIC has the
+    // node's address.
+    assert!(
+        built.contains("/boot/vmlinuz-") && !built.contains("cloud-amd64"),
+        "{built}"
+    );
+    eprintln!("{}", built.lines().next().unwrap_or_default());
+    let c = v.console();
+    assert!(
+        c.contains("writing the system to /dev/nvme0n1")
+            && c.contains("rebooting into /dev/nvme0n1")
+            && c.contains("| True |         10.10.0.10 "),
+        "{c}"
+    );
     // The second boot is from the disk: the agent's first boot there, with the
     // bundle on the disk's own KPAAS-DATA partition.
     let deadline = std::time::Instant::now() + Duration::from_secs(400);

@@ -563,14 +563,16 @@ impl Lab {
         let pods = self
             .platform
             .then(|| crate::limit::platform_pods(&kc, Duration::from_secs(15 * 60)));
+        // The hand-off's limit reads the first bundle's blobs from the
+        // seed: before the update, after which the seed serves the next.
+        let fill = self
+            .platform
+            .then(|| crate::limit::local_fill(&kc, &self.dir));
         // Day 2 before the limit takes the lab apart: the worker must
         // still serve the registry and Vault.
         let grow = self.platform.then(|| self.grow(work, run, &kc));
         // The update, on the same master, before the limit too.
         let update = self.platform.then(|| self.update(work, run, &kc, &m, &ml));
-        let fill = self
-            .platform
-            .then(|| crate::limit::local_fill(&kc, &self.dir));
         let measured = crate::limit::Limits {
             pulls,
             pods,

@@ -64,6 +64,9 @@ pub struct VmSpec<'a> {
     /// A SCSI controller and a QMP socket: disks can be attached while the
     /// guest runs ([`Vm::attach`]), as an operator plugs a USB stick in.
     pub hotplug: bool,
+    /// A server's devices instead of virtio: an Intel e1000e NIC, and the
+    /// install target on NVMe.
+    pub server: bool,
 }
 
 /// A second NIC on qemu's user network (slirp, 10.0.2.0/24) with
@@ -105,7 +108,15 @@ impl<'a> VmSpec<'a> {
             writable: false,
             host_link: None,
             hotplug: false,
+            server: false,
         }
+    }
+
+    /// A server's hardware, as far as qemu has it: an e1000e NIC and an
+    /// NVMe install target, which only a kernel with their drivers finds.
+    pub fn server(mut self) -> Self {
+        self.server = true;
+        self
     }
 
     /// Disks may be attached while it runs ([`Vm::attach`]).
@@ -222,16 +233,25 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
         );
     }
     if let Some(blank) = spec.blank {
-        drive(
-            &mut c,
-            "target",
-            format!("file={},format={}", blank.display(), format_of(blank)),
-            Some(0),
-        );
+        let opts = format!("file={},format={}", blank.display(), format_of(blank));
+        if spec.server {
+            c.arg("-drive").arg(format!("if=none,id=target,{opts}"));
+            c.args([
+                "-device",
+                "nvme,serial=kpaas-nvme0,drive=target,bootindex=0",
+            ]);
+        } else {
+            drive(&mut c, "target", opts, Some(0));
+        }
     }
+    let nic = if spec.server {
+        "e1000e"
+    } else {
+        "virtio-net-pci"
+    };
     c.arg("-netdev").arg(&spec.netdev);
     c.arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0,mac={}", spec.mac));
+        .arg(format!("{nic},netdev=n0,mac={}", spec.mac));
     if let Some(l) = &spec.host_link {
         let mut user = String::from("user,id=u0,restrict=on,net=10.0.2.0/24");
         for (host, guest) in &l.forwards {

@@ -99,6 +99,10 @@ pub struct Profile {
     pub distribution: String,
     pub suite: String,
     pub mirror: String,
+    /// The archive's components packages come from; `main` unless set
+    /// (Debian's firmware for bare metal is in `non-free-firmware`).
+    #[serde(default = "main_only", skip_serializing_if = "is_main_only")]
+    pub components: Vec<String>,
     pub architecture: String,
     pub kernel: String,
     pub packages: Vec<String>,
@@ -106,6 +110,23 @@ pub struct Profile {
     pub partitions: Partitions,
     pub outputs: Vec<String>,
 }
+
+fn main_only() -> Vec<String> {
+    vec!["main".into()]
+}
+
+fn is_main_only(c: &[String]) -> bool {
+    c == ["main"]
+}
+
+/// Each distribution's archive components.
+const COMPONENTS: &[(&str, &[&str])] = &[
+    (
+        "debian",
+        &["main", "contrib", "non-free", "non-free-firmware"],
+    ),
+    ("ubuntu", &["main", "restricted", "universe", "multiverse"]),
+];
 
 const DISTS: &[(&str, &[&str])] = &[
     ("debian", &["bookworm", "trixie"]),
@@ -159,6 +180,25 @@ impl Profile {
                 "mirror: {:?} must be an http(s):// or file:/ URL",
                 self.mirror
             ));
+        }
+        if let Some((_, known)) = COMPONENTS.iter().find(|(d, _)| *d == self.distribution) {
+            if !self.components.iter().any(|c| c == "main") {
+                v.push(format!(
+                    "components: {:?} must include main (the base system is there)",
+                    self.components
+                ));
+            }
+            for c in self
+                .components
+                .iter()
+                .filter(|c| !known.contains(&c.as_str()))
+            {
+                v.push(format!(
+                    "components: {c:?} is not a {} component ({})",
+                    self.distribution,
+                    known.join(", ")
+                ));
+            }
         }
         match self.architecture.as_str() {
             "amd64" => {}
@@ -250,6 +290,13 @@ impl Profile {
             self.architecture,
             self.include_list()
         );
+        // Only a profile that names other components says so: a `main`
+        // profile's cached tree keeps the key it always had.
+        let s = if is_main_only(&self.components) {
+            s
+        } else {
+            format!("{s}components={}\n", self.components.join(","))
+        };
         airgap_bundle::Digest::of(s.as_bytes()).hex().to_string()
     }
 }
@@ -279,6 +326,33 @@ mod tests {
                 "{u}"
             );
         }
+    }
+
+    #[test]
+    fn the_metal_profile_takes_firmware_from_its_component_and_keys_its_tree_by_it() {
+        let load = |n: &str| Profile::load(&images().join(format!("{n}.yaml"))).unwrap();
+        let (cloud, metal) = (load("debian-12"), load("debian-12-metal"));
+        assert_eq!(cloud.components, ["main"]);
+        assert_eq!(metal.components, ["main", "non-free-firmware"]);
+        assert_eq!(metal.kernel, "linux-image-amd64");
+        // The same packages from other components are another tree; a
+        // profile that says `main` keeps the key it had without the field.
+        let mut main_named = cloud.clone();
+        main_named.components = vec!["main".into()];
+        assert_eq!(main_named.rootfs_key(), cloud.rootfs_key());
+        let mut other = cloud.clone();
+        other.components = vec!["main".into(), "contrib".into()];
+        assert_ne!(other.rootfs_key(), cloud.rootfs_key());
+        // Components are the distribution's, and main is one of them.
+        let mut bad = metal.clone();
+        bad.components = vec!["non-free-firmware".into(), "universe".into()];
+        assert_eq!(
+            bad.problems(),
+            [
+                "components: [\"non-free-firmware\", \"universe\"] must include main (the base system is there)",
+                "components: \"universe\" is not a debian component (main, contrib, non-free, non-free-firmware)",
+            ]
+        );
     }
 
     #[test]

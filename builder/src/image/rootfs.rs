@@ -54,6 +54,7 @@ pub fn cached(cache: &Path, p: &Profile, offline: bool) -> Result<PathBuf> {
             "--dpkgopt=path-exclude=/usr/share/locale/*",
         ])
         .arg(format!("--include={}", p.include_list()))
+        .arg(format!("--components={}", p.components.join(",")))
         .arg(format!("--architectures={}", p.architecture))
         .args(["--format=tar", &p.suite])
         .arg(&partial)

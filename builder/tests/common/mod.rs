@@ -67,7 +67,12 @@ pub fn ready(test: &str) -> bool {
 }
 
 pub fn profile() -> String {
-    format!("{}/../images/debian-12.yaml", env!("CARGO_MANIFEST_DIR"))
+    profile_named("debian-12")
+}
+
+/// The repository's profile `images/NAME.yaml`.
+pub fn profile_named(name: &str) -> String {
+    format!("{}/../images/{name}.yaml", env!("CARGO_MANIFEST_DIR"))
 }
 
 /// The signed demo bundle as a directory, and its public key.
@@ -77,12 +82,22 @@ pub fn bundle(env: &DemoEnv, t: &Path) -> (PathBuf, PathBuf) {
 
 /// The demo bundle, seeds for `cluster` and one image of `format`, built in `t`.
 pub fn lab_image(t: &Path, cluster: &str, format: &str) -> (PathBuf, PathBuf) {
+    lab_image_from(&profile(), t, cluster, format).0
+}
+
+/// [`lab_image`] from `profile`, and what `image` printed.
+pub fn lab_image_from(
+    profile: &str,
+    t: &Path,
+    cluster: &str,
+    format: &str,
+) -> ((PathBuf, PathBuf), String) {
     let env = DemoEnv::start().unwrap();
     let (b, key) = bundle(&env, t);
     let seeds = seeds_only(t, "lab", &b, cluster);
     let img = t.join(format!("node.{format}"));
-    image(&b, &key, format, &img, &[]);
-    (img, seeds)
+    let out = image_from(profile, &b, &key, format, &img, &[]);
+    ((img, seeds), out)
 }
 
 /// Seeds made with `--seed-only` from `cluster` (written to `t/NAME.yaml`)
@@ -108,10 +123,22 @@ pub fn seeds_only(t: &Path, name: &str, bundle: &Path, cluster: &str) -> PathBuf
 
 /// `kpaas-builder image` from the cached rootfs; returns what it printed.
 pub fn image(bundle: &Path, key: &Path, format: &str, out: &Path, extra: &[&str]) -> String {
+    image_from(&profile(), bundle, key, format, out, extra)
+}
+
+/// [`image`] from `profile`.
+pub fn image_from(
+    profile: &str,
+    bundle: &Path,
+    key: &Path,
+    format: &str,
+    out: &Path,
+    extra: &[&str],
+) -> String {
     let mut a = vec![
         "image".to_string(),
         "--profile".into(),
-        profile(),
+        profile.into(),
         "--bundle".into(),
         bundle.to_string_lossy().into(),
         "--bundle-key".into(),
