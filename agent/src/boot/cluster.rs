@@ -475,6 +475,9 @@ pub fn transient(err: &str) -> bool {
         "etcdserver: request timed out",
         "context deadline exceeded",
         "the server was unable to return a response in the time allotted",
+        // An overloaded API server's admission (a 500), seen on an emulated
+        // master during the platform's deploy.
+        "resource quota evaluation timed out",
     ]
     .iter()
     .any(|m| err.contains(m))

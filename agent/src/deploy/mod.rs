@@ -523,18 +523,30 @@ impl Engine {
 
     /// Objects applied server-side from stdin (what may hold a secret never
     /// goes to a file or an argument).
+    /// Server-side apply of `objects`, again while the API server is away
+    /// or busy (as a manifest's apply: idempotent), up to the apply's bound.
     fn apply_stdin(&self, objects: &serde_json::Value) -> Result<()> {
-        self.kubectl()
-            .args([
-                "apply",
-                "--server-side",
-                "--force-conflicts",
-                "--field-manager=kpaas-agent",
-                "-f",
-                "-",
-            ])
-            .stdin(objects.to_string())
-            .ok_on(self.runner.as_ref())
+        let start = std::time::Instant::now();
+        loop {
+            let tried = self
+                .kubectl()
+                .args([
+                    "apply",
+                    "--server-side",
+                    "--force-conflicts",
+                    "--field-manager=kpaas-agent",
+                    "-f",
+                    "-",
+                ])
+                .stdin(objects.to_string())
+                .ok_on(self.runner.as_ref());
+            match tried {
+                Err(e) if retryable(&format!("{e:#}")) && start.elapsed() < cluster::APPLY_WAIT => {
+                    std::thread::sleep(Duration::from_secs(5));
+                }
+                done => return done,
+            }
+        }
     }
 }
 
@@ -548,6 +560,7 @@ mod tests {
             "The Service \"cp-harbor-registry\" is invalid: spec.ports[0].nodePort: Invalid value: 30002: provided port is already allocated",
             "error: resource mapping not found for name: \"x\": no matches for kind \"Profile\" in version \"kubeflow.org/v1\"\nensure CRDs are installed first",
             "The connection to the server 10.10.0.10:6443 was refused - did you specify the right host or port?",
+            "Error from server (InternalError): Internal error occurred: resource quota evaluation timed out",
         ] {
             assert!(retryable(e), "{e}");
         }
