@@ -522,11 +522,10 @@ impl Engine {
     }
 
     /// Objects applied server-side from stdin (what may hold a secret never
-    /// goes to a file or an argument).
-    /// Server-side apply of `objects`, again while the API server is away
-    /// or busy (as a manifest's apply: idempotent), up to the apply's bound.
+    /// goes to a file or an argument), again while the API server is away
+    /// or busy (idempotent, as a manifest's apply), up to the apply's bound.
     fn apply_stdin(&self, objects: &serde_json::Value) -> Result<()> {
-        let start = std::time::Instant::now();
+        let start = Instant::now();
         loop {
             let tried = self
                 .kubectl()
