@@ -551,25 +551,26 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
         );
         std::thread::sleep(Duration::from_secs(3));
     }
-    // The update, while the listed worker still holds the platform's
-    // volumes (node-local in the lab: removing it leaves them Pending).
-    let _m = update(&lab, t.path(), &kc, m, &mdisk);
-    // The old worker goes: Vault's role first, then drained and deleted.
+    // The day-2 worker goes again: Vault's role first, then drained and
+    // deleted, its credential withdrawn. (The listed worker stays: it holds
+    // the platform's volumes, node-local in the lab.) The update then runs
+    // with two guests, not three: the emulated control plane shares two
+    // host cores with them.
     let removed = on_node(
         &kc,
         t.path(),
         "node-remove",
         "kpaas-master",
-        &[agent, "node", "remove", "kpaas-worker1"],
+        &[agent, "node", "remove", "kpaas-worker2"],
     )
     .unwrap();
     assert!(
-        removed.contains("node kpaas-worker1 removed: drained and deleted"),
+        removed.contains("node kpaas-worker2 removed: drained and deleted"),
         "{removed}"
     );
     assert!(
         removed
-            .contains("Vault's cp_role now bound to 10.10.0.10/32, 10.10.0.12/32, 10.233.64.0/18"),
+            .contains("Vault's cp_role now bound to 10.10.0.10/32, 10.10.0.11/32, 10.233.64.0/18"),
         "{removed}"
     );
     let names: BTreeSet<String> = json(&kc, &["get", "nodes"])["items"]
@@ -580,7 +581,7 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
         .collect();
     assert_eq!(
         names,
-        BTreeSet::from(["kpaas-master".into(), "kpaas-worker2".into()])
+        BTreeSet::from(["kpaas-master".into(), "kpaas-worker1".into()])
     );
     let record = on_node(
         &kc,
@@ -591,22 +592,25 @@ fn a_master_and_a_worker_form_a_cluster_and_deploy_the_platform_offline_through_
     )
     .unwrap();
     assert!(
-        record.contains("node kpaas-worker2 10.10.0.12 Worker, added on day 2: joined ")
-            && record.contains("node kpaas-worker1 removed "),
+        record.contains("node kpaas-worker1 10.10.0.11 Worker, from the cluster file: joined ")
+            && record.contains("node kpaas-worker2 removed "),
         "{record}"
     );
-    // Its machine, made afresh and booted with its old seed: refused with
-    // the reason and the way back, never a bare kubeadm error.
-    drop(w);
+    // Its machine, made afresh and booted with its seed again: refused
+    // with the reason and the way back, never a bare kubeadm error.
+    drop(w2);
     let odisk = overlay(&lab.raw, &t.path().join("old-seed.qcow2"));
-    let mut old = lab.worker("old-seed", &odisk, &lab.seeds.join("universal.iso"));
+    let mut old = lab.day2("old-seed", &odisk, &img);
     old.wait_for("kpaas-agent: join: FAILED", LONG).unwrap();
     let c = old.console();
     assert!(
         c.contains("the master no longer honours this seed's join credential")
-            && c.contains("kpaas-agent node add --hostname kpaas-worker1 --ip 10.10.0.11"),
+            && c.contains("kpaas-agent node add --hostname kpaas-worker2 --ip 10.10.0.12"),
         "{c}"
     );
+    drop(old);
+    let _m = update(&lab, t.path(), &kc, m, &mdisk);
+    drop(w);
 }
 
 /// The demo release `demo`'s (revision, status, chart), as Helm says.
@@ -660,7 +664,7 @@ fn update(
         })
         .collect();
     assert!(
-        states.contains(&"kpaas-worker2 joined".to_string())
+        states.contains(&"kpaas-worker2 removed".to_string())
             && states.contains(&"kpaas-worker1 joined".to_string()),
         "{states:?}"
     );
@@ -840,8 +844,8 @@ fn update(
         ),
         "{status}"
     );
-    // The day-2 worker runs the changed image (the upgraded chart's hook
-    // and pods, a pod of ours), pulled through the in-cluster registry,
+    // The worker runs the changed image (the upgraded chart's hook and
+    // pods, a pod of ours), pulled through the in-cluster registry,
     // which the update filled: its access log has the GET of app-a 2.0's
     // manifest by digest (a runtime HEADs the tag, then GETs the digest;
     // the NodePort's SNAT hides which node asked).
@@ -858,7 +862,7 @@ fn update(
         kc,
         dir,
         "update-pull",
-        "kpaas-worker2",
+        "kpaas-worker1",
         "registry.demo.kpaas.test/demo/app-a:2.0",
     )
     .unwrap();
@@ -869,14 +873,14 @@ fn update(
     loop {
         let log =
             kubectl(kc, &["logs", "-n", "harbor", "deploy/cp-harbor-registry"]).unwrap_or_default();
-        let nodes = json(kc, &["get", "node", "kpaas-worker2"]);
+        let nodes = json(kc, &["get", "node", "kpaas-worker1"]);
         let held = node_images(&serde_json::json!({"items": [nodes]}));
         if log.contains(&want) && held.contains("registry.demo.kpaas.test/demo/app-a:2.0") {
             break;
         }
         assert!(
             start.elapsed() < Duration::from_secs(600),
-            "app-a 2.0 did not come to kpaas-worker2 through the registry (GET {a2} seen: {})",
+            "app-a 2.0 did not come to kpaas-worker1 through the registry (GET {a2} seen: {})",
             log.contains(&want)
         );
         std::thread::sleep(Duration::from_secs(3));

@@ -49,6 +49,10 @@ pub struct VmSpec<'a> {
     /// `-netdev` for the NIC: a socket network between guests, never the host's.
     pub netdev: String,
     pub memory_mib: u32,
+    /// vCPUs. Each is a host thread under TCG: a lab's guests share this
+    /// machine's two cores, so a worker gets one (K-PaaS's worker minimum)
+    /// and leaves the control plane room.
+    pub cpus: u32,
     /// An empty disk to install to; it boots first once something is on it.
     pub blank: Option<&'a Path>,
     /// Let the guest reboot (installs) instead of exiting on reboot.
@@ -102,6 +106,7 @@ impl<'a> VmSpec<'a> {
                 crate::servers::free_port()
             ),
             memory_mib: 1024,
+            cpus: 2,
             blank: None,
             allow_reboot: false,
             cdrom: false,
@@ -133,6 +138,11 @@ impl<'a> VmSpec<'a> {
 
     pub fn memory(mut self, mib: u32) -> Self {
         self.memory_mib = mib;
+        self
+    }
+
+    pub fn cpus(mut self, n: u32) -> Self {
+        self.cpus = n;
         self
     }
 
@@ -181,7 +191,7 @@ pub fn start(dir: &Path, spec: &VmSpec) -> Result<Vm> {
         "-accel",
         "tcg",
         "-smp",
-        "2",
+        &spec.cpus.to_string(),
         "-m",
         &spec.memory_mib.to_string(),
     ]);
@@ -351,7 +361,16 @@ impl Vm {
         loop {
             let console = self.console();
             if console.contains(marker) {
-                return Ok(self.started.elapsed().as_secs_f64());
+                let t = self.started.elapsed().as_secs_f64();
+                // A failed run's output then shows where its time went.
+                let name = self
+                    .serial
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy();
+                let name = name.trim_end_matches(".serial.log");
+                eprintln!("[{} {name}, {t:.0}s after power-on] {marker}", clock());
+                return Ok(t);
             }
             if let Some(f) = failures.iter().find(|f| console.contains(*f)) {
                 bail!(
@@ -397,4 +416,14 @@ fn format_of(disk: &Path) -> &'static str {
 fn tail(s: &str) -> String {
     let lines: Vec<&str> = s.lines().collect();
     lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The wall clock's time of day (UTC), to line a guest's progress up with
+/// the others' and with the host's.
+fn clock() -> String {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() % 86_400)
+        .unwrap_or(0);
+    format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
 }
