@@ -407,7 +407,9 @@ fn cidata(files: &[PathBuf], iso: &Path) {
 
 /// What an emulated control plane answers when it is busy, not wrong: the
 /// lab's master shares two host cores with its workers, so etcd or the API
-/// server may miss a deadline that real hardware never would.
+/// server may miss a deadline that real hardware never would. Narrower
+/// than the agent's `boot::cluster::transient`: a master that is down
+/// (refused, unreachable) is an answer the tests poll for, not a retry.
 const BUSY: &[&str] = &[
     "etcdserver: request timed out",
     "etcdserver: leader changed",
