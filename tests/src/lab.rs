@@ -240,28 +240,27 @@ impl Lab {
         iso
     }
 
+    /// The listed worker's machine, on the network's second place.
     pub fn worker(&self, name: &str, disk: &Path, seed: &Path) -> Vm {
-        vm::start(
-            &self.dir,
-            &VmSpec::node(name, Firmware::Uefi, disk, seed, WORKER_MAC)
-                .memory(1536)
-                .cpus(1)
-                .writable()
-                .netdev(self.net.link(1)),
-        )
-        .unwrap()
+        self.worker_at(name, disk, seed, WORKER_MAC, 1)
     }
 
     /// A machine the cluster file does not list, booted from `seed` (a
     /// day-2 seed's CIDATA image), on the network's third place.
     pub fn day2(&self, name: &str, disk: &Path, seed: &Path) -> Vm {
+        self.worker_at(name, disk, seed, NEW_MAC, 2)
+    }
+
+    /// A worker-sized guest: one vCPU (see [`VmSpec::cpus`]), on its own
+    /// disk, at network place `link`.
+    fn worker_at(&self, name: &str, disk: &Path, seed: &Path, mac: &str, link: usize) -> Vm {
         vm::start(
             &self.dir,
-            &VmSpec::node(name, Firmware::Uefi, disk, seed, NEW_MAC)
+            &VmSpec::node(name, Firmware::Uefi, disk, seed, mac)
                 .memory(1536)
                 .cpus(1)
                 .writable()
-                .netdev(self.net.link(2)),
+                .netdev(self.net.link(link)),
         )
         .unwrap()
     }
